@@ -1,0 +1,181 @@
+#include "hypervisor/fake/fake_driver.hpp"
+
+#include "base/secret.hpp"
+#include "hypervisor/errc.hpp"
+
+#include <fstream>
+#include <thread>
+
+namespace litterbox::hypervisor {
+
+namespace fs = std::filesystem;
+
+fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
+  if (options_.state_dir) {
+    fs::create_directories(*options_.state_dir);
+  }
+}
+
+std::optional<error> fake_driver::injected(fake_phase phase) {
+  const std::lock_guard lock(mutex_);
+  ++calls_[phase];
+  if (const auto it = failures_.find(phase); it != failures_.end()) {
+    return it->second;
+  }
+  return std::nullopt;
+}
+
+void fake_driver::wait(std::chrono::milliseconds d) const {
+  if (d.count() > 0) {
+    std::this_thread::sleep_for(d);
+  }
+}
+
+result<std::string> fake_driver::prepare_image(std::string_view image) {
+  if (auto e = injected(fake_phase::prepare_image)) {
+    return *e;
+  }
+  if (image.find("missing") != std::string_view::npos) {
+    return make_error(errc::image_not_found, "manifest unknown: " + std::string(image));
+  }
+  if (image.find("corrupt") != std::string_view::npos) {
+    return make_error(errc::image_corrupt, "blob digest mismatch in " + std::string(image));
+  }
+  const std::string digest = "sha256:" + sha256_hex(image);
+  bool convert = false;
+  {
+    const std::lock_guard lock(mutex_);
+    convert = digests_.insert(digest).second;
+    if (convert) {
+      ++conversions_;
+    }
+  }
+  if (convert) {
+    wait(options_.pull_delay);
+  }
+  return digest;
+}
+
+result<void> fake_driver::create_vm(const vm_spec& spec) {
+  if (auto e = injected(fake_phase::create_vm)) {
+    return *e;
+  }
+  wait(options_.create_delay);
+  if (spec.image.find("fail-create") != std::string::npos) {
+    return make_error(errc::vm_create_failed, "domain failed to start");
+  }
+  const std::lock_guard lock(mutex_);
+  vms_[spec.host_id] = spec;
+  if (options_.state_dir) {
+    std::ofstream(*options_.state_dir / (spec.host_id + ".vm")) << spec.name << '\n';
+  }
+  return {};
+}
+
+result<void> fake_driver::wait_ready(const vm_spec& spec,
+                                     std::chrono::steady_clock::time_point deadline) {
+  if (auto e = injected(fake_phase::wait_ready)) {
+    return *e;
+  }
+  const bool never = spec.image.find("fail-boot") != std::string::npos ||
+                     spec.image.find("slow-boot") != std::string::npos;
+  const auto ready_at = std::chrono::steady_clock::now() + options_.boot_delay;
+  if (never || ready_at > deadline) {
+    std::this_thread::sleep_until(deadline);
+    return make_error(errc::boot_timeout,
+                      "guest did not report ready in time; console tail: [fake console]");
+  }
+  std::this_thread::sleep_until(ready_at);
+  const std::lock_guard lock(mutex_);
+  if (vms_.count(spec.host_id) == 0) {
+    return make_error(errc::boot_failed, "domain is not running");
+  }
+  return {};
+}
+
+result<void> fake_driver::destroy(std::string_view host_id) {
+  if (auto e = injected(fake_phase::destroy)) {
+    return *e;
+  }
+  wait(options_.destroy_delay);
+  const std::lock_guard lock(mutex_);
+  bool existed = vms_.erase(std::string(host_id)) > 0;
+  if (options_.state_dir) {
+    std::error_code ec;
+    existed = fs::remove(*options_.state_dir / (std::string(host_id) + ".vm"), ec) || existed;
+  }
+  if (existed) {
+    ++destroyed_;
+  }
+  return {};
+}
+
+result<std::string> fake_driver::console(std::string_view host_id, std::size_t max_bytes) {
+  const std::lock_guard lock(mutex_);
+  const auto it = vms_.find(std::string(host_id));
+  if (it == vms_.end()) {
+    return make_error(errc::not_found, "no console for this host");
+  }
+  std::string text = "[fake] " + it->second.name + " booted\n";
+  if (text.size() > max_bytes) {
+    text = text.substr(text.size() - max_bytes);
+  }
+  return text;
+}
+
+result<std::vector<std::string>> fake_driver::list_owned() {
+  const std::lock_guard lock(mutex_);
+  std::set<std::string> ids;
+  for (const auto& [id, spec] : vms_) {
+    ids.insert(id);
+  }
+  if (options_.state_dir) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
+      if (entry.path().extension() == ".vm") {
+        ids.insert(entry.path().stem().string());
+      }
+    }
+  }
+  return std::vector<std::string>(ids.begin(), ids.end());
+}
+
+std::vector<check_result> fake_driver::doctor() {
+  return {check_result{"hypervisor", true, "fake hypervisor: no VMs are booted", "", 0.0}};
+}
+
+void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {
+  const std::lock_guard lock(mutex_);
+  if (e) {
+    failures_[phase] = *e;
+  } else {
+    failures_.erase(phase);
+  }
+}
+
+int fake_driver::calls(fake_phase phase) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = calls_.find(phase);
+  return it == calls_.end() ? 0 : it->second;
+}
+
+int fake_driver::conversions() const {
+  const std::lock_guard lock(mutex_);
+  return conversions_;
+}
+
+int fake_driver::vms_destroyed() const {
+  const std::lock_guard lock(mutex_);
+  return destroyed_;
+}
+
+std::set<std::string> fake_driver::live_vms() const {
+  const std::lock_guard lock(mutex_);
+  std::set<std::string> ids;
+  for (const auto& [id, spec] : vms_) {
+    ids.insert(id);
+  }
+  return ids;
+}
+
+}  // namespace litterbox::hypervisor

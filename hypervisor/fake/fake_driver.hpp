@@ -1,0 +1,71 @@
+#pragma once
+
+#include "hypervisor/driver.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace litterbox::hypervisor {
+
+/// The driver operations a test can slow down, fail or count.
+enum class fake_phase { prepare_image, create_vm, wait_ready, destroy };
+
+struct fake_options {
+  std::chrono::milliseconds pull_delay{0};
+  std::chrono::milliseconds create_delay{0};
+  std::chrono::milliseconds boot_delay{0};
+  std::chrono::milliseconds destroy_delay{0};
+  /// When set, each VM is a file `<state_dir>/<host_id>.vm`, so VMs outlive a killed process
+  /// the way libvirt domains do and crash-recovery tests see real leftovers.
+  std::optional<std::filesystem::path> state_dir;
+};
+
+/// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
+/// references steer failures for black-box use: an image containing `missing` is not found,
+/// `corrupt` fails its digest check, `fail-create` cannot start, `fail-boot` never becomes
+/// ready, `slow-boot` boots until the deadline. Thread-safe.
+class fake_driver final : public driver {
+ public:
+  explicit fake_driver(fake_options options = {});
+
+  std::string_view provider() const override { return "fake"; }
+  result<std::string> prepare_image(std::string_view image) override;
+  result<void> create_vm(const vm_spec& spec) override;
+  result<void> wait_ready(const vm_spec& spec,
+                          std::chrono::steady_clock::time_point deadline) override;
+  result<void> destroy(std::string_view host_id) override;
+  result<std::string> console(std::string_view host_id, std::size_t max_bytes) override;
+  result<std::vector<std::string>> list_owned() override;
+  std::vector<check_result> doctor() override;
+
+  /// Makes every call of `phase` fail with `e` until cleared with nullopt.
+  void set_failure(fake_phase phase, std::optional<error> e);
+  /// Number of calls of `phase` so far (destroy counts calls, not VMs removed).
+  int calls(fake_phase phase) const;
+  /// Number of image conversions done (prepare_image of a digest not yet cached).
+  int conversions() const;
+  /// Number of destroy calls that removed a VM which existed.
+  int vms_destroyed() const;
+  /// Host ids whose VM exists now.
+  std::set<std::string> live_vms() const;
+
+ private:
+  std::optional<error> injected(fake_phase phase);
+  void wait(std::chrono::milliseconds d) const;
+
+  fake_options options_;
+  mutable std::mutex mutex_;
+  std::map<fake_phase, error> failures_;
+  std::map<fake_phase, int> calls_;
+  std::set<std::string> digests_;
+  std::map<std::string, vm_spec> vms_;
+  int conversions_ = 0;
+  int destroyed_ = 0;
+};
+
+}  // namespace litterbox::hypervisor
