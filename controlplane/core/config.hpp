@@ -30,7 +30,7 @@ struct config {
   std::string ssh_host = "127.0.0.1";        ///< LITTERBOX_SSH_HOST
   int ssh_port_min = 22000;                  ///< LITTERBOX_SSH_PORTS "min-max"
   int ssh_port_max = 22999;
-  std::string default_image;                 ///< LITTERBOX_DEFAULT_IMAGE
+  std::string default_image = "127.0.0.1:5000/litterbox/debian:12";  ///< LITTERBOX_DEFAULT_IMAGE
   std::string kernel;                        ///< LITTERBOX_KERNEL
   std::string initrd;                        ///< LITTERBOX_INITRD
   std::chrono::seconds lease_default_ttl{86400};     ///< LEASE_DEFAULT_TTL

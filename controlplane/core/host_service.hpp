@@ -101,6 +101,21 @@ class host_service {
   /// The provider name hosts are created with.
   std::string_view provider() const;
 
+  /// Tears down the VM and every resource of a host already in `deleting`, then removes the
+  /// row. Used by DELETE and the reaper. Errors: teardown_failed (row kept), unavailable.
+  result<void> teardown(std::string_view id);
+
+  /// Fails and releases hosts whose creating process is gone (no heartbeat since
+  /// `stale_before`). Returns how many were recovered.
+  result<int> recover_orphaned(timestamp stale_before);
+
+  /// Destroys driver resources (domains, disks, seeds, consoles) that belong to no row.
+  /// Returns how many hosts' resources were removed.
+  result<int> sweep_orphans();
+
+  /// Refreshes this process's heartbeat row; hosts it provisions stay owned while it beats.
+  result<void> heartbeat();
+
   /// Stops taking new creates and waits for in-flight provisioning to finish.
   void shutdown();
 
@@ -111,6 +126,7 @@ class host_service {
   void fail(const std::string& id, const error& e, schema::host_status from);
   void settle(const std::string& id);
   result<std::string> checked_id(std::string_view id) const;
+  void heartbeat_loop();
 
   const config& cfg_;
   store& db_;
@@ -118,7 +134,10 @@ class host_service {
   const clock& clock_;
   std::string instance_id_;
   std::unique_ptr<in_flight> in_flight_;
+  hypervisor::ssh_key_pair probe_key_;
   std::unique_ptr<task_pool> workers_;
+  struct heartbeat_state;
+  std::unique_ptr<heartbeat_state> heartbeat_;
 };
 
 }  // namespace litterbox::controlplane

@@ -1,0 +1,102 @@
+#include "controlplane/core/reaper.hpp"
+
+#include "controlplane/core/host_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace litterbox::controlplane {
+namespace {
+
+// Small enough that a pass holds few row locks at once, large enough that 10 000 expired
+// hosts take a few hundred round trips rather than ten thousand.
+constexpr std::size_t k_batch = 64;
+
+}  // namespace
+
+reaper::reaper(const config& cfg, store& db, host_service& hosts, const clock& clk,
+               lifecycle_observer& observer)
+    : cfg_(cfg), db_(db), hosts_(hosts), clock_(clk), observer_(observer) {}
+
+reaper::~reaper() { stop(); }
+
+reap_report reaper::run_once() {
+  const auto started = std::chrono::steady_clock::now();
+  reap_report report;
+
+  // Creates whose owner stopped heartbeating: three missed beats mean the process is gone.
+  const auto stale_before = clock_.now() - 3 * cfg_.heartbeat_interval;
+  if (auto recovered = hosts_.recover_orphaned(stale_before)) {
+    report.recovered = *recovered;
+    for (int i = 0; i < *recovered; ++i) {
+      observer_.create_recovered();
+    }
+  } else {
+    report.database_ok = false;
+  }
+
+  for (;;) {
+    const timestamp now = clock_.now();
+    auto batch = db_.claim_expired(now, now - cfg_.error_retention, k_batch);
+    if (!batch) {
+      spdlog::error("reap: cannot claim hosts: {}", batch.error().message);
+      report.database_ok = false;
+      break;
+    }
+    for (const auto& rec : *batch) {
+      const auto& h = rec.host;
+      if (auto r = hosts_.teardown(h.id); r) {
+        ++report.reaped;
+        observer_.host_reaped();
+        spdlog::info("reap: host {} ({}) reaped", h.id, h.name);
+      } else {
+        ++report.failed;
+        observer_.teardown_failed();
+        spdlog::error("reap: host {} ({}) teardown failed: {}", h.id, h.name, r.error().message);
+      }
+    }
+    if (batch->size() < k_batch) {
+      break;
+    }
+  }
+
+  if (auto swept = hosts_.sweep_orphans()) {
+    report.orphans_removed = *swept;
+    if (*swept > 0) {
+      observer_.orphans_removed(*swept);
+    }
+  } else {
+    spdlog::error("reap: orphan sweep failed: {}", swept.error().message);
+  }
+
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
+  observer_.reap_pass(took);
+  spdlog::info("reap: pass done in {:.3f} s: {} reaped, {} failed, {} recovered, {} orphans removed",
+               took.count(), report.reaped, report.failed, report.recovered,
+               report.orphans_removed);
+  return report;
+}
+
+void reaper::start_loop() {
+  loop_ = std::thread([this] {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      run_once();
+      lock.lock();
+      cv_.wait_for(lock, cfg_.reap_interval, [this] { return stopping_; });
+    }
+  });
+}
+
+void reaper::stop() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (loop_.joinable()) {
+    loop_.join();
+  }
+}
+
+}  // namespace litterbox::controlplane

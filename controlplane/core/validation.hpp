@@ -1,0 +1,47 @@
+#pragma once
+
+#include "base/clock.hpp"
+#include "base/result.hpp"
+#include "controlplane/core/config.hpp"
+#include "schema/requests.hpp"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace litterbox::controlplane {
+
+/// A create request with every rule applied and every default resolved.
+struct resolved_create {
+  std::string image;
+  std::optional<std::string> instance_type;
+  int cpus = 1;
+  int memory_mib = 1024;
+  std::optional<int> disk_gb;
+  std::map<std::string, std::string> env;
+  std::vector<std::string> authorized_keys;  ///< empty: the server mints a key pair
+  schema::expiry_kind expiry = schema::expiry_kind::omitted;
+  std::optional<timestamp> expires_at;
+};
+
+/// Applies API.md's rules for POST /hosts. Errors: errc::validation with one issue per
+/// problem; errc::bad_request for an unknown instance_type or provider.
+result<resolved_create> validate_create(const schema::create_host_request& req,
+                                        const config& cfg, timestamp now,
+                                        std::string_view provider);
+
+/// Every problem with an env map (key pattern, NUL/CR/LF in values, total size, reserved
+/// keys); all at loc ["body","env"]. Messages never contain values.
+std::vector<field_issue> env_issues(const std::map<std::string, std::string>& env,
+                                    std::size_t max_bytes);
+
+/// 1–255 characters of A-Z a-z 0-9 _ - : .
+bool is_valid_idempotency_key(std::string_view key);
+
+/// True for an OCI reference we are willing to hand to tools as one argv element:
+/// registry/repo[:tag][@sha256:…], starting with a letter or digit, no whitespace.
+bool is_valid_image_reference(std::string_view ref);
+
+}  // namespace litterbox::controlplane
