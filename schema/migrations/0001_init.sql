@@ -46,7 +46,9 @@ CREATE TABLE idempotency_keys (
   namespace    text NOT NULL,
   key          text NOT NULL,
   fingerprint  text NOT NULL,
-  host_id      uuid NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,
+  -- Deferred: a create claims its key before inserting the host row, so that a concurrent
+  -- claim of the same key waits on the key and never inserts a second host.
+  host_id      uuid NOT NULL REFERENCES hosts (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
   created_at   timestamptz NOT NULL,
   expires_at   timestamptz NOT NULL,
   PRIMARY KEY (namespace, key)

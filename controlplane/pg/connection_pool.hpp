@@ -1,0 +1,83 @@
+#pragma once
+
+#include "base/result.hpp"
+
+#include <pqxx/connection>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace litterbox::controlplane::pg {
+
+/// A bounded set of PostgreSQL connections shared by threads. Connections are opened on
+/// demand (never in the constructor), handed out one per caller, and dropped when a caller
+/// reports them broken, so the pool heals by itself after the server restarts.
+class connection_pool {
+ public:
+  /// Runs on every freshly opened connection (e.g. to register prepared statements).
+  using on_connect = std::function<void(pqxx::connection&)>;
+
+  /// A borrowed connection; gives it back (or drops it if marked broken) when destroyed.
+  class lease {
+   public:
+    lease(connection_pool& pool, std::unique_ptr<pqxx::connection> conn, bool fresh);
+    lease(const lease&) = delete;
+    lease& operator=(const lease&) = delete;
+    lease(lease&& other) noexcept;
+    lease& operator=(lease&&) = delete;
+    ~lease();
+
+    pqxx::connection& conn() { return *conn_; }
+    /// True when the connection was opened for this lease rather than reused.
+    bool fresh() const { return fresh_; }
+    /// The connection is unusable: close it instead of returning it to the pool.
+    void mark_broken() { broken_ = true; }
+
+   private:
+    connection_pool* pool_;
+    std::unique_ptr<pqxx::connection> conn_;
+    bool fresh_;
+    bool broken_ = false;
+  };
+
+  /// `size` bounds the connections open at once; `acquire_timeout` bounds how long acquire
+  /// waits for one to come back.
+  connection_pool(std::string url, std::size_t size, std::chrono::milliseconds acquire_timeout,
+                  on_connect setup);
+  connection_pool(const connection_pool&) = delete;
+  connection_pool& operator=(const connection_pool&) = delete;
+  ~connection_pool();
+
+  /// Borrows an idle connection or opens a new one. Blocks while all `size` are in use, up to
+  /// the acquire timeout. Errors: controlplane::errc::unavailable (timeout, or the server
+  /// refused the connection). Thread-safe.
+  result<lease> acquire();
+
+  /// Closes every idle connection (after one was found broken the others usually are too).
+  void drop_idle();
+
+ private:
+  void give_back(std::unique_ptr<pqxx::connection> conn, bool broken);
+
+  const std::string url_;
+  const std::size_t size_;
+  const std::chrono::milliseconds acquire_timeout_;
+  const on_connect setup_;
+
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  std::size_t open_ = 0;  // leased + idle + being opened
+};
+
+/// `url` with a libpq connect_timeout added unless it names one, so a server that does not
+/// answer cannot block a caller for the kernel's TCP timeout.
+std::string with_connect_timeout(const std::string& url, int seconds);
+
+}  // namespace litterbox::controlplane::pg

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <array>
+#include <string_view>
+
+// Defined in the file lb_embed generates for litterbox::schema (schema/CMakeLists.txt).
+namespace litterbox::schema::embedded {
+extern const std::string_view migration_0001;
+}  // namespace litterbox::schema::embedded
+
+namespace litterbox::controlplane::pg {
+
+/// One numbered schema migration.
+struct migration {
+  int version;
+  std::string_view name;
+  const std::string_view* sql;
+};
+
+/// Every migration, in the order it must be applied. A new file is appended here and in the
+/// lb_embed call of schema/CMakeLists.txt; old ones never change once deployed.
+inline constexpr std::array migrations{
+    migration{1, "0001_init", &schema::embedded::migration_0001},
+};
+
+}  // namespace litterbox::controlplane::pg

@@ -1,0 +1,641 @@
+#include "controlplane/pg/pg_store.hpp"
+
+#include "base/time.hpp"
+#include "base/uuid.hpp"
+#include "controlplane/core/errc.hpp"
+#include "controlplane/pg/connection_pool.hpp"
+
+#include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <stdexcept>
+#include <string_view>
+#include <utility>
+
+namespace litterbox::controlplane::pg {
+namespace {
+
+using schema::host_status;
+
+// Every timestamp is read as exact epoch microseconds: extract() returns numeric since
+// PostgreSQL 14, so nothing is rounded through a double.
+#define LB_PG_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
+
+constexpr const char* host_columns =
+    "h.id::text, h.name, h.status, h.provider, h.image, h.image_digest, h.instance_type, "
+    "h.cpus, h.memory_mib, h.disk_gb, h.ssh_host, h.ssh_port, h.internal_ssh_host, "
+    "h.ssh_username, h.known_hosts, h.last_error, h.lease_seconds, h.owner_id::text, " LB_PG_US(
+        "h.created_at") ", " LB_PG_US("h.updated_at") ", " LB_PG_US("h.activated_at") ", " LB_PG_US("h.expires_at");
+constexpr int host_column_count = 22;
+
+#undef LB_PG_US
+
+constexpr int max_attempts = 5;
+constexpr int port_attempts = 200;
+
+std::string cols() {
+  return host_columns;
+}
+
+// Statements prepared on every connection; the hot ones (get_host) cost one round trip.
+std::vector<std::pair<std::string, std::string>> statements() {
+  const std::string c = cols();
+  return {
+      {"get_host", "SELECT " + c + " FROM hosts h WHERE h.id = $1::uuid"},
+      {"insert_host",
+       "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
+       "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
+       "known_hosts, last_error, lease_seconds, owner_id, created_at, updated_at, activated_at, "
+       "expires_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+       "$15, $16, $17, $18::uuid, $19::timestamptz, $20::timestamptz, $21::timestamptz, "
+       "$22::timestamptz) RETURNING " +
+           c},
+      {"delete_expired_key",
+       "DELETE FROM idempotency_keys WHERE namespace = $1 AND key = $2 AND expires_at <= "
+       "$3::timestamptz"},
+      {"insert_key",
+       "INSERT INTO idempotency_keys (namespace, key, fingerprint, host_id, created_at, "
+       "expires_at) VALUES ($1, $2, $3, $4::uuid, $5::timestamptz, $6::timestamptz) "
+       "ON CONFLICT DO NOTHING RETURNING 1"},
+      {"key_host", "SELECT " + c +
+                       ", k.fingerprint FROM idempotency_keys k JOIN hosts h ON h.id = k.host_id "
+                       "WHERE k.namespace = $1 AND k.key = $2"},
+      {"list_hosts",
+       "SELECT " + c +
+           " FROM hosts h WHERE ($1::text[] IS NULL OR h.status = ANY($1::text[])) "
+           "AND ($2::uuid IS NULL OR h.id < $2::uuid) ORDER BY h.id DESC LIMIT $3::bigint"},
+      {"host_status", "SELECT status FROM hosts WHERE id = $1::uuid"},
+      {"renew",
+       "UPDATE hosts h SET expires_at = $2::timestamptz, lease_seconds = NULL, "
+       "updated_at = $3::timestamptz WHERE h.id = $1::uuid "
+       "AND h.status IN ('bootstrapping', 'active') RETURNING " +
+           c},
+      {"remove_host", "DELETE FROM hosts WHERE id = $1::uuid"},
+      {"release_keys", "DELETE FROM idempotency_keys WHERE host_id = $1::uuid"},
+      {"release_port", "DELETE FROM ssh_ports WHERE host_id = $1::uuid"},
+      {"port_of", "SELECT port FROM ssh_ports WHERE host_id = $1::uuid"},
+      {"free_port",
+       "SELECT p FROM generate_series($1::int, $2::int) AS p WHERE NOT EXISTS "
+       "(SELECT 1 FROM ssh_ports s WHERE s.port = p) ORDER BY p LIMIT 1"},
+      {"lease_port",
+       "INSERT INTO ssh_ports (port, host_id, leased_at) VALUES ($1, $2::uuid, $3::timestamptz) "
+       "ON CONFLICT DO NOTHING RETURNING port"},
+      {"count_by_status", "SELECT status, count(*) FROM hosts GROUP BY status"},
+      // The due condition is evaluated again on the newest row version when the row lock is
+      // taken (READ COMMITTED re-check), and once more by the UPDATE: a renewal that
+      // committed first wins. SKIP LOCKED keeps concurrent reapers from waiting on each other.
+      {"claim_expired",
+       "WITH due AS (SELECT id FROM hosts WHERE (status IN ('active', 'bootstrapping') "
+       "AND expires_at <= $1::timestamptz) OR (status = 'error' AND updated_at <= "
+       "$2::timestamptz) ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) "
+       "UPDATE hosts h SET status = 'deleting', updated_at = $1::timestamptz FROM due "
+       "WHERE h.id = due.id AND ((h.status IN ('active', 'bootstrapping') AND h.expires_at <= "
+       "$1::timestamptz) OR (h.status = 'error' AND h.updated_at <= $2::timestamptz)) "
+       "RETURNING " +
+           c},
+      {"heartbeat",
+       "INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at) VALUES ($1::uuid, "
+       "$2, $3, $4::timestamptz, $4::timestamptz) ON CONFLICT (id) DO UPDATE SET hostname = "
+       "excluded.hostname, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at"},
+      {"orphaned", "SELECT " + c +
+                       " FROM hosts h LEFT JOIN instances i ON i.id = h.owner_id WHERE h.status IN "
+                       "('provisioning', 'pulling_image', 'creating_vm', 'bootstrapping') AND "
+                       "(h.owner_id IS NULL OR i.id IS NULL OR i.heartbeat_at < $1::timestamptz) "
+                       "ORDER BY h.id"},
+      {"all_ids", "SELECT id::text FROM hosts ORDER BY id"},
+      {"ping", "SELECT 1"},
+  };
+}
+
+void prepare_all(pqxx::connection& conn) {
+  static const auto all = statements();
+  for (const auto& [name, sql] : all) {
+    conn.prepare(name, sql);
+  }
+}
+
+std::string ts(timestamp t) {
+  return format_rfc3339(t);
+}
+
+std::optional<std::string> ts(const std::optional<timestamp>& t) {
+  if (!t) {
+    return std::nullopt;
+  }
+  return format_rfc3339(*t);
+}
+
+template <class T>
+std::optional<T> opt(const pqxx::field& f) {
+  if (f.is_null()) {
+    return std::nullopt;
+  }
+  return f.as<T>();
+}
+
+timestamp from_us(std::int64_t us) {
+  return timestamp(std::chrono::microseconds(us));
+}
+
+std::optional<timestamp> opt_ts(const pqxx::field& f) {
+  if (f.is_null()) {
+    return std::nullopt;
+  }
+  return from_us(f.as<std::int64_t>());
+}
+
+std::string status_array(const std::vector<host_status>& statuses) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < statuses.size(); ++i) {
+    if (i != 0) {
+      out += ',';
+    }
+    out += schema::to_string(statuses[i]);
+  }
+  out += '}';
+  return out;
+}
+
+host_status parse_status(const pqxx::field& f) {
+  const auto s = schema::parse_host_status(f.as<std::string>());
+  if (!s) {
+    throw std::runtime_error("unknown host status in database");
+  }
+  return *s;
+}
+
+host_record read_host(const pqxx::row& r) {
+  host_record rec;
+  schema::host& h = rec.host;
+  h.id = r[0].as<std::string>();
+  h.name = r[1].as<std::string>();
+  h.status = parse_status(r[2]);
+  h.provider = r[3].as<std::string>();
+  h.image = r[4].as<std::string>();
+  h.image_digest = opt<std::string>(r[5]);
+  h.instance_type = opt<std::string>(r[6]);
+  h.cpus = r[7].as<int>();
+  h.memory_mib = r[8].as<int>();
+  h.disk_gb = opt<int>(r[9]);
+  h.ssh_host = r[10].as<std::string>();
+  h.ssh_port = r[11].as<int>();
+  h.internal_ssh_host = opt<std::string>(r[12]);
+  h.ssh_username = r[13].as<std::string>();
+  h.known_hosts = r[14].as<std::string>();
+  h.last_error = r[15].as<std::string>();
+  rec.lease_seconds = opt<std::int64_t>(r[16]);
+  rec.owner_id = opt<std::string>(r[17]);
+  h.created_at = from_us(r[18].as<std::int64_t>());
+  h.updated_at = from_us(r[19].as<std::int64_t>());
+  h.activated_at = opt_ts(r[20]);
+  h.expires_at = opt_ts(r[21]);
+  return rec;
+}
+
+std::vector<host_record> read_hosts(const pqxx::result& res) {
+  std::vector<host_record> out;
+  out.reserve(res.size());
+  for (const auto& row : res) {
+    out.push_back(read_host(row));
+  }
+  return out;
+}
+
+error not_found() {
+  return make_error(errc::not_found, "host not found");
+}
+
+// A host id that is not a UUID names no row; checking here keeps malformed input from
+// reaching the server as a type error.
+std::optional<std::string> host_id(std::string_view id) {
+  return parse_uuid(id);
+}
+
+// After a failed CAS: does the row exist at all?
+error cas_failure(pqxx::transaction_base& tx, const std::string& id) {
+  const auto r = tx.exec_prepared("host_status", id);
+  if (r.empty()) {
+    return not_found();
+  }
+  return make_error(errc::host_state,
+                    "host is " + r[0][0].as<std::string>() + "; the operation is not allowed");
+}
+
+enum class failure_kind { retry, broken, in_doubt, other };
+
+bool connection_lost_state(const std::string& sqlstate) {
+  // Class 08: connection exception; 57P01..03: the server is shutting down or starting.
+  return sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" ||
+         sqlstate == "57P03";
+}
+
+// Classifies the exception in flight. Must be called from inside a catch block.
+failure_kind classify(pqxx::connection& conn, std::string& what) {
+  try {
+    throw;
+  } catch (const pqxx::in_doubt_error&) {
+    what = "commit outcome unknown";
+    return failure_kind::in_doubt;
+  } catch (const pqxx::statement_completion_unknown&) {
+    what = "statement outcome unknown";
+    return failure_kind::in_doubt;
+  } catch (const pqxx::transaction_rollback&) {
+    what = "serialization failure or deadlock";
+    return failure_kind::retry;
+  } catch (const pqxx::broken_connection&) {
+    what = "connection lost";
+    return failure_kind::broken;
+  } catch (const pqxx::sql_error& e) {
+    if (connection_lost_state(e.sqlstate()) || !conn.is_open()) {
+      what = "connection lost";
+      return failure_kind::broken;
+    }
+    // The server's primary message only: never the statement or its parameters.
+    std::string msg = e.what();
+    if (const auto nl = msg.find('\n'); nl != std::string::npos) {
+      msg.resize(nl);
+    }
+    what = "sqlstate " + e.sqlstate() + ": " + msg;
+    return failure_kind::other;
+  } catch (const std::exception& e) {
+    if (!conn.is_open()) {
+      what = "connection lost";
+      return failure_kind::broken;
+    }
+    what = e.what();
+    return failure_kind::other;
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+// Runs `fn(conn)` on a pooled connection and turns every exception into an error value:
+// retries serialization failures and deadlocks, and retries once on a fresh connection when
+// a pooled one turns out to be dead (e.g. the server restarted since it was opened).
+template <class T, class F>
+result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
+  bool reconnected = false;
+  for (int attempt = 1;; ++attempt) {
+    auto leased = pool.acquire();
+    if (!leased) {
+      return leased.error();
+    }
+    auto& l = *leased;
+    std::string what;
+    failure_kind kind{};
+    try {
+      return fn(l.conn());
+    } catch (...) {
+      kind = classify(l.conn(), what);
+    }
+    switch (kind) {
+      case failure_kind::retry:
+        if (attempt < max_attempts) {
+          continue;
+        }
+        spdlog::warn("pg_store {}: giving up after {} attempts: {}", op, attempt, what);
+        return make_error(errc::unavailable, "database unavailable: too much contention");
+      case failure_kind::broken:
+        l.mark_broken();
+        pool.drop_idle();
+        // A transaction on a lost connection never committed, so running it again is safe.
+        if (!l.fresh() && !reconnected) {
+          reconnected = true;
+          continue;
+        }
+        spdlog::warn("pg_store {}: {}", op, what);
+        return make_error(errc::unavailable, "database unavailable");
+      case failure_kind::in_doubt:
+        l.mark_broken();
+        pool.drop_idle();
+        spdlog::error("pg_store {}: {}", op, what);
+        return make_error(errc::unavailable, "database unavailable");
+      case failure_kind::other:
+        spdlog::error("pg_store {}: {}", op, what);
+        return make_error(errc::internal, "database error");
+    }
+  }
+}
+
+}  // namespace detail
+
+using detail::run;
+
+pg_store::pg_store(std::string url, std::size_t pool_size,
+                   std::chrono::milliseconds acquire_timeout)
+    : pool_(std::make_unique<connection_pool>(with_connect_timeout(url, 5), pool_size,
+                                              acquire_timeout, prepare_all)) {}
+
+pg_store::~pg_store() = default;
+
+result<insert_outcome> pg_store::insert_host(const host_record& rec,
+                                             const std::optional<idempotency_claim>& key,
+                                             timestamp now) {
+  const auto id = host_id(rec.host.id);
+  if (!id) {
+    return make_error(errc::internal, "host id is not a UUID");
+  }
+  std::optional<std::string> owner;
+  if (rec.owner_id) {
+    owner = parse_uuid(*rec.owner_id);
+    if (!owner) {
+      return make_error(errc::internal, "owner id is not a UUID");
+    }
+  }
+  const schema::host& h = rec.host;
+  auto insert_row = [&](pqxx::transaction_base& tx) {
+    return read_host(tx.exec_prepared1(
+        "insert_host", *id, h.name, std::string(schema::to_string(h.status)), h.provider, h.image,
+        h.image_digest, h.instance_type, h.cpus, h.memory_mib, h.disk_gb, h.ssh_host, h.ssh_port,
+        h.internal_ssh_host, h.ssh_username, h.known_hosts, h.last_error, rec.lease_seconds, owner,
+        ts(h.created_at), ts(h.updated_at), ts(h.activated_at), ts(h.expires_at)));
+  };
+  return run<insert_outcome>(
+      *pool_, "insert_host", [&](pqxx::connection& conn) -> result<insert_outcome> {
+        if (!key) {
+          pqxx::nontransaction tx(conn);
+          insert_outcome out;
+          out.created = true;
+          out.existing = insert_row(tx);
+          return out;
+        }
+        // The key's row goes in first (its foreign key is checked at commit): under READ
+        // COMMITTED, ON CONFLICT waits for a concurrent claim of the same key to finish, so
+        // exactly one transaction inserts a host for it.
+        for (int attempt = 0; attempt < max_attempts; ++attempt) {
+          pqxx::work tx(conn);
+          tx.exec_prepared("delete_expired_key", key->ns, key->key, ts(now));
+          const auto claimed = tx.exec_prepared("insert_key", key->ns, key->key, key->fingerprint,
+                                                *id, ts(now), ts(key->expires_at));
+          if (!claimed.empty()) {
+            insert_outcome out;
+            out.created = true;
+            out.existing = insert_row(tx);
+            tx.commit();
+            return out;
+          }
+          const auto held = tx.exec_prepared("key_host", key->ns, key->key);
+          if (held.empty()) {
+            // The holder released the key between our two statements: claim it again.
+            continue;
+          }
+          insert_outcome out;
+          out.created = false;
+          out.existing = read_host(held[0]);
+          out.fingerprint_matches =
+              held[0][host_column_count].as<std::string>() == key->fingerprint;
+          tx.commit();
+          return out;
+        }
+        return make_error(errc::unavailable, "database unavailable: idempotency key contention");
+      });
+}
+
+result<host_record> pg_store::get_host(std::string_view id_text) {
+  const auto id = host_id(id_text);
+  if (!id) {
+    return not_found();
+  }
+  return run<host_record>(*pool_, "get_host", [&](pqxx::connection& conn) -> result<host_record> {
+    pqxx::nontransaction tx(conn);
+    const auto r = tx.exec_prepared("get_host", *id);
+    if (r.empty()) {
+      return not_found();
+    }
+    return read_host(r[0]);
+  });
+}
+
+result<std::vector<host_record>> pg_store::list_hosts(const list_query& q) {
+  std::optional<std::string> after;
+  if (q.after) {
+    after = parse_uuid(*q.after);
+    if (!after) {
+      error e = make_error(errc::validation, "validation failed");
+      e.issues.push_back(field_issue{{"query", "after"}, "invalid cursor", "value_error"});
+      return e;
+    }
+  }
+  std::optional<std::string> statuses;
+  if (!q.statuses.empty()) {
+    statuses = status_array(q.statuses);
+  }
+  std::optional<std::int64_t> limit;
+  if (q.limit != 0) {
+    limit = static_cast<std::int64_t>(q.limit);
+  }
+  return run<std::vector<host_record>>(
+      *pool_, "list_hosts", [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
+        pqxx::nontransaction tx(conn);
+        return read_hosts(tx.exec_prepared("list_hosts", statuses, after, limit));
+      });
+}
+
+result<host_record> pg_store::transition(std::string_view id_text,
+                                         const std::vector<host_status>& from,
+                                         const host_patch& patch, timestamp now) {
+  const auto id = host_id(id_text);
+  if (!id) {
+    return not_found();
+  }
+  // Only the columns the patch names are set; values always travel as parameters.
+  std::vector<std::optional<std::string>> params{*id, status_array(from), ts(now)};
+  std::string sets = "updated_at = $3::timestamptz";
+  auto set = [&](const char* column, const char* cast, std::optional<std::string> value) {
+    params.push_back(std::move(value));
+    sets += std::string(", ") + column + " = $" + std::to_string(params.size()) + cast;
+  };
+  if (patch.status) {
+    set("status", "", std::string(schema::to_string(*patch.status)));
+  }
+  if (patch.image_digest) {
+    set("image_digest", "", *patch.image_digest);
+  }
+  if (patch.ssh_host) {
+    set("ssh_host", "", *patch.ssh_host);
+  }
+  if (patch.ssh_port) {
+    set("ssh_port", "::integer", std::to_string(*patch.ssh_port));
+  }
+  if (patch.known_hosts) {
+    set("known_hosts", "", *patch.known_hosts);
+  }
+  if (patch.last_error) {
+    set("last_error", "", *patch.last_error);
+  }
+  if (patch.activated_at) {
+    set("activated_at", "::timestamptz", ts(*patch.activated_at));
+  }
+  if (patch.expires_at) {
+    set("expires_at", "::timestamptz", ts(*patch.expires_at));
+  }
+  if (patch.clear_lease) {
+    sets += ", lease_seconds = NULL";
+  }
+  if (patch.clear_owner) {
+    sets += ", owner_id = NULL";
+  }
+  const std::string sql = "UPDATE hosts h SET " + sets +
+                          " WHERE h.id = $1::uuid AND h.status = ANY($2::text[]) RETURNING " +
+                          cols();
+  return run<host_record>(*pool_, "transition", [&](pqxx::connection& conn) -> result<host_record> {
+    pqxx::work tx(conn);
+    const auto r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    if (r.empty()) {
+      return cas_failure(tx, *id);
+    }
+    auto rec = read_host(r[0]);
+    if (patch.release_idempotency_key) {
+      tx.exec_prepared("release_keys", *id);
+    }
+    if (patch.release_port) {
+      tx.exec_prepared("release_port", *id);
+    }
+    tx.commit();
+    return rec;
+  });
+}
+
+result<host_record> pg_store::renew(std::string_view id_text, timestamp expires_at, timestamp now) {
+  const auto id = host_id(id_text);
+  if (!id) {
+    return not_found();
+  }
+  return run<host_record>(*pool_, "renew", [&](pqxx::connection& conn) -> result<host_record> {
+    pqxx::nontransaction tx(conn);
+    const auto r = tx.exec_prepared("renew", *id, ts(expires_at), ts(now));
+    if (r.empty()) {
+      return cas_failure(tx, *id);
+    }
+    return read_host(r[0]);
+  });
+}
+
+result<void> pg_store::remove_host(std::string_view id_text) {
+  const auto id = host_id(id_text);
+  if (!id) {
+    return {};
+  }
+  return run<void>(*pool_, "remove_host", [&](pqxx::connection& conn) -> result<void> {
+    pqxx::nontransaction tx(conn);
+    tx.exec_prepared("remove_host", *id);
+    return {};
+  });
+}
+
+result<int> pg_store::allocate_port(std::string_view host_id_text, int lo, int hi, timestamp now) {
+  const auto id = host_id(host_id_text);
+  if (!id) {
+    return not_found();
+  }
+  if (lo < 1 || hi > 65535 || lo > hi) {
+    return make_error(errc::capacity, "no SSH port left");
+  }
+  return run<int>(*pool_, "allocate_port", [&](pqxx::connection& conn) -> result<int> {
+    pqxx::nontransaction tx(conn);
+    // Another process may take the port we picked between the two statements; the primary
+    // key turns that into an empty insert and we pick again.
+    for (int attempt = 0; attempt < port_attempts; ++attempt) {
+      const auto held = tx.exec_prepared("port_of", *id);
+      if (!held.empty()) {
+        return held[0][0].as<int>();
+      }
+      const auto free = tx.exec_prepared("free_port", lo, hi);
+      if (free.empty()) {
+        return make_error(errc::capacity, "no SSH port left");
+      }
+      try {
+        const auto leased = tx.exec_prepared("lease_port", free[0][0].as<int>(), *id, ts(now));
+        if (!leased.empty()) {
+          return leased[0][0].as<int>();
+        }
+      } catch (const pqxx::foreign_key_violation&) {
+        return not_found();
+      }
+    }
+    return make_error(errc::unavailable, "database unavailable: port allocation contention");
+  });
+}
+
+result<std::map<host_status, std::int64_t>> pg_store::count_by_status() {
+  return run<std::map<host_status, std::int64_t>>(
+      *pool_, "count_by_status",
+      [&](pqxx::connection& conn) -> result<std::map<host_status, std::int64_t>> {
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("count_by_status");
+        std::map<host_status, std::int64_t> out;
+        for (auto s : {host_status::provisioning, host_status::pulling_image,
+                       host_status::creating_vm, host_status::bootstrapping, host_status::active,
+                       host_status::deleting, host_status::error}) {
+          out[s] = 0;
+        }
+        for (const auto& row : r) {
+          out[parse_status(row[0])] = row[1].as<std::int64_t>();
+        }
+        return out;
+      });
+}
+
+result<std::vector<host_record>> pg_store::claim_expired(timestamp now, timestamp error_cutoff,
+                                                         std::size_t limit) {
+  if (limit == 0) {
+    return std::vector<host_record>{};
+  }
+  const auto n = static_cast<std::int64_t>(limit);
+  return run<std::vector<host_record>>(
+      *pool_, "claim_expired", [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
+        // One statement: it is its own transaction.
+        pqxx::nontransaction tx(conn);
+        return read_hosts(tx.exec_prepared("claim_expired", ts(now), ts(error_cutoff), n));
+      });
+}
+
+result<void> pg_store::heartbeat(std::string_view instance_id, std::string_view hostname, int pid,
+                                 timestamp now) {
+  const auto id = parse_uuid(instance_id);
+  if (!id) {
+    return make_error(errc::internal, "instance id is not a UUID");
+  }
+  const std::string host(hostname);
+  return run<void>(*pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
+    pqxx::nontransaction tx(conn);
+    tx.exec_prepared("heartbeat", *id, host, pid, ts(now));
+    return {};
+  });
+}
+
+result<std::vector<host_record>> pg_store::orphaned_provisioning(timestamp stale_before) {
+  return run<std::vector<host_record>>(
+      *pool_, "orphaned_provisioning",
+      [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
+        pqxx::nontransaction tx(conn);
+        return read_hosts(tx.exec_prepared("orphaned", ts(stale_before)));
+      });
+}
+
+result<std::vector<std::string>> pg_store::all_host_ids() {
+  return run<std::vector<std::string>>(
+      *pool_, "all_host_ids", [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("all_ids");
+        std::vector<std::string> out;
+        out.reserve(r.size());
+        for (const auto& row : r) {
+          out.push_back(row[0].as<std::string>());
+        }
+        return out;
+      });
+}
+
+result<void> pg_store::ping() {
+  return run<void>(*pool_, "ping", [&](pqxx::connection& conn) -> result<void> {
+    pqxx::nontransaction tx(conn);
+    tx.exec_prepared("ping");
+    return {};
+  });
+}
+
+}  // namespace litterbox::controlplane::pg

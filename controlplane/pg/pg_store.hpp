@@ -1,0 +1,55 @@
+#pragma once
+
+#include "base/result.hpp"
+#include "controlplane/core/store.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace litterbox::controlplane::pg {
+
+class connection_pool;
+
+/// The PostgreSQL `store` (libpqxx). Holds a bounded connection pool that is filled lazily,
+/// so constructing one never touches the network; a database that is down makes calls fail
+/// with errc::unavailable, and later calls reconnect by themselves. Thread-safe.
+class pg_store final : public store {
+ public:
+  /// `url` is a libpq connection string or URI; `pool_size` bounds open connections;
+  /// `acquire_timeout` bounds how long a call waits for a free connection.
+  pg_store(std::string url, std::size_t pool_size,
+           std::chrono::milliseconds acquire_timeout = std::chrono::seconds(5));
+  pg_store(const pg_store&) = delete;
+  pg_store& operator=(const pg_store&) = delete;
+  ~pg_store() override;
+
+  result<insert_outcome> insert_host(const host_record& h,
+                                     const std::optional<idempotency_claim>& key,
+                                     timestamp now) override;
+  result<host_record> get_host(std::string_view id) override;
+  result<std::vector<host_record>> list_hosts(const list_query& q) override;
+  result<host_record> transition(std::string_view id, const std::vector<schema::host_status>& from,
+                                 const host_patch& patch, timestamp now) override;
+  result<host_record> renew(std::string_view id, timestamp expires_at, timestamp now) override;
+  result<void> remove_host(std::string_view id) override;
+  result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) override;
+  result<std::map<schema::host_status, std::int64_t>> count_by_status() override;
+  result<std::vector<host_record>> claim_expired(timestamp now, timestamp error_cutoff,
+                                                 std::size_t limit) override;
+  result<void> heartbeat(std::string_view instance_id, std::string_view hostname, int pid,
+                         timestamp now) override;
+  result<std::vector<host_record>> orphaned_provisioning(timestamp stale_before) override;
+  result<std::vector<std::string>> all_host_ids() override;
+  result<void> ping() override;
+
+ private:
+  std::unique_ptr<connection_pool> pool_;
+};
+
+}  // namespace litterbox::controlplane::pg
+
+namespace litterbox::controlplane {
+using pg::pg_store;
+}  // namespace litterbox::controlplane
