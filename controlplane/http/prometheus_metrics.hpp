@@ -1,0 +1,34 @@
+#pragma once
+
+#include "controlplane/http/metrics.hpp"
+
+#include <memory>
+
+namespace litterbox::controlplane::http {
+
+/// `metrics` on prometheus-cpp: litterbox_http_requests_total{route,method,status},
+/// litterbox_http_request_duration_seconds{route,method}, litterbox_hosts{status},
+/// litterbox_hosts_reaped_total, litterbox_teardown_failures_total,
+/// litterbox_orphans_removed_total and litterbox_reap_pass_duration_seconds.
+class prometheus_metrics final : public metrics {
+ public:
+  prometheus_metrics();
+  ~prometheus_metrics() override;
+  prometheus_metrics(const prometheus_metrics&) = delete;
+  prometheus_metrics& operator=(const prometheus_metrics&) = delete;
+
+  void request_done(std::string_view route, std::string_view method, int status,
+                    std::chrono::duration<double> latency) override;
+  void hosts_reaped(std::int64_t count) override;
+  void teardown_failed() override;
+  void orphans_removed(std::int64_t count) override;
+  void reap_pass(std::chrono::duration<double> duration) override;
+  void set_hosts_by_status(const std::map<schema::host_status, std::int64_t>& counts) override;
+  std::string scrape() override;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace litterbox::controlplane::http

@@ -1,0 +1,688 @@
+#include "controlplane/http/server.hpp"
+
+#include "base/clock.hpp"
+#include "base/uuid.hpp"
+#include "controlplane/core/errc.hpp"
+#include "controlplane/http/auth.hpp"
+#include "controlplane/http/error_mapping.hpp"
+#include "controlplane/http/routes.hpp"
+#include "schema/errors.hpp"
+#include "schema/host.hpp"
+#include "schema/requests.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace litterbox::schema::embedded {
+extern const std::string_view openapi_json;
+}  // namespace litterbox::schema::embedded
+
+namespace litterbox::controlplane::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using namespace std::chrono_literals;
+
+constexpr auto k_as_tuple = net::as_tuple(net::use_awaitable);
+// Room for long tokens: an oversized Authorization header must still reach auth (401/403).
+constexpr std::uint32_t k_header_limit = 64 * 1024;
+constexpr std::size_t k_default_console_bytes = 64 * 1024;
+constexpr std::size_t k_max_console_bytes = 16 * 1024 * 1024;
+// A host settled in another process is noticed by polling at this pace.
+constexpr auto k_poll_interval = 250ms;
+// Safety net in case a settle notification is lost: re-read the row this often.
+constexpr auto k_settle_recheck = 5s;
+
+const std::string k_json = "application/json";
+
+/// What a handler answers, before it becomes a Beast response.
+struct reply {
+  unsigned status = 200;
+  std::string body;
+  std::string content_type = k_json;
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool close = false;
+};
+
+/// The parts of a request the handlers read.
+struct request_view {
+  std::string method;
+  std::string path;
+  std::string query;
+  std::string body;
+  std::optional<std::string> idempotency_key;
+  bool respond_async = false;
+  std::string request_id;
+};
+
+reply json_reply(unsigned status, std::string body) {
+  reply r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+reply error_reply(const error& e, std::string_view request_id) {
+  auto mapped = to_http_error(e, request_id);
+  reply r = json_reply(static_cast<unsigned>(mapped.status), std::move(mapped.body));
+  if (mapped.retry_after) {
+    r.headers.emplace_back("Retry-After", *mapped.retry_after);
+  }
+  return r;
+}
+
+reply internal_reply(std::string_view request_id) {
+  return json_reply(500, schema::error_body("internal error", "INTERNAL", request_id));
+}
+
+std::string dump(const nlohmann::ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string host_body(const schema::host& h) {
+  return dump(schema::to_json(h));
+}
+
+bool contains_token_ci(std::string_view haystack, std::string_view needle) {
+  if (needle.size() > haystack.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
+    bool eq = true;
+    for (std::size_t j = 0; eq && j < needle.size(); ++j) {
+      eq = std::tolower(static_cast<unsigned char>(haystack[i + j])) ==
+           std::tolower(static_cast<unsigned char>(needle[j]));
+    }
+    if (eq) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Runs the blocking `fn` on `pool` and resumes the calling coroutine on its own executor
+/// with the result; an exception thrown by `fn` is rethrown in the coroutine.
+template <class F>
+net::awaitable<std::invoke_result_t<F&>> offload(net::thread_pool& pool, F fn) {
+  using value_type = std::invoke_result_t<F&>;
+  static_assert(!std::is_void_v<value_type>, "offload needs a value to hand back");
+  std::optional<value_type> out;
+  std::exception_ptr failure;
+  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
+      [&pool, &fn, &out, &failure](auto handler) {
+        net::post(pool, [&fn, &out, &failure, handler = std::move(handler)]() mutable {
+          try {
+            out.emplace(fn());
+          } catch (...) {
+            failure = std::current_exception();
+          }
+          auto ex = net::get_associated_executor(handler);
+          net::dispatch(ex, std::move(handler));
+        });
+      },
+      net::use_awaitable);
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
+  co_return std::move(*out);
+}
+
+/// Parses "host:port" / "[v6]:port".
+tcp::endpoint parse_listen(const std::string& listen) {
+  std::string host;
+  std::string port_text;
+  if (!listen.empty() && listen.front() == '[') {
+    const auto close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':') {
+      throw std::runtime_error("LITTERBOX_LISTEN must be host:port, got an invalid address");
+    }
+    host = listen.substr(1, close - 1);
+    port_text = listen.substr(close + 2);
+  } else {
+    const auto colon = listen.rfind(':');
+    if (colon == std::string::npos) {
+      throw std::runtime_error("LITTERBOX_LISTEN must be host:port");
+    }
+    host = listen.substr(0, colon);
+    port_text = listen.substr(colon + 1);
+  }
+  unsigned port = 0;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535) {
+    throw std::runtime_error("LITTERBOX_LISTEN has an invalid port");
+  }
+  boost::system::error_code addr_ec;
+  const auto address = net::ip::make_address(host.empty() ? "0.0.0.0" : host, addr_ec);
+  if (addr_ec) {
+    throw std::runtime_error("LITTERBOX_LISTEN has an invalid address: " + host);
+  }
+  return {address, static_cast<unsigned short>(port)};
+}
+
+}  // namespace
+
+struct http_server::impl {
+  impl(const config& c, host_service& h, metrics& m)
+      : cfg(c),
+        hosts(h),
+        stats(m),
+        ioc(c.http_threads > 0 ? c.http_threads : 1),
+        blocking(static_cast<std::size_t>(c.blocking_threads > 0 ? c.blocking_threads : 1)),
+        acceptor(net::make_strand(ioc)) {}
+
+  ~impl() {
+    ioc.stop();
+    blocking.join();
+  }
+
+  const config& cfg;
+  host_service& hosts;
+  metrics& stats;
+  net::io_context ioc;
+  net::thread_pool blocking;
+  tcp::acceptor acceptor;
+  std::optional<net::signal_set> signals;
+  int bound_port = 0;
+  system_clock clock;
+
+  net::awaitable<void> accept_loop();
+  net::awaitable<void> serve_connection(beast::tcp_stream stream);
+  net::awaitable<reply> dispatch(const route_match& m, request_view& rq);
+
+  net::awaitable<reply> create_host(request_view& rq);
+  net::awaitable<result<schema::host>> wait_settled(std::string id);
+  net::awaitable<reply> list_hosts(request_view& rq);
+  net::awaitable<reply> get_host(const std::string& id, request_view& rq);
+  net::awaitable<reply> delete_host(const std::string& id, request_view& rq);
+  net::awaitable<reply> renew_host(const std::string& id, request_view& rq);
+  net::awaitable<reply> console(const std::string& id, request_view& rq);
+  net::awaitable<reply> doctor();
+  net::awaitable<reply> scrape();
+};
+
+net::awaitable<void> http_server::impl::accept_loop() {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_as_tuple);
+    if (ec) {
+      if (ec == net::error::operation_aborted || !acceptor.is_open()) {
+        co_return;
+      }
+      // Out of descriptors and similar: keep serving the connections we have.
+      spdlog::warn("accept failed: {}", ec.message());
+      continue;
+    }
+    auto ex = socket.get_executor();
+    net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket))), net::detached);
+  }
+}
+
+net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream stream) {
+  beast::flat_buffer buffer;
+  const auto idle =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(cfg.http_idle_timeout);
+  for (;;) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(k_header_limit);
+    // The body limit is applied only after auth: a request without a token is a 401 however
+    // large its body claims to be.
+    parser.body_limit(boost::none);
+    stream.expires_after(idle);
+    auto [read_ec, header_bytes] =
+        co_await bhttp::async_read_header(stream, buffer, parser, k_as_tuple);
+    if (read_ec) {
+      const bool malformed =
+          read_ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+          read_ec != bhttp::error::end_of_stream && read_ec != bhttp::error::partial_message;
+      if (malformed) {
+        bhttp::response<bhttp::string_body> res{read_ec == bhttp::error::header_limit
+                                                    ? bhttp::status::request_header_fields_too_large
+                                                    : bhttp::status::bad_request,
+                                                11};
+        res.set(bhttp::field::content_type, k_json);
+        res.set("X-Request-Id", new_uuid_v7(clock.now()));
+        res.body() = schema::error_body("malformed HTTP request", "BAD_REQUEST");
+        res.keep_alive(false);
+        res.prepare_payload();
+        stream.expires_after(idle);
+        co_await bhttp::async_write(stream, res, k_as_tuple);
+      }
+      break;
+    }
+
+    const auto started = std::chrono::steady_clock::now();
+    auto& req = parser.get();
+    request_view rq;
+    rq.request_id = new_uuid_v7(clock.now());
+    rq.method = std::string(req.method_string());
+    const std::string_view target = req.target();
+    const auto question = target.find('?');
+    rq.path = std::string(target.substr(0, question));
+    if (question != std::string_view::npos) {
+      rq.query = std::string(target.substr(question + 1));
+    }
+
+    reply rep;
+    std::string route_label = "unmatched";
+    bool failed = false;
+    try {
+      const auto m = match_route(rq.path);
+      if (m) {
+        route_label = std::string(m->matched->path);
+      }
+      const bool needs_auth = !m || m->matched->needs_auth;
+      std::optional<reply> early;
+      if (needs_auth) {
+        const auto auth_it = req.find(bhttp::field::authorization);
+        const auto outcome = auth_it == req.end()
+                                 ? auth_outcome::missing
+                                 : check_bearer(auth_it->value(), cfg.service_tokens);
+        if (outcome == auth_outcome::missing) {
+          early = json_reply(401, schema::detail_body("service token required"));
+        } else if (outcome == auth_outcome::rejected) {
+          early = json_reply(403, schema::detail_body("service token rejected"));
+        }
+      }
+      if (!early && !m) {
+        early = json_reply(404, schema::error_body("Not Found", "NOT_FOUND"));
+      }
+      if (!early && !allows(*m->matched, rq.method)) {
+        early = json_reply(405, schema::detail_body("Method Not Allowed"));
+        early->headers.emplace_back("Allow", allow_header(*m->matched));
+      }
+      const auto length = parser.content_length();
+      if (!early && length && *length > cfg.max_body_bytes) {
+        early = json_reply(413, schema::error_body("request body too large", "TOO_LARGE"));
+      }
+      if (early) {
+        rep = std::move(*early);
+        // The body (if any) was not read, so the connection cannot carry another request.
+        rep.close = !parser.is_done();
+      }
+      if (!early && !parser.is_done()) {
+        parser.body_limit(cfg.max_body_bytes);
+        if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
+          bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, req.version()};
+          stream.expires_after(idle);
+          co_await bhttp::async_write(stream, cont, k_as_tuple);
+        }
+        stream.expires_after(idle);
+        auto [body_ec, body_bytes] = co_await bhttp::async_read(stream, buffer, parser, k_as_tuple);
+        if (body_ec == bhttp::error::body_limit) {
+          rep = json_reply(413, schema::error_body("request body too large", "TOO_LARGE"));
+          rep.close = true;
+          early = rep;
+        } else if (body_ec) {
+          // Truncated or stalled body: nothing sensible to answer.
+          break;
+        }
+      }
+      if (!early) {
+        rq.body = std::move(req.body());
+        if (const auto key = req.find("Idempotency-Key"); key != req.end()) {
+          rq.idempotency_key = std::string(key->value());
+        }
+        for (const auto& field : req) {
+          if (beast::iequals(field.name_string(), "Prefer") &&
+              contains_token_ci(field.value(), "respond-async")) {
+            rq.respond_async = true;
+          }
+        }
+        rep = co_await dispatch(*m, rq);
+      }
+    } catch (const std::exception& ex) {
+      spdlog::error("request {} {} {} failed: {}", rq.request_id, rq.method, route_label,
+                    ex.what());
+      failed = true;
+    } catch (...) {
+      spdlog::error("request {} {} {} failed", rq.request_id, rq.method, route_label);
+      failed = true;
+    }
+    if (failed) {
+      rep = internal_reply(rq.request_id);
+    }
+
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(rep.status), req.version()};
+    res.set("X-Request-Id", rq.request_id);
+    if (rep.status != 204) {
+      res.set(bhttp::field::content_type, rep.content_type);
+      res.body() = std::move(rep.body);
+    }
+    for (auto& [name, value] : rep.headers) {
+      res.set(name, value);
+    }
+    res.keep_alive(req.keep_alive() && !rep.close);
+    res.prepare_payload();
+
+    const auto latency = std::chrono::steady_clock::now() - started;
+    stats.request_done(route_label, rq.method, static_cast<int>(rep.status), latency);
+    spdlog::info("{} {} {} {} {:.1f}ms", rq.request_id, rq.method, rq.path, rep.status,
+                 std::chrono::duration<double, std::milli>(latency).count());
+
+    stream.expires_after(idle);
+    auto [write_ec, written] = co_await bhttp::async_write(stream, res, k_as_tuple);
+    if (write_ec || !res.keep_alive()) {
+      break;
+    }
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_view& rq) {
+  switch (m.matched->id) {
+    case route_id::hosts:
+      if (rq.method == "POST") {
+        co_return co_await create_host(rq);
+      }
+      co_return co_await list_hosts(rq);
+    case route_id::host:
+      if (rq.method == "DELETE") {
+        co_return co_await delete_host(m.host_id, rq);
+      }
+      co_return co_await get_host(m.host_id, rq);
+    case route_id::host_renew:
+      co_return co_await renew_host(m.host_id, rq);
+    case route_id::host_console:
+      co_return co_await console(m.host_id, rq);
+    case route_id::healthz:
+      co_return json_reply(200, R"({"status":"ok"})");
+    case route_id::doctor:
+      co_return co_await doctor();
+    case route_id::metrics:
+      co_return co_await scrape();
+    case route_id::openapi:
+      co_return json_reply(200, std::string(schema::embedded::openapi_json));
+  }
+  co_return internal_reply(rq.request_id);
+}
+
+net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
+  auto parsed = schema::parse_create_host_request(rq.body);
+  if (!parsed) {
+    co_return error_reply(parsed.error(), rq.request_id);
+  }
+  auto created = co_await offload(
+      blocking, [this, &parsed, &rq] { return hosts.create(*parsed, rq.idempotency_key); });
+  if (!created) {
+    co_return error_reply(created.error(), rq.request_id);
+  }
+  if (rq.respond_async) {
+    // The creating request is the only one that ever sees the minted key, async or not.
+    co_return json_reply(202, host_body(created->host));
+  }
+  auto settled = co_await wait_settled(created->host.id);
+  if (!settled) {
+    co_return error_reply(settled.error(), rq.request_id);
+  }
+  auto& h = *settled;
+  if (h.status == schema::host_status::error) {
+    co_return error_reply(make_error(errc::provisioning_failed, h.last_error), rq.request_id);
+  }
+  if (h.status != schema::host_status::active) {
+    co_return error_reply(make_error(errc::host_state, "the host is being deleted"), rq.request_id);
+  }
+  if (created->created) {
+    h.private_key = created->host.private_key;
+  }
+  co_return json_reply(201, host_body(h));
+}
+
+net::awaitable<result<schema::host>> http_server::impl::wait_settled(std::string id) {
+  auto ex = co_await net::this_coro::executor;
+  struct waiter {
+    explicit waiter(const net::any_io_executor& e) : timer(e) {}
+    net::steady_timer timer;
+    bool settled = false;
+  };
+  auto w = std::make_shared<waiter>(ex);
+  const bool notified = co_await offload(blocking, [this, &id, w, ex] {
+    return hosts.notify_when_settled(id, [w, ex] {
+      // Runs on a service thread: hand the wake-up to the connection's strand.
+      net::post(ex, [w] {
+        w->settled = true;
+        w->timer.cancel();
+      });
+    });
+  });
+  const auto get = [this, &id] { return hosts.get(id); };
+  if (notified) {
+    while (!w->settled) {
+      w->timer.expires_after(k_settle_recheck);
+      co_await w->timer.async_wait(k_as_tuple);
+      if (!w->settled) {
+        auto h = co_await offload(blocking, get);
+        if (!h || !schema::is_provisioning(h->status)) {
+          co_return h;
+        }
+      }
+    }
+    co_return co_await offload(blocking, get);
+  }
+  // Another process drives this host (or it has already settled): poll the row.
+  for (;;) {
+    auto h = co_await offload(blocking, get);
+    if (!h || !schema::is_provisioning(h->status)) {
+      co_return h;
+    }
+    w->timer.expires_after(k_poll_interval);
+    co_await w->timer.async_wait(k_as_tuple);
+  }
+}
+
+net::awaitable<reply> http_server::impl::list_hosts(request_view& rq) {
+  list_params params;
+  for (auto& [name, value] : parse_query(rq.query)) {
+    if (name == "status") {
+      params.statuses.push_back(std::move(value));
+    } else if (name == "limit") {
+      params.limit = std::move(value);
+    } else if (name == "after") {
+      params.after = std::move(value);
+    }
+  }
+  auto page = co_await offload(blocking, [this, &params] { return hosts.list(params); });
+  if (!page) {
+    co_return error_reply(page.error(), rq.request_id);
+  }
+  auto list = nlohmann::ordered_json::array();
+  for (const auto& h : page->hosts) {
+    list.push_back(schema::to_json(h));
+  }
+  reply r = json_reply(200, dump(list));
+  if (page->next_after) {
+    std::string next = "/hosts?";
+    for (const auto& s : params.statuses) {
+      next += "status=" + percent_encode(s) + "&";
+    }
+    if (params.limit) {
+      next += "limit=" + percent_encode(*params.limit) + "&";
+    }
+    next += "after=" + percent_encode(*page->next_after);
+    r.headers.emplace_back("Link", "<" + next + ">; rel=\"next\"");
+  }
+  co_return r;
+}
+
+net::awaitable<reply> http_server::impl::get_host(const std::string& id, request_view& rq) {
+  auto h = co_await offload(blocking, [this, &id] { return hosts.get(id); });
+  if (!h) {
+    co_return error_reply(h.error(), rq.request_id);
+  }
+  co_return json_reply(200, host_body(*h));
+}
+
+net::awaitable<reply> http_server::impl::delete_host(const std::string& id, request_view& rq) {
+  auto done = co_await offload(blocking, [this, &id] { return hosts.remove(id); });
+  if (!done) {
+    co_return error_reply(done.error(), rq.request_id);
+  }
+  co_return json_reply(204, {});
+}
+
+net::awaitable<reply> http_server::impl::renew_host(const std::string& id, request_view& rq) {
+  auto parsed = schema::parse_renew_request(rq.body);
+  if (!parsed) {
+    co_return error_reply(parsed.error(), rq.request_id);
+  }
+  auto h = co_await offload(blocking, [this, &id, &parsed] { return hosts.renew(id, *parsed); });
+  if (!h) {
+    co_return error_reply(h.error(), rq.request_id);
+  }
+  co_return json_reply(200, host_body(*h));
+}
+
+net::awaitable<reply> http_server::impl::console(const std::string& id, request_view& rq) {
+  std::size_t bytes = k_default_console_bytes;
+  for (const auto& [name, value] : parse_query(rq.query)) {
+    if (name != "bytes") {
+      continue;
+    }
+    std::size_t n = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc{} || end != value.data() + value.size() || n == 0 ||
+        n > k_max_console_bytes) {
+      error e = make_error(errc::validation, "invalid bytes");
+      e.issues.push_back(field_issue{
+          {"query", "bytes"},
+          "Input should be an integer between 1 and " + std::to_string(k_max_console_bytes),
+          "int_parsing"});
+      co_return error_reply(e, rq.request_id);
+    }
+    bytes = n;
+  }
+  auto text = co_await offload(blocking, [this, &id, bytes] { return hosts.console(id, bytes); });
+  if (!text) {
+    co_return error_reply(text.error(), rq.request_id);
+  }
+  reply r = json_reply(200, std::move(*text));
+  r.content_type = "text/plain; charset=utf-8";
+  co_return r;
+}
+
+net::awaitable<reply> http_server::impl::doctor() {
+  auto report = co_await offload(blocking, [this] { return hosts.doctor(); });
+  nlohmann::ordered_json j;
+  j["ok"] = report.ok;
+  j["active_provider"] = report.provider;
+  auto checks = nlohmann::ordered_json::array();
+  for (const auto& c : report.checks) {
+    nlohmann::ordered_json item;
+    item["name"] = c.name;
+    item["status"] = c.ok ? "ok" : "fail";
+    item["detail"] = c.detail;
+    item["latency_ms"] = c.latency_ms;
+    item["hint"] = c.hint;
+    checks.push_back(std::move(item));
+  }
+  j["checks"] = std::move(checks);
+  co_return json_reply(200, dump(j));
+}
+
+net::awaitable<reply> http_server::impl::scrape() {
+  auto counts = co_await offload(blocking, [this] { return hosts.count_by_status(); });
+  // With the database down the gauge keeps its last values; the scrape itself still works.
+  if (counts) {
+    stats.set_hosts_by_status(*counts);
+  }
+  reply r = json_reply(200, stats.scrape());
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  co_return r;
+}
+
+http_server::http_server(const config& cfg, host_service& hosts, metrics& stats)
+    : impl_(std::make_unique<impl>(cfg, hosts, stats)) {}
+
+http_server::~http_server() = default;
+
+void http_server::start() {
+  const auto endpoint = parse_listen(impl_->cfg.listen);
+  auto& acceptor = impl_->acceptor;
+  beast::error_code ec;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) {
+    acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) {
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    acceptor.listen(net::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    throw std::runtime_error("cannot listen on " + impl_->cfg.listen + ": " + ec.message());
+  }
+  impl_->bound_port = acceptor.local_endpoint().port();
+  net::co_spawn(acceptor.get_executor(), impl_->accept_loop(), net::detached);
+}
+
+int http_server::port() const {
+  return impl_->bound_port;
+}
+
+void http_server::stop_on_signals() {
+  impl_->signals.emplace(impl_->ioc, SIGINT, SIGTERM);
+  impl_->signals->async_wait([this](const beast::error_code& ec, int signal) {
+    if (!ec) {
+      spdlog::info("signal {} received, stopping", signal);
+      stop();
+    }
+  });
+}
+
+void http_server::run() {
+  const int extra = impl_->cfg.http_threads > 1 ? impl_->cfg.http_threads - 1 : 0;
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(extra));
+  for (int i = 0; i < extra; ++i) {
+    threads.emplace_back([this] { impl_->ioc.run(); });
+  }
+  impl_->ioc.run();
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
+void http_server::stop() {
+  // Nothing runs the I/O context afterwards, so nothing more is accepted or answered.
+  impl_->ioc.stop();
+}
+
+}  // namespace litterbox::controlplane::http

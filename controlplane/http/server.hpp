@@ -1,0 +1,43 @@
+#pragma once
+
+#include "controlplane/core/config.hpp"
+#include "controlplane/core/host_service.hpp"
+#include "controlplane/http/metrics.hpp"
+
+#include <memory>
+
+namespace litterbox::controlplane::http {
+
+/// The HTTP/1.1 API of API.md. Turns requests into host_service calls (always on a
+/// blocking pool of cfg.blocking_threads, never on the I/O threads) and results into JSON;
+/// holds no business rules. `cfg`, `hosts` and `stats` must outlive the server.
+class http_server {
+ public:
+  http_server(const config& cfg, host_service& hosts, metrics& stats);
+  ~http_server();
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  /// Binds cfg.listen ("host:port", "[v6]:port"; port 0 picks a free one) and starts
+  /// accepting. Throws std::runtime_error on a bad address or a failed bind (a start-up
+  /// error).
+  void start();
+
+  /// The bound port; valid after start().
+  int port() const;
+
+  /// Makes SIGINT and SIGTERM call stop(). Call before run().
+  void stop_on_signals();
+
+  /// Serves on cfg.http_threads threads (this one included) until stop(); blocks.
+  void run();
+
+  /// Stops accepting and ends run(); requests in flight are abandoned. Thread-safe.
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace litterbox::controlplane::http
