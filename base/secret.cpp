@@ -1,11 +1,10 @@
 #include "base/secret.hpp"
 
-#include <openssl/sha.h>
-#include <sys/random.h>
-
 #include <array>
 #include <cerrno>
 #include <cstdlib>
+#include <openssl/sha.h>
+#include <sys/random.h>
 
 namespace litterbox {
 
@@ -16,8 +15,8 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   }
   unsigned char diff = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = static_cast<unsigned char>(diff | (static_cast<unsigned char>(a[i]) ^
-                                              static_cast<unsigned char>(b[i])));
+    diff = static_cast<unsigned char>(
+        diff | (static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i])));
   }
   return diff == 0;
 }

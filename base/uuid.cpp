@@ -14,7 +14,8 @@ std::string new_uuid_v7(timestamp now) {
   const auto ms = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count());
   for (int i = 0; i < 6; ++i) {
-    b[static_cast<std::size_t>(i)] = static_cast<unsigned char>(ms >> (8U * (5U - static_cast<unsigned>(i))));
+    b[static_cast<std::size_t>(i)] =
+        static_cast<unsigned char>(ms >> (8U * (5U - static_cast<unsigned>(i))));
   }
   b[6] = static_cast<unsigned char>(0x70U | (b[6] & 0x0FU));  // version 7
   b[8] = static_cast<unsigned char>(0x80U | (b[8] & 0x3FU));  // RFC 9562 variant

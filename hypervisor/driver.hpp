@@ -21,21 +21,21 @@ struct ssh_key_pair {
 /// Everything a driver needs to build and boot one guest. Built by the control plane; the
 /// driver never invents identities, keys or ports itself.
 struct vm_spec {
-  std::string host_id;      ///< UUID; every resource of the host is named from it
-  std::string name;         ///< `sb-…`: the domain name and the guest hostname
-  std::string image;        ///< the reference as requested
-  std::string image_digest; ///< resolved by prepare_image
+  std::string host_id;       ///< UUID; every resource of the host is named from it
+  std::string name;          ///< `sb-…`: the domain name and the guest hostname
+  std::string image;         ///< the reference as requested
+  std::string image_digest;  ///< resolved by prepare_image
   int cpus = 1;
   int memory_mib = 1024;
   std::optional<int> disk_gb;
-  std::string ssh_username;                   ///< login user created in the guest
-  std::vector<std::string> authorized_keys;   ///< public lines for the login user
-  std::map<std::string, std::string> env;     ///< exported to every session of the login user
-  ssh_key_pair host_key;                      ///< the guest's pinned ed25519 host key
-  std::string probe_public_key;               ///< the control plane's own probe key
-  std::string ready_token;                    ///< per-host secret for the readiness signal
-  std::string ssh_host;                       ///< address the forward listens on
-  int ssh_port = 0;                           ///< port the forward listens on
+  std::string ssh_username;                  ///< login user created in the guest
+  std::vector<std::string> authorized_keys;  ///< public lines for the login user
+  std::map<std::string, std::string> env;    ///< exported to every session of the login user
+  ssh_key_pair host_key;                     ///< the guest's pinned ed25519 host key
+  std::string probe_public_key;              ///< the control plane's own probe key
+  std::string ready_token;                   ///< per-host secret for the readiness signal
+  std::string ssh_host;                      ///< address the forward listens on
+  int ssh_port = 0;                          ///< port the forward listens on
 };
 
 /// One /doctor check (API.md "Operational endpoints").

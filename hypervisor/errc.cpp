@@ -26,9 +26,7 @@ constexpr std::array<std::pair<errc, std::string_view>, 13> k_kinds{{
 class category_impl final : public std::error_category {
  public:
   const char* name() const noexcept override { return "litterbox.hypervisor"; }
-  std::string message(int ev) const override {
-    return std::string(kind_name({ev, *this}));
-  }
+  std::string message(int ev) const override { return std::string(kind_name({ev, *this})); }
 };
 
 }  // namespace

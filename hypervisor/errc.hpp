@@ -24,7 +24,9 @@ enum class errc {
 };
 
 const std::error_category& category();
-inline std::error_code make_error_code(errc e) { return {static_cast<int>(e), category()}; }
+inline std::error_code make_error_code(errc e) {
+  return {static_cast<int>(e), category()};
+}
 
 /// The Kind name of a hypervisor error code ("BootTimeout"); "InternalError" for codes of
 /// other categories.

@@ -12,8 +12,10 @@ class category_impl final : public std::error_category {
   const char* name() const noexcept override { return "litterbox.schema"; }
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
-      case errc::invalid_json: return "invalid JSON";
-      case errc::invalid_field: return "invalid field";
+      case errc::invalid_json:
+        return "invalid JSON";
+      case errc::invalid_field:
+        return "invalid field";
     }
     return "unknown schema error";
   }

@@ -38,10 +38,10 @@ result<json> parse_body(std::string_view body) {
   json j = json::parse(body, limit_depth, false);
   if (too_deep || j.is_discarded()) {
     error e = make_error(errc::invalid_json, "JSON decode error");
-    e.issues.push_back(field_issue{{"body"},
-                                   too_deep ? "JSON decode error: nesting too deep"
-                                            : "JSON decode error",
-                                   "json_invalid"});
+    e.issues.push_back(
+        field_issue{{"body"},
+                    too_deep ? "JSON decode error: nesting too deep" : "JSON decode error",
+                    "json_invalid"});
     return e;
   }
   return j;
@@ -54,7 +54,8 @@ error type_error(std::vector<field_issue> issues) {
 }
 
 field_issue object_expected() {
-  return {{"body"}, "Input should be a valid dictionary or object to extract fields from",
+  return {{"body"},
+          "Input should be a valid dictionary or object to extract fields from",
           "model_attributes_type"};
 }
 
@@ -221,8 +222,12 @@ std::string canonical_text(const create_host_request& r) {
   put("instance_type", r.instance_type);
   put("ssh_authorized_keys", r.ssh_authorized_keys);
   switch (r.expiry) {
-    case expiry_kind::omitted: j["expires_at"] = "(default)"; break;
-    case expiry_kind::never: j["expires_at"] = nullptr; break;
+    case expiry_kind::omitted:
+      j["expires_at"] = "(default)";
+      break;
+    case expiry_kind::never:
+      j["expires_at"] = nullptr;
+      break;
     case expiry_kind::at:
       j["expires_at"] = r.expires_at ? format_rfc3339(*r.expires_at) : std::string();
       break;
@@ -232,14 +237,22 @@ std::string canonical_text(const create_host_request& r) {
 
 std::string to_json_text(const create_host_request& r) {
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  if (r.image) j["image"] = *r.image;
-  if (r.provider) j["provider"] = *r.provider;
-  if (r.env) j["env"] = *r.env;
-  if (r.cpus) j["cpus"] = *r.cpus;
-  if (r.memory_mib) j["memory_mib"] = *r.memory_mib;
-  if (r.disk_gb) j["disk_gb"] = *r.disk_gb;
-  if (r.instance_type) j["instance_type"] = *r.instance_type;
-  if (r.ssh_authorized_keys) j["ssh_authorized_keys"] = *r.ssh_authorized_keys;
+  if (r.image)
+    j["image"] = *r.image;
+  if (r.provider)
+    j["provider"] = *r.provider;
+  if (r.env)
+    j["env"] = *r.env;
+  if (r.cpus)
+    j["cpus"] = *r.cpus;
+  if (r.memory_mib)
+    j["memory_mib"] = *r.memory_mib;
+  if (r.disk_gb)
+    j["disk_gb"] = *r.disk_gb;
+  if (r.instance_type)
+    j["instance_type"] = *r.instance_type;
+  if (r.ssh_authorized_keys)
+    j["ssh_authorized_keys"] = *r.ssh_authorized_keys;
   if (r.expiry == expiry_kind::never) {
     j["expires_at"] = nullptr;
   } else if (r.expiry == expiry_kind::at && r.expires_at) {

@@ -20,43 +20,43 @@ struct instance_type_spec {
 /// Everything litterboxd can be told (DESIGN.md "Configuration"). Each field is an
 /// environment variable and a flag; litterboxd fills it, nothing else reads the environment.
 struct config {
-  std::string database_url;                  ///< DATABASE_URL
-  std::vector<std::string> service_tokens;   ///< SERVICE_TOKENS (comma-separated)
-  std::string listen = "127.0.0.1:8080";     ///< LITTERBOX_LISTEN
-  std::string hypervisor = "libvirt";        ///< LITTERBOX_HYPERVISOR: libvirt | fake
-  std::string libvirt_uri = "qemu:///system";///< LIBVIRT_URI
-  std::string accel = "auto";                ///< LITTERBOX_ACCEL: auto | kvm | tcg
-  std::filesystem::path state_dir;           ///< LITTERBOX_STATE_DIR
-  std::string ssh_host = "127.0.0.1";        ///< LITTERBOX_SSH_HOST
-  int ssh_port_min = 22000;                  ///< LITTERBOX_SSH_PORTS "min-max"
+  std::string database_url;                    ///< DATABASE_URL
+  std::vector<std::string> service_tokens;     ///< SERVICE_TOKENS (comma-separated)
+  std::string listen = "127.0.0.1:8080";       ///< LITTERBOX_LISTEN
+  std::string hypervisor = "libvirt";          ///< LITTERBOX_HYPERVISOR: libvirt | fake
+  std::string libvirt_uri = "qemu:///system";  ///< LIBVIRT_URI
+  std::string accel = "auto";                  ///< LITTERBOX_ACCEL: auto | kvm | tcg
+  std::filesystem::path state_dir;             ///< LITTERBOX_STATE_DIR
+  std::string ssh_host = "127.0.0.1";          ///< LITTERBOX_SSH_HOST
+  int ssh_port_min = 22000;                    ///< LITTERBOX_SSH_PORTS "min-max"
   int ssh_port_max = 22999;
   std::string default_image = "127.0.0.1:5000/litterbox/debian:12";  ///< LITTERBOX_DEFAULT_IMAGE
-  std::string kernel;                        ///< LITTERBOX_KERNEL
-  std::string initrd;                        ///< LITTERBOX_INITRD
-  std::chrono::seconds lease_default_ttl{86400};     ///< LEASE_DEFAULT_TTL
-  std::chrono::hours idempotency_key_ttl{24};        ///< IDEMPOTENCY_KEY_TTL_HOURS
-  std::chrono::seconds provision_timeout{600};       ///< PROVISION_TIMEOUT
-  std::chrono::seconds reap_interval{30};            ///< LITTERBOX_REAP_INTERVAL
-  std::chrono::seconds error_retention{600};         ///< LITTERBOX_ERROR_RETENTION
-  std::chrono::seconds heartbeat_interval{10};       ///< LITTERBOX_HEARTBEAT_INTERVAL
-  std::string ssh_username = "agent";        ///< LITTERBOX_SSH_USERNAME
-  int default_cpus = 1;                      ///< LITTERBOX_DEFAULT_CPUS
-  int default_memory_mib = 1024;             ///< LITTERBOX_DEFAULT_MEMORY_MIB
-  int max_cpus = 8;                          ///< LITTERBOX_MAX_CPUS
-  int max_memory_mib = 16384;                ///< LITTERBOX_MAX_MEMORY_MIB
-  int max_disk_gb = 200;                     ///< LITTERBOX_MAX_DISK_GB
-  std::size_t max_env_bytes = 64 * 1024;     ///< LITTERBOX_MAX_ENV_BYTES
-  std::size_t max_body_bytes = 1024 * 1024;  ///< LITTERBOX_MAX_BODY_BYTES
-  std::size_t list_default_limit = 0;        ///< LITTERBOX_LIST_DEFAULT_LIMIT (0: all rows)
-  std::size_t list_max_limit = 1000;         ///< LITTERBOX_LIST_MAX_LIMIT
+  std::string kernel;                                                ///< LITTERBOX_KERNEL
+  std::string initrd;                                                ///< LITTERBOX_INITRD
+  std::chrono::seconds lease_default_ttl{86400};                     ///< LEASE_DEFAULT_TTL
+  std::chrono::hours idempotency_key_ttl{24};                        ///< IDEMPOTENCY_KEY_TTL_HOURS
+  std::chrono::seconds provision_timeout{600};                       ///< PROVISION_TIMEOUT
+  std::chrono::seconds reap_interval{30};                            ///< LITTERBOX_REAP_INTERVAL
+  std::chrono::seconds error_retention{600};                         ///< LITTERBOX_ERROR_RETENTION
+  std::chrono::seconds heartbeat_interval{10};     ///< LITTERBOX_HEARTBEAT_INTERVAL
+  std::string ssh_username = "agent";              ///< LITTERBOX_SSH_USERNAME
+  int default_cpus = 1;                            ///< LITTERBOX_DEFAULT_CPUS
+  int default_memory_mib = 1024;                   ///< LITTERBOX_DEFAULT_MEMORY_MIB
+  int max_cpus = 8;                                ///< LITTERBOX_MAX_CPUS
+  int max_memory_mib = 16384;                      ///< LITTERBOX_MAX_MEMORY_MIB
+  int max_disk_gb = 200;                           ///< LITTERBOX_MAX_DISK_GB
+  std::size_t max_env_bytes = 64 * 1024;           ///< LITTERBOX_MAX_ENV_BYTES
+  std::size_t max_body_bytes = 1024 * 1024;        ///< LITTERBOX_MAX_BODY_BYTES
+  std::size_t list_default_limit = 0;              ///< LITTERBOX_LIST_DEFAULT_LIMIT (0: all rows)
+  std::size_t list_max_limit = 1000;               ///< LITTERBOX_LIST_MAX_LIMIT
   std::vector<instance_type_spec> instance_types;  ///< LITTERBOX_INSTANCE_TYPES
-  int max_concurrent_provisions = 8;         ///< LITTERBOX_MAX_PROVISIONING
-  int http_threads = 2;                      ///< LITTERBOX_HTTP_THREADS
-  int blocking_threads = 16;                 ///< LITTERBOX_BLOCKING_THREADS
-  int db_pool_size = 8;                      ///< LITTERBOX_DB_POOL
-  std::chrono::seconds http_idle_timeout{30};///< LITTERBOX_HTTP_IDLE_TIMEOUT
-  std::string log_level = "info";            ///< LITTERBOX_LOG_LEVEL
-  bool log_json = false;                     ///< LITTERBOX_LOG_FORMAT=json
+  int max_concurrent_provisions = 8;               ///< LITTERBOX_MAX_PROVISIONING
+  int http_threads = 2;                            ///< LITTERBOX_HTTP_THREADS
+  int blocking_threads = 16;                       ///< LITTERBOX_BLOCKING_THREADS
+  int db_pool_size = 8;                            ///< LITTERBOX_DB_POOL
+  std::chrono::seconds http_idle_timeout{30};      ///< LITTERBOX_HTTP_IDLE_TIMEOUT
+  std::string log_level = "info";                  ///< LITTERBOX_LOG_LEVEL
+  bool log_json = false;                           ///< LITTERBOX_LOG_FORMAT=json
 };
 
 /// The sizes every deployment offers unless LITTERBOX_INSTANCE_TYPES says otherwise.

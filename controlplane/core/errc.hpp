@@ -21,7 +21,9 @@ enum class errc {
 };
 
 const std::error_category& category();
-inline std::error_code make_error_code(errc e) { return {static_cast<int>(e), category()}; }
+inline std::error_code make_error_code(errc e) {
+  return {static_cast<int>(e), category()};
+}
 
 }  // namespace litterbox::controlplane
 

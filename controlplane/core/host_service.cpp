@@ -9,7 +9,6 @@
 #include "hypervisor/ssh/keys.hpp"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -17,6 +16,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 namespace litterbox::controlplane {
 
@@ -93,7 +93,9 @@ host_service::host_service(const config& cfg, store& db, hypervisor::driver& dri
   heartbeat_->thread = std::thread([this] { heartbeat_loop(); });
 }
 
-host_service::~host_service() { shutdown(); }
+host_service::~host_service() {
+  shutdown();
+}
 
 void host_service::shutdown() {
   {
@@ -111,11 +113,12 @@ void host_service::shutdown() {
   }
 }
 
-std::string_view host_service::provider() const { return driver_.provider(); }
+std::string_view host_service::provider() const {
+  return driver_.provider();
+}
 
 result<void> host_service::heartbeat() {
-  auto r = db_.heartbeat(instance_id_, local_hostname(), getpid(),
-                         clock_.now());
+  auto r = db_.heartbeat(instance_id_, local_hostname(), getpid(), clock_.now());
   if (r) {
     const std::lock_guard lock(heartbeat_->mutex);
     heartbeat_->registered = true;
@@ -196,15 +199,18 @@ result<create_result> host_service::create(const schema::create_host_request& re
       rec.lease_seconds = cfg_.lease_default_ttl.count();
       rec.host.expires_at = now + cfg_.lease_default_ttl;
       break;
-    case schema::expiry_kind::never: break;
-    case schema::expiry_kind::at: rec.host.expires_at = resolved->expires_at; break;
+    case schema::expiry_kind::never:
+      break;
+    case schema::expiry_kind::at:
+      rec.host.expires_at = resolved->expires_at;
+      break;
   }
 
   std::optional<idempotency_claim> claim;
   if (idempotency_key) {
-    claim = idempotency_claim{std::string(k_key_namespace), *idempotency_key,
-                              sha256_hex(schema::canonical_text(req)),
-                              now + cfg_.idempotency_key_ttl};
+    claim =
+        idempotency_claim{std::string(k_key_namespace), *idempotency_key,
+                          sha256_hex(schema::canonical_text(req)), now + cfg_.idempotency_key_ttl};
   }
 
   // Keys are made before the row exists so that nothing after the insert can fail for want of
@@ -246,8 +252,8 @@ result<create_result> host_service::create(const schema::create_host_request& re
   spec->memory_mib = rec.host.memory_mib;
   spec->disk_gb = rec.host.disk_gb;
   spec->ssh_username = cfg_.ssh_username;
-  spec->authorized_keys = minted ? std::vector<std::string>{minted->public_line}
-                                 : resolved->authorized_keys;
+  spec->authorized_keys =
+      minted ? std::vector<std::string>{minted->public_line} : resolved->authorized_keys;
   spec->env = std::move(resolved->env);
   spec->host_key = std::move(*host_key);
   spec->probe_public_key = probe_key_.public_line;
@@ -449,10 +455,9 @@ result<host_page> host_service::list(const list_params& params) {
   if (params.limit) {
     const auto& text = *params.limit;
     std::size_t value = 0;
-    const bool digits = !text.empty() && text.size() <= 9 &&
-                        std::all_of(text.begin(), text.end(), [](char c) {
-                          return c >= '0' && c <= '9';
-                        });
+    const bool digits =
+        !text.empty() && text.size() <= 9 &&
+        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (digits) {
       value = std::stoul(text);
     }
@@ -461,10 +466,10 @@ result<host_page> host_service::list(const list_params& params) {
     } else if (value < 1) {
       issues.push_back({{"query", "limit"}, "Input should be greater than 0", "greater_than"});
     } else if (value > cfg_.list_max_limit) {
-      issues.push_back({{"query", "limit"},
-                        "Input should be less than or equal to " +
-                            std::to_string(cfg_.list_max_limit),
-                        "less_than_equal"});
+      issues.push_back(
+          {{"query", "limit"},
+           "Input should be less than or equal to " + std::to_string(cfg_.list_max_limit),
+           "less_than_equal"});
     } else {
       q.limit = value;
     }
@@ -511,9 +516,8 @@ result<schema::host> host_service::renew(std::string_view raw_id,
   const timestamp expires = req.expires_at.value_or(now + cfg_.lease_default_ttl);
   if (expires <= now) {
     error e = make_error(errc::validation, "expires_at must be in the future");
-    e.issues.push_back({{"body", "expires_at"},
-                        "Value error, expires_at must be in the future",
-                        "value_error"});
+    e.issues.push_back(
+        {{"body", "expires_at"}, "Value error, expires_at must be in the future", "value_error"});
     return e;
   }
   auto rec = db_.renew(*id, expires, now);
@@ -533,16 +537,15 @@ result<void> host_service::remove(std::string_view raw_id) {
   // could race it and leak. The caller retries once the host is active or error.
   host_patch to_deleting;
   to_deleting.status = host_status::deleting;
-  auto moved = db_.transition(
-      *id, {host_status::active, host_status::error, host_status::deleting}, to_deleting,
-      clock_.now());
+  auto moved = db_.transition(*id, {host_status::active, host_status::error, host_status::deleting},
+                              to_deleting, clock_.now());
   if (!moved) {
     if (moved.error().code == errc::host_state) {
       auto now_row = db_.get_host(*id);
       const auto status = now_row ? schema::to_string(now_row->host.status) : "unknown";
-      return make_error(errc::host_state, "host is still being created (status: " +
-                                              std::string(status) +
-                                              "); retry once it is active or error");
+      return make_error(errc::host_state,
+                        "host is still being created (status: " + std::string(status) +
+                            "); retry once it is active or error");
     }
     return moved.error();
   }
@@ -553,8 +556,8 @@ result<void> host_service::teardown(std::string_view id) {
   if (auto d = driver_.destroy(id); !d) {
     spdlog::error("host {}: teardown failed: {}", id, d.error().message);
     return make_error(errc::teardown_failed,
-                      "teardown failed: " + std::string(hypervisor::kind_name(d.error().code)) +
-                          "; the host is kept in deleting, retry the DELETE");
+                      "teardown failed (" + std::string(hypervisor::kind_name(d.error().code)) +
+                          ": " + d.error().message + "); the host is kept, retry the DELETE");
   }
   if (auto r = db_.remove_host(id); !r) {
     return r.error();
@@ -589,15 +592,13 @@ doctor_report host_service::doctor() {
   auto ping = db_.ping();
   const auto ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  report.checks.push_back(
-      hypervisor::check_result{"database", static_cast<bool>(ping),
-                               ping ? "connected" : ping.error().message,
-                               ping ? "" : "check DATABASE_URL and that PostgreSQL is running",
-                               ms});
+  report.checks.push_back(hypervisor::check_result{
+      "database", static_cast<bool>(ping), ping ? "connected" : ping.error().message,
+      ping ? "" : "check DATABASE_URL and that PostgreSQL is running", ms});
   auto driver_checks = driver_.doctor();
   report.checks.insert(report.checks.end(), driver_checks.begin(), driver_checks.end());
-  report.ok = std::all_of(report.checks.begin(), report.checks.end(),
-                          [](const auto& c) { return c.ok; });
+  report.ok =
+      std::all_of(report.checks.begin(), report.checks.end(), [](const auto& c) { return c.ok; });
   return report;
 }
 
@@ -626,9 +627,8 @@ result<int> host_service::recover_orphaned(timestamp stale_before) {
     }
     host_patch patch;
     patch.status = host_status::error;
-    patch.last_error =
-        "Interrupted: the control plane creating this host stopped during " +
-        std::string(schema::to_string(rec.host.status));
+    patch.last_error = "Interrupted: the control plane creating this host stopped during " +
+                       std::string(schema::to_string(rec.host.status));
     patch.release_idempotency_key = true;
     patch.release_port = true;
     patch.clear_owner = true;

@@ -17,7 +17,9 @@ reaper::reaper(const config& cfg, store& db, host_service& hosts, const clock& c
                lifecycle_observer& observer)
     : cfg_(cfg), db_(db), hosts_(hosts), clock_(clk), observer_(observer) {}
 
-reaper::~reaper() { stop(); }
+reaper::~reaper() {
+  stop();
+}
 
 reap_report reaper::run_once() {
   const auto started = std::chrono::steady_clock::now();
@@ -51,7 +53,7 @@ reap_report reaper::run_once() {
       } else {
         ++report.failed;
         observer_.teardown_failed();
-        spdlog::error("reap: host {} ({}) teardown failed: {}", h.id, h.name, r.error().message);
+        spdlog::error("reap: host {} ({}) not reaped: {}", h.id, h.name, r.error().message);
       }
     }
     if (batch->size() < k_batch) {
@@ -70,9 +72,9 @@ reap_report reaper::run_once() {
 
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
   observer_.reap_pass(took);
-  spdlog::info("reap: pass done in {:.3f} s: {} reaped, {} failed, {} recovered, {} orphans removed",
-               took.count(), report.reaped, report.failed, report.recovered,
-               report.orphans_removed);
+  spdlog::info(
+      "reap: pass done in {:.3f} s: {} reaped, {} failed, {} recovered, {} orphans removed",
+      took.count(), report.reaped, report.failed, report.recovered, report.orphans_removed);
   return report;
 }
 

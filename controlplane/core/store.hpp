@@ -25,7 +25,7 @@ struct host_record {
 
 /// An Idempotency-Key to reserve together with a new host.
 struct idempotency_claim {
-  std::string ns;           ///< caller namespace (all SERVICE_TOKENS share one)
+  std::string ns;  ///< caller namespace (all SERVICE_TOKENS share one)
   std::string key;
   std::string fingerprint;  ///< hash of the canonical request body
   timestamp expires_at;
@@ -33,9 +33,9 @@ struct idempotency_claim {
 
 /// What insert_host did.
 struct insert_outcome {
-  bool created = false;           ///< false: the key was taken; `existing` names its host
-  host_record existing;           ///< the row inserted, or the one the key names
-  bool fingerprint_matches = true;///< when !created: same request body as the original
+  bool created = false;             ///< false: the key was taken; `existing` names its host
+  host_record existing;             ///< the row inserted, or the one the key names
+  bool fingerprint_matches = true;  ///< when !created: same request body as the original
 };
 
 /// Columns a transition may set; unset fields are left alone.
@@ -48,10 +48,10 @@ struct host_patch {
   std::optional<std::string> last_error;
   std::optional<timestamp> activated_at;
   std::optional<std::optional<timestamp>> expires_at;  ///< set (possibly to NULL)
-  bool clear_lease = false;                  ///< lease_seconds := NULL
-  bool clear_owner = false;                  ///< owner_id := NULL
-  bool release_idempotency_key = false;      ///< delete keys naming this host (after failure)
-  bool release_port = false;                 ///< delete this host's ssh_ports row
+  bool clear_lease = false;                            ///< lease_seconds := NULL
+  bool clear_owner = false;                            ///< owner_id := NULL
+  bool release_idempotency_key = false;  ///< delete keys naming this host (after failure)
+  bool release_port = false;             ///< delete this host's ssh_ports row
 };
 
 /// GET /hosts filters.
@@ -109,8 +109,8 @@ class store {
                                                          std::size_t limit) = 0;
 
   /// Records (or refreshes) this process as a live instance.
-  virtual result<void> heartbeat(std::string_view instance_id, std::string_view hostname,
-                                 int pid, timestamp now) = 0;
+  virtual result<void> heartbeat(std::string_view instance_id, std::string_view hostname, int pid,
+                                 timestamp now) = 0;
 
   /// Hosts still provisioning whose owner has not heartbeated since `stale_before` (or has
   /// no owner). Used by crash recovery.

@@ -22,8 +22,7 @@ bool is_env_key(std::string_view k) {
     return false;
   }
   return std::all_of(k.begin(), k.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
   });
 }
 
@@ -82,8 +81,7 @@ std::vector<field_issue> env_issues(const std::map<std::string, std::string>& en
   }
   if (!bad_values.empty()) {
     issues.push_back({{"body", "env"},
-                      "Value error, env values must not contain NUL, CR or LF: " +
-                          join(bad_values),
+                      "Value error, env values must not contain NUL, CR or LF: " + join(bad_values),
                       "value_error"});
   }
   if (total > max_bytes) {
@@ -106,8 +104,8 @@ bool is_valid_idempotency_key(std::string_view key) {
     return false;
   }
   return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == ':' || c == '.';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == ':' || c == '.';
   });
 }
 
@@ -119,14 +117,13 @@ bool is_valid_image_reference(std::string_view ref) {
   // A reference never needs anything outside this set; rejecting the rest keeps option-like
   // or shell-like text away from the tools that receive it.
   return std::all_of(ref.begin(), ref.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' ||
-           c == '-' || c == '/' || c == ':' || c == '@' || c == '+';
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-' ||
+           c == '/' || c == ':' || c == '@' || c == '+';
   });
 }
 
-result<resolved_create> validate_create(const schema::create_host_request& req,
-                                        const config& cfg, timestamp now,
-                                        std::string_view provider) {
+result<resolved_create> validate_create(const schema::create_host_request& req, const config& cfg,
+                                        timestamp now, std::string_view provider) {
   if (req.provider && *req.provider != provider) {
     return make_error(errc::bad_request, "unknown provider: " + *req.provider);
   }
@@ -173,19 +170,18 @@ result<resolved_create> validate_create(const schema::create_host_request& req,
   out.expiry = req.expiry;
   if (req.expiry == schema::expiry_kind::at && req.expires_at) {
     if (*req.expires_at <= now) {
-      issues.push_back({{"body", "expires_at"},
-                        "Value error, expires_at must be in the future",
-                        "value_error"});
+      issues.push_back(
+          {{"body", "expires_at"}, "Value error, expires_at must be in the future", "value_error"});
     }
     out.expires_at = req.expires_at;
   }
   if (req.ssh_authorized_keys) {
     const auto& keys = *req.ssh_authorized_keys;
     if (keys.size() > k_max_authorized_keys) {
-      issues.push_back({{"body", "ssh_authorized_keys"},
-                        "Value error, at most " + std::to_string(k_max_authorized_keys) +
-                            " keys are allowed",
-                        "value_error"});
+      issues.push_back(
+          {{"body", "ssh_authorized_keys"},
+           "Value error, at most " + std::to_string(k_max_authorized_keys) + " keys are allowed",
+           "value_error"});
     }
     for (std::size_t i = 0; i < keys.size() && i < k_max_authorized_keys; ++i) {
       if (!hypervisor::is_valid_public_key(keys[i])) {

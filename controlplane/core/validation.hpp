@@ -28,9 +28,8 @@ struct resolved_create {
 
 /// Applies API.md's rules for POST /hosts. Errors: errc::validation with one issue per
 /// problem; errc::bad_request for an unknown instance_type or provider.
-result<resolved_create> validate_create(const schema::create_host_request& req,
-                                        const config& cfg, timestamp now,
-                                        std::string_view provider);
+result<resolved_create> validate_create(const schema::create_host_request& req, const config& cfg,
+                                        timestamp now, std::string_view provider);
 
 /// Every problem with an env map (key pattern, NUL/CR/LF in values, total size, reserved
 /// keys); all at loc ["body","env"]. Messages never contain values.

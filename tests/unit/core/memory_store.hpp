@@ -1,0 +1,249 @@
+#pragma once
+
+#include "controlplane/core/errc.hpp"
+#include "controlplane/core/store.hpp"
+
+#include <algorithm>
+#include <mutex>
+
+namespace litterbox::controlplane::testing {
+
+/// An in-memory store with the semantics of the store contract, for unit tests of the rules
+/// above it. `down` makes every call fail as a dead database would.
+class memory_store final : public store {
+ public:
+  bool down = false;
+
+  result<insert_outcome> insert_host(const host_record& h,
+                                     const std::optional<idempotency_claim>& key,
+                                     timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (key) {
+      auto it = keys_.find(key->ns + "\n" + key->key);
+      if (it != keys_.end() && it->second.claim.expires_at > now &&
+          hosts_.count(it->second.host_id) != 0) {
+        return insert_outcome{false, hosts_.at(it->second.host_id),
+                              it->second.claim.fingerprint == key->fingerprint};
+      }
+      keys_[key->ns + "\n" + key->key] = key_row{*key, h.host.id};
+    }
+    hosts_[h.host.id] = h;
+    return insert_outcome{true, h, true};
+  }
+
+  result<host_record> get_host(std::string_view id) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto it = hosts_.find(std::string(id));
+    if (it == hosts_.end())
+      return make_error(errc::not_found, "host not found");
+    return it->second;
+  }
+
+  result<std::vector<host_record>> list_hosts(const list_query& q) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<host_record> out;
+    for (auto it = hosts_.rbegin(); it != hosts_.rend(); ++it) {
+      const auto& h = it->second.host;
+      if (q.after && h.id >= *q.after)
+        continue;
+      if (!q.statuses.empty() &&
+          std::find(q.statuses.begin(), q.statuses.end(), h.status) == q.statuses.end())
+        continue;
+      out.push_back(it->second);
+      if (q.limit != 0 && out.size() == q.limit)
+        break;
+    }
+    return out;
+  }
+
+  result<host_record> transition(std::string_view id, const std::vector<schema::host_status>& from,
+                                 const host_patch& p, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto it = hosts_.find(std::string(id));
+    if (it == hosts_.end())
+      return make_error(errc::not_found, "host not found");
+    auto& r = it->second;
+    if (std::find(from.begin(), from.end(), r.host.status) == from.end())
+      return make_error(errc::host_state, "state changed");
+    if (p.status)
+      r.host.status = *p.status;
+    if (p.image_digest)
+      r.host.image_digest = p.image_digest;
+    if (p.ssh_host)
+      r.host.ssh_host = *p.ssh_host;
+    if (p.ssh_port)
+      r.host.ssh_port = *p.ssh_port;
+    if (p.known_hosts)
+      r.host.known_hosts = *p.known_hosts;
+    if (p.last_error)
+      r.host.last_error = *p.last_error;
+    if (p.activated_at)
+      r.host.activated_at = p.activated_at;
+    if (p.expires_at)
+      r.host.expires_at = *p.expires_at;
+    if (p.clear_lease)
+      r.lease_seconds.reset();
+    if (p.clear_owner)
+      r.owner_id.reset();
+    if (p.release_idempotency_key) {
+      for (auto k = keys_.begin(); k != keys_.end();) {
+        k = k->second.host_id == r.host.id ? keys_.erase(k) : std::next(k);
+      }
+    }
+    if (p.release_port)
+      ports_.erase(r.host.id);
+    r.host.updated_at = now;
+    return r;
+  }
+
+  result<host_record> renew(std::string_view id, timestamp expires_at, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto it = hosts_.find(std::string(id));
+    if (it == hosts_.end())
+      return make_error(errc::not_found, "host not found");
+    auto& r = it->second;
+    if (r.host.status != schema::host_status::active &&
+        r.host.status != schema::host_status::bootstrapping)
+      return make_error(errc::host_state, "host is not active");
+    r.host.expires_at = expires_at;
+    r.lease_seconds.reset();
+    r.host.updated_at = now;
+    return r;
+  }
+
+  result<void> remove_host(std::string_view id) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    hosts_.erase(std::string(id));
+    ports_.erase(std::string(id));
+    for (auto k = keys_.begin(); k != keys_.end();) {
+      k = k->second.host_id == id ? keys_.erase(k) : std::next(k);
+    }
+    return {};
+  }
+
+  result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (auto it = ports_.find(std::string(host_id)); it != ports_.end())
+      return it->second;
+    for (int p = lo; p <= hi; ++p) {
+      const bool used =
+          std::any_of(ports_.begin(), ports_.end(), [p](const auto& e) { return e.second == p; });
+      if (!used) {
+        ports_[std::string(host_id)] = p;
+        return p;
+      }
+    }
+    return make_error(errc::capacity, "no SSH port free");
+  }
+
+  result<std::map<schema::host_status, std::int64_t>> count_by_status() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::map<schema::host_status, std::int64_t> out;
+    for (const auto& [id, r] : hosts_)
+      ++out[r.host.status];
+    return out;
+  }
+
+  result<std::vector<host_record>> claim_expired(timestamp now, timestamp error_cutoff,
+                                                 std::size_t limit) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<host_record> out;
+    for (auto& [id, r] : hosts_) {
+      if (out.size() == limit)
+        break;
+      const auto s = r.host.status;
+      const bool due =
+          ((s == schema::host_status::active || s == schema::host_status::bootstrapping) &&
+           r.host.expires_at && *r.host.expires_at <= now) ||
+          (s == schema::host_status::error && r.host.updated_at <= error_cutoff);
+      if (due) {
+        r.host.status = schema::host_status::deleting;
+        r.host.updated_at = now;
+        out.push_back(r);
+      }
+    }
+    return out;
+  }
+
+  result<void> heartbeat(std::string_view instance_id, std::string_view, int,
+                         timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    beats_[std::string(instance_id)] = now;
+    return {};
+  }
+
+  result<std::vector<host_record>> orphaned_provisioning(timestamp stale_before) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<host_record> out;
+    for (const auto& [id, r] : hosts_) {
+      if (!schema::is_provisioning(r.host.status))
+        continue;
+      const auto beat = r.owner_id ? beats_.find(*r.owner_id) : beats_.end();
+      if (beat == beats_.end() || beat->second < stale_before)
+        out.push_back(r);
+    }
+    return out;
+  }
+
+  result<std::vector<std::string>> all_host_ids() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<std::string> out;
+    for (const auto& [id, r] : hosts_)
+      out.push_back(id);
+    return out;
+  }
+
+  result<void> ping() override {
+    if (down)
+      return unavailable();
+    return {};
+  }
+
+  std::size_t key_count() {
+    const std::lock_guard lock(mutex_);
+    return keys_.size();
+  }
+  std::size_t port_count() {
+    const std::lock_guard lock(mutex_);
+    return ports_.size();
+  }
+
+ private:
+  static error unavailable() { return make_error(errc::unavailable, "database unavailable"); }
+
+  struct key_row {
+    idempotency_claim claim;
+    std::string host_id;
+  };
+  std::mutex mutex_;
+  std::map<std::string, host_record> hosts_;  // ids are UUIDv7: map order is creation order
+  std::map<std::string, key_row> keys_;
+  std::map<std::string, int> ports_;
+  std::map<std::string, timestamp> beats_;
+};
+
+}  // namespace litterbox::controlplane::testing
