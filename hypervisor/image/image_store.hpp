@@ -1,0 +1,153 @@
+#pragma once
+
+#include "base/result.hpp"
+#include "hypervisor/image/registry.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace litterbox::hypervisor::image {
+
+/// Configuration of the image store; litterboxd fills it from its own configuration.
+struct store_config {
+  /// Root of the cache; bases live in <state_dir>/images/<digest>/.
+  std::filesystem::path state_dir;
+  /// Registry for references without one ("alpine" → docker.io/library/alpine).
+  std::string default_registry = "docker.io";
+  /// host:port of registries reached over plain HTTP (e.g. "127.0.0.1:5000"); no others are.
+  std::vector<std::string> insecure_registries;
+  /// containers-auth.json(5) with registry credentials; empty = skopeo's default lookup.
+  std::filesystem::path auth_file;
+  /// The guest kernel's modules (/lib/modules/<version>), added to images that lack them;
+  /// empty = add nothing. See modules_dir_for_kernel.
+  std::filesystem::path kernel_modules_dir;
+  /// Sub-trees of kernel_modules_dir a VM never needs (sound, GPUs, Wi-Fi…): kept out of
+  /// every base to keep it small.
+  std::vector<std::string> module_excludes = {"kernel/sound",
+                                              "kernel/drivers/gpu",
+                                              "kernel/drivers/media",
+                                              "kernel/drivers/infiniband",
+                                              "kernel/drivers/net/wireless",
+                                              "kernel/drivers/staging",
+                                              "kernel/drivers/iio",
+                                              "kernel/drivers/usb",
+                                              "kernel/drivers/bluetooth",
+                                              "kernel/drivers/isdn",
+                                              "kernel/drivers/hwmon"};
+  /// Bases no host uses are garbage-collected, oldest first, while the cache is above this.
+  std::uint64_t size_budget_bytes = std::uint64_t{20} << 30;
+  /// Free space that must remain on the state directory's filesystem after a conversion.
+  std::uint64_t reserve_bytes = std::uint64_t{1} << 30;
+  std::chrono::seconds inspect_timeout{60};
+  std::chrono::seconds pull_timeout{1800};
+  std::chrono::seconds convert_timeout{900};
+};
+
+/// The modules directory matching a kernel image: /boot/vmlinuz-<v> → <modules_root>/<v>.
+std::filesystem::path modules_dir_for_kernel(
+    const std::filesystem::path& kernel,
+    const std::filesystem::path& modules_root = "/lib/modules");
+
+/// A cached, read-only base disk.
+struct base_image {
+  std::string digest;               ///< manifest digest "sha256:…"
+  std::filesystem::path path;       ///< <state_dir>/images/<digest>/base.qcow2 (mode 0444)
+  std::uint64_t size_bytes = 0;     ///< bytes the qcow2 file occupies
+  std::uint64_t virtual_bytes = 0;  ///< size of the disk the guest sees
+  std::string modules_version;      ///< kernel modules present in /lib/modules ("" = none)
+};
+
+/// What the store has done since it was made; tests assert on these, not on time.
+struct store_stats {
+  std::uint64_t resolves = 0;     ///< manifest look-ups sent to a registry
+  std::uint64_t pulls = 0;        ///< images copied from a registry
+  std::uint64_t conversions = 0;  ///< base disks built (mkfs + qemu-img convert)
+  std::uint64_t cache_hits = 0;   ///< ensure_base answered from the cache
+  std::uint64_t waits = 0;        ///< ensure_base calls that waited for another's build
+  std::uint64_t collected = 0;    ///< bases removed by collect_garbage
+};
+
+/// What collect_garbage did.
+struct gc_report {
+  std::vector<std::string> removed;  ///< digests, oldest first
+  std::uint64_t bytes_before = 0;
+  std::uint64_t bytes_after = 0;
+};
+
+/// OCI image → cached qcow2 base disk, once per manifest digest, and per-host overlays on
+/// top. Thread-safe; every method blocks (run it off I/O threads). Errors carry
+/// hypervisor::errc codes with messages safe to show a caller.
+class image_store {
+ public:
+  /// Prepares <state_dir>/images and removes temporary build directories left by processes
+  /// that no longer run. Throws std::runtime_error when the directory cannot be made
+  /// (a start-up error).
+  image_store(store_config config, std::shared_ptr<registry> registry);
+  /// The same with the skopeo registry built from `config`.
+  explicit image_store(store_config config);
+
+  /// Resolves `ref` to the digest of its linux/amd64 image manifest (picked from an index
+  /// when the reference names one). Always asks the registry. Errors: image_not_found,
+  /// registry_unavailable, image_corrupt (served bytes do not match a pinned digest),
+  /// image_invalid (no linux/amd64 image).
+  result<std::string> resolve(std::string_view ref);
+
+  /// The base disk for `ref`: resolved, then pulled, verified, flattened, checked, given the
+  /// guest kernel's modules, turned into ext4 and qcow2 — unless that digest is cached.
+  /// Concurrent calls for the same new digest do the work once. A failure leaves nothing
+  /// behind that looks valid. Errors: image_not_found, registry_unavailable, image_corrupt,
+  /// image_invalid, insufficient_disk, internal.
+  result<base_image> ensure_base(std::string_view ref);
+
+  /// The cached base for `digest`, if any. Never touches the network.
+  std::optional<base_image> cached(std::string_view digest) const;
+
+  /// Creates a qcow2 overlay at `path` backed by `base` (nothing is copied), as large as
+  /// `disk_gb` GiB when that exceeds the base (never smaller than the base). Errors:
+  /// vm_create_failed, insufficient_disk.
+  result<void> create_overlay(const base_image& base, const std::filesystem::path& path,
+                              std::optional<int> disk_gb);
+
+  /// Removes cached bases whose digest is not in `in_use` and no build is using, oldest
+  /// first, until the cache fits the size budget. The caller lists every digest a live or
+  /// provisioning host references. Errors: internal.
+  result<gc_report> collect_garbage(const std::set<std::string>& in_use);
+
+  /// Counters since construction.
+  store_stats stats() const;
+
+ private:
+  struct flight;
+
+  result<base_image> build(const image_ref& ref, const std::string& digest);
+  result<base_image> build_in(const image_ref& ref, const std::string& digest,
+                              const std::filesystem::path& work);
+  std::filesystem::path images_dir() const { return config_.state_dir / "images"; }
+  void clean_stale_temp_dirs();
+
+  store_config config_;
+  std::shared_ptr<registry> registry_;
+
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<flight>> flights_;  // digest → build in progress
+
+  std::atomic<std::uint64_t> resolves_{0};
+  std::atomic<std::uint64_t> pulls_{0};
+  std::atomic<std::uint64_t> conversions_{0};
+  std::atomic<std::uint64_t> cache_hits_{0};
+  std::atomic<std::uint64_t> waits_{0};
+  std::atomic<std::uint64_t> collected_{0};
+};
+
+}  // namespace litterbox::hypervisor::image
