@@ -48,6 +48,7 @@ reap_report reaper::run_once() {
       const auto& h = rec.host;
       if (auto r = hosts_.teardown(h.id); r) {
         ++report.reaped;
+        report.reaped_ids.push_back(h.id);
         observer_.host_reaped();
         spdlog::info("reap: host {} ({}) reaped", h.id, h.name);
       } else {

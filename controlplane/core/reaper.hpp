@@ -8,7 +8,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace litterbox::controlplane {
 
@@ -16,11 +18,12 @@ class host_service;
 
 /// The outcome of one maintenance pass.
 struct reap_report {
-  int reaped = 0;           ///< expired or retained-error hosts torn down and removed
-  int failed = 0;           ///< teardowns that failed (rows kept in `deleting`)
-  int recovered = 0;        ///< interrupted creates failed and released
-  int orphans_removed = 0;  ///< hosts whose leftover resources had no row
-  bool database_ok = true;  ///< false when the pass could not reach the database
+  int reaped = 0;                       ///< expired or retained-error hosts torn down and removed
+  int failed = 0;                       ///< teardowns that failed (rows kept in `deleting`)
+  int recovered = 0;                    ///< interrupted creates failed and released
+  int orphans_removed = 0;              ///< hosts whose leftover resources had no row
+  bool database_ok = true;              ///< false when the pass could not reach the database
+  std::vector<std::string> reaped_ids;  ///< the hosts this pass tore down and removed
 };
 
 /// Honours `expires_at`: claims due hosts in batches (FOR UPDATE SKIP LOCKED, so any number
