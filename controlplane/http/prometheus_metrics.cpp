@@ -40,6 +40,11 @@ struct prometheus_metrics::impl {
                                      .Help("Leftover VMs or rows removed by orphan sweeps")
                                      .Register(registry)
                                      .Add({});
+  prometheus::Counter& recovered = prometheus::BuildCounter()
+                                       .Name("litterbox_creates_recovered_total")
+                                       .Help("Interrupted creates failed by crash recovery")
+                                       .Register(registry)
+                                       .Add({});
   prometheus::Histogram& reap_duration =
       prometheus::BuildHistogram()
           .Name("litterbox_reap_pass_duration_seconds")
@@ -82,20 +87,24 @@ void prometheus_metrics::request_done(std::string_view route, std::string_view m
   impl_->latency.Add({{"route", r}, {"method", m}}, latency_buckets()).Observe(latency.count());
 }
 
-void prometheus_metrics::hosts_reaped(std::int64_t count) {
-  impl_->reaped.Increment(static_cast<double>(count));
+void prometheus_metrics::host_reaped() {
+  impl_->reaped.Increment();
 }
 
 void prometheus_metrics::teardown_failed() {
   impl_->teardown_failures.Increment();
 }
 
-void prometheus_metrics::orphans_removed(std::int64_t count) {
+void prometheus_metrics::orphans_removed(int count) {
   impl_->orphans.Increment(static_cast<double>(count));
 }
 
-void prometheus_metrics::reap_pass(std::chrono::duration<double> duration) {
-  impl_->reap_duration.Observe(duration.count());
+void prometheus_metrics::create_recovered() {
+  impl_->recovered.Increment();
+}
+
+void prometheus_metrics::reap_pass(std::chrono::duration<double> seconds) {
+  impl_->reap_duration.Observe(seconds.count());
 }
 
 void prometheus_metrics::set_hosts_by_status(

@@ -9,7 +9,8 @@ namespace litterbox::controlplane::http {
 /// `metrics` on prometheus-cpp: litterbox_http_requests_total{route,method,status},
 /// litterbox_http_request_duration_seconds{route,method}, litterbox_hosts{status},
 /// litterbox_hosts_reaped_total, litterbox_teardown_failures_total,
-/// litterbox_orphans_removed_total and litterbox_reap_pass_duration_seconds.
+/// litterbox_orphans_removed_total, litterbox_creates_recovered_total and
+/// litterbox_reap_pass_duration_seconds.
 class prometheus_metrics final : public metrics {
  public:
   prometheus_metrics();
@@ -19,10 +20,11 @@ class prometheus_metrics final : public metrics {
 
   void request_done(std::string_view route, std::string_view method, int status,
                     std::chrono::duration<double> latency) override;
-  void hosts_reaped(std::int64_t count) override;
+  void host_reaped() override;
   void teardown_failed() override;
-  void orphans_removed(std::int64_t count) override;
-  void reap_pass(std::chrono::duration<double> duration) override;
+  void orphans_removed(int count) override;
+  void create_recovered() override;
+  void reap_pass(std::chrono::duration<double> seconds) override;
   void set_hosts_by_status(const std::map<schema::host_status, std::int64_t>& counts) override;
   std::string scrape() override;
 

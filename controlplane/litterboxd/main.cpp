@@ -1,0 +1,500 @@
+#include "base/clock.hpp"
+#include "base/log.hpp"
+#include "base/uuid.hpp"
+#include "controlplane/core/config.hpp"
+#include "controlplane/core/host_service.hpp"
+#include "controlplane/core/observer.hpp"
+#include "controlplane/core/reaper.hpp"
+#include "controlplane/http/prometheus_metrics.hpp"
+#include "controlplane/http/server.hpp"
+#include "controlplane/pg/migrate.hpp"
+#include "controlplane/pg/pg_store.hpp"
+#include "hypervisor/fake/fake_driver.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace litterbox::litterboxd {
+namespace {
+
+using controlplane::config;
+
+/// Start-up and configuration failures: main logs the message (one line) and exits 1.
+class startup_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Whether this build links a libvirt driver. Until it does, `--hypervisor=libvirt` fails
+/// with a clear message and the default is the fake.
+constexpr bool k_have_libvirt = false;
+
+/// Flag values as the command line and environment give them, before they become a config.
+struct options {
+  config cfg;
+  std::string service_tokens;
+  std::string ssh_ports = "22000-22999";
+  std::string instance_types;
+  std::string state_dir;
+  std::string log_format = "text";
+  std::int64_t lease_default_ttl = 86400;
+  std::int64_t idempotency_key_ttl_hours = 24;
+  std::int64_t provision_timeout = 600;
+  std::int64_t reap_interval = 30;
+  std::int64_t error_retention = 600;
+  std::int64_t heartbeat_interval = 10;
+  std::int64_t http_idle_timeout = 30;
+  std::string port_file;
+  std::int64_t fake_pull_delay_ms = 0;
+  std::int64_t fake_create_delay_ms = 0;
+  std::int64_t fake_boot_delay_ms = 0;
+  std::int64_t fake_destroy_delay_ms = 0;
+  std::string fake_state_dir;
+};
+
+std::vector<std::string> split(std::string_view text, char sep) {
+  std::vector<std::string> out;
+  while (true) {
+    const auto pos = text.find(sep);
+    out.emplace_back(text.substr(0, pos));
+    if (pos == std::string_view::npos) {
+      return out;
+    }
+    text.remove_prefix(pos + 1);
+  }
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return std::string(s);
+}
+
+std::optional<int> to_int(std::string_view text) {
+  int v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc{} || end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+/// "small=1:1024,medium=2:2048:20" → specs; empty text keeps the defaults.
+std::vector<controlplane::instance_type_spec> parse_instance_types(const std::string& text) {
+  if (trim(text).empty()) {
+    return controlplane::default_instance_types();
+  }
+  std::vector<controlplane::instance_type_spec> out;
+  for (const auto& item : split(text, ',')) {
+    const auto entry = trim(item);
+    if (entry.empty()) {
+      continue;
+    }
+    const auto eq = entry.find('=');
+    const auto bad = [&entry] {
+      return startup_error("LITTERBOX_INSTANCE_TYPES: \"" + entry +
+                           "\" is not name=cpus:memory_mib[:disk_gb]");
+    };
+    if (eq == std::string::npos || eq == 0) {
+      throw bad();
+    }
+    const auto parts = split(std::string_view(entry).substr(eq + 1), ':');
+    if (parts.size() < 2 || parts.size() > 3) {
+      throw bad();
+    }
+    controlplane::instance_type_spec spec;
+    spec.name = entry.substr(0, eq);
+    const auto cpus = to_int(parts[0]);
+    const auto memory = to_int(parts[1]);
+    if (!cpus || !memory || *cpus <= 0 || *memory <= 0) {
+      throw bad();
+    }
+    spec.cpus = *cpus;
+    spec.memory_mib = *memory;
+    if (parts.size() == 3) {
+      const auto disk = to_int(parts[2]);
+      if (!disk || *disk <= 0) {
+        throw bad();
+      }
+      spec.disk_gb = *disk;
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+/// "22000-22999" → {min, max}.
+std::pair<int, int> parse_port_range(const std::string& text) {
+  const auto dash = text.find('-');
+  const auto lo = to_int(trim(std::string_view(text).substr(0, dash)));
+  const auto hi = dash == std::string::npos ? std::nullopt
+                                            : to_int(trim(std::string_view(text).substr(dash + 1)));
+  if (!lo || !hi || *lo < 1 || *hi > 65535 || *lo > *hi) {
+    throw startup_error("LITTERBOX_SSH_PORTS must be min-max within 1-65535, got \"" + text + "\"");
+  }
+  return {*lo, *hi};
+}
+
+/// Every config field, as a flag that also reads its environment variable (the flag wins).
+void add_config_options(CLI::App& cmd, options& o) {
+  auto& c = o.cfg;
+  cmd.add_option("--database-url", c.database_url, "PostgreSQL connection URL")
+      ->envname("DATABASE_URL");
+  cmd.add_option("--service-tokens", o.service_tokens, "Comma-separated bearer tokens")
+      ->envname("SERVICE_TOKENS");
+  cmd.add_option("--listen", c.listen, "host:port to serve on (port 0: any free port)")
+      ->envname("LITTERBOX_LISTEN")
+      ->capture_default_str();
+  cmd.add_option("--hypervisor", c.hypervisor, "Hypervisor backend: libvirt | fake")
+      ->envname("LITTERBOX_HYPERVISOR")
+      ->check(CLI::IsMember({"libvirt", "fake"}))
+      ->capture_default_str();
+  cmd.add_option("--libvirt-uri", c.libvirt_uri, "libvirt connection URI")
+      ->envname("LIBVIRT_URI")
+      ->capture_default_str();
+  cmd.add_option("--accel", c.accel, "Guest acceleration: auto | kvm | tcg")
+      ->envname("LITTERBOX_ACCEL")
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}))
+      ->capture_default_str();
+  cmd.add_option("--state-dir", o.state_dir, "Image cache, disks, seeds, console logs")
+      ->envname("LITTERBOX_STATE_DIR");
+  cmd.add_option("--ssh-host", c.ssh_host, "Address returned as ssh_host")
+      ->envname("LITTERBOX_SSH_HOST")
+      ->capture_default_str();
+  cmd.add_option("--ssh-ports", o.ssh_ports, "Port range for SSH forwards (min-max)")
+      ->envname("LITTERBOX_SSH_PORTS")
+      ->capture_default_str();
+  cmd.add_option("--default-image", c.default_image, "Image used when a create names none")
+      ->envname("LITTERBOX_DEFAULT_IMAGE")
+      ->capture_default_str();
+  cmd.add_option("--kernel", c.kernel, "Guest kernel")->envname("LITTERBOX_KERNEL");
+  cmd.add_option("--initrd", c.initrd, "Guest initrd")->envname("LITTERBOX_INITRD");
+  cmd.add_option("--lease-default-ttl", o.lease_default_ttl, "Default lease in seconds")
+      ->envname("LEASE_DEFAULT_TTL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--idempotency-key-ttl-hours", o.idempotency_key_ttl_hours,
+                 "How long Idempotency-Keys are kept")
+      ->envname("IDEMPOTENCY_KEY_TTL_HOURS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--provision-timeout", o.provision_timeout, "Seconds a create may take")
+      ->envname("PROVISION_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--reap-interval", o.reap_interval, "Seconds between reaper passes")
+      ->envname("LITTERBOX_REAP_INTERVAL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--error-retention", o.error_retention,
+                 "Seconds a failed host is kept for callers to read")
+      ->envname("LITTERBOX_ERROR_RETENTION")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--heartbeat-interval", o.heartbeat_interval, "Seconds between heartbeats")
+      ->envname("LITTERBOX_HEARTBEAT_INTERVAL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--ssh-username", c.ssh_username, "Login user inside guests")
+      ->envname("LITTERBOX_SSH_USERNAME")
+      ->capture_default_str();
+  cmd.add_option("--default-cpus", c.default_cpus)
+      ->envname("LITTERBOX_DEFAULT_CPUS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--default-memory-mib", c.default_memory_mib)
+      ->envname("LITTERBOX_DEFAULT_MEMORY_MIB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--max-cpus", c.max_cpus)
+      ->envname("LITTERBOX_MAX_CPUS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--max-memory-mib", c.max_memory_mib)
+      ->envname("LITTERBOX_MAX_MEMORY_MIB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--max-disk-gb", c.max_disk_gb)
+      ->envname("LITTERBOX_MAX_DISK_GB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--max-env-bytes", c.max_env_bytes)
+      ->envname("LITTERBOX_MAX_ENV_BYTES")
+      ->capture_default_str();
+  cmd.add_option("--max-body-bytes", c.max_body_bytes, "Largest request body accepted")
+      ->envname("LITTERBOX_MAX_BODY_BYTES")
+      ->capture_default_str();
+  cmd.add_option("--list-default-limit", c.list_default_limit, "GET /hosts page size (0: all)")
+      ->envname("LITTERBOX_LIST_DEFAULT_LIMIT")
+      ->capture_default_str();
+  cmd.add_option("--list-max-limit", c.list_max_limit, "Largest GET /hosts limit")
+      ->envname("LITTERBOX_LIST_MAX_LIMIT")
+      ->capture_default_str();
+  cmd.add_option("--instance-types", o.instance_types,
+                 "Named sizes: name=cpus:memory_mib[:disk_gb],…")
+      ->envname("LITTERBOX_INSTANCE_TYPES");
+  cmd.add_option("--max-provisioning", c.max_concurrent_provisions,
+                 "Creates provisioned at once by this process")
+      ->envname("LITTERBOX_MAX_PROVISIONING")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--http-threads", c.http_threads)
+      ->envname("LITTERBOX_HTTP_THREADS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--blocking-threads", c.blocking_threads)
+      ->envname("LITTERBOX_BLOCKING_THREADS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--db-pool", c.db_pool_size, "Database connections")
+      ->envname("LITTERBOX_DB_POOL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--http-idle-timeout", o.http_idle_timeout,
+                 "Seconds before an idle or slow connection is closed")
+      ->envname("LITTERBOX_HTTP_IDLE_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--log-level", c.log_level, "trace | debug | info | warn | error | critical")
+      ->envname("LITTERBOX_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  cmd.add_option("--log-format", o.log_format, "text | json")
+      ->envname("LITTERBOX_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  cmd.add_option("--fake-pull-delay-ms", o.fake_pull_delay_ms)
+      ->envname("LITTERBOX_FAKE_PULL_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-create-delay-ms", o.fake_create_delay_ms)
+      ->envname("LITTERBOX_FAKE_CREATE_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-boot-delay-ms", o.fake_boot_delay_ms)
+      ->envname("LITTERBOX_FAKE_BOOT_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-destroy-delay-ms", o.fake_destroy_delay_ms)
+      ->envname("LITTERBOX_FAKE_DESTROY_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-state-dir", o.fake_state_dir,
+                 "Where the fake hypervisor keeps its VMs (default <state-dir>/fake)")
+      ->envname("LITTERBOX_FAKE_STATE_DIR");
+}
+
+/// Turns the parsed flags into the final config; throws startup_error on bad values.
+void finish_config(options& o, bool needs_tokens) {
+  auto& c = o.cfg;
+  if (needs_tokens) {
+    for (const auto& t : split(o.service_tokens, ',')) {
+      auto token = trim(t);
+      if (!token.empty()) {
+        c.service_tokens.push_back(std::move(token));
+      }
+    }
+    if (c.service_tokens.empty()) {
+      throw startup_error("SERVICE_TOKENS is required");
+    }
+  }
+  if (c.database_url.empty()) {
+    throw startup_error("DATABASE_URL is required");
+  }
+  if (c.hypervisor == "libvirt" && !k_have_libvirt) {
+    throw startup_error(
+        "--hypervisor=libvirt: this litterboxd is built without the libvirt driver; use "
+        "--hypervisor=fake");
+  }
+  const auto [lo, hi] = parse_port_range(o.ssh_ports);
+  c.ssh_port_min = lo;
+  c.ssh_port_max = hi;
+  c.instance_types = parse_instance_types(o.instance_types);
+  c.state_dir = o.state_dir;
+  c.lease_default_ttl = std::chrono::seconds(o.lease_default_ttl);
+  c.idempotency_key_ttl = std::chrono::hours(o.idempotency_key_ttl_hours);
+  c.provision_timeout = std::chrono::seconds(o.provision_timeout);
+  c.reap_interval = std::chrono::seconds(o.reap_interval);
+  c.error_retention = std::chrono::seconds(o.error_retention);
+  c.heartbeat_interval = std::chrono::seconds(o.heartbeat_interval);
+  c.http_idle_timeout = std::chrono::seconds(o.http_idle_timeout);
+  c.log_json = o.log_format == "json";
+  if (c.max_body_bytes == 0) {
+    throw startup_error("LITTERBOX_MAX_BODY_BYTES must be positive");
+  }
+}
+
+void setup_logs(const options& o) {
+  setup_logging(o.cfg.log_level, o.cfg.log_json ? log_format::json : log_format::text);
+}
+
+/// The hypervisor named by cfg.hypervisor (only the fake is built in for now).
+std::unique_ptr<hypervisor::driver> make_driver(const options& o) {
+  hypervisor::fake_options f;
+  f.pull_delay = std::chrono::milliseconds(o.fake_pull_delay_ms);
+  f.create_delay = std::chrono::milliseconds(o.fake_create_delay_ms);
+  f.boot_delay = std::chrono::milliseconds(o.fake_boot_delay_ms);
+  f.destroy_delay = std::chrono::milliseconds(o.fake_destroy_delay_ms);
+  if (!o.fake_state_dir.empty()) {
+    f.state_dir = std::filesystem::path(o.fake_state_dir);
+  } else if (!o.cfg.state_dir.empty()) {
+    f.state_dir = o.cfg.state_dir / "fake";
+  }
+  if (f.state_dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(*f.state_dir, ec);
+    if (ec) {
+      throw startup_error("cannot create the fake state directory " + f.state_dir->string() + ": " +
+                          ec.message());
+    }
+  }
+  return std::make_unique<hypervisor::fake_driver>(std::move(f));
+}
+
+void run_migrations(const config& c) {
+  auto applied = controlplane::migrate(c.database_url);
+  if (!applied) {
+    throw startup_error("database migration failed: " + applied.error().message);
+  }
+  spdlog::info("database schema up to date ({} migration(s) applied)", *applied);
+}
+
+/// Writes the bound port so that whoever started us (tests bind port 0) can find it; the
+/// rename makes the file appear complete or not at all.
+void write_port_file(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << '\n';
+    if (!out) {
+      throw startup_error("cannot write the port file " + path);
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    throw startup_error("cannot write the port file " + path + ": " + ec.message());
+  }
+}
+
+int serve(options& o) {
+  run_migrations(o.cfg);
+  const system_clock clock;
+  controlplane::http::prometheus_metrics stats;
+  controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size));
+  auto driver = make_driver(o);
+  const auto instance_id = new_uuid_v7(clock.now());
+  controlplane::host_service hosts(o.cfg, db, *driver, clock, instance_id);
+  controlplane::reaper reaper(o.cfg, db, hosts, clock, stats);
+  controlplane::http::http_server server(o.cfg, hosts, stats);
+  server.start();
+  if (!o.port_file.empty()) {
+    write_port_file(o.port_file, server.port());
+  }
+  server.stop_on_signals();
+  reaper.start_loop();
+  spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
+               driver->provider());
+  server.run();
+  spdlog::info("stopping: finishing in-flight work");
+  reaper.stop();
+  hosts.shutdown();
+  spdlog::info("stopped");
+  return 0;
+}
+
+int reap_once(options& o) {
+  const system_clock clock;
+  controlplane::null_observer observer;
+  controlplane::pg_store db(o.cfg.database_url, 2);
+  auto driver = make_driver(o);
+  controlplane::host_service hosts(o.cfg, db, *driver, clock, new_uuid_v7(clock.now()));
+  controlplane::reaper reaper(o.cfg, db, hosts, clock, observer);
+  const auto report = reaper.run_once();
+  hosts.shutdown();
+  return report.database_ok && report.failed == 0 ? 0 : 1;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"litterbox control plane: disposable Linux VMs over SSH"};
+  app.require_subcommand(1);
+  options o;
+  if (!k_have_libvirt) {
+    o.cfg.hypervisor = "fake";
+  }
+  o.cfg.default_image = "127.0.0.1:5000/litterbox/debian:12";
+
+  auto* serve_cmd = app.add_subcommand("serve", "Serve the HTTP API");
+  add_config_options(*serve_cmd, o);
+  serve_cmd->add_option("--port-file", o.port_file, "Write the bound port here once listening");
+
+  auto* migrate_cmd = app.add_subcommand("migrate", "Apply database migrations and exit");
+  migrate_cmd->add_option("--database-url", o.cfg.database_url, "PostgreSQL connection URL")
+      ->envname("DATABASE_URL");
+  migrate_cmd->add_option("--log-level", o.cfg.log_level)
+      ->envname("LITTERBOX_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  migrate_cmd->add_option("--log-format", o.log_format)
+      ->envname("LITTERBOX_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  auto* reap_cmd = app.add_subcommand(
+      "reap", "One reaper pass (expired hosts, interrupted creates, orphans), then exit");
+  add_config_options(*reap_cmd, o);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  o.cfg.log_json = o.log_format == "json";
+  setup_logs(o);
+  try {
+    if (migrate_cmd->parsed()) {
+      if (o.cfg.database_url.empty()) {
+        throw startup_error("DATABASE_URL is required");
+      }
+      run_migrations(o.cfg);
+      return 0;
+    }
+    finish_config(o, serve_cmd->parsed());
+    setup_logs(o);
+    if (serve_cmd->parsed()) {
+      return serve(o);
+    }
+    return reap_once(o);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+}  // namespace litterbox::litterboxd
+
+int main(int argc, char** argv) {
+  try {
+    return litterbox::litterboxd::run(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+  } catch (...) {
+    spdlog::critical("unexpected failure");
+  }
+  return EXIT_FAILURE;
+}
