@@ -1,0 +1,53 @@
+#pragma once
+
+#include "base/result.hpp"
+#include "client/client.hpp"
+#include "schema/host.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace litterbox::client::cli {
+
+/// Exit codes of the CLI (documented in `litterbox --help`).
+namespace exit_code {
+inline constexpr int ok = 0;
+inline constexpr int usage = 1;  ///< bad arguments or a local problem (file, configuration)
+inline constexpr int api = 2;    ///< any other error response, or a malformed one
+inline constexpr int not_found = 3;
+inline constexpr int auth = 4;
+inline constexpr int provisioning_failed = 5;
+inline constexpr int unavailable = 6;  ///< 503, unreachable service, or a wait that timed out
+inline constexpr int conflict = 7;     ///< the host's state forbids the operation
+inline constexpr int ssh = 255;        ///< SSH connection, authentication or host key failed
+}  // namespace exit_code
+
+/// The exit code for an error (see exit_code).
+int exit_code_for(const error& e);
+
+/// "litterbox: <message>\n", plus one indented line per validation issue.
+std::string render_error(const error& e);
+
+/// A host as a readable block of "label: value" lines. `key_file` names where the CLI
+/// stored the minted private key, when it did; the key itself is never printed.
+std::string render_host(const schema::host& h, const std::optional<std::string>& key_file = {});
+
+/// The `ls` table: ID, NAME, STATUS, IMAGE, SSH, EXPIRES (seconds precision, UTC).
+std::string render_host_table(const std::vector<schema::host>& hosts);
+
+/// The wire JSON of a host for scripts, with `private_key` always null (the CLI keeps it in
+/// a file) and `private_key_file` added when it stored one.
+std::string render_host_json(const schema::host& h,
+                             const std::optional<std::string>& key_file = {});
+
+/// A JSON array of hosts (private keys nulled).
+std::string render_hosts_json(const std::vector<schema::host>& hosts);
+
+/// `doctor` output: one line per check, then the overall verdict.
+std::string render_doctor(const doctor_report& report);
+
+/// One progress line for a status change during create ("  pulling_image").
+std::string render_progress(const schema::host& h);
+
+}  // namespace litterbox::client::cli

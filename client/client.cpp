@@ -1,0 +1,482 @@
+#include "client/client.hpp"
+
+#include "base/time.hpp"
+#include "base/uuid.hpp"
+#include "client/errc.hpp"
+#include "schema/errors.hpp"
+#include "schema/requests.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace litterbox::client {
+namespace {
+
+using schema::host;
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so an id or cursor can
+/// never change the path or add query parameters.
+std::string encode(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", u);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+std::string decode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      const std::string hex(s.substr(i + 1, 2));
+      char* end = nullptr;
+      const long v = std::strtol(hex.c_str(), &end, 16);
+      if (end == hex.c_str() + 2) {
+        out.push_back(static_cast<char>(v));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i] == '+' ? ' ' : s[i]);
+  }
+  return out;
+}
+
+result<host> parse_host(const http_response& r) {
+  const auto j = nlohmann::ordered_json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(errc::bad_response, "the service sent a host that is not a JSON object");
+  }
+  auto h = schema::host_from_json(j);
+  if (!h) {
+    return make_error(errc::bad_response,
+                      "the service sent a malformed host: " + h.error().message);
+  }
+  return std::move(*h);
+}
+
+std::optional<std::chrono::milliseconds> retry_after(const http_response& r) {
+  const auto it = r.headers.find("retry-after");
+  if (it == r.headers.end()) {
+    return std::nullopt;
+  }
+  char* end = nullptr;
+  const long v = std::strtol(it->second.c_str(), &end, 10);
+  if (end == it->second.c_str() || v < 0) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(std::int64_t{v} * 1000);
+}
+
+}  // namespace
+
+error error_from_response(int status, std::string_view body) {
+  const auto info = schema::parse_error_body(body);
+  std::string detail = info.detail;
+  if (detail.empty()) {
+    detail = "the service answered HTTP " + std::to_string(status);
+  }
+  errc code = errc::api_error;
+  switch (status) {
+    case 401:
+    case 403:
+      code = errc::auth;
+      break;
+    case 404:
+      code = errc::not_found;
+      break;
+    case 409:
+      code = errc::conflict;
+      break;
+    case 502:
+      code = errc::provisioning_failed;
+      break;
+    case 503:
+      code = errc::unavailable;
+      break;
+    default:
+      break;
+  }
+  if (code == errc::api_error && !info.detail.empty()) {
+    detail = "HTTP " + std::to_string(status) + ": " + detail;
+  }
+  error e = make_error(code, std::move(detail));
+  if (status == 422) {
+    const auto j = nlohmann::json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("detail") && j["detail"].is_array()) {
+      for (const auto& item : j["detail"]) {
+        if (!item.is_object()) {
+          continue;
+        }
+        field_issue issue;
+        if (const auto loc = item.find("loc"); loc != item.end() && loc->is_array()) {
+          for (const auto& part : *loc) {
+            issue.loc.push_back(part.is_string() ? part.get<std::string>() : part.dump());
+          }
+        }
+        issue.msg = item.value("msg", std::string{});
+        issue.type = item.value("type", std::string{});
+        e.issues.push_back(std::move(issue));
+      }
+    }
+  }
+  return e;
+}
+
+std::optional<std::string> next_cursor(std::string_view link_header) {
+  std::size_t pos = 0;
+  while (pos < link_header.size()) {
+    const auto open = link_header.find('<', pos);
+    if (open == std::string_view::npos) {
+      return std::nullopt;
+    }
+    const auto close = link_header.find('>', open);
+    if (close == std::string_view::npos) {
+      return std::nullopt;
+    }
+    const auto target = link_header.substr(open + 1, close - open - 1);
+    const auto next_link = link_header.find('<', close);
+    const auto params = link_header.substr(
+        close + 1,
+        (next_link == std::string_view::npos ? link_header.size() : next_link) - close - 1);
+    pos = next_link == std::string_view::npos ? link_header.size() : next_link;
+    if (params.find("rel=\"next\"") == std::string_view::npos &&
+        params.find("rel=next") == std::string_view::npos) {
+      continue;
+    }
+    const auto q = target.find('?');
+    if (q == std::string_view::npos) {
+      return std::nullopt;
+    }
+    auto query = target.substr(q + 1);
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      const auto param = query.substr(0, amp);
+      if (param.starts_with("after=")) {
+        return decode(param.substr(6));
+      }
+      query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+client::client(client_config config, std::unique_ptr<transport> transport, retry_policy policy,
+               retry_env env, std::function<timestamp()> wall_now)
+    : config_(std::move(config)),
+      transport_(std::move(transport)),
+      policy_(policy),
+      env_(std::move(env)),
+      wall_now_(std::move(wall_now)) {}
+
+result<http_response> client::call(const std::string& method, const std::string& path_and_query,
+                                   const std::string& body,
+                                   std::vector<std::pair<std::string, std::string>> extra_headers,
+                                   std::chrono::milliseconds budget) {
+  http_request req;
+  req.method = method;
+  req.url = config_.url + path_and_query;
+  req.body = body;
+  req.headers = std::move(extra_headers);
+  req.headers.emplace_back("Accept", "application/json");
+  req.headers.emplace_back("User-Agent", "litterbox-client/0.1");
+  if (!body.empty()) {
+    req.headers.emplace_back("Content-Type", "application/json");
+  }
+  if (!config_.token.empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + config_.token);
+  }
+  const auto deadline = env_.now() + budget;
+  std::optional<result<http_response>> last;
+  for (int attempt = 1;; ++attempt) {
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
+    if (remaining.count() <= 0) {
+      break;
+    }
+    req.timeout = remaining;
+    auto r = transport_->send(req);
+    const bool retryable = !r || r->status == 503;
+    if (!retryable) {
+      return r;
+    }
+    std::optional<std::chrono::milliseconds> after;
+    if (r) {
+      after = retry_after(*r);
+    }
+    last = std::move(r);
+    if (attempt >= policy_.max_attempts) {
+      break;
+    }
+    const auto delay = backoff_delay(policy_, attempt, env_.uniform(), after);
+    if (env_.now() + delay >= deadline) {
+      break;
+    }
+    env_.sleep(delay);
+  }
+  if (!last) {
+    return make_error(errc::unavailable, "timed out before the service answered");
+  }
+  return std::move(*last);
+}
+
+result<created_host> client::create_host(const create_options& o) {
+  const int lease_choices = (o.expires_at ? 1 : 0) + (o.expires_in ? 1 : 0) + (o.no_expiry ? 1 : 0);
+  if (lease_choices > 1) {
+    return make_error(errc::invalid_argument,
+                      "choose at most one of expires_at, expires_in and no_expiry");
+  }
+  schema::create_host_request req;
+  req.image = o.image;
+  if (!o.env.empty()) {
+    req.env = o.env;
+  }
+  if (o.no_expiry) {
+    req.expiry = schema::expiry_kind::never;
+  } else if (o.expires_at) {
+    req.expiry = schema::expiry_kind::at;
+    req.expires_at = o.expires_at;
+  } else if (o.expires_in) {
+    req.expiry = schema::expiry_kind::at;
+    req.expires_at =
+        wall_now_() + std::chrono::duration_cast<std::chrono::microseconds>(*o.expires_in);
+  }
+  if (o.cpus)
+    req.cpus = *o.cpus;
+  if (o.memory_mib)
+    req.memory_mib = *o.memory_mib;
+  if (o.disk_gb)
+    req.disk_gb = *o.disk_gb;
+  req.instance_type = o.instance_type;
+  req.ssh_authorized_keys = o.ssh_authorized_keys;
+  created_host out;
+  out.idempotency_key = o.idempotency_key ? *o.idempotency_key : new_uuid_v7(wall_now_());
+  std::vector<std::pair<std::string, std::string>> headers{
+      {"Idempotency-Key", out.idempotency_key}};
+  if (o.async) {
+    headers.emplace_back("Prefer", "respond-async");
+  }
+  auto r = call("POST", "/hosts", schema::to_json_text(req), std::move(headers),
+                o.async ? config_.request_timeout : config_.create_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 201 && r->status != 202 && r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  auto h = parse_host(*r);
+  if (!h) {
+    return h.error();
+  }
+  out.host = std::move(*h);
+  return out;
+}
+
+result<host> client::get_host(std::string_view id) {
+  auto r = call("GET", "/hosts/" + encode(id), "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  return parse_host(*r);
+}
+
+result<std::vector<host>> client::list_hosts(const list_options& o) {
+  if (o.limit && *o.limit <= 0) {
+    return make_error(errc::invalid_argument, "limit must be positive");
+  }
+  std::vector<host> out;
+  std::optional<std::string> after;
+  for (;;) {
+    std::string query;
+    auto add = [&query](std::string_view k, std::string_view v) {
+      query += query.empty() ? "?" : "&";
+      query += std::string(k) + "=" + encode(v);
+    };
+    for (const auto s : o.statuses) {
+      add("status", schema::to_string(s));
+    }
+    if (o.limit) {
+      add("limit", std::to_string(*o.limit - static_cast<int>(out.size())));
+    }
+    if (after) {
+      add("after", *after);
+    }
+    auto r = call("GET", "/hosts" + query, "", {}, config_.request_timeout);
+    if (!r) {
+      return r.error();
+    }
+    if (r->status != 200) {
+      return error_from_response(r->status, r->body);
+    }
+    const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+    if (!j.is_array()) {
+      return make_error(errc::bad_response, "the service sent a host list that is not an array");
+    }
+    for (const auto& item : j) {
+      auto h = schema::host_from_json(item);
+      if (!h) {
+        return make_error(errc::bad_response,
+                          "the service sent a malformed host: " + h.error().message);
+      }
+      out.push_back(std::move(*h));
+    }
+    if (o.limit && static_cast<int>(out.size()) >= *o.limit) {
+      out.resize(static_cast<std::size_t>(*o.limit));
+      return out;
+    }
+    const auto link = r->headers.find("link");
+    if (link == r->headers.end()) {
+      return out;
+    }
+    auto cursor = next_cursor(link->second);
+    // A cursor that does not move would loop forever; an empty page means the end.
+    if (!cursor || cursor == after || j.empty()) {
+      return out;
+    }
+    after = std::move(cursor);
+  }
+}
+
+result<host> client::renew_host(std::string_view id, const renew_options& o) {
+  if (o.expires_at && o.expires_in) {
+    return make_error(errc::invalid_argument, "choose at most one of expires_at and expires_in");
+  }
+  std::string body;
+  std::optional<timestamp> at = o.expires_at;
+  if (o.expires_in) {
+    at = wall_now_() + std::chrono::duration_cast<std::chrono::microseconds>(*o.expires_in);
+  }
+  if (at) {
+    nlohmann::json j;
+    j["expires_at"] = format_rfc3339(*at);
+    body = j.dump();
+  } else {
+    body = "{}";
+  }
+  auto r = call("POST", "/hosts/" + encode(id) + "/renew", body, {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  return parse_host(*r);
+}
+
+result<void> client::delete_host(std::string_view id) {
+  auto r = call("DELETE", "/hosts/" + encode(id), "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 204 && r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  return {};
+}
+
+result<host> client::wait_for(std::string_view id, schema::host_status wanted,
+                              std::chrono::milliseconds timeout,
+                              const std::function<void(const host&)>& on_change) {
+  const auto deadline = env_.now() + timeout;
+  std::optional<schema::host_status> seen;
+  std::chrono::milliseconds interval{250};
+  for (;;) {
+    auto h = get_host(id);
+    if (!h) {
+      return h.error();
+    }
+    if (!seen || *seen != h->status) {
+      seen = h->status;
+      if (on_change) {
+        on_change(*h);
+      }
+    }
+    if (h->status == wanted) {
+      return std::move(*h);
+    }
+    if (h->status == schema::host_status::error) {
+      return make_error(errc::provisioning_failed,
+                        h->last_error.empty() ? "host is in status error" : h->last_error);
+    }
+    if (h->status == schema::host_status::deleting && wanted != schema::host_status::deleting) {
+      return make_error(errc::conflict, "host is being deleted");
+    }
+    if (env_.now() + interval >= deadline) {
+      return make_error(errc::timeout, "host " + std::string(id) + " did not become " +
+                                           std::string(schema::to_string(wanted)) +
+                                           " in time (still " +
+                                           std::string(schema::to_string(h->status)) + ")");
+    }
+    env_.sleep(interval);
+    interval = std::min(std::chrono::milliseconds(2000), interval * 3 / 2);
+  }
+}
+
+result<std::string> client::console(std::string_view id, std::optional<std::size_t> bytes) {
+  std::string path = "/hosts/" + encode(id) + "/console";
+  if (bytes) {
+    path += "?bytes=" + std::to_string(*bytes);
+  }
+  auto r = call("GET", path, "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  return std::move(r->body);
+}
+
+result<doctor_report> client::doctor() {
+  auto r = call("GET", "/doctor", "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  const auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (!j.is_object()) {
+    return make_error(errc::bad_response, "the service sent a doctor report that is not an object");
+  }
+  try {
+    doctor_report out;
+    out.ok = j.value("ok", false);
+    out.active_provider = j.value("active_provider", std::string{});
+    if (const auto it = j.find("checks"); it != j.end() && it->is_array()) {
+      for (const auto& c : *it) {
+        doctor_check check;
+        check.name = c.value("name", std::string{});
+        check.status = c.value("status", std::string{});
+        if (const auto d = c.find("detail"); d != c.end() && d->is_string()) {
+          check.detail = d->get<std::string>();
+        }
+        if (const auto l = c.find("latency_ms"); l != c.end() && l->is_number()) {
+          check.latency_ms = l->get<double>();
+        }
+        if (const auto hint = c.find("hint"); hint != c.end() && hint->is_string()) {
+          check.hint = hint->get<std::string>();
+        }
+        out.checks.push_back(std::move(check));
+      }
+    }
+    return out;
+  } catch (const nlohmann::json::exception&) {
+    return make_error(errc::bad_response, "the service sent a malformed doctor report");
+  }
+}
+
+}  // namespace litterbox::client

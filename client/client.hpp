@@ -1,0 +1,132 @@
+#pragma once
+
+#include "base/clock.hpp"
+#include "base/result.hpp"
+#include "client/config.hpp"
+#include "client/retry.hpp"
+#include "client/transport.hpp"
+#include "schema/host.hpp"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace litterbox::client {
+
+/// What to create. Every field is optional; the server fills in defaults. At most one of
+/// `expires_at`, `expires_in` and `no_expiry` may be set (none: the server's default lease).
+struct create_options {
+  std::optional<std::string> image;
+  std::map<std::string, std::string> env;  ///< write-only; never echoed back
+  std::optional<timestamp> expires_at;
+  std::optional<std::chrono::seconds> expires_in;  ///< lease counted from now
+  bool no_expiry = false;
+  std::optional<int> cpus;
+  std::optional<int> memory_mib;
+  std::optional<int> disk_gb;
+  std::optional<std::string> instance_type;
+  /// Public keys for the login user; when absent the server mints a pair and returns the
+  /// private half once in `host.private_key`.
+  std::optional<std::vector<std::string>> ssh_authorized_keys;
+  /// Makes retries safe: generated (a UUIDv7) when absent, and reused by every retry.
+  std::optional<std::string> idempotency_key;
+  /// Ask for `Prefer: respond-async`: return at once with the host in its current state
+  /// instead of blocking until active; poll with wait_for.
+  bool async = false;
+};
+
+/// A create's answer: the host and the key under which it was created (to retry with).
+struct created_host {
+  schema::host host;
+  std::string idempotency_key;
+};
+
+/// GET /hosts filters.
+struct list_options {
+  std::vector<schema::host_status> statuses;  ///< any of these; empty: all
+  std::optional<int> limit;                   ///< at most this many hosts in total
+};
+
+/// A renewal: a new lease end, a lease counted from now, or (neither) the server's default.
+struct renew_options {
+  std::optional<timestamp> expires_at;
+  std::optional<std::chrono::seconds> expires_in;
+};
+
+/// One line of GET /doctor.
+struct doctor_check {
+  std::string name;
+  std::string status;
+  std::string detail;
+  double latency_ms = 0;
+  std::string hint;
+};
+
+/// GET /doctor.
+struct doctor_report {
+  bool ok = false;
+  std::string active_provider;
+  std::vector<doctor_check> checks;
+};
+
+/// Turns a non-success response into the matching error: 401/403 auth, 404 not_found,
+/// 409 conflict, 502 provisioning_failed, 503 unavailable, else api_error (message carries
+/// the status). The message is the body's `detail`; a 422 list also fills `issues`.
+error error_from_response(int status, std::string_view body);
+
+/// The `after` cursor of the rel="next" link in a Link header; nullopt when there is none.
+std::optional<std::string> next_cursor(std::string_view link_header);
+
+/// A blocking client of the host API (API.md). Calls are retried with jittered backoff on
+/// transport failures and 503 — creates too, always under an Idempotency-Key, so a retry
+/// never makes a second VM. Not thread-safe: use one client per thread.
+class client {
+ public:
+  client(
+      client_config config, std::unique_ptr<transport> transport, retry_policy policy = {},
+      retry_env env = system_retry_env(),
+      std::function<timestamp()> wall_now = [] { return system_clock{}.now(); });
+
+  /// POST /hosts. Blocks up to the create timeout unless `options.async`.
+  /// Errors: invalid_argument, auth, api_error (422, 400), provisioning_failed, unavailable.
+  result<created_host> create_host(const create_options& options);
+  /// GET /hosts/{id}. Errors: not_found, auth, api_error (malformed id), unavailable.
+  result<schema::host> get_host(std::string_view id);
+  /// GET /hosts, following rel="next" links until the end or `limit`.
+  result<std::vector<schema::host>> list_hosts(const list_options& options = {});
+  /// POST /hosts/{id}/renew. Errors: not_found, conflict (state), auth, unavailable.
+  result<schema::host> renew_host(std::string_view id, const renew_options& options = {});
+  /// DELETE /hosts/{id}. Errors: not_found (also for a second delete), conflict, unavailable.
+  result<void> delete_host(std::string_view id);
+  /// Polls GET /hosts/{id} until the host is in `wanted`. `on_change` sees every new status.
+  /// Errors: provisioning_failed when the host ends in `error` (message = last_error) unless
+  /// that is what was wanted; timeout; and those of get_host.
+  result<schema::host> wait_for(std::string_view id, schema::host_status wanted,
+                                std::chrono::milliseconds timeout,
+                                const std::function<void(const schema::host&)>& on_change = {});
+  /// GET /hosts/{id}/console: the tail of the guest's serial console.
+  result<std::string> console(std::string_view id, std::optional<std::size_t> bytes = {});
+  /// GET /doctor.
+  result<doctor_report> doctor();
+
+  const client_config& config() const { return config_; }
+
+ private:
+  result<http_response> call(const std::string& method, const std::string& path_and_query,
+                             const std::string& body,
+                             std::vector<std::pair<std::string, std::string>> extra_headers,
+                             std::chrono::milliseconds budget);
+
+  client_config config_;
+  std::unique_ptr<transport> transport_;
+  retry_policy policy_;
+  retry_env env_;
+  std::function<timestamp()> wall_now_;
+};
+
+}  // namespace litterbox::client

@@ -1,0 +1,43 @@
+#pragma once
+
+#include "base/result.hpp"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace litterbox::client {
+
+/// One HTTP request as the client builds it.
+struct http_request {
+  std::string method;  ///< GET, POST, DELETE
+  std::string url;     ///< absolute
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::chrono::milliseconds timeout{30000};  ///< whole exchange, connect included
+};
+
+/// One HTTP response; header names are lowercased, later duplicates win.
+struct http_response {
+  int status = 0;
+  std::map<std::string, std::string> headers;
+  std::string body;
+};
+
+/// Sends HTTP requests. Any status is a response; only failing to get one (connect refused,
+/// timeout, TLS, broken connection) is an error: errc::unavailable with a message naming the
+/// cause but never the headers (they carry the token). Blocks; one call at a time per object.
+class transport {
+ public:
+  virtual ~transport() = default;
+  virtual result<http_response> send(const http_request& request) = 0;
+};
+
+/// libcurl: handles timeouts, proxies and TLS for us, and compiles in seconds, where Beast's
+/// client side would add a heavy template instantiation for what is a blocking CLI call.
+std::unique_ptr<transport> make_curl_transport();
+
+}  // namespace litterbox::client
