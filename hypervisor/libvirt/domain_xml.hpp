@@ -1,0 +1,67 @@
+#pragma once
+
+#include "base/result.hpp"
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace litterbox::hypervisor {
+
+/// How guests execute: hardware KVM, or QEMU's TCG emulator.
+enum class accel { kvm, tcg };
+
+/// XML namespace of our domain metadata; a domain carrying it is one of ours.
+inline constexpr std::string_view k_metadata_ns = "https://litterbox.dev/xmlns/domain/1";
+
+/// Everything the domain XML says; all names and paths are derived from the host id by the
+/// caller.
+struct domain_spec {
+  std::string name;     ///< domain name (`sb-…`)
+  std::string host_id;  ///< written into the metadata
+  std::string owner;    ///< owner tag in the metadata (which deployment made it)
+  accel acceleration = accel::tcg;
+  int vcpus = 1;
+  int memory_mib = 1024;
+  std::filesystem::path kernel;
+  std::filesystem::path initrd;
+  std::string cmdline;            ///< full kernel command line
+  std::filesystem::path disk;     ///< the host's qcow2 overlay (vda)
+  std::filesystem::path seed;     ///< NoCloud cidata image (vdb, read-only)
+  std::filesystem::path console;  ///< serial console output file
+  std::string ssh_host;           ///< IPv4 literal the SSH forward listens on
+  int ssh_port = 0;               ///< port the SSH forward listens on
+  bool restrict_network = false;  ///< no outbound traffic at all, only the SSH forward
+};
+
+/// The kernel command line for a guest booted from a root filesystem on /dev/vda: serial
+/// console, the NoCloud datasource, and arguments that shorten boots.
+std::string default_cmdline();
+
+/// `accel` setting ("auto", "kvm", "tcg") resolved against whether the host has hardware KVM.
+/// Errors: hypervisor::errc::unavailable for an unknown setting or "kvm" without hardware.
+result<accel> choose_accel(std::string_view setting, bool hardware_kvm);
+
+/// True if the kernel under `sys_module` (normally /sys/module) has kvm_intel or kvm_amd
+/// loaded; a paravirtual KVM (kvm_pvm) does not count.
+bool host_has_hardware_kvm(const std::filesystem::path& sys_module = "/sys/module");
+
+/// The libvirt domain XML for `spec`. Pure and deterministic; every value is XML-escaped.
+/// Networking is QEMU user-mode with the SSH forward passed as a `qemu:commandline` netdev so
+/// the forward exists from the moment QEMU starts (libvirt 9.0 has no portForward for user
+/// interfaces) and `restrict=on` can be expressed. Errors: vm_create_failed for a spec that
+/// cannot be rendered (non-IPv4 ssh_host, port out of range, bad sizes).
+result<std::string> render_domain_xml(const domain_spec& spec);
+
+/// Reads the host id from a domain XML rendered by render_domain_xml (our metadata element),
+/// or "" if the XML carries no metadata of ours or another owner tag than `owner`.
+std::string owned_host_id(std::string_view domain_xml, std::string_view owner);
+
+/// The same for the metadata element alone, as virDomainGetMetadata returns it for our
+/// namespace (libvirt drops the namespace declaration there).
+std::string metadata_host_id(std::string_view metadata_xml, std::string_view owner);
+
+/// `text` with &, <, >, ' and " replaced by entities.
+std::string xml_escape(std::string_view text);
+
+}  // namespace litterbox::hypervisor

@@ -1,0 +1,565 @@
+#include "hypervisor/libvirt/libvirt_driver.hpp"
+
+#include "base/secret.hpp"
+#include "cloud-init/run.hpp"
+#include "cloud-init/seed.hpp"
+#include "hypervisor/errc.hpp"
+#include "hypervisor/ssh/probe.hpp"
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fcntl.h>
+#include <fstream>
+#include <future>
+#include <grp.h>
+#include <pwd.h>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <thread>
+#include <unistd.h>
+
+namespace litterbox::hypervisor {
+namespace fs = std::filesystem;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::string_view k_rule_comment = "litterbox-guest-isolation";
+constexpr std::size_t k_tail_bytes = 2048;
+
+void ignore_libvirt_error(void* /*user*/, virErrorPtr /*err*/) {}
+
+void init_libvirt_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    virInitialize();
+    virSetErrorFunc(nullptr, ignore_libvirt_error);
+  });
+}
+
+// libvirt keeps the last error per thread: this must run on the thread whose call failed.
+std::string last_libvirt_error() {
+  const virErrorPtr e = virGetLastError();
+  if (e == nullptr || e->message == nullptr) {
+    return "unknown libvirt error";
+  }
+  return e->message;
+}
+
+int last_libvirt_code() {
+  const virErrorPtr e = virGetLastError();
+  return e == nullptr ? 0 : e->code;
+}
+
+struct domain_deleter {
+  void operator()(virDomainPtr d) const { virDomainFree(d); }
+};
+using domain_ptr = std::unique_ptr<virDomain, domain_deleter>;
+
+bool valid_host_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '-';
+  });
+}
+
+std::string read_tail(const fs::path& path, std::size_t max_bytes, bool& found) {
+  std::ifstream in(path, std::ios::binary);
+  found = static_cast<bool>(in);
+  if (!in) {
+    return {};
+  }
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<std::size_t>(std::max<std::streamoff>(0, in.tellg()));
+  const std::size_t start = size > max_bytes ? size - max_bytes : 0;
+  in.seekg(static_cast<std::streamoff>(start));
+  std::string out(size - start, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount())));
+  return out;
+}
+
+// A console tail fit for an error message: printable text only, the ready token removed.
+std::string clean_tail(std::string text, std::string_view token) {
+  if (!token.empty()) {
+    for (auto p = text.find(token); p != std::string::npos; p = text.find(token, p)) {
+      text.replace(p, token.size(), "<token>");
+    }
+  }
+  for (char& c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7F) {
+      c = ' ';
+    }
+  }
+  return text;
+}
+
+error with_tail(errc code, std::string message, const fs::path& console_path,
+                std::string_view token) {
+  bool found = false;
+  const std::string tail = read_tail(console_path, k_tail_bytes, found);
+  message += "; console tail:\n";
+  message += found ? clean_tail(tail, token) : std::string("(no console output)");
+  return make_error(code, std::move(message));
+}
+
+bool chown_to(const fs::path& p, std::optional<unsigned int> uid, std::optional<unsigned int> gid) {
+  if (!uid || !gid) {
+    return true;
+  }
+  return ::chown(p.c_str(), *uid, *gid) == 0;
+}
+
+bool create_private_file(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return false;
+  }
+  return ::close(fd) == 0;
+}
+
+std::vector<std::string> isolation_rule_args(std::string_view action, const std::string& user) {
+  return {"iptables", "-w",        std::string(action), "OUTPUT",
+          "-m",       "owner",     "--uid-owner",       user,
+          "-m",       "addrtype",  "--dst-type",        "LOCAL",
+          "-m",       "conntrack", "--ctstate",         "NEW",
+          "-m",       "comment",   "--comment",         std::string(k_rule_comment),
+          "-j",       "REJECT"};
+}
+
+// Runs `fn` on its own thread and gives up after `timeout`; a hung libvirt or disk must not
+// hang /doctor. The thread is left to finish on its own.
+check_result boxed_check(std::string name, std::chrono::milliseconds timeout,
+                         std::function<check_result()> fn) {
+  const auto started = steady_clock::now();
+  auto task = std::make_shared<std::packaged_task<check_result()>>(std::move(fn));
+  auto fut = task->get_future();
+  std::thread([task] { (*task)(); }).detach();
+  check_result r;
+  if (fut.wait_for(timeout) == std::future_status::ready) {
+    r = fut.get();
+  } else {
+    r.ok = false;
+    r.detail = "timed out";
+  }
+  r.name = std::move(name);
+  r.latency_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - started).count();
+  return r;
+}
+
+}  // namespace
+
+struct libvirt_driver::connection {
+  explicit connection(virConnectPtr p) : ptr(p) {}
+  ~connection() { virConnectClose(ptr); }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  virConnectPtr ptr;
+};
+
+result<std::string> fixed_base_image::prepare(std::string_view /*image*/) {
+  std::error_code ec;
+  if (!fs::is_regular_file(disk_, ec)) {
+    return make_error(errc::image_not_found, "base disk " + disk_.string() + " is missing");
+  }
+  return "sha256:" + sha256_hex(disk_.string());
+}
+
+result<fs::path> fixed_base_image::base_disk(std::string_view /*digest*/) {
+  std::error_code ec;
+  if (!fs::is_regular_file(disk_, ec)) {
+    return make_error(errc::not_found, "base disk " + disk_.string() + " is missing");
+  }
+  return disk_;
+}
+
+libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
+    : config_(std::move(config)), images_(images), accel_(accel::tcg) {
+  init_libvirt_once();
+  auto chosen = choose_accel(config_.accel, host_has_hardware_kvm());
+  if (!chosen) {
+    throw std::runtime_error(chosen.error().message);
+  }
+  accel_ = *chosen;
+  if (config_.state_dir.empty()) {
+    throw std::runtime_error("the libvirt driver needs a state directory");
+  }
+  fs::create_directories(config_.state_dir / "vms");
+  // QEMU runs as another user: it must be able to traverse down to its files.
+  fs::permissions(config_.state_dir / "vms",
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  if (const passwd* pw = ::getpwnam(config_.qemu_user.c_str()); pw != nullptr) {
+    qemu_uid_ = pw->pw_uid;
+    qemu_gid_ = pw->pw_gid;
+  }
+  if (config_.isolate_host) {
+    if (auto ok = ensure_isolation_rule(); !ok) {
+      throw std::runtime_error(ok.error().message);
+    }
+  }
+  (void)connect();
+}
+
+libvirt_driver::~libvirt_driver() = default;
+
+fs::path libvirt_driver::host_dir(std::string_view host_id) const {
+  return config_.state_dir / "vms" / std::string(host_id);
+}
+
+std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect() {
+  const std::lock_guard lock(mutex_);
+  // A restarted libvirtd leaves the old connection dead: detect that and reconnect.
+  if (conn_ && virConnectIsAlive(conn_->ptr) == 1) {
+    return conn_;
+  }
+  conn_.reset();
+  const virConnectPtr raw = virConnectOpen(config_.uri.c_str());
+  if (raw == nullptr) {
+    return nullptr;
+  }
+  conn_ = std::make_shared<connection>(raw);
+  return conn_;
+}
+
+bool libvirt_driver::isolation_rule_present() const {
+  return cloudinit::run_argv(isolation_rule_args("-C", config_.qemu_user)).exit_code == 0;
+}
+
+result<void> libvirt_driver::ensure_isolation_rule() {
+  if (isolation_rule_present()) {
+    return {};
+  }
+  const auto r = cloudinit::run_argv(isolation_rule_args("-I", config_.qemu_user));
+  if (r.exit_code != 0) {
+    return make_error(errc::unavailable,
+                      "cannot install the guest isolation rule: " + r.output.substr(0, 300));
+  }
+  return {};
+}
+
+result<std::string> libvirt_driver::prepare_image(std::string_view image) {
+  return images_.prepare(image);
+}
+
+result<void> libvirt_driver::create_vm(const vm_spec& spec) {
+  if (!valid_host_id(spec.host_id)) {
+    return make_error(errc::vm_create_failed, "malformed host id");
+  }
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  // Leftovers of an earlier attempt under this id would clash with the names below.
+  if (auto gone = destroy(spec.host_id); !gone) {
+    return gone.error();
+  }
+  auto fail = [&](errc code, std::string message) -> result<void> {
+    (void)destroy(spec.host_id);
+    return make_error(code, std::move(message));
+  };
+
+  const fs::path dir = host_dir(spec.host_id);
+  std::error_code ec;
+  fs::create_directory(dir, ec);
+  if (ec) {
+    return fail(errc::vm_create_failed, "cannot create the host directory: " + ec.message());
+  }
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+
+  auto base = images_.base_disk(spec.image_digest);
+  if (!base) {
+    return fail(errc::vm_create_failed, "no base disk for " + spec.image_digest);
+  }
+  const fs::path disk = dir / "disk.qcow2";
+  std::vector<std::string> argv{"qemu-img", "create", "-q", "-f",           "qcow2",
+                                "-F",       "qcow2",  "-b", base->string(), disk.string()};
+  if (spec.disk_gb) {
+    argv.push_back(std::to_string(*spec.disk_gb) + "G");
+  }
+  if (const auto r = cloudinit::run_argv(argv); r.exit_code != 0) {
+    const bool full = r.output.find("No space") != std::string::npos;
+    return fail(full ? errc::insufficient_disk : errc::vm_create_failed,
+                "cannot create the disk overlay: " + r.output.substr(0, 300));
+  }
+  ::chmod(disk.c_str(), 0600);
+
+  cloudinit::seed_spec seed;
+  seed.instance_id = spec.host_id;
+  seed.hostname = spec.name;
+  seed.username = spec.ssh_username;
+  seed.authorized_keys = spec.authorized_keys;
+  seed.env = spec.env;
+  seed.host_private_key = spec.host_key.private_openssh;
+  seed.host_public_key = spec.host_key.public_line;
+  seed.ready_token = spec.ready_token;
+  auto files = cloudinit::render_seed(seed);
+  if (!files) {
+    return fail(errc::vm_create_failed, "cannot render the seed: " + files.error().message);
+  }
+  const fs::path seed_path = dir / "seed.iso";
+  if (auto ok = cloudinit::write_seed_image(*files, seed_path); !ok) {
+    return fail(errc::vm_create_failed, ok.error().message);
+  }
+  const fs::path console_path = dir / "console.log";
+  if (!create_private_file(console_path)) {
+    return fail(errc::vm_create_failed, "cannot create the console file");
+  }
+  if (!chown_to(disk, qemu_uid_, qemu_gid_) || !chown_to(seed_path, qemu_uid_, qemu_gid_) ||
+      !chown_to(console_path, qemu_uid_, qemu_gid_)) {
+    return fail(errc::vm_create_failed, "cannot hand the guest files to " + config_.qemu_user);
+  }
+
+  domain_spec d;
+  d.name = spec.name;
+  d.host_id = spec.host_id;
+  d.owner = config_.owner;
+  d.acceleration = accel_;
+  d.vcpus = spec.cpus;
+  d.memory_mib = spec.memory_mib;
+  d.kernel = config_.kernel;
+  d.initrd = config_.initrd;
+  d.cmdline = config_.cmdline;
+  d.disk = disk;
+  d.seed = seed_path;
+  d.console = console_path;
+  d.ssh_host = spec.ssh_host;
+  d.ssh_port = spec.ssh_port;
+  d.restrict_network = !config_.guest_internet;
+  auto xml = render_domain_xml(d);
+  if (!xml) {
+    return fail(errc::vm_create_failed, xml.error().message);
+  }
+  const domain_ptr dom(virDomainDefineXML(conn->ptr, xml->c_str()));
+  if (!dom) {
+    return fail(errc::vm_create_failed, "cannot define the domain: " + last_libvirt_error());
+  }
+  if (virDomainCreate(dom.get()) != 0) {
+    return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
+  }
+  return {};
+}
+
+result<void> libvirt_driver::wait_ready(const vm_spec& spec, steady_clock::time_point deadline) {
+  const fs::path console_path = host_dir(spec.host_id) / "console.log";
+  const std::string ready_line = std::string(cloudinit::k_ready_word) + " " + spec.ready_token;
+  const std::string failed_line = std::string(cloudinit::k_failed_word) + " " + spec.ready_token;
+  bool signalled = false;
+  std::string last_probe = "no ready signal from the guest";
+  while (steady_clock::now() < deadline) {
+    if (!signalled) {
+      bool found = false;
+      const std::string text = read_tail(console_path, std::size_t{1} << 22U, found);
+      if (text.find(failed_line) != std::string::npos) {
+        return with_tail(errc::boot_failed, "cloud-init reported errors", console_path,
+                         spec.ready_token);
+      }
+      signalled = text.find(ready_line) != std::string::npos;
+    }
+    // Fail fast when the guest is gone (panic, poweroff, QEMU crash) instead of timing out.
+    if (const auto conn = connect()) {
+      const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+      if (!dom && last_libvirt_code() == VIR_ERR_NO_DOMAIN) {
+        return with_tail(errc::boot_failed, "the domain disappeared while booting", console_path,
+                         spec.ready_token);
+      }
+      int state = 0;
+      int reason = 0;
+      if (dom && virDomainGetState(dom.get(), &state, &reason, 0) == 0 &&
+          (state == VIR_DOMAIN_SHUTOFF || state == VIR_DOMAIN_CRASHED)) {
+        return with_tail(errc::boot_failed, "the guest stopped while booting", console_path,
+                         spec.ready_token);
+      }
+    }
+    if (signalled) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
+      const auto budget =
+          std::clamp(left, std::chrono::milliseconds(1000), std::chrono::milliseconds(10000));
+      const auto probe =
+          probe_host_key(spec.ssh_host, spec.ssh_port, spec.host_key.public_line, budget);
+      if (probe.status == probe_status::matched) {
+        return {};
+      }
+      if (probe.status == probe_status::mismatch) {
+        return make_error(errc::host_key_mismatch, "the SSH endpoint " + spec.ssh_host + ":" +
+                                                       std::to_string(spec.ssh_port) +
+                                                       " did not present the pinned key");
+      }
+      last_probe = probe.detail;
+    }
+    std::this_thread::sleep_for(config_.poll_interval);
+  }
+  return with_tail(errc::boot_timeout,
+                   signalled ? "the guest signalled ready but SSH did not answer: " + last_probe
+                             : std::string("the guest did not signal ready in time"),
+                   console_path, spec.ready_token);
+}
+
+result<void> libvirt_driver::destroy(std::string_view host_id) {
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::teardown_failed, "malformed host id");
+  }
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
+  if (n < 0) {
+    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
+  }
+  std::vector<domain_ptr> all;
+  for (int i = 0; i < n; ++i) {
+    all.emplace_back(doms[i]);
+  }
+  std::free(doms);
+  for (const auto& dom : all) {
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta == nullptr) {
+      continue;
+    }
+    const std::string id = metadata_host_id(meta, config_.owner);
+    std::free(meta);
+    if (id != host_id) {
+      continue;
+    }
+    if (virDomainIsActive(dom.get()) == 1 && virDomainDestroy(dom.get()) != 0 &&
+        last_libvirt_code() != VIR_ERR_OPERATION_INVALID) {
+      return make_error(errc::teardown_failed, "cannot stop the domain: " + last_libvirt_error());
+    }
+    if (virDomainUndefine(dom.get()) != 0 && last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
+      return make_error(errc::teardown_failed,
+                        "cannot undefine the domain: " + last_libvirt_error());
+    }
+  }
+  std::error_code ec;
+  fs::remove_all(host_dir(host_id), ec);
+  if (ec) {
+    return make_error(errc::teardown_failed, "cannot remove the host files: " + ec.message());
+  }
+  return {};
+}
+
+result<std::string> libvirt_driver::console(std::string_view host_id, std::size_t max_bytes) {
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::not_found, "no console for this host");
+  }
+  bool found = false;
+  std::string text = read_tail(host_dir(host_id) / "console.log", max_bytes, found);
+  if (!found) {
+    return make_error(errc::not_found, "no console for this host");
+  }
+  return text;
+}
+
+result<std::vector<std::string>> libvirt_driver::list_owned() {
+  std::vector<std::string> ids;
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
+  if (n < 0) {
+    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
+  }
+  for (int i = 0; i < n; ++i) {
+    const domain_ptr dom(doms[i]);
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta != nullptr) {
+      std::string id = metadata_host_id(meta, config_.owner);
+      std::free(meta);
+      if (!id.empty()) {
+        ids.push_back(std::move(id));
+      }
+    }
+  }
+  std::free(doms);
+  std::error_code ec;
+  for (fs::directory_iterator it(config_.state_dir / "vms", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string id = it->path().filename().string();
+    if (valid_host_id(id)) {
+      ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+std::vector<check_result> libvirt_driver::doctor() {
+  std::vector<check_result> out;
+  const auto timeout = config_.check_timeout;
+  out.push_back(boxed_check("libvirt", timeout, [this] {
+    check_result r;
+    const auto conn = connect();
+    unsigned long version = 0;
+    if (!conn || virConnectGetLibVersion(conn->ptr, &version) != 0) {
+      r.detail = "cannot reach " + config_.uri + ": " + last_libvirt_error();
+      r.hint = "start libvirtd (scripts/lib/libvirt.sh: libvirt_start) or check LIBVIRT_URI";
+      return r;
+    }
+    r.ok = true;
+    r.detail = config_.uri + ", libvirt " + std::to_string(version / 1000000) + "." +
+               std::to_string(version / 1000 % 1000) + "." + std::to_string(version % 1000);
+    return r;
+  }));
+  out.push_back(boxed_check("accelerator", timeout, [this] {
+    check_result r;
+    r.ok = true;
+    r.detail = accel_ == accel::kvm ? "kvm (hardware virtualisation)"
+                                    : "tcg (emulation; no kvm_intel/kvm_amd on this host)";
+    return r;
+  }));
+  out.push_back(boxed_check("guest_kernel", timeout, [this] {
+    check_result r;
+    std::error_code ec;
+    const bool kernel = fs::is_regular_file(config_.kernel, ec);
+    const bool initrd = fs::is_regular_file(config_.initrd, ec);
+    r.ok = kernel && initrd;
+    r.detail = (kernel ? "kernel " : "missing kernel ") + config_.kernel.string() +
+               (initrd ? ", initrd " : ", missing initrd ") + config_.initrd.string();
+    if (!r.ok) {
+      r.hint = "set LITTERBOX_KERNEL and LITTERBOX_INITRD (apt-get install linux-image-amd64)";
+    }
+    return r;
+  }));
+  out.push_back(boxed_check("disk", timeout, [this] {
+    check_result r;
+    struct statvfs st {};
+    if (::statvfs(config_.state_dir.c_str(), &st) != 0) {
+      r.detail = "cannot stat " + config_.state_dir.string();
+      return r;
+    }
+    const auto free_bytes = static_cast<unsigned long long>(st.f_bavail) * st.f_frsize;
+    const unsigned long long min_bytes = 2ULL << 30U;
+    r.ok = free_bytes >= min_bytes;
+    r.detail = std::to_string(free_bytes >> 20U) + " MiB free in " + config_.state_dir.string();
+    if (!r.ok) {
+      r.hint = "free space in LITTERBOX_STATE_DIR";
+    }
+    return r;
+  }));
+  if (config_.isolate_host) {
+    out.push_back(boxed_check("guest_isolation", timeout, [this] {
+      check_result r;
+      r.ok = isolation_rule_present();
+      r.detail = r.ok ? "guests cannot open connections to this host's addresses"
+                      : "the firewall rule keeping guests off host services is missing";
+      if (!r.ok) {
+        r.hint = "restart litterboxd as root (it installs the iptables OUTPUT rule)";
+      }
+      return r;
+    }));
+  }
+  return out;
+}
+
+}  // namespace litterbox::hypervisor

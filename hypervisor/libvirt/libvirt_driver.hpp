@@ -1,0 +1,98 @@
+#pragma once
+
+#include "hypervisor/driver.hpp"
+#include "hypervisor/libvirt/domain_xml.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace litterbox::hypervisor {
+
+/// Where base disks come from: the image pipeline, behind a narrow interface so the driver
+/// can be tested with a fixed disk.
+class base_images {
+ public:
+  virtual ~base_images() = default;
+  /// Resolves `image` and makes its base disk available; returns the manifest digest.
+  /// Blocks. Errors: the image pipeline's hypervisor::errc codes.
+  virtual result<std::string> prepare(std::string_view image) = 0;
+  /// The read-only qcow2 base disk of a prepared digest. Errors: not_found.
+  virtual result<std::filesystem::path> base_disk(std::string_view digest) = 0;
+};
+
+/// A single pre-built base disk served for every image reference: for development and tests
+/// before an image pipeline is wired in. The digest is derived from the disk's path.
+class fixed_base_image final : public base_images {
+ public:
+  explicit fixed_base_image(std::filesystem::path disk) : disk_(std::move(disk)) {}
+  result<std::string> prepare(std::string_view image) override;
+  result<std::filesystem::path> base_disk(std::string_view digest) override;
+
+ private:
+  std::filesystem::path disk_;
+};
+
+/// Settings of the libvirt driver; litterboxd fills it from its config.
+struct libvirt_config {
+  std::string uri = "qemu:///system";  ///< LIBVIRT_URI
+  std::string accel = "auto";          ///< LITTERBOX_ACCEL: auto | kvm | tcg
+  std::filesystem::path state_dir;     ///< per-host files live in <state_dir>/vms/<host id>/
+  std::filesystem::path kernel;        ///< LITTERBOX_KERNEL
+  std::filesystem::path initrd;        ///< LITTERBOX_INITRD
+  std::string cmdline = default_cmdline();
+  std::string owner = "litterbox";         ///< owner tag in domain metadata
+  std::string qemu_user = "libvirt-qemu";  ///< the uid QEMU runs as
+  bool guest_internet = true;              ///< false: QEMU `restrict=on`, the guest reaches nothing
+  bool isolate_host = true;  ///< install the firewall rule keeping guests off host services
+  std::chrono::milliseconds poll_interval{250};   ///< console/domain polling while booting
+  std::chrono::milliseconds check_timeout{3000};  ///< per /doctor check
+};
+
+/// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
+/// boot, user-mode networking with a loopback SSH forward, readiness from the guest's ready
+/// line on the serial console plus a pinned-key SSH handshake. Thread-safe.
+class libvirt_driver final : public driver {
+ public:
+  /// Connects to libvirt and, if configured, installs the guest isolation firewall rule.
+  /// Throws std::runtime_error when the configuration is unusable (unknown accel, no state
+  /// dir); an unreachable libvirt is not fatal here (reconnects on use, reported by doctor).
+  libvirt_driver(libvirt_config config, base_images& images);
+  ~libvirt_driver() override;
+  libvirt_driver(const libvirt_driver&) = delete;
+  libvirt_driver& operator=(const libvirt_driver&) = delete;
+
+  std::string_view provider() const override { return "libvirt"; }
+  result<std::string> prepare_image(std::string_view image) override;
+  result<void> create_vm(const vm_spec& spec) override;
+  result<void> wait_ready(const vm_spec& spec,
+                          std::chrono::steady_clock::time_point deadline) override;
+  result<void> destroy(std::string_view host_id) override;
+  result<std::string> console(std::string_view host_id, std::size_t max_bytes) override;
+  result<std::vector<std::string>> list_owned() override;
+  std::vector<check_result> doctor() override;
+
+  /// The accelerator guests run under.
+  accel acceleration() const { return accel_; }
+  /// Directory holding the per-host files of `host_id`.
+  std::filesystem::path host_dir(std::string_view host_id) const;
+
+ private:
+  struct connection;
+  std::shared_ptr<connection> connect();
+  result<void> ensure_isolation_rule();
+  bool isolation_rule_present() const;
+
+  libvirt_config config_;
+  base_images& images_;
+  accel accel_;
+  std::mutex mutex_;
+  std::shared_ptr<connection> conn_;
+  std::optional<unsigned int> qemu_uid_;
+  std::optional<unsigned int> qemu_gid_;
+};
+
+}  // namespace litterbox::hypervisor

@@ -1,0 +1,93 @@
+#include "tests/e2e/libvirt/guest_fixture.hpp"
+
+#include "cloud-init/run.hpp"
+
+#include <arpa/inet.h>
+#include <cstdlib>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace litterbox::e2e {
+namespace fs = std::filesystem;
+namespace {
+
+fs::path newest_in_boot(std::string_view prefix) {
+  fs::path best;
+  for (const auto& entry : fs::directory_iterator("/boot")) {
+    const auto name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && (best.empty() || entry.path() > best)) {
+      best = entry.path();
+    }
+  }
+  if (best.empty()) {
+    throw std::runtime_error("no /boot/" + std::string(prefix) +
+                             "* (apt-get install linux-image-amd64)");
+  }
+  return best;
+}
+
+fs::path from_env_or(const char* name, fs::path fallback) {
+  if (const char* v = std::getenv(name); v != nullptr && *v != '\0') {
+    return v;
+  }
+  return fallback;
+}
+
+}  // namespace
+
+fs::path guest_kernel() {
+  return from_env_or("LITTERBOX_KERNEL", newest_in_boot("vmlinuz-"));
+}
+fs::path guest_initrd() {
+  return from_env_or("LITTERBOX_INITRD", newest_in_boot("initrd.img-"));
+}
+
+fs::path base_disk() {
+  if (const char* v = std::getenv("LITTERBOX_E2E_BASE_DISK"); v != nullptr && *v != '\0') {
+    return v;
+  }
+  const fs::path cache = "/var/tmp/litterbox-e2e";
+  const fs::path disk = cache / "base.qcow2";
+  if (fs::exists(disk)) {
+    return disk;
+  }
+  const fs::path script = fs::path(LB_E2E_SOURCE_DIR) / "make-base-disk.sh";
+  const auto r = run({"bash", script.string(), disk.string()});
+  if (r.exit_code != 0 || !fs::exists(disk)) {
+    throw std::runtime_error("make-base-disk.sh failed:\n" + r.output);
+  }
+  return disk;
+}
+
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("cannot pick a loopback port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+command_result run(const std::vector<std::string>& argv) {
+  const auto r = cloudinit::run_argv(argv);
+  return {r.exit_code, r.output};
+}
+
+void write_private_file(const fs::path& path, const std::string& data) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
+    throw std::runtime_error("cannot write " + path.string());
+  }
+  ::close(fd);
+}
+
+}  // namespace litterbox::e2e
