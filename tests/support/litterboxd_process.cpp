@@ -224,6 +224,13 @@ std::optional<int> litterboxd_process::kill() {
   return exit_status_;
 }
 
+std::string litterboxd_process::state() {
+  if (running()) {
+    return "running";
+  }
+  return exit_status_ ? describe_status(*exit_status_) : "not started";
+}
+
 std::string litterboxd_process::output() const {
   return read_file(log_path_);
 }

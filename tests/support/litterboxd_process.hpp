@@ -48,6 +48,8 @@ class litterboxd_process {
   std::optional<int> stop(std::chrono::milliseconds grace = std::chrono::seconds(10));
   /// SIGKILL at once (crash tests); returns the wait status.
   std::optional<int> kill();
+  /// "running", or how the child ended ("exited with code 1", "killed by signal Aborted").
+  std::string state();
   /// Everything the child wrote to stdout/stderr so far.
   std::string output() const;
   /// The last `max_bytes` of output(), for failure messages.

@@ -17,6 +17,8 @@ namespace {
 
 // Polling interval for GET /hosts/{id}; the wait itself is bounded by a deadline.
 constexpr auto k_poll_interval = std::chrono::milliseconds(20);
+// Enough server log to see the last requests before a failure.
+constexpr std::size_t k_output_tail_bytes = 3000;
 
 std::filesystem::path litterboxd_binary() {
   if (const char* env = std::getenv("LITTERBOXD"); env != nullptr && *env != '\0') {
@@ -270,14 +272,16 @@ void api_test::TearDownTestSuite() {
 void api_test::SetUp() {
   ASSERT_TRUE(start_error_.empty()) << "server did not start: " << start_error_;
   ASSERT_TRUE(state_ && state_->process && state_->client);
-  ASSERT_TRUE(state_->process->running()) << "litterboxd is not running; output:\n"
-                                          << state_->process->output_tail();
+  ASSERT_TRUE(state_->process->running())
+      << "litterboxd is not running (" << state_->process->state()
+      << "; an earlier test of this suite may have crashed it); output:\n"
+      << state_->process->output_tail(k_output_tail_bytes);
 }
 
 void api_test::TearDown() {
   if (HasFailure() && state_ && state_->process) {
-    std::cerr << "---- litterboxd output (tail) ----\n"
-              << state_->process->output_tail() << "\n---- end ----\n";
+    std::cerr << "---- litterboxd (" << state_->process->state() << ") output, tail ----\n"
+              << state_->process->output_tail(k_output_tail_bytes) << "\n---- end ----\n";
   }
 }
 

@@ -29,8 +29,8 @@ class database_outage : public api_test {
  protected:
   static void SetUpTestSuite() {
     try {
+      // The cluster is running once constructed.
       cluster_ = std::make_unique<test_cluster>();
-      cluster_->start();
       database_ = std::make_unique<test_database>(cluster_->url());
       start_server_on(database_->url(), default_args());
     } catch (const std::exception& e) {
