@@ -139,9 +139,11 @@ bool contains_token_ci(std::string_view haystack, std::string_view needle) {
 
 /// Runs the blocking `fn` on `pool` and resumes the calling coroutine on its own executor
 /// with the result; an exception thrown by `fn` is rethrown in the coroutine.
+// `fn` is taken by reference: GCC 12 may destroy a non-trivial temporary of a co_await
+// full-expression twice, so callers pass named functors or lambdas capturing only references.
 template <class F>
-net::awaitable<std::invoke_result_t<F&>> offload(net::thread_pool& pool, F fn) {
-  using value_type = std::invoke_result_t<F&>;
+net::awaitable<std::invoke_result_t<const F&>> offload(net::thread_pool& pool, const F& fn) {
+  using value_type = std::invoke_result_t<const F&>;
   static_assert(!std::is_void_v<value_type>, "offload needs a value to hand back");
   std::optional<value_type> out;
   std::exception_ptr failure;
@@ -228,7 +230,7 @@ struct http_server::impl {
   net::awaitable<reply> dispatch(const route_match& m, request_view& rq);
 
   net::awaitable<reply> create_host(request_view& rq);
-  net::awaitable<result<schema::host>> wait_settled(std::string id);
+  net::awaitable<result<schema::host>> wait_settled(const std::string& id);
   net::awaitable<reply> list_hosts(request_view& rq);
   net::awaitable<reply> get_host(const std::string& id, request_view& rq);
   net::awaitable<reply> delete_host(const std::string& id, request_view& rq);
@@ -390,6 +392,10 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
     }
     res.keep_alive(req.keep_alive() && !rep.close);
     res.prepare_payload();
+    if (rep.status == 204) {
+      // RFC 9110 §8.6: no Content-Length on a 204.
+      res.erase(bhttp::field::content_length);
+    }
 
     const auto latency = std::chrono::steady_clock::now() - started;
     stats.request_done(route_label, rq.method, static_cast<int>(rep.status), latency);
@@ -465,7 +471,7 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
   co_return json_reply(201, host_body(h));
 }
 
-net::awaitable<result<schema::host>> http_server::impl::wait_settled(std::string id) {
+net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::string& id) {
   auto ex = co_await net::this_coro::executor;
   struct waiter {
     explicit waiter(const net::any_io_executor& e) : timer(e) {}
@@ -473,7 +479,7 @@ net::awaitable<result<schema::host>> http_server::impl::wait_settled(std::string
     bool settled = false;
   };
   auto w = std::make_shared<waiter>(ex);
-  const bool notified = co_await offload(blocking, [this, &id, w, ex] {
+  const auto subscribe = [this, &id, w, ex] {
     return hosts.notify_when_settled(id, [w, ex] {
       // Runs on a service thread: hand the wake-up to the connection's strand.
       net::post(ex, [w] {
@@ -481,7 +487,8 @@ net::awaitable<result<schema::host>> http_server::impl::wait_settled(std::string
         w->timer.cancel();
       });
     });
-  });
+  };
+  const bool notified = co_await offload(blocking, subscribe);
   const auto get = [this, &id] { return hosts.get(id); };
   if (notified) {
     while (!w->settled) {
