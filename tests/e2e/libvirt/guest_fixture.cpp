@@ -51,11 +51,11 @@ fs::path base_disk() {
   }
   const fs::path cache = "/var/tmp/litterbox-e2e";
   const fs::path disk = cache / "base.qcow2";
-  if (fs::exists(disk)) {
+  if (fs::exists(disk) && fs::exists(cache / "initrd.img")) {
     return disk;
   }
   const fs::path script = fs::path(LB_E2E_SOURCE_DIR) / "make-base-disk.sh";
-  const auto r = run({"bash", script.string(), disk.string()});
+  const auto r = run({"bash", script.string(), cache.string()});
   if (r.exit_code != 0 || !fs::exists(disk)) {
     throw std::runtime_error("make-base-disk.sh failed:\n" + r.output);
   }

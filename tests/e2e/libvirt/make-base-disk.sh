@@ -1,0 +1,43 @@
+#!/bin/bash
+# Builds what the libvirt e2e test boots, into OUT_DIR (default /var/tmp/litterbox-e2e):
+#   base.qcow2  Debian 12 root filesystem with systemd, sshd and cloud-init (+ host kernel's modules)
+#   initrd.img  a small initrd for the host kernel that only loads what /dev/vda needs
+# Each is published atomically, so an interrupted build is redone next time.
+set -euo pipefail
+out=${1:-/var/tmp/litterbox-e2e}
+kver=$(basename "$(ls -1 /boot/vmlinuz-* | sort -V | tail -n1)" | sed 's/^vmlinuz-//')
+mkdir -p "$out"
+chmod 0755 "$out"
+work=$(mktemp -d "$out/.build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+if [ ! -f "$out/initrd.img" ]; then
+  cp -a /etc/initramfs-tools "$work/initramfs"
+  sed -i 's/^MODULES=.*/MODULES=list/; s/^COMPRESS=.*/COMPRESS=gzip/' "$work/initramfs/initramfs.conf"
+  printf 'virtio_pci\nvirtio_blk\next4\n' > "$work/initramfs/modules"
+  mkinitramfs -d "$work/initramfs" -o "$work/initrd.img" "$kver"
+  chmod 0644 "$work/initrd.img"
+  mv "$work/initrd.img" "$out/initrd.img"
+fi
+
+if [ ! -f "$out/base.qcow2" ]; then
+  mmdebstrap --variant=minbase \
+    --include=systemd-sysv,udev,openssh-server,cloud-init,sudo,ifupdown,isc-dhcp-client,netbase,iproute2,kmod \
+    bookworm "$work/rootfs.tar"
+  mkdir "$work/root"
+  tar -C "$work/root" --numeric-owner -xpf "$work/rootfs.tar"
+  mkdir -p "$work/root/lib/modules"
+  cp -a "/lib/modules/$kver" "$work/root/lib/modules/"
+  # Only the seed can configure these guests; probing other datasources costs boot time.
+  printf 'datasource_list: [NoCloud, None]\n' > "$work/root/etc/cloud/cloud.cfg.d/90-litterbox.cfg"
+  # Jobs a disposable guest never needs.
+  for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+              systemd-timesyncd.service; do
+    ln -sf /dev/null "$work/root/etc/systemd/system/$unit"
+  done
+  truncate -s 3G "$work/base.raw"
+  mkfs.ext4 -q -F -L root -d "$work/root" "$work/base.raw"
+  qemu-img convert -f raw -O qcow2 "$work/base.raw" "$work/base.qcow2"
+  chmod 0644 "$work/base.qcow2"
+  mv "$work/base.qcow2" "$out/base.qcow2"
+fi
