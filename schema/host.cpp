@@ -108,16 +108,15 @@ result<host> host_from_json(const nlohmann::ordered_json& j) {
       }
       return it->get<std::string>();
     };
-    auto opt_time = [&](const char* k) -> result<std::optional<timestamp>> {
-      const auto s = opt_string(k);
-      if (!s) {
-        return std::optional<timestamp>{};
+    // Reads an optional timestamp field into `out`; false when present but malformed.
+    auto read_time = [&](const char* k, std::optional<timestamp>& out) {
+      const auto text = opt_string(k);
+      if (!text) {
+        out.reset();
+        return true;
       }
-      const auto t = parse_rfc3339(*s);
-      if (!t) {
-        return make_error(errc::invalid_field, std::string("bad timestamp in ") + k);
-      }
-      return std::optional<timestamp>{*t};
+      out = parse_rfc3339(*text);
+      return out.has_value();
     };
     h.image_digest = opt_string("image_digest");
     h.instance_type = opt_string("instance_type");
@@ -133,22 +132,17 @@ result<host> host_from_json(const nlohmann::ordered_json& j) {
     h.known_hosts = j.at("known_hosts").get<std::string>();
     h.private_key = opt_string("private_key");
     h.last_error = j.at("last_error").get<std::string>();
-    auto created = opt_time("created_at");
-    auto updated = opt_time("updated_at");
-    auto activated = opt_time("activated_at");
-    auto expires = opt_time("expires_at");
-    for (auto* r : {&created, &updated, &activated, &expires}) {
-      if (!*r) {
-        return r->error();
-      }
+    std::optional<timestamp> created;
+    std::optional<timestamp> updated;
+    if (!read_time("created_at", created) || !read_time("updated_at", updated) ||
+        !read_time("activated_at", h.activated_at) || !read_time("expires_at", h.expires_at)) {
+      return make_error(errc::invalid_field, "malformed timestamp in host object");
     }
-    if (!*created || !*updated) {
+    if (!created || !updated) {
       return make_error(errc::invalid_field, "created_at and updated_at are required");
     }
-    h.created_at = **created;
-    h.updated_at = **updated;
-    h.activated_at = *activated;
-    h.expires_at = *expires;
+    h.created_at = created.value();
+    h.updated_at = updated.value();
     return h;
   } catch (const nlohmann::json::exception& e) {
     return make_error(errc::invalid_json, std::string("malformed host object: ") + e.what());
