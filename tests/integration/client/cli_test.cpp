@@ -1,0 +1,217 @@
+#include "tests/integration/client/server_fixture.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <spawn.h>
+#include <sstream>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+namespace litterbox::client::test {
+namespace {
+
+struct cli_result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/// The value of the "label:   value" line of a rendered host; "" when absent.
+std::string field(const std::string& block, const std::string& label) {
+  std::istringstream in(block);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.starts_with(label + ":")) {
+      const auto v = line.find_first_not_of(' ', label.size() + 1);
+      return v == std::string::npos ? "" : line.substr(v);
+    }
+  }
+  return "";
+}
+
+class CliAgainstServer : public server_suite {
+ protected:
+  void SetUp() override {
+    server_suite::SetUp();
+    std::string tmpl = (std::filesystem::temp_directory_path() / "lb-cli-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    env_ = {"PATH=/usr/bin:/bin",
+            "HOME=" + dir_.string(),
+            "XDG_DATA_HOME=" + (dir_ / "data").string(),
+            "LITTERBOX_STATE_DIR=" + (dir_ / "state").string(),
+            "SANDBOX_SERVICE_URL=" + url(),
+            std::string("SANDBOX_SERVICE_TOKEN=") + k_token};
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  /// Runs the CLI with `args` (argv only, no shell) and the test's environment.
+  cli_result run(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv_s{LB_LITTERBOX_CLI_PATH};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) {
+      argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    std::vector<std::string> env_s = env_;
+    std::vector<char*> envp;
+    for (auto& e : env_s) {
+      envp.push_back(e.data());
+    }
+    envp.push_back(nullptr);
+    const auto out_path = dir_ / "stdout";
+    const auto err_path = dir_ / "stderr";
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid = -1;
+    cli_result r;
+    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      ADD_FAILURE() << "cannot spawn " << argv[0];
+      return r;
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(out_path);
+    r.err = slurp(err_path);
+    return r;
+  }
+
+  std::filesystem::path dir_;
+  std::vector<std::string> env_;
+};
+
+TEST_F(CliAgainstServer, CreateGetLsRmKeepAndRemoveTheMintedKey) {
+  const auto created = run({"create", "--json", "--env", "A=1", "--expires-in", "2h"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const auto j = nlohmann::json::parse(created.out);
+  const auto id = j["id"].get<std::string>();
+  EXPECT_EQ(j["status"], "active");
+  EXPECT_TRUE(j["private_key"].is_null());
+  const std::filesystem::path key = j["private_key_file"].get<std::string>();
+  EXPECT_EQ(key, dir_ / "data" / "litterbox" / "keys" / id);
+  struct stat st {};
+  ASSERT_EQ(::stat(key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777U, 0600U);
+  EXPECT_NE(slurp(key).find("PRIVATE KEY"), std::string::npos);
+
+  const auto got = run({"get", id});
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(field(got.out, "status"), "active") << got.out;
+  EXPECT_EQ(field(got.out, "private key"), key.string()) << got.out;
+
+  const auto listed = run({"ls", "--status", "active"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_TRUE(listed.out.starts_with("ID  ") || listed.out.starts_with("ID ")) << listed.out;
+  EXPECT_NE(listed.out.find(id), std::string::npos);
+  const auto quiet = run({"ls", "-q"});
+  EXPECT_NE(quiet.out.find(id + "\n"), std::string::npos);
+
+  const auto removed = run({"rm", id});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  EXPECT_EQ(removed.out, id + "\n");
+  EXPECT_FALSE(std::filesystem::exists(key));
+
+  const auto gone = run({"get", id});
+  EXPECT_EQ(gone.exit_code, 3);
+  EXPECT_EQ(gone.err, "litterbox: host not found\n");
+  EXPECT_EQ(gone.out, "");
+}
+
+TEST_F(CliAgainstServer, WrongTokenExitsWithTheAuthCode) {
+  env_.back() = "SANDBOX_SERVICE_TOKEN=wrong";
+  const auto r = run({"ls"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_EQ(r.err, "litterbox: service token rejected\n");
+}
+
+TEST_F(CliAgainstServer, FailedProvisioningExitsWithItsCodeAndTheLastError) {
+  const auto r = run({"create", "--image", "registry.local/missing:1"});
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_TRUE(r.err.starts_with("litterbox: ImageNotFound: ")) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(CliAgainstServer, ReadsTheEnvFileWhenTheEnvironmentIsSilent) {
+  std::filesystem::create_directories(dir_ / "state");
+  std::ofstream(dir_ / "state" / "env") << "export SANDBOX_SERVICE_URL=" << url() << "\n"
+                                        << "export SANDBOX_SERVICE_TOKEN=" << k_token << "\n";
+  env_.resize(4);  // drop SANDBOX_SERVICE_URL and SANDBOX_SERVICE_TOKEN
+  const auto r = run({"ls", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out).is_array());
+}
+
+TEST_F(CliAgainstServer, UsageErrorsExitWithOne) {
+  auto r = run({"create", "--expires-in", "2h", "--no-expiry"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.err.starts_with("litterbox: ")) << r.err;
+  r = run({"create", "--expires-in", "soon"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "litterbox: --expires-in wants a duration like 90m, 2h, 1h30m or 7d\n");
+  r = run({"cp", "a", "b"});
+  EXPECT_EQ(r.exit_code, 1);
+  r = run({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 1);
+  r = run({"exec", "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"});
+  EXPECT_EQ(r.exit_code, 1);  // exec needs a command
+}
+
+TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
+  for (const char* cmd : {"create", "ls", "get", "renew", "rm", "console", "doctor", "ssh", "exec",
+                          "cp", "completion"}) {
+    const auto r = run({cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find("Usage:"), std::string::npos) << cmd;
+  }
+  const auto top = run({"--help"});
+  EXPECT_NE(top.out.find("Exit codes:"), std::string::npos);
+  const auto completion = run({"completion", "bash"});
+  ASSERT_EQ(completion.exit_code, 0);
+  EXPECT_NE(completion.out.find("complete -F _litterbox litterbox"), std::string::npos);
+  EXPECT_NE(completion.out.find("--expires-in"), std::string::npos);
+  EXPECT_NE(completion.out.find("create ls get renew rm console doctor ssh exec cp completion"),
+            std::string::npos);
+}
+
+TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {
+  const auto created = run({"create", "--json", "--no-expiry"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const auto id = nlohmann::json::parse(created.out)["id"].get<std::string>();
+  const auto renewed = run({"renew", id, "--expires-in", "90m", "--json"});
+  ASSERT_EQ(renewed.exit_code, 0) << renewed.err;
+  EXPECT_TRUE(nlohmann::json::parse(renewed.out)["expires_at"].is_string());
+  EXPECT_EQ(run({"console", id}).exit_code, 0);
+  const auto doctor = run({"doctor"});
+  EXPECT_TRUE(doctor.exit_code == 0 || doctor.exit_code == 2) << doctor.err;
+  EXPECT_NE(doctor.out.find("provider: "), std::string::npos) << doctor.out;
+  const auto removed = run({"rm", id, "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"});
+  EXPECT_EQ(removed.exit_code, 3);  // the second id is unknown; the first is still deleted
+  EXPECT_EQ(removed.out, id + "\n");
+  EXPECT_EQ(removed.err, "litterbox: host not found\n");
+}
+
+}  // namespace
+}  // namespace litterbox::client::test
