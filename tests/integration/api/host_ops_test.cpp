@@ -234,5 +234,33 @@ TEST_F(slow_provisioning, RespondAsyncReturnsBeforeActive) {
   EXPECT_TRUE(h["activated_at"].is_null());
 }
 
+// A server with room for exactly two SSH ports.
+class capacity : public api_test {
+ protected:
+  static void SetUpTestSuite() {
+    auto args = default_args();
+    set_arg(args, "--ssh-ports",
+            std::to_string(k_ssh_port_min) + "-" + std::to_string(k_ssh_port_min + 1));
+    start_server(std::move(args));
+  }
+};
+
+TEST_F(capacity, NoSshPortLeftIs503CapacityWithRetryAfterAndDeleteFreesIt) {
+  const auto a = create_active("{}");
+  const auto b = create_active("{}");
+  ASSERT_TRUE(a.is_object() && b.is_object());
+  EXPECT_NE(a["ssh_port"], b["ssh_port"]);
+  const auto r = create("{}");
+  EXPECT_EQ(r.status, 503) << r;
+  const auto j = body_json(r);
+  ASSERT_TRUE(j.is_object()) << r;
+  EXPECT_TRUE(j["detail"].is_string()) << r;
+  EXPECT_EQ(j.value("error_code", ""), "CAPACITY") << r;
+  EXPECT_TRUE(r.header("Retry-After").has_value()) << r;
+  ASSERT_EQ(call("DELETE", "/hosts/" + a["id"].get<std::string>()).status, 204);
+  const auto c = create_active("{}");
+  EXPECT_EQ(c.value("ssh_port", 0), a["ssh_port"].get<int>()) << "the freed port is reused";
+}
+
 }  // namespace
 }  // namespace litterbox::test::api

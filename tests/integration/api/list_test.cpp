@@ -161,5 +161,29 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair<std::string, std::string>{"after=", "after"}),
     [](const auto& p) { return p.param.second + std::to_string(p.index); });
 
+// A server configured with a default page size.
+class list_default_limit : public api_test {
+ protected:
+  static void SetUpTestSuite() {
+    auto args = default_args();
+    set_arg(args, "--list-default-limit", "2");
+    start_server(std::move(args));
+  }
+};
+
+TEST_F(list_default_limit, ListWithoutLimitReturnsTheConfiguredPageWithLinkNext) {
+  for (int i = 0; i < 3; ++i) {
+    create_active("{}");
+  }
+  const auto r = get("/hosts");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(body_json(r).size(), 2U) << r;
+  const auto next = next_link(r);
+  ASSERT_TRUE(next.has_value()) << r;
+  const auto rest = get(*next);
+  ASSERT_EQ(rest.status, 200) << rest;
+  EXPECT_GE(body_json(rest).size(), 1U) << rest;
+}
+
 }  // namespace
 }  // namespace litterbox::test::api
