@@ -1,34 +1,16 @@
+#include "tests/integration/client/cli_runner.hpp"
 #include "tests/integration/client/server_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
-#include <spawn.h>
 #include <sstream>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-extern char** environ;
 
 namespace litterbox::client::test {
 namespace {
-
-struct cli_result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 /// The value of the "label:   value" line of a rendered host; "" when absent.
 std::string field(const std::string& block, const std::string& label) {
@@ -60,44 +42,7 @@ class CliAgainstServer : public server_suite {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   /// Runs the CLI with `args` (argv only, no shell) and the test's environment.
-  cli_result run(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv_s{LB_LITTERBOX_CLI_PATH};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    std::vector<std::string> env_s = env_;
-    std::vector<char*> envp;
-    for (auto& e : env_s) {
-      envp.push_back(e.data());
-    }
-    envp.push_back(nullptr);
-    const auto out_path = dir_ / "stdout";
-    const auto err_path = dir_ / "stderr";
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    pid_t pid = -1;
-    cli_result r;
-    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "cannot spawn " << argv[0];
-      return r;
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    return r;
-  }
+  cli_result run(const std::vector<std::string>& args) const { return run_cli(dir_, env_, args); }
 
   std::filesystem::path dir_;
   std::vector<std::string> env_;
