@@ -122,7 +122,9 @@ pg_start() {
     return 1
   fi
   lb_log "starting PostgreSQL on 127.0.0.1:$PG_PORT ($PG_DIR)"
-  if ! _pg_as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+  # A session of its own: Ctrl-C in the terminal of scripts/up must not reach the postmaster
+  # (SIGINT is its fast shutdown) before litterboxd has stopped.
+  if ! _pg_as_postgres setsid -w "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
     start >/dev/null; then
     tail -n 20 "$PG_DIR/server.log" >&2 || true
     return 1
