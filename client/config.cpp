@@ -2,6 +2,8 @@
 
 #include "client/errc.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>

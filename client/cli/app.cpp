@@ -294,7 +294,7 @@ int cmd_console(const options& o) {
   return exit_code::ok;
 }
 
-int cmd_doctor(const options& o) {
+int cmd_doctor() {
   auto c = make_client();
   if (!c) {
     return fail(c.error());
@@ -304,7 +304,6 @@ int cmd_doctor(const options& o) {
     return fail(report.error());
   }
   std::cout << render_doctor(*report);
-  (void)o;
   return report->ok ? exit_code::ok : exit_code::api;
 }
 
@@ -583,7 +582,7 @@ int run(int argc, char** argv) {
   if (console->parsed())
     return cmd_console(o);
   if (doctor->parsed())
-    return cmd_doctor(o);
+    return cmd_doctor();
   if (ssh->parsed())
     return cmd_ssh(o);
   if (exec->parsed())
