@@ -91,16 +91,19 @@ void connection_pool::give_back(std::unique_ptr<pqxx::connection> conn, bool bro
   available_.notify_one();
 }
 
-std::string with_connect_timeout(const std::string& url, int seconds) {
+std::string with_connect_timeout(std::string url, int seconds) {
   if (url.find("connect_timeout") != std::string::npos) {
     return url;
   }
   const std::string value = std::to_string(seconds);
   const bool is_uri = url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0;
   if (!is_uri) {
-    return url + (url.empty() ? "" : " ") + "connect_timeout=" + value;
+    url += (url.empty() ? "" : " ");
+  } else {
+    url += (url.find('?') == std::string::npos ? "?" : "&");
   }
-  return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" + value;
+  url += "connect_timeout=" + value;
+  return url;
 }
 
 }  // namespace litterbox::controlplane::pg

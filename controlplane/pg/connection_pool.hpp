@@ -52,6 +52,8 @@ class connection_pool {
                   on_connect setup);
   connection_pool(const connection_pool&) = delete;
   connection_pool& operator=(const connection_pool&) = delete;
+  connection_pool(connection_pool&&) = delete;
+  connection_pool& operator=(connection_pool&&) = delete;
   ~connection_pool();
 
   /// Borrows an idle connection or opens a new one. Blocks while all `size` are in use, up to
@@ -78,6 +80,6 @@ class connection_pool {
 
 /// `url` with a libpq connect_timeout added unless it names one, so a server that does not
 /// answer cannot block a caller for the kernel's TCP timeout.
-std::string with_connect_timeout(const std::string& url, int seconds);
+std::string with_connect_timeout(std::string url, int seconds);
 
 }  // namespace litterbox::controlplane::pg

@@ -20,16 +20,15 @@ using schema::host_status;
 
 // Every timestamp is read as exact epoch microseconds: extract() returns numeric since
 // PostgreSQL 14, so nothing is rounded through a double.
-#define LB_PG_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
-
 constexpr const char* host_columns =
     "h.id::text, h.name, h.status, h.provider, h.image, h.image_digest, h.instance_type, "
     "h.cpus, h.memory_mib, h.disk_gb, h.ssh_host, h.ssh_port, h.internal_ssh_host, "
-    "h.ssh_username, h.known_hosts, h.last_error, h.lease_seconds, h.owner_id::text, " LB_PG_US(
-        "h.created_at") ", " LB_PG_US("h.updated_at") ", " LB_PG_US("h.activated_at") ", " LB_PG_US("h.expires_at");
+    "h.ssh_username, h.known_hosts, h.last_error, h.lease_seconds, h.owner_id::text, "
+    "(extract(epoch from h.created_at) * 1000000)::bigint, "
+    "(extract(epoch from h.updated_at) * 1000000)::bigint, "
+    "(extract(epoch from h.activated_at) * 1000000)::bigint, "
+    "(extract(epoch from h.expires_at) * 1000000)::bigint";
 constexpr int host_column_count = 22;
-
-#undef LB_PG_US
 
 constexpr int max_attempts = 5;
 constexpr int port_attempts = 200;
@@ -326,32 +325,32 @@ using detail::run;
 
 pg_store::pg_store(std::string url, std::size_t pool_size,
                    std::chrono::milliseconds acquire_timeout)
-    : pool_(std::make_unique<connection_pool>(with_connect_timeout(url, 5), pool_size,
+    : pool_(std::make_unique<connection_pool>(with_connect_timeout(std::move(url), 5), pool_size,
                                               acquire_timeout, prepare_all)) {}
 
 pg_store::~pg_store() = default;
 
-result<insert_outcome> pg_store::insert_host(const host_record& rec,
+result<insert_outcome> pg_store::insert_host(const host_record& h,
                                              const std::optional<idempotency_claim>& key,
                                              timestamp now) {
-  const auto id = host_id(rec.host.id);
+  const auto id = host_id(h.host.id);
   if (!id) {
     return make_error(errc::internal, "host id is not a UUID");
   }
   std::optional<std::string> owner;
-  if (rec.owner_id) {
-    owner = parse_uuid(*rec.owner_id);
+  if (h.owner_id) {
+    owner = parse_uuid(*h.owner_id);
     if (!owner) {
       return make_error(errc::internal, "owner id is not a UUID");
     }
   }
-  const schema::host& h = rec.host;
+  const schema::host& w = h.host;
   auto insert_row = [&](pqxx::transaction_base& tx) {
     return read_host(tx.exec_prepared1(
-        "insert_host", *id, h.name, std::string(schema::to_string(h.status)), h.provider, h.image,
-        h.image_digest, h.instance_type, h.cpus, h.memory_mib, h.disk_gb, h.ssh_host, h.ssh_port,
-        h.internal_ssh_host, h.ssh_username, h.known_hosts, h.last_error, rec.lease_seconds, owner,
-        ts(h.created_at), ts(h.updated_at), ts(h.activated_at), ts(h.expires_at)));
+        "insert_host", *id, w.name, std::string(schema::to_string(w.status)), w.provider, w.image,
+        w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
+        w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
+        ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at)));
   };
   return run<insert_outcome>(
       *pool_, "insert_host", [&](pqxx::connection& conn) -> result<insert_outcome> {
@@ -444,8 +443,8 @@ result<host_record> pg_store::transition(std::string_view id_text,
   // Only the columns the patch names are set; values always travel as parameters.
   std::vector<std::optional<std::string>> params{*id, status_array(from), ts(now)};
   std::string sets = "updated_at = $3::timestamptz";
-  auto set = [&](const char* column, const char* cast, std::optional<std::string> value) {
-    params.push_back(std::move(value));
+  auto set = [&](const char* column, const char* cast, const std::optional<std::string>& value) {
+    params.push_back(value);
     sets += std::string(", ") + column + " = $" + std::to_string(params.size()) + cast;
   };
   if (patch.status) {

@@ -23,6 +23,8 @@ class pg_store final : public store {
            std::chrono::milliseconds acquire_timeout = std::chrono::seconds(5));
   pg_store(const pg_store&) = delete;
   pg_store& operator=(const pg_store&) = delete;
+  pg_store(pg_store&&) = delete;
+  pg_store& operator=(pg_store&&) = delete;
   ~pg_store() override;
 
   result<insert_outcome> insert_host(const host_record& h,

@@ -12,9 +12,8 @@
 #include <stdexcept>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <system_error>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace litterbox::test {
 namespace {
@@ -42,11 +41,13 @@ int free_loopback_port() {
 
 void chown_tree(const std::filesystem::path& root, uid_t uid, gid_t gid) {
   if (::chown(root.c_str(), uid, gid) != 0) {
-    throw std::runtime_error("chown " + root.string() + ": " + std::strerror(errno));
+    throw std::runtime_error("chown " + root.string() + ": " +
+                             std::generic_category().message(errno));
   }
   for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
     if (::lchown(entry.path().c_str(), uid, gid) != 0) {
-      throw std::runtime_error("chown " + entry.path().string() + ": " + std::strerror(errno));
+      throw std::runtime_error("chown " + entry.path().string() + ": " +
+                               std::generic_category().message(errno));
     }
   }
 }
@@ -60,7 +61,7 @@ test_cluster::test_cluster() {
   }
   dir_ = tmpl;
   if (::geteuid() == 0) {
-    const passwd* pw = ::getpwnam("postgres");
+    const passwd* pw = ::getpwnam("postgres");  // NOLINT(concurrency-mt-unsafe): copied at once
     if (pw == nullptr) {
       throw std::runtime_error("running as root but there is no postgres user");
     }
@@ -128,7 +129,7 @@ void test_cluster::run(const std::vector<std::string>& command) const {
   const int rc = ::posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
-    throw std::runtime_error("cannot run " + argv[0] + ": " + std::strerror(rc));
+    throw std::runtime_error("cannot run " + argv[0] + ": " + std::generic_category().message(rc));
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {

@@ -13,7 +13,8 @@
 namespace litterbox::test {
 
 std::string admin_database_url() {
-  const char* env = std::getenv("LITTERBOX_TEST_DATABASE_URL");
+  // Tests read the environment before they start threads.
+  const char* env = std::getenv("LITTERBOX_TEST_DATABASE_URL");  // NOLINT(concurrency-mt-unsafe)
   if (env == nullptr || *env == '\0') {
     const std::string msg =
         "LITTERBOX_TEST_DATABASE_URL is not set: integration tests need the admin URL of a "

@@ -46,7 +46,7 @@ idempotency_claim make_claim(std::string key, std::string fingerprint, timestamp
   return idempotency_claim{"default", std::move(key), std::move(fingerprint), expires};
 }
 
-class PgStore : public ::testing::Test {
+class pgstore : public ::testing::Test {
  protected:
   test::test_database db_;
   pg_store store_{db_.url(), 8};
@@ -58,7 +58,7 @@ class PgStore : public ::testing::Test {
   }
 };
 
-TEST_F(PgStore, InsertThenGetReturnsEveryColumnUnchanged) {
+TEST_F(pgstore, InsertThenGetReturnsEveryColumnUnchanged) {
   auto r = make_host(t0);
   r.host.image_digest = "sha256:abc";
   r.host.instance_type = "small";
@@ -86,7 +86,7 @@ TEST_F(PgStore, InsertThenGetReturnsEveryColumnUnchanged) {
   EXPECT_EQ(got->owner_id, r.owner_id);
 }
 
-TEST_F(PgStore, OptionalColumnsRoundTripAsNull) {
+TEST_F(pgstore, OptionalColumnsRoundTripAsNull) {
   const auto r = make_host(t0);
   insert(r);
   const auto got = store_.get_host(r.host.id);
@@ -98,7 +98,7 @@ TEST_F(PgStore, OptionalColumnsRoundTripAsNull) {
   EXPECT_FALSE(got->owner_id.has_value());
 }
 
-TEST_F(PgStore, TimestampsRoundTripExactToTheMicrosecond) {
+TEST_F(pgstore, TimestampsRoundTripExactToTheMicrosecond) {
   const std::vector<timestamp> samples = {
       timestamp(std::chrono::microseconds(1)),
       timestamp(std::chrono::microseconds(1'700'000'000'000'001)),
@@ -123,7 +123,7 @@ TEST_F(PgStore, TimestampsRoundTripExactToTheMicrosecond) {
   }
 }
 
-TEST_F(PgStore, GetUnknownOrMalformedIdIsNotFound) {
+TEST_F(pgstore, GetUnknownOrMalformedIdIsNotFound) {
   const auto unknown = store_.get_host(new_uuid_v7(t0));
   ASSERT_FALSE(unknown.has_value());
   EXPECT_EQ(unknown.error().code, errc::not_found);
@@ -132,8 +132,9 @@ TEST_F(PgStore, GetUnknownOrMalformedIdIsNotFound) {
   EXPECT_EQ(malformed.error().code, errc::not_found);
 }
 
-TEST_F(PgStore, ListIsNewestFirstAndFiltersByStatus) {
+TEST_F(pgstore, ListIsNewestFirstAndFiltersByStatus) {
   std::vector<std::string> ids;
+  ids.reserve(5);
   for (int i = 0; i < 5; ++i) {
     const auto status = i % 2 == 0 ? host_status::active : host_status::error;
     ids.push_back(insert(make_host(t0 + std::chrono::milliseconds(i), status)).host.id);
@@ -157,8 +158,9 @@ TEST_F(PgStore, ListIsNewestFirstAndFiltersByStatus) {
   EXPECT_EQ(both->size(), 5u);
 }
 
-TEST_F(PgStore, ListPagesWithLimitAndAfterCursor) {
+TEST_F(pgstore, ListPagesWithLimitAndAfterCursor) {
   std::vector<std::string> ids;
+  ids.reserve(5);
   for (int i = 0; i < 5; ++i) {
     ids.push_back(insert(make_host(t0 + std::chrono::milliseconds(i))).host.id);
   }
@@ -187,7 +189,7 @@ TEST_F(PgStore, ListPagesWithLimitAndAfterCursor) {
   EXPECT_EQ(bad.error().code, errc::validation);
 }
 
-TEST_F(PgStore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
+TEST_F(pgstore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
   const auto first = make_host(t0);
   const auto claim = make_claim("key-1", "fp-a", t0 + 24h);
   const auto a = store_.insert_host(first, claim, t0);
@@ -204,7 +206,7 @@ TEST_F(PgStore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
   EXPECT_EQ(store_.all_host_ids()->size(), 1u);
 }
 
-TEST_F(PgStore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
+TEST_F(pgstore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
   const auto first = make_host(t0);
   ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 24h), t0));
   const auto b = store_.insert_host(make_host(t0), make_claim("key-1", "fp-b", t0 + 24h), t0);
@@ -214,7 +216,7 @@ TEST_F(PgStore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
   EXPECT_EQ(b->existing.host.id, first.host.id);
 }
 
-TEST_F(PgStore, IdempotencyKeysAreScopedByNamespace) {
+TEST_F(pgstore, IdempotencyKeysAreScopedByNamespace) {
   ASSERT_TRUE(store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0));
   auto other = make_claim("key-1", "fp", t0 + 1h);
   other.ns = "other";
@@ -223,7 +225,7 @@ TEST_F(PgStore, IdempotencyKeysAreScopedByNamespace) {
   EXPECT_TRUE(b->created);
 }
 
-TEST_F(PgStore, ExpiredIdempotencyKeyIsReplaced) {
+TEST_F(pgstore, ExpiredIdempotencyKeyIsReplaced) {
   const auto first = make_host(t0);
   ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 1h), t0));
   const auto later = t0 + 2h;
@@ -240,7 +242,7 @@ TEST_F(PgStore, ExpiredIdempotencyKeyIsReplaced) {
   EXPECT_EQ(c->existing.host.id, second.host.id);
 }
 
-TEST_F(PgStore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
+TEST_F(pgstore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
   constexpr int threads = 100;
   pg_store store(db_.url(), 16);
   std::vector<std::string> seen(threads);
@@ -248,6 +250,7 @@ TEST_F(PgStore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
   std::atomic<int> failures{0};
   std::latch start(threads);
   std::vector<std::thread> pool;
+  pool.reserve(threads);
   for (int i = 0; i < threads; ++i) {
     pool.emplace_back([&, i] {
       const auto h = make_host(t0);
@@ -275,7 +278,7 @@ TEST_F(PgStore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
   EXPECT_EQ(ids->front(), seen.front());
 }
 
-TEST_F(PgStore, TransitionAppliesThePatchWhenTheStatusMatches) {
+TEST_F(pgstore, TransitionAppliesThePatchWhenTheStatusMatches) {
   const auto r = insert(make_host(t0));
   host_patch p;
   p.status = host_status::active;
@@ -309,7 +312,7 @@ TEST_F(PgStore, TransitionAppliesThePatchWhenTheStatusMatches) {
   EXPECT_EQ(cleared->host.status, host_status::active);
 }
 
-TEST_F(PgStore, TransitionDistinguishesNotFoundFromHostState) {
+TEST_F(pgstore, TransitionDistinguishesNotFoundFromHostState) {
   const auto r = insert(make_host(t0, host_status::active));
   host_patch p;
   p.status = host_status::deleting;
@@ -323,7 +326,7 @@ TEST_F(PgStore, TransitionDistinguishesNotFoundFromHostState) {
   EXPECT_EQ(store_.get_host(r.host.id)->host.status, host_status::active);
 }
 
-TEST_F(PgStore, TransitionReleasesTheIdempotencyKeyAndThePort) {
+TEST_F(pgstore, TransitionReleasesTheIdempotencyKeyAndThePort) {
   const auto r = make_host(t0);
   ASSERT_TRUE(store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), t0));
   const auto port = store_.allocate_port(r.host.id, 3000, 3001, t0);
@@ -343,7 +346,7 @@ TEST_F(PgStore, TransitionReleasesTheIdempotencyKeyAndThePort) {
   EXPECT_EQ(store_.allocate_port(retry->existing.host.id, 3000, 3001, t0).value(), *port);
 }
 
-TEST_F(PgStore, AllocatePortLeasesTheLowestFreePortAndKeepsIt) {
+TEST_F(pgstore, AllocatePortLeasesTheLowestFreePortAndKeepsIt) {
   const auto a = insert(make_host(t0));
   const auto b = insert(make_host(t0));
   EXPECT_EQ(store_.allocate_port(a.host.id, 2200, 2202, t0).value(), 2200);
@@ -351,7 +354,7 @@ TEST_F(PgStore, AllocatePortLeasesTheLowestFreePortAndKeepsIt) {
   EXPECT_EQ(store_.allocate_port(a.host.id, 2200, 2202, t0).value(), 2200);
 }
 
-TEST_F(PgStore, AllocatePortFailsWithCapacityWhenTheRangeIsFull) {
+TEST_F(pgstore, AllocatePortFailsWithCapacityWhenTheRangeIsFull) {
   const auto a = insert(make_host(t0));
   const auto b = insert(make_host(t0));
   ASSERT_TRUE(store_.allocate_port(a.host.id, 2200, 2200, t0));
@@ -360,13 +363,13 @@ TEST_F(PgStore, AllocatePortFailsWithCapacityWhenTheRangeIsFull) {
   EXPECT_EQ(full.error().code, errc::capacity);
 }
 
-TEST_F(PgStore, AllocatePortForAnUnknownHostIsNotFound) {
+TEST_F(pgstore, AllocatePortForAnUnknownHostIsNotFound) {
   const auto out = store_.allocate_port(new_uuid_v7(t0), 2200, 2210, t0);
   ASSERT_FALSE(out.has_value());
   EXPECT_EQ(out.error().code, errc::not_found);
 }
 
-TEST_F(PgStore, RemovingAHostFreesItsPort) {
+TEST_F(pgstore, RemovingAHostFreesItsPort) {
   const auto a = insert(make_host(t0));
   ASSERT_EQ(store_.allocate_port(a.host.id, 2200, 2200, t0).value(), 2200);
   ASSERT_TRUE(store_.remove_host(a.host.id));
@@ -374,10 +377,11 @@ TEST_F(PgStore, RemovingAHostFreesItsPort) {
   EXPECT_EQ(store_.allocate_port(b.host.id, 2200, 2200, t0).value(), 2200);
 }
 
-TEST_F(PgStore, EightThreadsAllocatingConcurrentlyGetDistinctPorts) {
+TEST_F(pgstore, EightThreadsAllocatingConcurrentlyGetDistinctPorts) {
   constexpr int threads = 8;
   constexpr int per_thread = 5;
   std::vector<std::string> hosts;
+  hosts.reserve(std::size_t{threads} * per_thread);
   for (int i = 0; i < threads * per_thread; ++i) {
     hosts.push_back(insert(make_host(t0)).host.id);
   }
@@ -386,11 +390,13 @@ TEST_F(PgStore, EightThreadsAllocatingConcurrentlyGetDistinctPorts) {
   std::atomic<int> failures{0};
   std::latch start(threads);
   std::vector<std::thread> pool;
+  pool.reserve(threads);
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       start.arrive_and_wait();
       for (int i = 0; i < per_thread; ++i) {
-        const auto& id = hosts[static_cast<std::size_t>(t * per_thread + i)];
+        const auto& id =
+            hosts[(static_cast<std::size_t>(t) * per_thread) + static_cast<std::size_t>(i)];
         const auto port = store_.allocate_port(id, 4000, 4000 + threads * per_thread - 1, t0);
         if (!port) {
           ++failures;
@@ -409,7 +415,7 @@ TEST_F(PgStore, EightThreadsAllocatingConcurrentlyGetDistinctPorts) {
   EXPECT_EQ(std::set<int>(ports.begin(), ports.end()).size(), hosts.size());
 }
 
-TEST_F(PgStore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
+TEST_F(pgstore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
   auto leased = make_host(t0, host_status::active);
   leased.lease_seconds = 600;
   const auto active = insert(leased);
@@ -434,7 +440,7 @@ TEST_F(PgStore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
   EXPECT_EQ(missing.error().code, errc::not_found);
 }
 
-TEST_F(PgStore, RemoveDeletesTheRowAndItsKeyAndMissingIsSuccess) {
+TEST_F(pgstore, RemoveDeletesTheRowAndItsKeyAndMissingIsSuccess) {
   const auto r = make_host(t0);
   ASSERT_TRUE(store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), t0));
   ASSERT_TRUE(store_.remove_host(r.host.id));
@@ -445,7 +451,7 @@ TEST_F(PgStore, RemoveDeletesTheRowAndItsKeyAndMissingIsSuccess) {
   EXPECT_TRUE(again->created);
 }
 
-TEST_F(PgStore, ClaimExpiredTakesDueHostsOnlyAndMovesThemToDeleting) {
+TEST_F(pgstore, ClaimExpiredTakesDueHostsOnlyAndMovesThemToDeleting) {
   auto expired = make_host(t0, host_status::active);
   expired.host.expires_at = t0 - 1s;
   auto booting = make_host(t0, host_status::bootstrapping);
@@ -474,7 +480,7 @@ TEST_F(PgStore, ClaimExpiredTakesDueHostsOnlyAndMovesThemToDeleting) {
   EXPECT_TRUE(store_.claim_expired(t0, t0 - 1h, 100)->empty());
 }
 
-TEST_F(PgStore, ARenewCommittedBeforeTheClaimWins) {
+TEST_F(pgstore, ARenewCommittedBeforeTheClaimWins) {
   auto h = make_host(t0, host_status::active);
   h.host.expires_at = t0 - 1s;
   insert(h);
@@ -483,7 +489,7 @@ TEST_F(PgStore, ARenewCommittedBeforeTheClaimWins) {
   EXPECT_EQ(store_.get_host(h.host.id)->host.status, host_status::active);
 }
 
-TEST_F(PgStore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
+TEST_F(pgstore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
   constexpr int hosts = 1000;
   for (int i = 0; i < hosts; ++i) {
     auto h = make_host(t0, host_status::active);
@@ -496,6 +502,7 @@ TEST_F(PgStore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
   std::atomic<int> failures{0};
   std::latch start(claimers);
   std::vector<std::thread> pool;
+  pool.reserve(claimers);
   for (int c = 0; c < claimers; ++c) {
     pool.emplace_back([&] {
       start.arrive_and_wait();
@@ -525,7 +532,7 @@ TEST_F(PgStore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
   EXPECT_EQ(store_.count_by_status()->at(host_status::deleting), hosts);
 }
 
-TEST_F(PgStore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
+TEST_F(pgstore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
   const std::string live = "0190c0de-0000-7000-8000-00000000000a";
   const std::string stale = "0190c0de-0000-7000-8000-00000000000b";
   ASSERT_TRUE(store_.heartbeat(live, "a", 1, t0 - 1h));
@@ -552,7 +559,7 @@ TEST_F(PgStore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
   EXPECT_EQ(ids, (std::set<std::string>{owned_stale.host.id, unowned.host.id}));
 }
 
-TEST_F(PgStore, CountByStatusReportsEveryStatus) {
+TEST_F(pgstore, CountByStatusReportsEveryStatus) {
   insert(make_host(t0, host_status::active));
   insert(make_host(t0, host_status::active));
   insert(make_host(t0, host_status::error));
@@ -564,7 +571,7 @@ TEST_F(PgStore, CountByStatusReportsEveryStatus) {
   EXPECT_EQ(counts->at(host_status::provisioning), 0);
 }
 
-TEST_F(PgStore, AllHostIdsListsEveryRow) {
+TEST_F(pgstore, AllHostIdsListsEveryRow) {
   const auto a = insert(make_host(t0, host_status::deleting));
   const auto b = insert(make_host(t0 + 1ms, host_status::active));
   const auto ids = store_.all_host_ids();
@@ -572,7 +579,7 @@ TEST_F(PgStore, AllHostIdsListsEveryRow) {
   EXPECT_EQ(*ids, (std::vector<std::string>{a.host.id, b.host.id}));
 }
 
-TEST_F(PgStore, PingSucceedsAgainstALiveDatabase) {
+TEST_F(pgstore, PingSucceedsAgainstALiveDatabase) {
   EXPECT_TRUE(store_.ping());
 }
 
