@@ -161,6 +161,10 @@ result<seed_files> render_seed(const seed_spec& spec) {
   y += "ssh_pwauth: false\n";
   y += "ssh_deletekeys: false\n";
   y += "ssh_genkeytypes: []\n";
+  // Printing fingerprints and keys to an emulated serial console costs seconds per boot.
+  y += "no_ssh_fingerprints: true\n";
+  y += "ssh:\n";
+  y += "  emit_keys_to_console: false\n";
   y += "ssh_keys:\n";
   y += "  ed25519_private: " + yaml_quote(spec.host_private_key) + "\n";
   y += "  ed25519_public: " + yaml_quote(spec.host_public_key) + "\n";
