@@ -300,7 +300,10 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
       case failure_kind::broken:
         l.mark_broken();
         pool.drop_idle();
-        // A transaction on a lost connection never committed, so running it again is safe.
+        // Running the call again is safe: an explicit transaction that lost its connection
+        // before COMMIT never committed (losing it during COMMIT is in_doubt, above), and
+        // every autocommit statement here is idempotent (reads, renew, remove, heartbeat,
+        // port lease).
         if (!l.fresh() && !reconnected) {
           reconnected = true;
           continue;
@@ -355,10 +358,13 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
   return run<insert_outcome>(
       *pool_, "insert_host", [&](pqxx::connection& conn) -> result<insert_outcome> {
         if (!key) {
-          pqxx::nontransaction tx(conn);
+          // Explicit commit for the same reason as claim_expired: a retry after an unseen
+          // commit would insert the row twice.
+          pqxx::work tx(conn);
           insert_outcome out;
           out.created = true;
           out.existing = insert_row(tx);
+          tx.commit();
           return out;
         }
         // The key's row goes in first (its foreign key is checked at commit): under READ
@@ -586,9 +592,13 @@ result<std::vector<host_record>> pg_store::claim_expired(timestamp now, timestam
   const auto n = static_cast<std::int64_t>(limit);
   return run<std::vector<host_record>>(
       *pool_, "claim_expired", [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
-        // One statement: it is its own transaction.
-        pqxx::nontransaction tx(conn);
-        return read_hosts(tx.exec_prepared("claim_expired", ts(now), ts(error_cutoff), n));
+        // An explicit commit, so that losing the connection while committing surfaces as
+        // "outcome unknown" rather than a retry that would leave the first claim's hosts in
+        // `deleting` with nobody holding them.
+        pqxx::work tx(conn);
+        auto claimed = read_hosts(tx.exec_prepared("claim_expired", ts(now), ts(error_cutoff), n));
+        tx.commit();
+        return claimed;
       });
 }
 
