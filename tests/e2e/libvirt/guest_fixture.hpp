@@ -12,7 +12,7 @@ std::filesystem::path guest_kernel();
 std::filesystem::path guest_initrd();
 
 /// A qcow2 base disk with systemd, sshd and cloud-init: LITTERBOX_E2E_BASE_DISK when set,
-/// else the one built (once, cached under /var/tmp/litterbox-e2e) by make-base-disk.sh.
+/// else the one make-base-disk.sh builds (once per recipe, under /var/tmp/litterbox-e2e).
 /// Throws std::runtime_error when it cannot be built.
 std::filesystem::path base_disk();
 

@@ -31,7 +31,7 @@ if [ ! -f "$out/base.qcow2" ]; then
   # Only the seed can configure these guests; probing other datasources costs boot time.
   printf 'datasource_list: [NoCloud, None]\n' > "$work/root/etc/cloud/cloud.cfg.d/90-litterbox.cfg"
   # Jobs a disposable guest never needs.
-  for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+  for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
               systemd-timesyncd.service; do
     ln -sf /dev/null "$work/root/etc/systemd/system/$unit"
   done
