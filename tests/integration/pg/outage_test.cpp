@@ -43,7 +43,7 @@ TEST(PgStoreOutage, StoppedDatabaseIsUnavailableAndTheSameStoreRecoversAfterRest
   EXPECT_TRUE(store.ping());
   const auto up = store.get_host(r.host.id);
   ASSERT_TRUE(up.has_value()) << up.error().message;
-  EXPECT_EQ(up->host, r.host);
+  EXPECT_EQ(up.value().host, r.host);
 }
 
 TEST(PgStoreOutage, RestartWhileIdleIsInvisibleToTheNextCall) {

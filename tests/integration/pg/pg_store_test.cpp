@@ -54,7 +54,7 @@ class pgstore : public ::testing::Test {
   host_record insert(const host_record& r) {
     auto out = store_.insert_host(r, std::nullopt, r.host.created_at);
     EXPECT_TRUE(out.has_value()) << (out ? "" : out.error().message);
-    return out ? out->existing : host_record{};
+    return out ? out.value().existing : host_record{};
   }
 };
 
@@ -76,14 +76,14 @@ TEST_F(pgstore, InsertThenGetReturnsEveryColumnUnchanged) {
 
   const auto inserted = store_.insert_host(r, std::nullopt, t0);
   ASSERT_TRUE(inserted.has_value());
-  EXPECT_TRUE(inserted->created);
-  EXPECT_EQ(inserted->existing.host, r.host);
+  EXPECT_TRUE(inserted.value().created);
+  EXPECT_EQ(inserted.value().existing.host, r.host);
 
   const auto got = store_.get_host(r.host.id);
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->host, r.host);
-  EXPECT_EQ(got->lease_seconds, r.lease_seconds);
-  EXPECT_EQ(got->owner_id, r.owner_id);
+  EXPECT_EQ(got.value().host, r.host);
+  EXPECT_EQ(got.value().lease_seconds, r.lease_seconds);
+  EXPECT_EQ(got.value().owner_id, r.owner_id);
 }
 
 TEST_F(pgstore, OptionalColumnsRoundTripAsNull) {
@@ -91,11 +91,11 @@ TEST_F(pgstore, OptionalColumnsRoundTripAsNull) {
   insert(r);
   const auto got = store_.get_host(r.host.id);
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->host, r.host);
-  EXPECT_FALSE(got->host.image_digest.has_value());
-  EXPECT_FALSE(got->host.expires_at.has_value());
-  EXPECT_FALSE(got->lease_seconds.has_value());
-  EXPECT_FALSE(got->owner_id.has_value());
+  EXPECT_EQ(got.value().host, r.host);
+  EXPECT_FALSE(got.value().host.image_digest.has_value());
+  EXPECT_FALSE(got.value().host.expires_at.has_value());
+  EXPECT_FALSE(got.value().lease_seconds.has_value());
+  EXPECT_FALSE(got.value().owner_id.has_value());
 }
 
 TEST_F(pgstore, TimestampsRoundTripExactToTheMicrosecond) {
@@ -116,10 +116,10 @@ TEST_F(pgstore, TimestampsRoundTripExactToTheMicrosecond) {
     insert(r);
     const auto got = store_.get_host(r.host.id);
     ASSERT_TRUE(got.has_value());
-    EXPECT_EQ(got->host.created_at, t);
-    EXPECT_EQ(got->host.updated_at, t + 1us);
-    EXPECT_EQ(got->host.activated_at, t + 2us);
-    EXPECT_EQ(got->host.expires_at, t + 3us);
+    EXPECT_EQ(got.value().host.created_at, t);
+    EXPECT_EQ(got.value().host.updated_at, t + 1us);
+    EXPECT_EQ(got.value().host.activated_at, t + 2us);
+    EXPECT_EQ(got.value().host.expires_at, t + 3us);
   }
 }
 
@@ -141,21 +141,21 @@ TEST_F(pgstore, ListIsNewestFirstAndFiltersByStatus) {
   }
   const auto all = store_.list_hosts({});
   ASSERT_TRUE(all.has_value());
-  ASSERT_EQ(all->size(), 5u);
+  ASSERT_EQ(all.value().size(), 5u);
   for (std::size_t i = 0; i < 5; ++i) {
-    EXPECT_EQ((*all)[i].host.id, ids[4 - i]);
+    EXPECT_EQ(all.value()[i].host.id, ids[4 - i]);
   }
   list_query q;
   q.statuses = {host_status::error};
   const auto errors = store_.list_hosts(q);
   ASSERT_TRUE(errors.has_value());
-  ASSERT_EQ(errors->size(), 2u);
-  EXPECT_EQ((*errors)[0].host.id, ids[3]);
-  EXPECT_EQ((*errors)[1].host.id, ids[1]);
+  ASSERT_EQ(errors.value().size(), 2u);
+  EXPECT_EQ(errors.value()[0].host.id, ids[3]);
+  EXPECT_EQ(errors.value()[1].host.id, ids[1]);
   q.statuses = {host_status::error, host_status::active};
   const auto both = store_.list_hosts(q);
   ASSERT_TRUE(both.has_value());
-  EXPECT_EQ(both->size(), 5u);
+  EXPECT_EQ(both.value().size(), 5u);
 }
 
 TEST_F(pgstore, ListPagesWithLimitAndAfterCursor) {
@@ -168,20 +168,20 @@ TEST_F(pgstore, ListPagesWithLimitAndAfterCursor) {
   q.limit = 2;
   const auto page1 = store_.list_hosts(q);
   ASSERT_TRUE(page1.has_value());
-  ASSERT_EQ(page1->size(), 2u);
-  EXPECT_EQ((*page1)[0].host.id, ids[4]);
-  EXPECT_EQ((*page1)[1].host.id, ids[3]);
-  q.after = page1->back().host.id;
+  ASSERT_EQ(page1.value().size(), 2u);
+  EXPECT_EQ(page1.value()[0].host.id, ids[4]);
+  EXPECT_EQ(page1.value()[1].host.id, ids[3]);
+  q.after = page1.value().back().host.id;
   const auto page2 = store_.list_hosts(q);
   ASSERT_TRUE(page2.has_value());
-  ASSERT_EQ(page2->size(), 2u);
-  EXPECT_EQ((*page2)[0].host.id, ids[2]);
-  EXPECT_EQ((*page2)[1].host.id, ids[1]);
-  q.after = page2->back().host.id;
+  ASSERT_EQ(page2.value().size(), 2u);
+  EXPECT_EQ(page2.value()[0].host.id, ids[2]);
+  EXPECT_EQ(page2.value()[1].host.id, ids[1]);
+  q.after = page2.value().back().host.id;
   const auto page3 = store_.list_hosts(q);
   ASSERT_TRUE(page3.has_value());
-  ASSERT_EQ(page3->size(), 1u);
-  EXPECT_EQ((*page3)[0].host.id, ids[0]);
+  ASSERT_EQ(page3.value().size(), 1u);
+  EXPECT_EQ(page3.value()[0].host.id, ids[0]);
 
   q.after = "garbage";
   const auto bad = store_.list_hosts(q);
@@ -194,16 +194,16 @@ TEST_F(pgstore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
   const auto claim = make_claim("key-1", "fp-a", t0 + 24h);
   const auto a = store_.insert_host(first, claim, t0);
   ASSERT_TRUE(a.has_value());
-  EXPECT_TRUE(a->created);
+  EXPECT_TRUE(a.value().created);
 
   const auto second = make_host(t0 + 1s);
   const auto b = store_.insert_host(second, claim, t0 + 1s);
   ASSERT_TRUE(b.has_value());
-  EXPECT_FALSE(b->created);
-  EXPECT_TRUE(b->fingerprint_matches);
-  EXPECT_EQ(b->existing.host.id, first.host.id);
+  EXPECT_FALSE(b.value().created);
+  EXPECT_TRUE(b.value().fingerprint_matches);
+  EXPECT_EQ(b.value().existing.host.id, first.host.id);
   EXPECT_EQ(store_.get_host(second.host.id).error().code, errc::not_found);
-  EXPECT_EQ(store_.all_host_ids()->size(), 1u);
+  EXPECT_EQ(store_.all_host_ids().value().size(), 1u);
 }
 
 TEST_F(pgstore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
@@ -211,9 +211,9 @@ TEST_F(pgstore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
   ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 24h), t0));
   const auto b = store_.insert_host(make_host(t0), make_claim("key-1", "fp-b", t0 + 24h), t0);
   ASSERT_TRUE(b.has_value());
-  EXPECT_FALSE(b->created);
-  EXPECT_FALSE(b->fingerprint_matches);
-  EXPECT_EQ(b->existing.host.id, first.host.id);
+  EXPECT_FALSE(b.value().created);
+  EXPECT_FALSE(b.value().fingerprint_matches);
+  EXPECT_EQ(b.value().existing.host.id, first.host.id);
 }
 
 TEST_F(pgstore, IdempotencyKeysAreScopedByNamespace) {
@@ -222,7 +222,7 @@ TEST_F(pgstore, IdempotencyKeysAreScopedByNamespace) {
   other.ns = "other";
   const auto b = store_.insert_host(make_host(t0), other, t0);
   ASSERT_TRUE(b.has_value());
-  EXPECT_TRUE(b->created);
+  EXPECT_TRUE(b.value().created);
 }
 
 TEST_F(pgstore, ExpiredIdempotencyKeyIsReplaced) {
@@ -232,14 +232,14 @@ TEST_F(pgstore, ExpiredIdempotencyKeyIsReplaced) {
   const auto second = make_host(later);
   const auto b = store_.insert_host(second, make_claim("key-1", "fp-b", later + 1h), later);
   ASSERT_TRUE(b.has_value());
-  EXPECT_TRUE(b->created);
-  EXPECT_EQ(b->existing.host.id, second.host.id);
+  EXPECT_TRUE(b.value().created);
+  EXPECT_EQ(b.value().existing.host.id, second.host.id);
   // The key now names the new host.
   const auto c =
       store_.insert_host(make_host(later), make_claim("key-1", "fp-b", later + 1h), later + 1s);
   ASSERT_TRUE(c.has_value());
-  EXPECT_FALSE(c->created);
-  EXPECT_EQ(c->existing.host.id, second.host.id);
+  EXPECT_FALSE(c.value().created);
+  EXPECT_EQ(c.value().existing.host.id, second.host.id);
 }
 
 TEST_F(pgstore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
@@ -260,10 +260,10 @@ TEST_F(pgstore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
         ++failures;
         return;
       }
-      if (out->created) {
+      if (out.value().created) {
         ++created;
       }
-      seen[static_cast<std::size_t>(i)] = out->existing.host.id;
+      seen[static_cast<std::size_t>(i)] = out.value().existing.host.id;
     });
   }
   for (auto& t : pool) {
@@ -274,8 +274,8 @@ TEST_F(pgstore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 1u);
   const auto ids = store.all_host_ids();
   ASSERT_TRUE(ids.has_value());
-  ASSERT_EQ(ids->size(), 1u);
-  EXPECT_EQ(ids->front(), seen.front());
+  ASSERT_EQ(ids.value().size(), 1u);
+  EXPECT_EQ(ids.value().front(), seen.front());
 }
 
 TEST_F(pgstore, TransitionAppliesThePatchWhenTheStatusMatches) {
@@ -292,24 +292,24 @@ TEST_F(pgstore, TransitionAppliesThePatchWhenTheStatusMatches) {
   p.clear_owner = true;
   const auto out = store_.transition(r.host.id, {host_status::provisioning}, p, t0 + 5s);
   ASSERT_TRUE(out.has_value()) << out.error().message;
-  EXPECT_EQ(out->host.status, host_status::active);
-  EXPECT_EQ(out->host.image_digest, "sha256:feed");
-  EXPECT_EQ(out->host.ssh_port, 2201);
-  EXPECT_EQ(out->host.known_hosts, "[127.0.0.1]:2201 ssh-ed25519 AAAA");
-  EXPECT_EQ(out->host.activated_at, t0 + 5s);
-  EXPECT_EQ(out->host.expires_at, t0 + 5s + 1h);
-  EXPECT_EQ(out->host.updated_at, t0 + 5s);
-  EXPECT_EQ(out->host.created_at, t0);
-  EXPECT_EQ(store_.get_host(r.host.id)->host, out->host);
+  EXPECT_EQ(out.value().host.status, host_status::active);
+  EXPECT_EQ(out.value().host.image_digest, "sha256:feed");
+  EXPECT_EQ(out.value().host.ssh_port, 2201);
+  EXPECT_EQ(out.value().host.known_hosts, "[127.0.0.1]:2201 ssh-ed25519 AAAA");
+  EXPECT_EQ(out.value().host.activated_at, t0 + 5s);
+  EXPECT_EQ(out.value().host.expires_at, t0 + 5s + 1h);
+  EXPECT_EQ(out.value().host.updated_at, t0 + 5s);
+  EXPECT_EQ(out.value().host.created_at, t0);
+  EXPECT_EQ(store_.get_host(r.host.id).value().host, out.value().host);
 
   host_patch clear;
   clear.expires_at = std::optional<timestamp>();
   clear.last_error = "Boom: it broke";
   const auto cleared = store_.transition(r.host.id, {host_status::active}, clear, t0 + 6s);
   ASSERT_TRUE(cleared.has_value());
-  EXPECT_FALSE(cleared->host.expires_at.has_value());
-  EXPECT_EQ(cleared->host.last_error, "Boom: it broke");
-  EXPECT_EQ(cleared->host.status, host_status::active);
+  EXPECT_FALSE(cleared.value().host.expires_at.has_value());
+  EXPECT_EQ(cleared.value().host.last_error, "Boom: it broke");
+  EXPECT_EQ(cleared.value().host.status, host_status::active);
 }
 
 TEST_F(pgstore, TransitionDistinguishesNotFoundFromHostState) {
@@ -323,7 +323,7 @@ TEST_F(pgstore, TransitionDistinguishesNotFoundFromHostState) {
       store_.transition(r.host.id, {host_status::provisioning, host_status::error}, p, t0);
   ASSERT_FALSE(wrong.has_value());
   EXPECT_EQ(wrong.error().code, errc::host_state);
-  EXPECT_EQ(store_.get_host(r.host.id)->host.status, host_status::active);
+  EXPECT_EQ(store_.get_host(r.host.id).value().host.status, host_status::active);
 }
 
 TEST_F(pgstore, TransitionReleasesTheIdempotencyKeyAndThePort) {
@@ -341,9 +341,10 @@ TEST_F(pgstore, TransitionReleasesTheIdempotencyKeyAndThePort) {
   // The key is free again: a retry creates a new host.
   const auto retry = store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0);
   ASSERT_TRUE(retry.has_value());
-  EXPECT_TRUE(retry->created);
+  EXPECT_TRUE(retry.value().created);
   // The port is free again: the new host gets the same one.
-  EXPECT_EQ(store_.allocate_port(retry->existing.host.id, 3000, 3001, t0).value(), *port);
+  EXPECT_EQ(store_.allocate_port(retry.value().existing.host.id, 3000, 3001, t0).value(),
+            port.value());
 }
 
 TEST_F(pgstore, AllocatePortLeasesTheLowestFreePortAndKeepsIt) {
@@ -403,7 +404,7 @@ TEST_F(pgstore, EightThreadsAllocatingConcurrentlyGetDistinctPorts) {
           continue;
         }
         std::lock_guard lock(m);
-        ports.push_back(*port);
+        ports.push_back(port.value());
       }
     });
   }
@@ -421,9 +422,9 @@ TEST_F(pgstore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
   const auto active = insert(leased);
   const auto renewed = store_.renew(active.host.id, t0 + 2h, t0 + 1s);
   ASSERT_TRUE(renewed.has_value());
-  EXPECT_EQ(renewed->host.expires_at, t0 + 2h);
-  EXPECT_EQ(renewed->host.updated_at, t0 + 1s);
-  EXPECT_FALSE(renewed->lease_seconds.has_value());
+  EXPECT_EQ(renewed.value().host.expires_at, t0 + 2h);
+  EXPECT_EQ(renewed.value().host.updated_at, t0 + 1s);
+  EXPECT_FALSE(renewed.value().lease_seconds.has_value());
 
   const auto booting = insert(make_host(t0, host_status::bootstrapping));
   EXPECT_TRUE(store_.renew(booting.host.id, t0 + 2h, t0));
@@ -433,7 +434,7 @@ TEST_F(pgstore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
     const auto out = store_.renew(h.host.id, t0 + 2h, t0);
     ASSERT_FALSE(out.has_value());
     EXPECT_EQ(out.error().code, errc::host_state);
-    EXPECT_FALSE(store_.get_host(h.host.id)->host.expires_at.has_value());
+    EXPECT_FALSE(store_.get_host(h.host.id).value().host.expires_at.has_value());
   }
   const auto missing = store_.renew(new_uuid_v7(t0), t0 + 2h, t0);
   ASSERT_FALSE(missing.has_value());
@@ -448,7 +449,7 @@ TEST_F(pgstore, RemoveDeletesTheRowAndItsKeyAndMissingIsSuccess) {
   EXPECT_TRUE(store_.remove_host(r.host.id));
   const auto again = store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0);
   ASSERT_TRUE(again.has_value());
-  EXPECT_TRUE(again->created);
+  EXPECT_TRUE(again.value().created);
 }
 
 TEST_F(pgstore, ClaimExpiredTakesDueHostsOnlyAndMovesThemToDeleting) {
@@ -469,15 +470,15 @@ TEST_F(pgstore, ClaimExpiredTakesDueHostsOnlyAndMovesThemToDeleting) {
   const auto claimed = store_.claim_expired(t0, t0 - 1h, 100);
   ASSERT_TRUE(claimed.has_value());
   std::set<std::string> ids;
-  for (const auto& h : *claimed) {
+  for (const auto& h : claimed.value()) {
     ids.insert(h.host.id);
     EXPECT_EQ(h.host.status, host_status::deleting);
     EXPECT_EQ(h.host.updated_at, t0);
   }
   EXPECT_EQ(ids, (std::set<std::string>{expired.host.id, booting.host.id, old_error.host.id}));
-  EXPECT_EQ(store_.get_host(future.host.id)->host.status, host_status::active);
-  EXPECT_EQ(store_.get_host(new_error.host.id)->host.status, host_status::error);
-  EXPECT_TRUE(store_.claim_expired(t0, t0 - 1h, 100)->empty());
+  EXPECT_EQ(store_.get_host(future.host.id).value().host.status, host_status::active);
+  EXPECT_EQ(store_.get_host(new_error.host.id).value().host.status, host_status::error);
+  EXPECT_TRUE(store_.claim_expired(t0, t0 - 1h, 100).value().empty());
 }
 
 TEST_F(pgstore, ARenewCommittedBeforeTheClaimWins) {
@@ -485,8 +486,8 @@ TEST_F(pgstore, ARenewCommittedBeforeTheClaimWins) {
   h.host.expires_at = t0 - 1s;
   insert(h);
   ASSERT_TRUE(store_.renew(h.host.id, t0 + 1h, t0));
-  EXPECT_TRUE(store_.claim_expired(t0, t0 - 1h, 10)->empty());
-  EXPECT_EQ(store_.get_host(h.host.id)->host.status, host_status::active);
+  EXPECT_TRUE(store_.claim_expired(t0, t0 - 1h, 10).value().empty());
+  EXPECT_EQ(store_.get_host(h.host.id).value().host.status, host_status::active);
 }
 
 TEST_F(pgstore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
@@ -512,11 +513,11 @@ TEST_F(pgstore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
           ++failures;
           return;
         }
-        if (batch->empty()) {
+        if (batch.value().empty()) {
           return;
         }
         std::lock_guard lock(m);
-        for (const auto& h : *batch) {
+        for (const auto& h : batch.value()) {
           claimed.push_back(h.host.id);
         }
       }
@@ -529,7 +530,7 @@ TEST_F(pgstore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
   EXPECT_EQ(claimed.size(), static_cast<std::size_t>(hosts));
   EXPECT_EQ(std::set<std::string>(claimed.begin(), claimed.end()).size(),
             static_cast<std::size_t>(hosts));
-  EXPECT_EQ(store_.count_by_status()->at(host_status::deleting), hosts);
+  EXPECT_EQ(store_.count_by_status().value().at(host_status::deleting), hosts);
 }
 
 TEST_F(pgstore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
@@ -553,7 +554,7 @@ TEST_F(pgstore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
   const auto orphans = store_.orphaned_provisioning(t0 - 1min);
   ASSERT_TRUE(orphans.has_value());
   std::set<std::string> ids;
-  for (const auto& h : *orphans) {
+  for (const auto& h : orphans.value()) {
     ids.insert(h.host.id);
   }
   EXPECT_EQ(ids, (std::set<std::string>{owned_stale.host.id, unowned.host.id}));
@@ -565,10 +566,10 @@ TEST_F(pgstore, CountByStatusReportsEveryStatus) {
   insert(make_host(t0, host_status::error));
   const auto counts = store_.count_by_status();
   ASSERT_TRUE(counts.has_value());
-  EXPECT_EQ(counts->size(), 7u);
-  EXPECT_EQ(counts->at(host_status::active), 2);
-  EXPECT_EQ(counts->at(host_status::error), 1);
-  EXPECT_EQ(counts->at(host_status::provisioning), 0);
+  EXPECT_EQ(counts.value().size(), 7u);
+  EXPECT_EQ(counts.value().at(host_status::active), 2);
+  EXPECT_EQ(counts.value().at(host_status::error), 1);
+  EXPECT_EQ(counts.value().at(host_status::provisioning), 0);
 }
 
 TEST_F(pgstore, AllHostIdsListsEveryRow) {
@@ -576,7 +577,7 @@ TEST_F(pgstore, AllHostIdsListsEveryRow) {
   const auto b = insert(make_host(t0 + 1ms, host_status::active));
   const auto ids = store_.all_host_ids();
   ASSERT_TRUE(ids.has_value());
-  EXPECT_EQ(*ids, (std::vector<std::string>{a.host.id, b.host.id}));
+  EXPECT_EQ(ids.value(), (std::vector<std::string>{a.host.id, b.host.id}));
 }
 
 TEST_F(pgstore, PingSucceedsAgainstALiveDatabase) {

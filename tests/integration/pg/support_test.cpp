@@ -62,20 +62,20 @@ TEST(ConnectionPool, AReturnedConnectionIsReusedAndABrokenOneReplaced) {
   {
     auto l = pool.acquire();
     ASSERT_TRUE(l.has_value());
-    EXPECT_TRUE(l->fresh());
-    backend = l->conn().backendpid();
+    EXPECT_TRUE(l.value().fresh());
+    backend = l.value().conn().backendpid();
   }
   {
     auto l = pool.acquire();
     ASSERT_TRUE(l.has_value());
-    EXPECT_FALSE(l->fresh());
-    EXPECT_EQ(l->conn().backendpid(), backend);
-    l->mark_broken();
+    EXPECT_FALSE(l.value().fresh());
+    EXPECT_EQ(l.value().conn().backendpid(), backend);
+    l.value().mark_broken();
   }
   auto l = pool.acquire();
   ASSERT_TRUE(l.has_value());
-  EXPECT_TRUE(l->fresh());
-  EXPECT_NE(l->conn().backendpid(), backend);
+  EXPECT_TRUE(l.value().fresh());
+  EXPECT_NE(l.value().conn().backendpid(), backend);
 }
 
 TEST(ConnectionPool, ConnectTimeoutIsAddedUnlessTheUrlNamesOne) {
