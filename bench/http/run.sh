@@ -5,7 +5,7 @@
 #
 # In one run on this machine: a throw-away PostgreSQL cluster, `litterboxd serve
 # --hypervisor=fake`, one host created, then wrk against GET /hosts/{id} and POST /hosts,
-# then pgbench -S on the same cluster. Prints a table (Markdown) with req/s, p99 latency and
+# then pgbench -S on the same cluster (wrk counts a request as an error after 10 s). Prints a table (Markdown) with req/s, p99 latency and
 # the GET/pgbench ratio. Targets: GET >= 0.5x pgbench -S TPS, GET p99 < 10 ms.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
@@ -68,6 +68,8 @@ SERVICE_TOKENS="$(lb_random_hex 16)"
 export LITTERBOX_STATE_DIR="$work/state"
 # Per-request info logs would measure the terminal, not the server.
 export LITTERBOX_LOG_LEVEL="${LITTERBOX_LOG_LEVEL:-warn}"
+# Every POST keeps a host (and its SSH port) for the whole run: leave room for all of them.
+export LITTERBOX_SSH_PORTS="${LITTERBOX_SSH_PORTS:-10000-65000}"
 mkdir -p "$LITTERBOX_STATE_DIR"
 "$bin" migrate >"$work/migrate.log" 2>&1 || {
   cat "$work/migrate.log" >&2
@@ -104,11 +106,12 @@ wrk_errors() {
     for (i = 4; i <= NF; i += 2) n += $(i) } END { print n + 0 }' "$1" | tr -d ','
 }
 
+load_before="$(cut -d' ' -f1 /proc/loadavg)"
 lb_log "wrk GET /hosts/{id}: ${duration}s, $connections connections"
-wrk -t2 -c"$connections" -d"${duration}s" --latency -H "$auth" "$url/hosts/$id" \
+wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency -H "$auth" "$url/hosts/$id" \
   >"$work/get.txt"
 lb_log "wrk POST /hosts: ${duration}s, $connections connections"
-BENCH_TOKEN="$SERVICE_TOKENS" wrk -t2 -c"$connections" -d"${duration}s" --latency \
+BENCH_TOKEN="$SERVICE_TOKENS" wrk -t2 -c"$connections" -d"${duration}s" --timeout 10s --latency \
   -s "$LB_ROOT/bench/http/post_hosts.lua" "$url/hosts" >"$work/post.txt"
 
 # The server is idle from here on but stays up: pgbench gets the same machine state.
@@ -133,7 +136,7 @@ verdict_p99="$(awk -v p="$get_p99" 'BEGIN { print (p + 0 < 10) ? "met" : "MISSED
 
 cat <<TABLE
 
-litterbox HTTP benchmark — $(nproc) cores, ${duration}s each, $connections connections, wrk -t2 / pgbench -j2
+litterbox HTTP benchmark — $(nproc) cores, load average before $load_before, ${duration}s each, $connections connections, wrk -t2 / pgbench -j2
 | benchmark | req/s | p99 latency | errors |
 |---|---:|---:|---:|
 | GET /hosts/{id} | $get_rps | $get_p99 ms | $(wrk_errors "$work/get.txt") |
@@ -141,4 +144,11 @@ litterbox HTTP benchmark — $(nproc) cores, ${duration}s each, $connections con
 | pgbench -S (same cluster) | $pg_tps | $pg_p99 ms | — |
 
 GET/pgbench TPS ratio: $ratio (target >= 0.5: $verdict_ratio); GET p99 $get_p99 ms (target < 10 ms: $verdict_p99)
+POST /hosts responses by status: $(sed -n 's/^Statuses: //p' "$work/post.txt")
+load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
 TABLE
+if [[ -n "${BENCH_KEEP:-}" ]]; then
+  mkdir -p "$BENCH_KEEP"
+  cp "$work"/get.txt "$work"/post.txt "$work"/pgbench-out.txt "$work"/server.log "$BENCH_KEEP"/
+  lb_log "raw outputs kept in $BENCH_KEEP"
+fi

@@ -57,18 +57,20 @@ lb_build_dir() { echo "${LB_BUILD_DIR:-$LB_ROOT/build/release}"; }
 # lb_build BUILD_DIR BUILD_TYPE [TARGET...]: configures BUILD_DIR once (Ninja, ccache through
 # cmake/Ccache.cmake) and builds with -j2; without targets everything is built. Reconfiguring
 # is left to Ninja, which re-runs CMake when a CMakeLists.txt changed, so a no-op rebuild
-# costs well under a second.
+# costs well under a second. LB_WERROR=ON|OFF (default ON) sets LB_WARNINGS_AS_ERRORS; a tree
+# configured the other way is reconfigured once.
 lb_build() {
   local dir="$1" type="$2"
   shift 2
-  local jobs="${LB_JOBS:-2}"
-  if [[ ! -f "$dir/build.ninja" ]]; then
-    lb_log "configuring $dir ($type)"
+  local jobs="${LB_JOBS:-2}" werror="${LB_WERROR:-ON}"
+  if [[ ! -f "$dir/build.ninja" ]] ||
+    ! grep -qx "LB_WARNINGS_AS_ERRORS:BOOL=$werror" "$dir/CMakeCache.txt" 2>/dev/null; then
+    lb_log "configuring $dir ($type, warnings as errors $werror)"
     # LB_BUILD_TESTS is passed explicitly: cmake/Dependencies.cmake reads it before the
     # top-level option() defines it, so a fresh tree would otherwise skip find_package(GTest).
     cmake -S "$LB_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" \
-      -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DLB_WARNINGS_AS_ERRORS=ON -DLB_BUILD_TESTS=ON >&2 ||
-      return 1
+      -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DLB_WARNINGS_AS_ERRORS="$werror" -DLB_BUILD_TESTS=ON \
+      >&2 || return 1
   fi
   local targets=()
   if (($# > 0)); then
