@@ -5,8 +5,9 @@
 #
 # In one run on this machine: a throw-away PostgreSQL cluster, `litterboxd serve
 # --hypervisor=fake`, one host created, then wrk against GET /hosts/{id} and POST /hosts,
-# then pgbench -S on the same cluster (wrk counts a request as an error after 10 s). Prints a table (Markdown) with req/s, p99 latency and
-# the GET/pgbench ratio. Targets: GET >= 0.5x pgbench -S TPS, GET p99 < 10 ms.
+# then pgbench -S on the same cluster. Prints a table (Markdown) with req/s, p99 latency and
+# the GET/pgbench ratio. Targets: GET >= 0.5x pgbench -S TPS, GET p99 < 10 ms. wrk counts a
+# request as an error after 10 s. BENCH_KEEP=DIR keeps the raw wrk/pgbench outputs there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
 
@@ -18,7 +19,7 @@ while (($#)); do
     --no-build) build=0; shift ;;
     --duration) duration="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) lb_die "unknown argument $1 (see --help)" ;;
   esac
 done
