@@ -38,6 +38,7 @@ struct config {
   std::chrono::seconds provision_timeout{600};                       ///< PROVISION_TIMEOUT
   std::chrono::seconds reap_interval{30};                            ///< LITTERBOX_REAP_INTERVAL
   std::chrono::seconds error_retention{600};                         ///< LITTERBOX_ERROR_RETENTION
+  int reap_concurrency = 8;  ///< LITTERBOX_REAP_CONCURRENCY: teardowns run at once per pass
   std::chrono::seconds heartbeat_interval{10};     ///< LITTERBOX_HEARTBEAT_INTERVAL
   std::string ssh_username = "agent";              ///< LITTERBOX_SSH_USERNAME
   int default_cpus = 1;                            ///< LITTERBOX_DEFAULT_CPUS

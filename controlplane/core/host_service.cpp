@@ -70,12 +70,13 @@ struct host_service::heartbeat_state {
 };
 
 host_service::host_service(const config& cfg, store& db, hypervisor::driver& driver,
-                           const clock& clk, std::string instance_id)
+                           const clock& clk, std::string instance_id, lifecycle_observer* observer)
     : cfg_(cfg),
       db_(db),
       driver_(driver),
       clock_(clk),
       instance_id_(std::move(instance_id)),
+      observer_(observer),
       in_flight_(std::make_unique<in_flight>()),
       workers_(std::make_unique<task_pool>(
           static_cast<std::size_t>(std::max(1, cfg.max_concurrent_provisions)))),
@@ -242,6 +243,13 @@ result<create_result> host_service::create(const schema::create_host_request& re
       return e;
     }
     return create_result{inserted->existing.host, false};
+  }
+
+  // The SSH port is leased now rather than in creating_vm so that running out of ports is
+  // the caller's 503 CAPACITY (retry later), not a host in `error` minutes later.
+  if (auto port = db_.allocate_port(id, cfg_.ssh_port_min, cfg_.ssh_port_max, now); !port) {
+    (void)db_.remove_host(id);  // takes its key with it: a retry is a fresh create
+    return port.error();
   }
 
   auto spec = std::make_shared<hypervisor::vm_spec>();
@@ -555,6 +563,9 @@ result<void> host_service::remove(std::string_view raw_id) {
 result<void> host_service::teardown(std::string_view id) {
   if (auto d = driver_.destroy(id); !d) {
     spdlog::error("host {}: teardown failed: {}", id, d.error().message);
+    if (observer_ != nullptr) {
+      observer_->teardown_failed();
+    }
     return make_error(errc::teardown_failed,
                       "teardown failed (" + std::string(hypervisor::kind_name(d.error().code)) +
                           ": " + d.error().message + "); the host is kept, retry the DELETE");

@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 #include "base/result.hpp"
 #include "controlplane/core/config.hpp"
+#include "controlplane/core/observer.hpp"
 #include "controlplane/core/store.hpp"
 #include "hypervisor/driver.hpp"
 #include "schema/host.hpp"
@@ -55,8 +56,9 @@ struct doctor_report {
 /// service's own worker threads.
 class host_service {
  public:
+  /// `observer` (optional, must outlive the service) hears of teardown failures.
   host_service(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk,
-               std::string instance_id);
+               std::string instance_id, lifecycle_observer* observer = nullptr);
   ~host_service();
   host_service(const host_service&) = delete;
   host_service& operator=(const host_service&) = delete;
@@ -133,6 +135,7 @@ class host_service {
   hypervisor::driver& driver_;
   const clock& clock_;
   std::string instance_id_;
+  lifecycle_observer* observer_;
   std::unique_ptr<in_flight> in_flight_;
   hypervisor::ssh_key_pair probe_key_;
   std::unique_ptr<task_pool> workers_;

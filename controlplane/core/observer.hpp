@@ -11,7 +11,8 @@ class lifecycle_observer {
   virtual ~lifecycle_observer() = default;
   /// A host was torn down and removed by the reaper.
   virtual void host_reaped() = 0;
-  /// A teardown (reaper or DELETE) failed; the row is kept in `deleting`.
+  /// A teardown (reaper or DELETE) failed; the row is kept in `deleting`. Reported by
+  /// host_service, which every teardown goes through.
   virtual void teardown_failed() = 0;
   /// `count` hosts' orphaned resources were removed by a sweep.
   virtual void orphans_removed(int count) = 0;

@@ -252,6 +252,10 @@ void add_config_options(CLI::App& cmd, options& o) {
   cmd.add_option("--instance-types", o.instance_types,
                  "Named sizes: name=cpus:memory_mib[:disk_gb],…")
       ->envname("LITTERBOX_INSTANCE_TYPES");
+  cmd.add_option("--reap-concurrency", c.reap_concurrency, "Teardowns a reaper pass runs at once")
+      ->envname("LITTERBOX_REAP_CONCURRENCY")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--max-provisioning", c.max_concurrent_provisions,
                  "Creates provisioned at once by this process")
       ->envname("LITTERBOX_MAX_PROVISIONING")
@@ -399,7 +403,7 @@ int serve(options& o) {
   controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size));
   auto driver = make_driver(o);
   const auto instance_id = new_uuid_v7(clock.now());
-  controlplane::host_service hosts(o.cfg, db, *driver, clock, instance_id);
+  controlplane::host_service hosts(o.cfg, db, *driver, clock, instance_id, &stats);
   controlplane::reaper reaper(o.cfg, db, hosts, clock, stats);
   controlplane::http::http_server server(o.cfg, hosts, stats);
   server.start();
@@ -423,7 +427,7 @@ int reap_once(options& o) {
   controlplane::null_observer observer;
   controlplane::pg_store db(o.cfg.database_url, 2);
   auto driver = make_driver(o);
-  controlplane::host_service hosts(o.cfg, db, *driver, clock, new_uuid_v7(clock.now()));
+  controlplane::host_service hosts(o.cfg, db, *driver, clock, new_uuid_v7(clock.now()), &observer);
   controlplane::reaper reaper(o.cfg, db, hosts, clock, observer);
   const auto report = reaper.run_once();
   hosts.shutdown();

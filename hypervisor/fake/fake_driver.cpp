@@ -141,7 +141,12 @@ result<std::vector<std::string>> fake_driver::list_owned() {
 }
 
 std::vector<check_result> fake_driver::doctor() {
-  return {check_result{"hypervisor", true, "fake hypervisor: no VMs are booted", "", 0.0}};
+  // The same checks the libvirt driver runs, answered by the fake so /doctor keeps one shape.
+  return {
+      check_result{"hypervisor", true, "fake hypervisor: VMs are simulated in memory", "", 0.0},
+      check_result{"image_store", true, "fake hypervisor: images are not pulled", "", 0.0},
+      check_result{"guest_kernel", true, "fake hypervisor: no guest kernel is booted", "", 0.0},
+  };
 }
 
 void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {

@@ -159,16 +159,20 @@ TEST_F(HostServiceTest, VmThatNeverBootsTimesOutAndIsReleased) {
   EXPECT_EQ(store_.port_count(), 0U);
 }
 
-TEST_F(HostServiceTest, NoFreePortFailsTheCreateWithNoCapacity) {
+TEST_F(HostServiceTest, NoFreePortIsACapacityErrorThatKeepsNothing) {
   cfg_.ssh_port_max = cfg_.ssh_port_min;  // one port
   auto a = create("{}");
   ASSERT_TRUE(a);
   ASSERT_EQ(settled(a->host.id).status, host_status::active);
-  auto b = create("{}");
-  ASSERT_TRUE(b);
-  const auto h = settled(b->host.id);
-  EXPECT_EQ(h.status, host_status::error);
-  EXPECT_EQ(h.last_error.rfind("NoCapacity: ", 0), 0U) << h.last_error;
+  auto b = create("{}", "retry-me");
+  ASSERT_FALSE(b);
+  EXPECT_EQ(b.error().code, errc::capacity);
+  EXPECT_EQ(service().list({})->hosts.size(), 1U);
+  EXPECT_EQ(store_.key_count(), 0U);  // the key is free for the retry
+  ASSERT_TRUE(service().remove(a->host.id));
+  auto retried = create("{}", "retry-me");
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(settled(retried->host.id).status, host_status::active);
 }
 
 TEST_F(HostServiceTest, DeleteWhileProvisioningIsRefusedWithHostState) {
