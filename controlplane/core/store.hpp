@@ -102,8 +102,9 @@ class store {
   virtual result<std::map<schema::host_status, std::int64_t>> count_by_status() = 0;
 
   /// Claims up to `limit` hosts that are due for reaping at `now` — active/bootstrapping
-  /// hosts whose expires_at has passed, error hosts older than `error_cutoff` — with
-  /// `FOR UPDATE SKIP LOCKED`, re-checking under the lock, and moves them to `deleting`.
+  /// hosts whose expires_at has passed; error hosts, and deleting hosts whose teardown failed
+  /// or whose process died, untouched since `error_cutoff` — with `FOR UPDATE SKIP LOCKED`,
+  /// re-checking under the lock, and moves them to `deleting` (stamping updated_at).
   /// Concurrent callers never claim the same host.
   virtual result<std::vector<host_record>> claim_expired(timestamp now, timestamp error_cutoff,
                                                          std::size_t limit) = 0;

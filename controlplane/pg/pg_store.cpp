@@ -86,11 +86,12 @@ std::vector<std::pair<std::string, std::string>> statements() {
       // committed first wins. SKIP LOCKED keeps concurrent reapers from waiting on each other.
       {"claim_expired",
        "WITH due AS (SELECT id FROM hosts WHERE (status IN ('active', 'bootstrapping') "
-       "AND expires_at <= $1::timestamptz) OR (status = 'error' AND updated_at <= "
-       "$2::timestamptz) ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) "
+       "AND expires_at <= $1::timestamptz) OR (status IN ('error', 'deleting') "
+       "AND updated_at <= $2::timestamptz) ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) "
        "UPDATE hosts h SET status = 'deleting', updated_at = $1::timestamptz FROM due "
        "WHERE h.id = due.id AND ((h.status IN ('active', 'bootstrapping') AND h.expires_at <= "
-       "$1::timestamptz) OR (h.status = 'error' AND h.updated_at <= $2::timestamptz)) "
+       "$1::timestamptz) OR (h.status IN ('error', 'deleting') AND h.updated_at <= "
+       "$2::timestamptz)) "
        "RETURNING " +
            c},
       {"heartbeat",

@@ -3,6 +3,7 @@
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/pg/pg_store.hpp"
+#include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "tests/support/pg_database.hpp"
 
@@ -146,6 +147,30 @@ TEST(ReaperRace, RetainedErrorHostsAreReapedOnlyAfterTheRetention) {
   EXPECT_EQ(r.run_once().reaped, 0);
   clock.advance(std::chrono::minutes(2));
   EXPECT_EQ(r.run_once().reaped_ids, std::vector<std::string>{id});
+}
+
+TEST(ReaperRace, ADeleteWhoseTeardownFailedIsRetriedByTheReaperAfterTheRetention) {
+  test::test_database db;
+  pg_store store(db.url(), 4);
+  hypervisor::fake_driver driver;
+  config cfg;
+  cfg.error_retention = std::chrono::minutes(10);
+  manual_clock clock(timestamp(std::chrono::seconds(1'800'000'000)));
+  host_service service(cfg, store, driver, clock, new_uuid_v7(clock.now()));
+  null_observer observer;
+  reaper r(cfg, store, service, clock, observer);
+
+  const auto id = insert_active(store, driver, clock.now(), clock.now() + std::chrono::hours(9));
+  driver.set_failure(hypervisor::fake_phase::destroy,
+                     make_error(hypervisor::errc::teardown_failed, "disk busy"));
+  auto del = service.remove(id);
+  ASSERT_FALSE(del);
+  EXPECT_EQ(del.error().code, errc::teardown_failed);
+  driver.set_failure(hypervisor::fake_phase::destroy, std::nullopt);
+  EXPECT_EQ(r.run_once().reaped, 0);  // a DELETE retry may still be on its way
+  clock.advance(std::chrono::minutes(11));
+  EXPECT_EQ(r.run_once().reaped_ids, std::vector<std::string>{id});
+  EXPECT_TRUE(driver.live_vms().empty());
 }
 
 }  // namespace

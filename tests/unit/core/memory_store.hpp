@@ -173,7 +173,8 @@ class memory_store final : public store {
       const bool due =
           ((s == schema::host_status::active || s == schema::host_status::bootstrapping) &&
            r.host.expires_at && *r.host.expires_at <= now) ||
-          (s == schema::host_status::error && r.host.updated_at <= error_cutoff);
+          ((s == schema::host_status::error || s == schema::host_status::deleting) &&
+           r.host.updated_at <= error_cutoff);
       if (due) {
         r.host.status = schema::host_status::deleting;
         r.host.updated_at = now;
