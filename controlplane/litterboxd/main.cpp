@@ -9,7 +9,10 @@
 #include "controlplane/http/server.hpp"
 #include "controlplane/pg/migrate.hpp"
 #include "controlplane/pg/pg_store.hpp"
+#include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
+#include "hypervisor/image/image_store.hpp"
+#include "hypervisor/libvirt/libvirt_driver.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -40,9 +43,7 @@ class startup_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Whether this build links a libvirt driver. Until it does, `--hypervisor=libvirt` fails
-/// with a clear message and the default is the fake.
-constexpr bool k_have_libvirt = false;
+void resolve_guest_kernel(config& c);
 
 /// Flag values as the command line and environment give them, before they become a config.
 struct options {
@@ -65,6 +66,10 @@ struct options {
   std::int64_t fake_boot_delay_ms = 0;
   std::int64_t fake_destroy_delay_ms = 0;
   std::string fake_state_dir;
+  std::string insecure_registries = "127.0.0.1:5000";
+  std::string registry_auth_file;
+  std::int64_t image_cache_gb = 20;
+  bool guest_internet = true;
 };
 
 std::vector<std::string> split(std::string_view text, char sep) {
@@ -186,8 +191,26 @@ void add_config_options(CLI::App& cmd, options& o) {
   cmd.add_option("--default-image", c.default_image, "Image used when a create names none")
       ->envname("LITTERBOX_DEFAULT_IMAGE")
       ->capture_default_str();
-  cmd.add_option("--kernel", c.kernel, "Guest kernel")->envname("LITTERBOX_KERNEL");
-  cmd.add_option("--initrd", c.initrd, "Guest initrd")->envname("LITTERBOX_INITRD");
+  cmd.add_option("--kernel", c.kernel, "Guest kernel (default: the newest /boot/vmlinuz-*)")
+      ->envname("LITTERBOX_KERNEL");
+  cmd.add_option("--initrd", c.initrd, "Guest initrd (default: the kernel's /boot/initrd.img-*)")
+      ->envname("LITTERBOX_INITRD");
+  cmd.add_option("--insecure-registries", o.insecure_registries,
+                 "Comma-separated host:port registries reached over plain HTTP")
+      ->envname("LITTERBOX_INSECURE_REGISTRIES")
+      ->capture_default_str();
+  cmd.add_option("--registry-auth-file", o.registry_auth_file,
+                 "containers-auth.json with registry credentials")
+      ->envname("LITTERBOX_REGISTRY_AUTH_FILE");
+  cmd.add_option("--image-cache-gb", o.image_cache_gb,
+                 "Unused base images are collected above this size")
+      ->envname("LITTERBOX_IMAGE_CACHE_GB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--guest-internet", o.guest_internet,
+                 "Let guests open outbound connections (never to this host's services)")
+      ->envname("LITTERBOX_GUEST_INTERNET")
+      ->capture_default_str();
   cmd.add_option("--lease-default-ttl", o.lease_default_ttl, "Default lease in seconds")
       ->envname("LEASE_DEFAULT_TTL")
       ->check(CLI::PositiveNumber)
@@ -320,16 +343,15 @@ void finish_config(options& o, bool needs_tokens) {
   if (c.database_url.empty()) {
     throw startup_error("DATABASE_URL is required");
   }
-  if (c.hypervisor == "libvirt" && !k_have_libvirt) {
-    throw startup_error(
-        "--hypervisor=libvirt: this litterboxd is built without the libvirt driver; use "
-        "--hypervisor=fake");
-  }
   const auto [lo, hi] = parse_port_range(o.ssh_ports);
   c.ssh_port_min = lo;
   c.ssh_port_max = hi;
   c.instance_types = parse_instance_types(o.instance_types);
-  c.state_dir = o.state_dir;
+  c.state_dir = o.state_dir.empty() ? std::filesystem::path("/var/lib/litterbox")
+                                    : std::filesystem::path(o.state_dir);
+  if (c.hypervisor == "libvirt") {
+    resolve_guest_kernel(c);
+  }
   c.lease_default_ttl = std::chrono::seconds(o.lease_default_ttl);
   c.idempotency_key_ttl = std::chrono::hours(o.idempotency_key_ttl_hours);
   c.provision_timeout = std::chrono::seconds(o.provision_timeout);
@@ -347,8 +369,84 @@ void setup_logs(const options& o) {
   setup_logging(o.cfg.log_level, o.cfg.log_json ? log_format::json : log_format::text);
 }
 
-/// The hypervisor named by cfg.hypervisor (only the fake is built in for now).
-std::unique_ptr<hypervisor::driver> make_driver(const options& o) {
+/// Newest-first guest kernel from /boot when none is configured, and the initrd made for it.
+void resolve_guest_kernel(config& c) {
+  namespace fs = std::filesystem;
+  if (c.kernel.empty()) {
+    fs::path best;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/boot", ec)) {
+      const auto name = e.path().filename().string();
+      if (name.rfind("vmlinuz-", 0) == 0 && (best.empty() || e.path() > best)) {
+        best = e.path();
+      }
+    }
+    if (best.empty()) {
+      throw startup_error(
+          "no guest kernel: set LITTERBOX_KERNEL or install linux-image-amd64 (/boot/vmlinuz-*)");
+    }
+    c.kernel = best.string();
+  }
+  if (c.initrd.empty()) {
+    const auto name = fs::path(c.kernel).filename().string();
+    c.initrd = (fs::path(c.kernel).parent_path() /
+                ("initrd.img-" + name.substr(std::string_view("vmlinuz-").size())))
+                   .string();
+  }
+}
+
+/// Base disks for the libvirt driver, from the image pipeline.
+class image_store_bases final : public hypervisor::base_images {
+ public:
+  explicit image_store_bases(hypervisor::image::image_store& store) : store_(store) {}
+  result<std::string> prepare(std::string_view image) override {
+    auto base = store_.ensure_base(image);
+    if (!base) {
+      return base.error();
+    }
+    return base->digest;
+  }
+  result<std::filesystem::path> base_disk(std::string_view digest) override {
+    auto base = store_.cached(digest);
+    if (!base) {
+      return make_error(hypervisor::errc::not_found,
+                        "no cached base image for " + std::string(digest));
+    }
+    return base->path;
+  }
+
+ private:
+  hypervisor::image::image_store& store_;
+};
+
+/// The hypervisor named by cfg.hypervisor with everything it needs to outlive it.
+struct hypervisor_stack {
+  std::unique_ptr<hypervisor::image::image_store> images;
+  std::unique_ptr<hypervisor::base_images> bases;
+  std::unique_ptr<hypervisor::driver> driver;
+};
+
+hypervisor_stack make_hypervisor(const options& o) {
+  hypervisor_stack stack;
+  if (o.cfg.hypervisor == "libvirt") {
+    hypervisor::image::store_config ic;
+    ic.state_dir = o.cfg.state_dir;
+    ic.insecure_registries = split(o.insecure_registries, ',');
+    ic.auth_file = o.registry_auth_file;
+    ic.kernel_modules_dir = hypervisor::image::modules_dir_for_kernel(o.cfg.kernel);
+    ic.size_budget_bytes = static_cast<std::uint64_t>(o.image_cache_gb) << 30U;
+    stack.images = std::make_unique<hypervisor::image::image_store>(std::move(ic));
+    stack.bases = std::make_unique<image_store_bases>(*stack.images);
+    hypervisor::libvirt_config lv;
+    lv.uri = o.cfg.libvirt_uri;
+    lv.accel = o.cfg.accel;
+    lv.state_dir = o.cfg.state_dir;
+    lv.kernel = o.cfg.kernel;
+    lv.initrd = o.cfg.initrd;
+    lv.guest_internet = o.guest_internet;
+    stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
+    return stack;
+  }
   hypervisor::fake_options f;
   f.pull_delay = std::chrono::milliseconds(o.fake_pull_delay_ms);
   f.create_delay = std::chrono::milliseconds(o.fake_create_delay_ms);
@@ -367,7 +465,8 @@ std::unique_ptr<hypervisor::driver> make_driver(const options& o) {
                           ec.message());
     }
   }
-  return std::make_unique<hypervisor::fake_driver>(std::move(f));
+  stack.driver = std::make_unique<hypervisor::fake_driver>(std::move(f));
+  return stack;
 }
 
 void run_migrations(const config& c) {
@@ -401,9 +500,9 @@ int serve(options& o) {
   const system_clock clock;
   controlplane::http::prometheus_metrics stats;
   controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size));
-  auto driver = make_driver(o);
+  auto hv = make_hypervisor(o);
   const auto instance_id = new_uuid_v7(clock.now());
-  controlplane::host_service hosts(o.cfg, db, *driver, clock, instance_id, &stats);
+  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
   controlplane::reaper reaper(o.cfg, db, hosts, clock, stats);
   controlplane::http::http_server server(o.cfg, hosts, stats);
   server.start();
@@ -413,7 +512,7 @@ int serve(options& o) {
   server.stop_on_signals();
   reaper.start_loop();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
-               driver->provider());
+               hv.driver->provider());
   server.run();
   spdlog::info("stopping: finishing in-flight work");
   reaper.stop();
@@ -426,8 +525,9 @@ int reap_once(options& o) {
   const system_clock clock;
   controlplane::null_observer observer;
   controlplane::pg_store db(o.cfg.database_url, 2);
-  auto driver = make_driver(o);
-  controlplane::host_service hosts(o.cfg, db, *driver, clock, new_uuid_v7(clock.now()), &observer);
+  auto hv = make_hypervisor(o);
+  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, new_uuid_v7(clock.now()),
+                                   &observer);
   controlplane::reaper reaper(o.cfg, db, hosts, clock, observer);
   const auto report = reaper.run_once();
   hosts.shutdown();
@@ -438,9 +538,6 @@ int run(int argc, char** argv) {
   CLI::App app{"litterbox control plane: disposable Linux VMs over SSH"};
   app.require_subcommand(1);
   options o;
-  if (!k_have_libvirt) {
-    o.cfg.hypervisor = "fake";
-  }
   o.cfg.default_image = "127.0.0.1:5000/litterbox/debian:12";
 
   auto* serve_cmd = app.add_subcommand("serve", "Serve the HTTP API");
