@@ -89,9 +89,13 @@ litterboxd_process::litterboxd_process(litterboxd_options options) {
   log_path_ = dir_ / "litterboxd.log";
   const auto port_file = dir_ / "port";
 
-  std::vector<std::string> args{
-      options.binary.string(), "serve",       "--hypervisor=fake", "--listen",
-      "127.0.0.1:0",           "--port-file", port_file.string()};
+  std::vector<std::string> args{options.binary.string(),
+                                "serve",
+                                "--hypervisor=" + options.hypervisor,
+                                "--listen",
+                                "127.0.0.1:0",
+                                "--port-file",
+                                port_file.string()};
   args.insert(args.end(), options.args.begin(), options.args.end());
   std::string tokens;
   for (const auto& t : options.service_tokens) {

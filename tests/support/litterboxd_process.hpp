@@ -17,7 +17,10 @@ struct litterboxd_options {
   std::filesystem::path binary;
   std::string database_url;
   std::vector<std::string> service_tokens;
-  /// Flags appended after `serve --hypervisor=fake --listen 127.0.0.1:0 --port-file <path>`.
+  /// The `--hypervisor` backend: `fake` for contract tests, `libvirt` for real guests.
+  std::string hypervisor = "fake";
+  /// Flags appended after `serve --hypervisor=<hypervisor> --listen 127.0.0.1:0 --port-file
+  /// <path>`.
   std::vector<std::string> args;
   /// Extra environment (the child gets only PATH, DATABASE_URL, SERVICE_TOKENS and these).
   std::vector<std::pair<std::string, std::string>> env;
