@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the scripts in scripts/: logging, paths, the state dir, building.
 # Sourced, never run. Callers set `set -euo pipefail` themselves.
 

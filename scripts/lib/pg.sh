@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # An embedded PostgreSQL 15 cluster owned by litterbox. Sourced after common.sh.
 #
 # Layout under PG_DIR (default "$LITTERBOX_STATE_DIR/pg"):
