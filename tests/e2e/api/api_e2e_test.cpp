@@ -33,13 +33,14 @@ const std::map<std::string, std::string>& hostile_env() {
 
 /// One line per probe, "<label> OPEN" or "<label> CLOSED", from inside the guest. A probe is a
 /// TCP connect through bash's /dev/tcp bounded by `timeout`, so a dropped SYN reads as closed.
+/// The probes run at once, so dropped ones cost one timeout in all.
 std::string probe_script(const std::vector<std::pair<std::string, std::string>>& targets) {
   std::string script;
   for (const auto& [label, address] : targets) {
-    script += "if timeout 10 bash -c 'exec 3<>/dev/tcp/" + address + "' 2>/dev/null; then echo '" +
-              label + " OPEN'; else echo '" + label + " CLOSED'; fi; ";
+    script += "(if timeout 10 bash -c 'exec 3<>/dev/tcp/" + address + "' 2>/dev/null; then echo '" +
+              label + " OPEN'; else echo '" + label + " CLOSED'; fi) & ";
   }
-  return script;
+  return script + "wait";
 }
 
 TEST(RealGuests, TwoConcurrentCreatesAreActiveReachableOnlyWithPinnedKeysIsolatedAndFullyDeleted) {
