@@ -23,6 +23,7 @@
 namespace litterbox::e2e_test {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -347,6 +348,11 @@ e2e_service::e2e_service(std::vector<std::string> extra_args) : settings_(load_s
   fs::create_directories(settings_.state_dir);
   ssh_ports_ = free_port_range(16);
   db_ = std::make_unique<test::test_database>(settings_.database_url);
+  const auto help = run_process({LB_LITTERBOXD_PATH, "serve", "--help"}, {k_path}, 30s);
+  owner_configurable_ = help.out.find("LITTERBOX_OWNER") != std::string::npos;
+  if (owner_configurable_) {
+    owner_ = "litterbox-e2e-" + db_->name();
+  }
   test::litterboxd_options o;
   o.binary = LB_LITTERBOXD_PATH;
   o.database_url = db_->url();
@@ -401,6 +407,9 @@ std::vector<std::string> e2e_service::environment() const {
                                "LIBVIRT_URI=" + libvirt_uri(),
                                "PROVISION_TIMEOUT=1100",
                                "LITTERBOX_LOG_LEVEL=info"};
+  if (owner_configurable_) {
+    env.push_back("LITTERBOX_OWNER=" + owner_);
+  }
   if (!settings_.kernel.empty()) {
     env.push_back("LITTERBOX_KERNEL=" + settings_.kernel);
   }

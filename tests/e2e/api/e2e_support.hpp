@@ -142,6 +142,10 @@ class e2e_service {
   std::vector<std::string> environment() const;
   /// Runs `litterboxd reap` once with this service's configuration; bounded by `timeout`.
   process_result reap(std::chrono::seconds timeout = std::chrono::seconds(300)) const;
+  /// The owner tag this service writes into its domains' metadata and sweeps by: one of its
+  /// own when litterboxd takes LITTERBOX_OWNER (so its sweeps never meet another run's
+  /// domains on a shared libvirtd), else litterboxd's fixed default `litterbox`.
+  const std::string& owner() const { return owner_; }
   /// Per-host files of `host_id` (<state>/vms/<id>).
   std::filesystem::path host_dir(const std::string& host_id) const;
 
@@ -153,6 +157,8 @@ class e2e_service {
  private:
   e2e_settings settings_;
   std::string ssh_ports_;
+  std::string owner_ = "litterbox";
+  bool owner_configurable_ = false;
   std::unique_ptr<test::test_database> db_;
   std::unique_ptr<test::litterboxd_process> server_;
   std::unique_ptr<test::http_client> http_;

@@ -20,9 +20,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-/// The owner tag litterboxd writes into its domains' metadata (libvirt_config's default).
-constexpr const char* k_owner = "litterbox";
-
 /// A domain that never runs: no kernel, a tiny qcow2 disk. `metadata` goes into <metadata>
 /// verbatim ("" for none).
 std::string idle_domain_xml(const std::string& name, const fs::path& disk,
@@ -53,6 +50,12 @@ std::string define_domain(const fs::path& xml_file, const std::string& xml, cons
   write_private_file(xml_file, xml);
   const auto r = virsh({"define", xml_file.string()});
   return r.exit_code == 0 ? "" : "virsh define: " + r.out + r.err;
+}
+
+/// Our metadata element naming `host_id` and owner tag `owner`.
+std::string metadata(const std::string& host_id, const std::string& owner) {
+  return "<lb:litterbox xmlns:lb='" + std::string(hypervisor::k_metadata_ns) + "'><lb:host-id>" +
+         host_id + "</lb:host-id><lb:owner>" + owner + "</lb:owner></lb:litterbox>";
 }
 
 /// Removes the test's own domains however the test ends.
@@ -98,25 +101,33 @@ TEST(RealLifecycle, ExpiredHostAndTaggedOrphanGoAfterOneReapRunWhileAnUntaggedDo
   ASSERT_TRUE(expires_at.has_value()) << renewed;
 
   // A domain that carries our metadata (namespace and owner tag) but has no row, with a
-  // per-host directory like a create leaves behind; and a stranger's domain without it.
+  // per-host directory like a create leaves behind. Beside it, a stranger's domain without
+  // metadata and one in our namespace under another owner tag: neither is ours to touch.
   const auto orphan_id = new_uuid_v7(clock.now());
-  const auto orphan_name = "sb-" + orphan_id.substr(24);
-  const auto stranger_name = "lb-e2e-stranger-" + orphan_id.substr(24);
-  domain_cleanup cleanup{{orphan_name, stranger_name}};
+  const auto suffix = orphan_id.substr(24);
+  const auto orphan_name = "sb-" + suffix;
+  const auto stranger_name = "lb-e2e-stranger-" + suffix;
+  const auto other_owner_id = new_uuid_v7(clock.now());
+  const auto other_owner_name = "sb-" + other_owner_id.substr(24);
+  domain_cleanup cleanup{{orphan_name, stranger_name, other_owner_name}};
   const auto orphan_dir = service->host_dir(orphan_id);
-  const std::string tag = "<lb:litterbox xmlns:lb='" + std::string(hypervisor::k_metadata_ns) +
-                          "'><lb:host-id>" + orphan_id + "</lb:host-id><lb:owner>" + k_owner +
-                          "</lb:owner></lb:litterbox>";
   ASSERT_EQ(define_domain(work.path() / "orphan.xml",
-                          idle_domain_xml(orphan_name, orphan_dir / "disk.qcow2", tag),
+                          idle_domain_xml(orphan_name, orphan_dir / "disk.qcow2",
+                                          metadata(orphan_id, service->owner())),
                           orphan_dir / "disk.qcow2"),
             "");
   ASSERT_EQ(define_domain(work.path() / "stranger.xml",
                           idle_domain_xml(stranger_name, work.path() / "stranger.qcow2", ""),
                           work.path() / "stranger.qcow2"),
             "");
+  ASSERT_EQ(define_domain(work.path() / "other-owner.xml",
+                          idle_domain_xml(other_owner_name, work.path() / "other-owner.qcow2",
+                                          metadata(other_owner_id, "someone-else")),
+                          work.path() / "other-owner.qcow2"),
+            "");
   ASSERT_TRUE(domain_exists(orphan_name));
   ASSERT_TRUE(domain_exists(stranger_name));
+  ASSERT_TRUE(domain_exists(other_owner_name));
 
   // Waits for the lease end on the clock the server compares against (this machine's).
   while (clock.now() <= *expires_at + 1s) {
@@ -132,7 +143,8 @@ TEST(RealLifecycle, ExpiredHostAndTaggedOrphanGoAfterOneReapRunWhileAnUntaggedDo
   EXPECT_EQ(leftovers(*service, host), std::vector<std::string>{});
   EXPECT_FALSE(domain_exists(orphan_name)) << "the tagged domain without a row was not swept";
   EXPECT_FALSE(fs::exists(orphan_dir)) << "the orphan's files were not swept";
-  EXPECT_TRUE(domain_exists(stranger_name)) << "a domain without our tag was touched";
+  EXPECT_TRUE(domain_exists(stranger_name)) << "a domain without our metadata was touched";
+  EXPECT_TRUE(domain_exists(other_owner_name)) << "a domain with another owner tag was touched";
   EXPECT_TRUE(fs::exists(work.path() / "stranger.qcow2"));
 }
 
