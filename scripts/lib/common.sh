@@ -39,11 +39,12 @@ lb_port_in_use() {
 }
 
 # lb_free_port: prints a loopback TCP port nobody listens on right now. Callers that bind it
-# later must retry on a collision; the kernel's own ephemeral range is avoided.
+# later must retry on a collision. Drawn from 23000-31999: above litterboxd's default SSH
+# forward range (22000-22999) and below the kernel's ephemeral range.
 lb_free_port() {
   local p i
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 12000))
+    p=$((23000 + RANDOM % 9000))
     if ! lb_port_in_use "$p"; then
       echo "$p"
       return 0
