@@ -70,6 +70,7 @@ struct options {
   std::string registry_auth_file;
   std::int64_t image_cache_gb = 20;
   bool guest_internet = true;
+  std::string owner = "litterbox";
 };
 
 std::vector<std::string> split(std::string_view text, char sep) {
@@ -206,6 +207,10 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "Unused base images are collected above this size")
       ->envname("LITTERBOX_IMAGE_CACHE_GB")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--owner", o.owner,
+                 "Owner tag in domain metadata; orphan sweeps only touch domains carrying it")
+      ->envname("LITTERBOX_OWNER")
       ->capture_default_str();
   cmd.add_option("--guest-internet", o.guest_internet,
                  "Let guests open outbound connections (never to this host's services)")
@@ -444,6 +449,7 @@ hypervisor_stack make_hypervisor(const options& o) {
     lv.kernel = o.cfg.kernel;
     lv.initrd = o.cfg.initrd;
     lv.guest_internet = o.guest_internet;
+    lv.owner = o.owner;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
   }
