@@ -52,6 +52,19 @@ std::string last_error_text(const error& e) {
   return std::string(kind) + ": " + e.message;
 }
 
+/// The row change that ends a create in `error`: the key and port are released at once so a
+/// retry can start afresh, and the host no longer has an owner or an activation lease.
+host_patch failure_patch(std::string last_error) {
+  host_patch patch;
+  patch.status = host_status::error;
+  patch.last_error = std::move(last_error);
+  patch.release_idempotency_key = true;
+  patch.release_port = true;
+  patch.clear_owner = true;
+  patch.clear_lease = true;
+  return patch;
+}
+
 }  // namespace
 
 /// Hosts this process is provisioning, and who waits for each to settle.
@@ -416,13 +429,7 @@ void host_service::fail(const std::string& id, const error& e, host_status from)
     // The orphan sweep retries; the row below still becomes `error` so callers learn why.
     spdlog::error("host {}: releasing the VM failed: {}", id, d.error().message);
   }
-  host_patch patch;
-  patch.status = host_status::error;
-  patch.last_error = text;
-  patch.release_idempotency_key = true;
-  patch.release_port = true;
-  patch.clear_owner = true;
-  patch.clear_lease = true;
+  const host_patch patch = failure_patch(text);
   auto r = db_.transition(id, k_provisioning_states, patch, clock_.now());
   for (int attempt = 0; !r && r.error().code == errc::unavailable && attempt < 30; ++attempt) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -434,12 +441,16 @@ void host_service::fail(const std::string& id, const error& e, host_status from)
   settle(id);
 }
 
-result<schema::host> host_service::get(std::string_view raw_id) {
+result<host_record> host_service::find_host(std::string_view raw_id) {
   auto id = checked_id(raw_id);
   if (!id) {
     return id.error();
   }
-  auto rec = db_.get_host(*id);
+  return db_.get_host(*id);
+}
+
+result<schema::host> host_service::get(std::string_view raw_id) {
+  auto rec = find_host(raw_id);
   if (!rec) {
     return rec.error();
   }
@@ -578,15 +589,11 @@ result<void> host_service::teardown(std::string_view id) {
 }
 
 result<std::string> host_service::console(std::string_view raw_id, std::size_t max_bytes) {
-  auto id = checked_id(raw_id);
-  if (!id) {
-    return id.error();
-  }
-  auto rec = db_.get_host(*id);
+  auto rec = find_host(raw_id);
   if (!rec) {
     return rec.error();
   }
-  auto text = driver_.console(*id, max_bytes);
+  auto text = driver_.console(rec->host.id, max_bytes);
   if (!text) {
     if (text.error().code == hypervisor::errc::not_found) {
       return std::string();  // the VM is gone or not yet made: nothing was printed
@@ -636,14 +643,9 @@ result<int> host_service::recover_orphaned(timestamp stale_before) {
       spdlog::error("host {}: releasing an interrupted create failed: {}", id, d.error().message);
       continue;
     }
-    host_patch patch;
-    patch.status = host_status::error;
-    patch.last_error = "Interrupted: the control plane creating this host stopped during " +
-                       std::string(schema::to_string(rec.host.status));
-    patch.release_idempotency_key = true;
-    patch.release_port = true;
-    patch.clear_owner = true;
-    patch.clear_lease = true;
+    const host_patch patch =
+        failure_patch("Interrupted: the control plane creating this host stopped during " +
+                      std::string(schema::to_string(rec.host.status)));
     if (db_.transition(id, {rec.host.status}, patch, clock_.now())) {
       spdlog::warn("host {}: interrupted create in {} failed and released", id,
                    schema::to_string(rec.host.status));

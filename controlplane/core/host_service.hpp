@@ -128,6 +128,7 @@ class host_service {
   void fail(const std::string& id, const error& e, schema::host_status from);
   void settle(const std::string& id);
   result<std::string> checked_id(std::string_view id) const;
+  result<host_record> find_host(std::string_view raw_id);
   void heartbeat_loop();
 
   const config& cfg_;

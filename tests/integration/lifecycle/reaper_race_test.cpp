@@ -127,50 +127,60 @@ TEST(ReaperRace, ThreeReapersTearDownEachExpiredHostExactlyOnceWhileRenewsThatLa
   EXPECT_EQ(driver.live_vms().size(), renewed.size());
 }
 
-TEST(ReaperRace, RetainedErrorHostsAreReapedOnlyAfterTheRetention) {
-  test::test_database db;
-  pg_store store(db.url(), 4);
-  hypervisor::fake_driver driver;
-  config cfg;
-  cfg.error_retention = std::chrono::minutes(10);
-  manual_clock clock(timestamp(std::chrono::seconds(1'800'000'000)));
-  host_service service(cfg, store, driver, clock, new_uuid_v7(clock.now()));
-  null_observer observer;
-  reaper r(cfg, store, service, clock, observer);
+/// One reaper on a fresh database with a clock the test moves; retention is ten minutes.
+class RetentionTest : public ::testing::Test {
+ protected:
+  RetentionTest()
+      : store_(db_.url(), 4),
+        clock_(timestamp(std::chrono::seconds(1'800'000'000))),
+        cfg_(retention_config()),
+        service_(cfg_, store_, driver_, clock_, new_uuid_v7(clock_.now())),
+        reaper_(cfg_, store_, service_, clock_, observer_) {}
 
-  const auto id = insert_active(store, driver, clock.now(), clock.now() + std::chrono::hours(9));
+  static config retention_config() {
+    config c;
+    c.error_retention = std::chrono::minutes(10);
+    return c;
+  }
+
+  std::string active_host() {
+    return insert_active(store_, driver_, clock_.now(), clock_.now() + std::chrono::hours(9));
+  }
+
+  test::test_database db_;
+  pg_store store_;
+  hypervisor::fake_driver driver_;
+  manual_clock clock_;
+  config cfg_;
+  host_service service_;
+  null_observer observer_;
+  reaper reaper_;
+};
+
+TEST_F(RetentionTest, RetainedErrorHostsAreReapedOnlyAfterTheRetention) {
+  const auto id = active_host();
   host_patch to_error;
   to_error.status = host_status::error;
   to_error.last_error = "BootTimeout: test";
-  ASSERT_TRUE(store.transition(id, {host_status::active}, to_error, clock.now()));
-  clock.advance(std::chrono::minutes(9));
-  EXPECT_EQ(r.run_once().reaped, 0);
-  clock.advance(std::chrono::minutes(2));
-  EXPECT_EQ(r.run_once().reaped_ids, std::vector<std::string>{id});
+  ASSERT_TRUE(store_.transition(id, {host_status::active}, to_error, clock_.now()));
+  clock_.advance(std::chrono::minutes(9));
+  EXPECT_EQ(reaper_.run_once().reaped, 0);
+  clock_.advance(std::chrono::minutes(2));
+  EXPECT_EQ(reaper_.run_once().reaped_ids, std::vector<std::string>{id});
 }
 
-TEST(ReaperRace, ADeleteWhoseTeardownFailedIsRetriedByTheReaperAfterTheRetention) {
-  test::test_database db;
-  pg_store store(db.url(), 4);
-  hypervisor::fake_driver driver;
-  config cfg;
-  cfg.error_retention = std::chrono::minutes(10);
-  manual_clock clock(timestamp(std::chrono::seconds(1'800'000'000)));
-  host_service service(cfg, store, driver, clock, new_uuid_v7(clock.now()));
-  null_observer observer;
-  reaper r(cfg, store, service, clock, observer);
-
-  const auto id = insert_active(store, driver, clock.now(), clock.now() + std::chrono::hours(9));
-  driver.set_failure(hypervisor::fake_phase::destroy,
-                     make_error(hypervisor::errc::teardown_failed, "disk busy"));
-  auto del = service.remove(id);
+TEST_F(RetentionTest, ADeleteWhoseTeardownFailedIsRetriedByTheReaperAfterTheRetention) {
+  const auto id = active_host();
+  driver_.set_failure(hypervisor::fake_phase::destroy,
+                      make_error(hypervisor::errc::teardown_failed, "disk busy"));
+  auto del = service_.remove(id);
   ASSERT_FALSE(del);
   EXPECT_EQ(del.error().code, errc::teardown_failed);
-  driver.set_failure(hypervisor::fake_phase::destroy, std::nullopt);
-  EXPECT_EQ(r.run_once().reaped, 0);  // a DELETE retry may still be on its way
-  clock.advance(std::chrono::minutes(11));
-  EXPECT_EQ(r.run_once().reaped_ids, std::vector<std::string>{id});
-  EXPECT_TRUE(driver.live_vms().empty());
+  driver_.set_failure(hypervisor::fake_phase::destroy, std::nullopt);
+  EXPECT_EQ(reaper_.run_once().reaped, 0);  // a DELETE retry may still be on its way
+  clock_.advance(std::chrono::minutes(11));
+  EXPECT_EQ(reaper_.run_once().reaped_ids, std::vector<std::string>{id});
+  EXPECT_TRUE(driver_.live_vms().empty());
 }
 
 }  // namespace
