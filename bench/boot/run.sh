@@ -85,6 +85,7 @@ cleanup() {
     kill -TERM "$bare_pid" 2>/dev/null
     wait "$bare_pid" 2>/dev/null
   fi
+  [[ -n "${bare_cgroup:-}" && -d "$bare_cgroup" ]] && rmdir "$bare_cgroup" 2>/dev/null
   if [[ -n "$server" ]] && kill -0 "$server" 2>/dev/null; then
     for id in "${hosts_made[@]}"; do
       curl -sS -o /dev/null --max-time 120 -X DELETE -H "$auth" "$url/hosts/$id" 2>/dev/null
@@ -134,7 +135,16 @@ done
 virsh -q -c qemu:///system version >/dev/null 2>&1 || lb_die "the private libvirtd did not start"
 
 # --- image, kernel, database, litterboxd -----------------------------------------------------
-LITTERBOX_REGISTRY_ADDR="127.0.0.1:$(lb_free_port)"
+# port_outside_ssh_range: a free port that no guest forward will want.
+port_outside_ssh_range() {
+  local p
+  while :; do
+    p="$(lb_free_port)"
+    ((p < ${ssh_ports%-*} || p > ${ssh_ports#*-})) && break
+  done
+  echo "$p"
+}
+LITTERBOX_REGISTRY_ADDR="127.0.0.1:$(port_outside_ssh_range)"
 export LITTERBOX_REGISTRY_ADDR
 LITTERBOX_STATE_DIR="$cache" registry_start
 image="$(LITTERBOX_STATE_DIR="$cache" reference_image_ensure)"
@@ -176,6 +186,19 @@ exec {nap_fd}<>"$work/nap"
 nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
 now_us() { echo "${EPOCHREALTIME/./}"; }  # outside loops only: $(...) forks
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "—"; else printf "%.2f", (b - a) / 1e6 }'; }
+
+# qemu_cpu_s PID: CPU seconds (user + system, all threads) the process has used so far.
+clk_tck="$(getconf CLK_TCK)"
+qemu_cpu_s() {
+  local -a f
+  local stat
+  [[ -r "/proc/$1/stat" ]] || { echo ""; return 0; }
+  read -r stat <"/proc/$1/stat"
+  stat="${stat##*")"}"
+  read -r -a f <<<"$stat"
+  # after "pid (comm)": state is f[0], utime f[11], stime f[12]
+  awk -v u="${f[11]}" -v s="${f[12]}" -v t="$clk_tck" 'BEGIN { printf "%.1f", (u + s) / t }'
+}
 
 http_fd=""
 http_open() {
@@ -231,10 +254,12 @@ console_ready() {
 # start of bootstrapping.
 declare -A T=()
 overlay_bytes=""
+ready_cpu=""
 watch_host() {
-  local id="$1" last="" st now console="$state/vms/$1/console.log" cfd="" tries=0
+  local id="$1" name="$2" last="" st now console="$state/vms/$1/console.log" cfd="" tries=0
   local -a tmp
   overlay_bytes=""
+  ready_cpu=""
   shopt -s nullglob
   http_open
   while :; do
@@ -271,6 +296,9 @@ watch_host() {
         fi
         if [[ -z "${T[ready]:-}" && -n "$cfd" ]] && console_ready "$cfd"; then
           T[ready]="$now"
+          local qpid=""
+          read -r qpid <"/run/libvirt/qemu/$name.pid" || true
+          ready_cpu="$(qemu_cpu_s "$qpid")"
         fi
         ;;
     esac
@@ -297,8 +325,11 @@ create_async() {
   local st
   st="$(jq -r .status "$work/raw/$label-post.json")"
   T[$st]="$(now_us)"
-  watch_host "$id" || lb_die "$label create failed; see litterboxd log"
+  watch_host "$id" "$(jq -r .name "$work/raw/$label-post.json")" ||
+    lb_die "$label create failed; see litterboxd log"
+  cp "$state/vms/$id/console.log" "$work/raw/$label-console.log" 2>/dev/null || true
   P[$label.id]="$id"
+  P[$label.cpu]="${ready_cpu:-?}"
   P[$label.overlay]="$overlay_bytes"
   # A status never seen between two polls starts where the next one seen starts.
   local b_pull="${T[pulling_image]:-${T[creating_vm]:-${T[bootstrapping]:-${T[active]}}}}"
@@ -372,14 +403,14 @@ domain_names+=("$(host_name blocking-post.json)")
 delete_host "$blocking_id"
 
 # --- 2. bare qemu boot of the same disk and seed ------------------------------------------------
-# bare_boot LABEL INITRD: boots a fresh overlay on the cached base with the warm host's seed;
+# bare_boot LABEL INITRD [CGROUP]: boots a fresh overlay on the cached base with the warm host's seed;
 # sets bare_ready_s (start → ready line) and bare_ssh_s (start → SSH banner on the forward).
 bare_boot() {
-  local label="$1" initrd="$2" port t0 t_ready="" t_ssh="" cfd line sfd
+  local label="$1" initrd="$2" cgroup="${3:-}" port t0 t_ready="" t_ssh="" cfd line sfd
   local disk="$work/bare/$label.qcow2" console="$work/bare/$label-console.log"
   rm -f "$disk" "$console"
   qemu-img create -q -f qcow2 -F qcow2 -b "$base_disk" "$disk" "$disk_virtual"
-  port="$(lb_free_port)"
+  port="$(port_outside_ssh_range)"
   : >"$console"
   local cmd=(qemu-system-x86_64 -name "bootbench-$label" -machine pc,accel=tcg -cpu max
     -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none -no-reboot
@@ -397,10 +428,14 @@ bare_boot() {
   t0="$(now_us)"
   "${cmd[@]}" >"$work/raw/bare-$label-qemu.log" 2>&1 &
   bare_pid=$!
+  if [[ -n "$cgroup" ]]; then
+    echo "$bare_pid" >"$cgroup/cgroup.procs"
+  fi
   exec {cfd}<"$console"
   while kill -0 "$bare_pid" 2>/dev/null; do
     if console_ready "$cfd"; then
       t_ready="${EPOCHREALTIME/./}"
+      bare_cpu="$(qemu_cpu_s "$bare_pid")"
       break
     fi
     nap 0.02
@@ -430,14 +465,33 @@ bare_boot() {
 cmdline="$(sed -n 's|.*<cmdline>\(.*\)</cmdline>.*|\1|p' "$work/raw/warm-domain.xml" | head -n 1)"
 [[ -n "$cmdline" ]] || lb_die "no <cmdline> in the warm guest's domain XML"
 
-lb_log "bare qemu boot (small initrd)"
-bare_boot small "$LITTERBOX_INITRD"
-bare_small_ready="$bare_ready_s" bare_small_ssh="$bare_ssh_s"
+# libvirt puts each guest's threads under the cpu cgroup "machine", one scheduling entity
+# (cpu.shares 1024) for all guests on the host, weighed against every other process on it.
+# The like-for-like baseline runs there too, in a cgroup of its own; a second bare boot in
+# this script's own cgroup shows what that placement costs on a loaded machine.
+bare_cgroup=""
+for parent in /sys/fs/cgroup/cpu/machine /sys/fs/cgroup/machine; do
+  if [[ -d "$parent" && -w "$parent" ]]; then
+    bare_cgroup="$parent/bootbench-$(basename "$work")"
+    mkdir -p "$bare_cgroup"
+    break
+  fi
+done
+[[ -n "$bare_cgroup" ]] || lb_warn "no machine cpu cgroup: the bare boot runs where this script runs"
+lb_log "bare qemu boot (small initrd) in the cpu cgroup ${bare_cgroup:-of this script}"
+bare_boot small "$LITTERBOX_INITRD" "$bare_cgroup"
+bare_small_ready="$bare_ready_s" bare_small_ssh="$bare_ssh_s" bare_small_cpu="$bare_cpu"
+[[ -n "$bare_cgroup" ]] && rmdir "$bare_cgroup" 2>/dev/null
+lb_log "bare qemu boot (small initrd) in this script's cgroup"
+bare_boot root "$LITTERBOX_INITRD"
+bare_root_ready="$bare_ready_s" bare_root_cpu="$bare_cpu"
 stock_ready="" stock_ssh=""
 if ((before)); then
   stock_initrd="/boot/initrd.img-${LITTERBOX_KERNEL#/boot/vmlinuz-}"
   lb_log "bare qemu boot (stock initrd $stock_initrd)"
-  bare_boot stock "$stock_initrd"
+  [[ -n "$bare_cgroup" ]] && mkdir -p "$bare_cgroup"
+  bare_boot stock "$stock_initrd" "$bare_cgroup"
+  [[ -n "$bare_cgroup" ]] && rmdir "$bare_cgroup" 2>/dev/null
   stock_ready="$bare_ready_s" stock_ssh="$bare_ssh_s"
 fi
 
@@ -509,9 +563,11 @@ $(row total "**create → active**")
 | measurement | seconds | notes |
 |---|---:|---|
 | warm create → active, blocking POST | $(printf '%.2f' "$blocking_s") | curl time_total, no polling |
-| bare qemu → ready line (small initrd) | $bare_small_ready | same base, seed, kernel, initrd, cmdline |
+| bare qemu → ready line (small initrd) | $bare_small_ready | same base, seed, kernel, initrd, cmdline; cpu cgroup beside the guests' |
 | bare qemu → SSH banner on the forward | $bare_small_ssh | |
+| bare qemu → ready line, outside the machine cgroup | $bare_root_ready | qemu CPU to ready line: $bare_root_cpu s |
 | **ratio API / bare** | **$ratio** | blocking warm / bare ready line; target ≤ 1.05: $verdict (async polled warm: $ratio_async) |
+| qemu CPU seconds to the ready line | | API warm ${P[warm.cpu]}, cold ${P[cold.cpu]}; bare $bare_small_cpu |
 TABLE
 if ((before)); then
   printf '| before: bare qemu → ready line, stock initrd | %s | /boot initrd, same image |\n' \
