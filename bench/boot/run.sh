@@ -209,8 +209,8 @@ http_open() {
 http_get() {
   local line len=0
   http_code="" http_body=""
-  printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n' "$1" \
-    "$SERVICE_TOKENS" >&"$http_fd" 2>/dev/null || return 1
+  { printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n' "$1" \
+    "$SERVICE_TOKENS" >&"$http_fd"; } 2>/dev/null || return 1
   IFS= read -r -t 10 -u "$http_fd" line || return 1
   line="${line%$'\r'}"
   http_code="${line#* }"
@@ -412,6 +412,7 @@ bare_boot() {
   qemu-img create -q -f qcow2 -F qcow2 -b "$base_disk" "$disk" "$disk_virtual"
   port="$(port_outside_ssh_range)"
   : >"$console"
+  # shellcheck disable=SC2054  # the commas belong to qemu's option syntax
   local cmd=(qemu-system-x86_64 -name "bootbench-$label" -machine pc,accel=tcg -cpu max
     -smp "$cpus" -m "$memory" -nodefaults -no-user-config -display none -no-reboot
     -rtc base=utc -kernel "$LITTERBOX_KERNEL" -initrd "$initrd"
@@ -505,14 +506,14 @@ hosts_made+=("$pair_id")
 domain_names+=("$(host_name pair-post.json)")
 delete_host "$pair_id"
 
-stock_ready="" stock_ssh=""
+stock_ready="" stock_ssh="" stock_cpu=""
 if ((before)); then
   stock_initrd="/boot/initrd.img-${LITTERBOX_KERNEL#/boot/vmlinuz-}"
   lb_log "bare qemu boot (stock initrd $stock_initrd)"
   [[ -n "$bare_cgroup" ]] && mkdir -p "$bare_cgroup"
   bare_boot stock "$stock_initrd" "$bare_cgroup"
   [[ -n "$bare_cgroup" ]] && { rmdir "$bare_cgroup" 2>/dev/null || true; }
-  stock_ready="$bare_ready_s" stock_ssh="$bare_ssh_s"
+  stock_ready="$bare_ready_s" stock_ssh="$bare_ssh_s" stock_cpu="$bare_cpu"
 fi
 
 # --- 3. concurrent creates ---------------------------------------------------------------------
@@ -599,8 +600,8 @@ $(row total "**create → active**")
 | warm create time spent outside the guest | $outside_guest | accept + pulling_image + creating_vm + ready line → active |
 TABLE
 if ((before)); then
-  printf '| before: bare qemu → ready line, stock initrd | %s | /boot initrd, same image |\n' \
-    "$stock_ready"
+  printf '| before: bare qemu → ready line, stock initrd | %s | /boot initrd, same image; qemu CPU to ready line: %s s |\n' \
+    "$stock_ready" "$stock_cpu"
   printf '| before: bare qemu → SSH banner, stock initrd | %s | |\n' "$stock_ssh"
 fi
 if ((concurrent > 0)); then
