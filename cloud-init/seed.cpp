@@ -198,4 +198,20 @@ result<seed_files> render_seed(const seed_spec& spec) {
   return seed_files{std::move(y), std::move(m)};
 }
 
+std::string redact_ready_tokens(std::string text) {
+  for (const std::string_view marker : {k_ready_word, k_failed_word}) {
+    const std::string prefix = std::string(marker) + " ";
+    for (auto p = text.find(prefix); p != std::string::npos; p = text.find(prefix, p)) {
+      const auto start = p + prefix.size();
+      auto end = start;
+      while (end < text.size() && std::isalnum(static_cast<unsigned char>(text[end])) != 0) {
+        ++end;
+      }
+      text.replace(start, end - start, "<token>");
+      p = start;
+    }
+  }
+  return text;
+}
+
 }  // namespace litterbox::cloudinit

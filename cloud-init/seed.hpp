@@ -35,6 +35,10 @@ struct seed_files {
 inline constexpr std::string_view k_ready_word = "litterbox-ready";
 inline constexpr std::string_view k_failed_word = "litterbox-failed";
 
+/// `text` (console output) with the word after every ready/failed marker replaced by
+/// "<token>": the ready token is a per-host secret and never leaves the control plane.
+std::string redact_ready_tokens(std::string text);
+
 /// Renders user-data (#cloud-config) and meta-data. Pure and deterministic. Errors:
 /// invalid_spec (bad user name, hostname, instance id, token, env key or value, empty key).
 result<seed_files> render_seed(const seed_spec& spec);

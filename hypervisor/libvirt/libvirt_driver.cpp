@@ -449,10 +449,17 @@ result<std::string> libvirt_driver::console(std::string_view host_id, std::size_
   if (!valid_host_id(host_id)) {
     return make_error(errc::not_found, "no console for this host");
   }
+  // Read a little more than asked so that a ready line cut at the window's edge is still
+  // recognised and redacted whole before the window is trimmed.
+  constexpr std::size_t k_margin = 256;
   bool found = false;
-  std::string text = read_tail(host_dir(host_id) / "console.log", max_bytes, found);
+  std::string text = read_tail(host_dir(host_id) / "console.log", max_bytes + k_margin, found);
   if (!found) {
     return make_error(errc::not_found, "no console for this host");
+  }
+  text = cloudinit::redact_ready_tokens(std::move(text));
+  if (text.size() > max_bytes) {
+    text.erase(0, text.size() - max_bytes);
   }
   return text;
 }

@@ -185,5 +185,17 @@ TEST(WriteSeedImage, WritesAPrivateCidataVolume) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ConsoleRedaction, ReadyAndFailedTokensNeverLeaveTheControlPlane) {
+  const std::string console =
+      "boot ok\nlitterbox-ready 7bd0aefbceb1cc5ec18c85899c6dc0bf done\n"
+      "litterbox-failed 0123abcd 1\nlitterbox-ready ";
+  const auto out = redact_ready_tokens(console);
+  EXPECT_EQ(out,
+            "boot ok\nlitterbox-ready <token> done\nlitterbox-failed <token> 1\n"
+            "litterbox-ready <token>");
+  EXPECT_EQ(out.find("7bd0aefb"), std::string::npos);
+  EXPECT_EQ(redact_ready_tokens("no markers here"), "no markers here");
+}
+
 }  // namespace
 }  // namespace litterbox::cloudinit
