@@ -94,7 +94,7 @@ class store {
   /// Deletes the row (its key and port go with it). Missing is success.
   virtual result<void> remove_host(std::string_view id) = 0;
 
-  /// Leases the lowest free port in [lo, hi] to `host_id` (unique constraint; safe across
+  /// Leases a free port in [lo, hi] to `host_id` (unique constraint; safe across
   /// processes). Returns the port it already holds if any. Errors: capacity when none is free.
   virtual result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) = 0;
 

@@ -75,8 +75,11 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"release_port", "DELETE FROM ssh_ports WHERE host_id = $1::uuid"},
       {"port_of", "SELECT port FROM ssh_ports WHERE host_id = $1::uuid"},
       {"free_port",
+       // Concurrent creates must not all race for the same port: each searches the range
+       // from its own starting point ($3, derived from its host id), wrapping around.
        "SELECT p FROM generate_series($1::int, $2::int) AS p WHERE NOT EXISTS "
-       "(SELECT 1 FROM ssh_ports s WHERE s.port = p) ORDER BY p LIMIT 1"},
+       "(SELECT 1 FROM ssh_ports s WHERE s.port = p) "
+       "ORDER BY (p - $1::int + $3::int) % ($2::int - $1::int + 1) LIMIT 1"},
       {"lease_port",
        "INSERT INTO ssh_ports (port, host_id, leased_at) VALUES ($1, $2::uuid, $3::timestamptz) "
        "ON CONFLICT DO NOTHING RETURNING port"},
@@ -540,6 +543,12 @@ result<int> pg_store::allocate_port(std::string_view host_id_text, int lo, int h
   if (lo < 1 || hi > 65535 || lo > hi) {
     return make_error(errc::capacity, "no SSH port left");
   }
+  // FNV-1a of the id: a stable, well-spread starting offset in the range for this host.
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (const char c : host_id_text) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  }
+  const int start = static_cast<int>(hash % static_cast<std::uint64_t>(hi - lo + 1));
   return run<int>(*pool_, "allocate_port", [&](pqxx::connection& conn) -> result<int> {
     pqxx::nontransaction tx(conn);
     // Another process may take the port we picked between the two statements; the primary
@@ -549,7 +558,7 @@ result<int> pg_store::allocate_port(std::string_view host_id_text, int lo, int h
       if (!held.empty()) {
         return held[0][0].as<int>();
       }
-      const auto free = tx.exec_prepared("free_port", lo, hi);
+      const auto free = tx.exec_prepared("free_port", lo, hi, start);
       if (free.empty()) {
         return make_error(errc::capacity, "no SSH port left");
       }
