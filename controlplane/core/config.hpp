@@ -53,11 +53,16 @@ struct config {
   std::vector<instance_type_spec> instance_types;  ///< LITTERBOX_INSTANCE_TYPES
   int max_concurrent_provisions = 8;               ///< LITTERBOX_MAX_PROVISIONING
   int http_threads = 2;                            ///< LITTERBOX_HTTP_THREADS
-  int blocking_threads = 16;                       ///< LITTERBOX_BLOCKING_THREADS
-  int db_pool_size = 8;                            ///< LITTERBOX_DB_POOL
-  std::chrono::seconds http_idle_timeout{30};      ///< LITTERBOX_HTTP_IDLE_TIMEOUT
-  std::string log_level = "info";                  ///< LITTERBOX_LOG_LEVEL
-  bool log_json = false;                           ///< LITTERBOX_LOG_FORMAT=json
+  /// LITTERBOX_BLOCKING_THREADS: threads for request work that only touches the database;
+  /// 0 = one per core. More than the cores only adds contention (and tail latency).
+  int blocking_threads = 0;
+  /// LITTERBOX_HYPERVISOR_THREADS: threads for request work that reaches the hypervisor
+  /// (DELETE teardowns, console, doctor), which may block for seconds.
+  int hypervisor_threads = 16;
+  int db_pool_size = 8;                        ///< LITTERBOX_DB_POOL
+  std::chrono::seconds http_idle_timeout{30};  ///< LITTERBOX_HTTP_IDLE_TIMEOUT
+  std::string log_level = "info";              ///< LITTERBOX_LOG_LEVEL
+  bool log_json = false;                       ///< LITTERBOX_LOG_FORMAT=json
 };
 
 /// The sizes every deployment offers unless LITTERBOX_INSTANCE_TYPES says otherwise.

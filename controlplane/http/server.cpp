@@ -34,6 +34,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -207,19 +208,31 @@ struct http_server::impl {
         hosts(h),
         stats(m),
         ioc(c.http_threads > 0 ? c.http_threads : 1),
-        blocking(static_cast<std::size_t>(c.blocking_threads > 0 ? c.blocking_threads : 1)),
+        blocking(database_threads(c)),
+        hypervisor_calls(static_cast<std::size_t>(std::max(1, c.hypervisor_threads))),
         acceptor(net::make_strand(ioc)) {}
 
   ~impl() {
     ioc.stop();
     blocking.join();
+    hypervisor_calls.join();
+  }
+
+  /// Database-only work is short; one thread per core keeps it from contending with itself
+  /// (measured: 16 threads over 8 connections on 2 cores tripled GET p99 and cut throughput).
+  static std::size_t database_threads(const config& c) {
+    if (c.blocking_threads > 0) {
+      return static_cast<std::size_t>(c.blocking_threads);
+    }
+    return std::max<std::size_t>(2, std::thread::hardware_concurrency());
   }
 
   const config& cfg;
   host_service& hosts;
   metrics& stats;
   net::io_context ioc;
-  net::thread_pool blocking;
+  net::thread_pool blocking;          ///< database-only calls: short, never wait on libvirt
+  net::thread_pool hypervisor_calls;  ///< calls that may wait seconds on the hypervisor
   tcp::acceptor acceptor;
   std::optional<net::signal_set> signals;
   int bound_port = 0;
@@ -557,7 +570,7 @@ net::awaitable<reply> http_server::impl::get_host(const std::string& id, request
 }
 
 net::awaitable<reply> http_server::impl::delete_host(const std::string& id, request_view& rq) {
-  auto done = co_await offload(blocking, [this, &id] { return hosts.remove(id); });
+  auto done = co_await offload(hypervisor_calls, [this, &id] { return hosts.remove(id); });
   if (!done) {
     co_return error_reply(done.error(), rq.request_id);
   }
@@ -595,7 +608,8 @@ net::awaitable<reply> http_server::impl::console(const std::string& id, request_
     }
     bytes = n;
   }
-  auto text = co_await offload(blocking, [this, &id, bytes] { return hosts.console(id, bytes); });
+  auto text =
+      co_await offload(hypervisor_calls, [this, &id, bytes] { return hosts.console(id, bytes); });
   if (!text) {
     co_return error_reply(text.error(), rq.request_id);
   }
@@ -605,7 +619,7 @@ net::awaitable<reply> http_server::impl::console(const std::string& id, request_
 }
 
 net::awaitable<reply> http_server::impl::doctor() {
-  auto report = co_await offload(blocking, [this] { return hosts.doctor(); });
+  auto report = co_await offload(hypervisor_calls, [this] { return hosts.doctor(); });
   nlohmann::ordered_json j;
   j["ok"] = report.ok;
   j["active_provider"] = report.provider;

@@ -9,7 +9,8 @@
 namespace litterbox::controlplane::http {
 
 /// The HTTP/1.1 API of API.md. Turns requests into host_service calls (always on a
-/// blocking pool of cfg.blocking_threads, never on the I/O threads) and results into JSON;
+/// blocking pools — cfg.blocking_threads for database-only calls, cfg.hypervisor_threads for
+/// calls that reach the hypervisor — never on the I/O threads) and results into JSON;
 /// holds no business rules. `cfg`, `hosts` and `stats` must outlive the server.
 class http_server {
  public:

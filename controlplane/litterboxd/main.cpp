@@ -293,8 +293,14 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_HTTP_THREADS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd.add_option("--blocking-threads", c.blocking_threads)
+  cmd.add_option("--blocking-threads", c.blocking_threads,
+                 "Threads for database-only request work (0: one per core)")
       ->envname("LITTERBOX_BLOCKING_THREADS")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--hypervisor-threads", c.hypervisor_threads,
+                 "Threads for request work that reaches the hypervisor (DELETE, console, doctor)")
+      ->envname("LITTERBOX_HYPERVISOR_THREADS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd.add_option("--db-pool", c.db_pool_size, "Database connections")
