@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -83,6 +84,12 @@ class driver {
   /// Host ids of every VM or per-host resource this driver made that still exists (domains
   /// carrying our owner tag, disks, seeds, console logs): what an orphan sweep looks at.
   virtual result<std::vector<std::string>> list_owned() = 0;
+
+  /// Removes cached images no host uses (`in_use`: every digest a row references) while the
+  /// cache is over its budget. Images prepared recently are kept even when not yet in
+  /// `in_use` (a create between prepare_image and recording its digest). Returns how many
+  /// were removed.
+  virtual result<int> collect_images(const std::set<std::string>& in_use) = 0;
 
   /// Health checks for /doctor, each time-boxed by the driver.
   virtual std::vector<check_result> doctor() = 0;

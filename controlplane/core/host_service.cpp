@@ -683,4 +683,12 @@ result<int> host_service::sweep_orphans() {
   return removed;
 }
 
+result<int> host_service::collect_images() {
+  auto digests = db_.image_digests_in_use();
+  if (!digests) {
+    return digests.error();
+  }
+  return driver_.collect_images(std::set<std::string>(digests->begin(), digests->end()));
+}
+
 }  // namespace litterbox::controlplane

@@ -115,6 +115,9 @@ class host_service {
   /// Returns how many hosts' resources were removed.
   result<int> sweep_orphans();
 
+  /// Lets the driver drop cached images that no row references. Returns how many went.
+  result<int> collect_images();
+
   /// Refreshes this process's heartbeat row; hosts it provisions stay owned while it beats.
   result<void> heartbeat();
 

@@ -94,6 +94,12 @@ reap_report reaper::run_once() {
     spdlog::error("reap: orphan sweep failed: {}", swept.error().message);
   }
 
+  if (auto images = hosts_.collect_images()) {
+    report.images_collected = *images;
+  } else {
+    spdlog::error("reap: image cache collection failed: {}", images.error().message);
+  }
+
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
   observer_.reap_pass(took);
   spdlog::info(

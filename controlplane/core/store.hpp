@@ -120,6 +120,9 @@ class store {
   /// Ids of all rows (any status): what an orphan sweep compares driver resources against.
   virtual result<std::vector<std::string>> all_host_ids() = 0;
 
+  /// Every image digest a row references (any status): bases the image cache must keep.
+  virtual result<std::vector<std::string>> image_digests_in_use() = 0;
+
   /// Cheap round trip for /doctor and readiness. Errors: unavailable.
   virtual result<void> ping() = 0;
 };

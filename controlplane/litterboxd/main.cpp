@@ -26,6 +26,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -424,6 +425,16 @@ class image_store_bases final : public hypervisor::base_images {
                         "no cached base image for " + std::string(digest));
     }
     return base->path;
+  }
+  result<int> collect(const std::set<std::string>& in_use) override {
+    auto report = store_.collect_garbage(in_use);
+    if (!report) {
+      return report.error();
+    }
+    for (const auto& digest : report->removed) {
+      spdlog::info("image cache: removed unused base {}", digest);
+    }
+    return static_cast<int>(report->removed.size());
   }
 
  private:

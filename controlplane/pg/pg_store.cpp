@@ -107,6 +107,7 @@ std::vector<std::pair<std::string, std::string>> statements() {
                        "(h.owner_id IS NULL OR i.id IS NULL OR i.heartbeat_at < $1::timestamptz) "
                        "ORDER BY h.id"},
       {"all_ids", "SELECT id::text FROM hosts ORDER BY id"},
+      {"digests_in_use", "SELECT DISTINCT image_digest FROM hosts WHERE image_digest IS NOT NULL"},
       {"ping", "SELECT 1"},
   };
 }
@@ -640,6 +641,21 @@ result<std::vector<std::string>> pg_store::all_host_ids() {
       *pool_, "all_host_ids", [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
         pqxx::nontransaction tx(conn);
         const auto r = tx.exec_prepared("all_ids");
+        std::vector<std::string> out;
+        out.reserve(r.size());
+        for (const auto& row : r) {
+          out.push_back(row[0].as<std::string>());
+        }
+        return out;
+      });
+}
+
+result<std::vector<std::string>> pg_store::image_digests_in_use() {
+  return run<std::vector<std::string>>(
+      *pool_, "image_digests_in_use",
+      [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("digests_in_use");
         std::vector<std::string> out;
         out.reserve(r.size());
         for (const auto& row : r) {

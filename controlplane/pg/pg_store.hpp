@@ -44,6 +44,7 @@ class pg_store final : public store {
                          timestamp now) override;
   result<std::vector<host_record>> orphaned_provisioning(timestamp stale_before) override;
   result<std::vector<std::string>> all_host_ids() override;
+  result<std::vector<std::string>> image_digests_in_use() override;
   result<void> ping() override;
 
  private:

@@ -41,6 +41,7 @@ class fake_driver final : public driver {
   result<void> destroy(std::string_view host_id) override;
   result<std::string> console(std::string_view host_id, std::size_t max_bytes) override;
   result<std::vector<std::string>> list_owned() override;
+  result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
 
   /// Makes every call of `phase` fail with `e` until cleared with nullopt.

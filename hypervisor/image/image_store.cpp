@@ -234,7 +234,16 @@ std::optional<base_image> image_store::cached(std::string_view digest) const {
   return out;
 }
 
-result<base_image> image_store::ensure_base(std::string_view text) {
+result<base_image> image_store::ensure_base(std::string_view ref) {
+  auto base = find_or_build(ref);
+  if (base) {
+    const std::lock_guard lock(mutex_);
+    last_used_[base->digest] = std::chrono::steady_clock::now();
+  }
+  return base;
+}
+
+result<base_image> image_store::find_or_build(std::string_view text) {
   auto ref = parse_reference(text, config_.default_registry);
   if (!ref) {
     return ref.error();
@@ -498,6 +507,11 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
       break;
     }
     if (in_use.contains(e.digest) || flights_.contains(e.digest)) {
+      continue;
+    }
+    if (const auto used = last_used_.find(e.digest);
+        used != last_used_.end() &&
+        std::chrono::steady_clock::now() - used->second < config_.gc_grace) {
       continue;
     }
     // Renamed first so that the base stops looking valid in one atomic step.

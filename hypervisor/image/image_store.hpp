@@ -52,6 +52,9 @@ struct store_config {
   std::chrono::seconds inspect_timeout{60};
   std::chrono::seconds pull_timeout{1800};
   std::chrono::seconds convert_timeout{900};
+  /// A base handed out by ensure_base within this long is never collected, even when no row
+  /// references it yet (a create between preparing its image and recording the digest).
+  std::chrono::seconds gc_grace{3600};
 };
 
 /// The modules directory matching a kernel image: /boot/vmlinuz-<v> → <modules_root>/<v>.
@@ -128,6 +131,7 @@ class image_store {
   store_stats stats() const;
 
  private:
+  result<base_image> find_or_build(std::string_view ref);
   struct flight;
 
   result<base_image> build(const image_ref& ref, const std::string& digest);
@@ -141,6 +145,7 @@ class image_store {
 
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<flight>> flights_;  // digest → build in progress
+  std::map<std::string, std::chrono::steady_clock::time_point> last_used_;  // by ensure_base
 
   std::atomic<std::uint64_t> resolves_{0};
   std::atomic<std::uint64_t> pulls_{0};

@@ -501,6 +501,10 @@ result<std::vector<std::string>> libvirt_driver::list_owned() {
   return ids;
 }
 
+result<int> libvirt_driver::collect_images(const std::set<std::string>& in_use) {
+  return images_.collect(in_use);
+}
+
 std::vector<check_result> libvirt_driver::doctor() {
   std::vector<check_result> out;
   const auto timeout = config_.check_timeout;

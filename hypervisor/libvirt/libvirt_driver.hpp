@@ -22,6 +22,9 @@ class base_images {
   virtual result<std::string> prepare(std::string_view image) = 0;
   /// The read-only qcow2 base disk of a prepared digest. Errors: not_found.
   virtual result<std::filesystem::path> base_disk(std::string_view digest) = 0;
+  /// Removes bases no host uses while over budget (see driver::collect_images); returns how
+  /// many were removed.
+  virtual result<int> collect(const std::set<std::string>& in_use) = 0;
 };
 
 /// A single pre-built base disk served for every image reference: for development and tests
@@ -31,6 +34,7 @@ class fixed_base_image final : public base_images {
   explicit fixed_base_image(std::filesystem::path disk) : disk_(std::move(disk)) {}
   result<std::string> prepare(std::string_view image) override;
   result<std::filesystem::path> base_disk(std::string_view digest) override;
+  result<int> collect(const std::set<std::string>& /*in_use*/) override { return 0; }
 
  private:
   std::filesystem::path disk_;
@@ -73,6 +77,7 @@ class libvirt_driver final : public driver {
   result<void> destroy(std::string_view host_id) override;
   result<std::string> console(std::string_view host_id, std::size_t max_bytes) override;
   result<std::vector<std::string>> list_owned() override;
+  result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
 
   /// The accelerator guests run under.

@@ -385,6 +385,17 @@ TEST_F(pgstore, AllocatePortForAnUnknownHostIsNotFound) {
   EXPECT_EQ(out.error().code, errc::not_found);
 }
 
+TEST_F(pgstore, ImageDigestsInUseListsEachReferencedDigestOnce) {
+  const auto a = insert(make_host(t0));
+  const auto b = insert(make_host(t0));
+  insert(make_host(t0));  // no digest yet
+  host_patch p;
+  p.image_digest = "sha256:aa";
+  ASSERT_TRUE(store_.transition(a.host.id, {host_status::provisioning}, p, t0));
+  ASSERT_TRUE(store_.transition(b.host.id, {host_status::provisioning}, p, t0));
+  EXPECT_EQ(store_.image_digests_in_use().value(), std::vector<std::string>{"sha256:aa"});
+}
+
 TEST_F(pgstore, RemovingAHostFreesItsPort) {
   const auto a = insert(make_host(t0));
   ASSERT_EQ(store_.allocate_port(a.host.id, 2200, 2200, t0).value(), 2200);

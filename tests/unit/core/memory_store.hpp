@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <set>
 
 namespace litterbox::controlplane::testing {
 
@@ -216,6 +217,18 @@ class memory_store final : public store {
     for (const auto& [id, r] : hosts_)
       out.push_back(id);
     return out;
+  }
+
+  result<std::vector<std::string>> image_digests_in_use() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::set<std::string> out;
+    for (const auto& [id, r] : hosts_) {
+      if (r.host.image_digest)
+        out.insert(*r.host.image_digest);
+    }
+    return std::vector<std::string>(out.begin(), out.end());
   }
 
   result<void> ping() override {

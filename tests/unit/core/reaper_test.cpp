@@ -119,5 +119,17 @@ TEST_F(ReaperTest, ResourcesWithNoRowAreSwept) {
   EXPECT_EQ(driver_.live_vms(), std::set<std::string>{kept});
 }
 
+TEST_F(ReaperTest, CachedImagesNoRowReferencesAreCollected) {
+  settled_host(R"({"image": "registry.test/kept:1"})");
+  ASSERT_TRUE(driver_.prepare_image("registry.test/unused:1"));
+  EXPECT_EQ(driver_.conversions(), 2);
+  EXPECT_EQ(reaper_->run_once().images_collected, 1);
+  // The kept image is still cached; the collected one converts again when next needed.
+  ASSERT_TRUE(driver_.prepare_image("registry.test/kept:1"));
+  EXPECT_EQ(driver_.conversions(), 2);
+  ASSERT_TRUE(driver_.prepare_image("registry.test/unused:1"));
+  EXPECT_EQ(driver_.conversions(), 3);
+}
+
 }  // namespace
 }  // namespace litterbox::controlplane

@@ -256,6 +256,7 @@ TEST_F(ImageStore, GarbageCollectionRemovesUnusedBasesOldestFirstAboveTheBudget)
   config.default_registry = "registry.test";
   config.reserve_bytes = 0;
   config.size_budget_bytes = 1;  // everything unused must go
+  config.gc_grace = std::chrono::seconds(0);
   image_store store(config, registry_);
   for (const char* ref : {"a:1", "b:1", "c:1"}) {
     ASSERT_TRUE(store.ensure_base(ref));
@@ -278,6 +279,23 @@ TEST_F(ImageStore, GarbageCollectionRemovesUnusedBasesOldestFirstAboveTheBudget)
   EXPECT_FALSE(store.cached(d2));
   EXPECT_FALSE(store.cached(d3));
   EXPECT_EQ(store.stats().collected, 2U);
+}
+
+TEST_F(ImageStore, ABaseHandedOutWithinTheGraceIsKeptEvenWhenNoRowNamesItYet) {
+  // A create that has prepared its image but not yet recorded the digest must not lose the
+  // base to a collection running in between.
+  const auto d1 = registry_->publish("a:1", {minimal_guest(), {file("one")}});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.size_budget_bytes = 1;
+  image_store store(config, registry_);
+  ASSERT_TRUE(store.ensure_base("a:1"));
+  auto report = store.collect_garbage({});
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->removed.empty());
+  EXPECT_TRUE(store.cached(d1));
 }
 
 }  // namespace
