@@ -636,11 +636,15 @@ result<std::vector<host_record>> pg_store::orphaned_provisioning(timestamp stale
       });
 }
 
-result<std::vector<std::string>> pg_store::all_host_ids() {
+namespace {
+
+/// The first column of every row a parameterless prepared statement returns, as text.
+result<std::vector<std::string>> text_column(connection_pool& pool, const char* what,
+                                             const char* statement) {
   return run<std::vector<std::string>>(
-      *pool_, "all_host_ids", [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
+      pool, what, [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
         pqxx::nontransaction tx(conn);
-        const auto r = tx.exec_prepared("all_ids");
+        const auto r = tx.exec_prepared(statement);
         std::vector<std::string> out;
         out.reserve(r.size());
         for (const auto& row : r) {
@@ -650,19 +654,14 @@ result<std::vector<std::string>> pg_store::all_host_ids() {
       });
 }
 
+}  // namespace
+
+result<std::vector<std::string>> pg_store::all_host_ids() {
+  return text_column(*pool_, "all_host_ids", "all_ids");
+}
+
 result<std::vector<std::string>> pg_store::image_digests_in_use() {
-  return run<std::vector<std::string>>(
-      *pool_, "image_digests_in_use",
-      [&](pqxx::connection& conn) -> result<std::vector<std::string>> {
-        pqxx::nontransaction tx(conn);
-        const auto r = tx.exec_prepared("digests_in_use");
-        std::vector<std::string> out;
-        out.reserve(r.size());
-        for (const auto& row : r) {
-          out.push_back(row[0].as<std::string>());
-        }
-        return out;
-      });
+  return text_column(*pool_, "image_digests_in_use", "digests_in_use");
 }
 
 result<void> pg_store::ping() {
