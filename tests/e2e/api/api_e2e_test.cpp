@@ -63,8 +63,9 @@ TEST(RealGuests, TwoConcurrentCreatesAreActiveReachableOnlyWithPinnedKeysIsolate
   auto minted_future = std::async(std::launch::async, [&] {
     return service->create({{"env", env}});
   });
-  auto keyed_future = std::async(std::launch::async, [&] {
-    return service->create({{"ssh_authorized_keys", json::array({caller_pub})}});
+  // A structured binding cannot be captured by clang 14; capture a copy.
+  auto keyed_future = std::async(std::launch::async, [&, pub = caller_pub] {
+    return service->create({{"ssh_authorized_keys", json::array({pub})}});
   });
   const auto minted_r = minted_future.get();
   const auto keyed_r = keyed_future.get();
