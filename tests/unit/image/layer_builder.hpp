@@ -45,6 +45,9 @@ inline std::string write_layer(const std::filesystem::path& out,
                                const std::vector<tar_entry>& entries) {
   archive* a = archive_write_new();
   archive_write_add_filter_gzip(a);
+  // No time in the gzip header: the same entries must give the same blob (and digest) no
+  // matter when they are written, as tests rebuild layers to find them in a registry.
+  archive_write_set_filter_option(a, "gzip", "timestamp", nullptr);
   archive_write_set_format_pax_restricted(a);
   if (archive_write_open_filename(a, out.c_str()) != ARCHIVE_OK) {
     throw std::runtime_error("cannot write layer");
