@@ -3,6 +3,8 @@
 #include <array>
 #include <cerrno>
 #include <cstdlib>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <sys/random.h>
 
@@ -58,6 +60,17 @@ std::string sha256_hex(std::string_view data) {
   std::array<unsigned char, SHA256_DIGEST_LENGTH> md{};
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md.data());
   return to_hex(md.data(), md.size());
+}
+
+std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), md.data(),
+           &len) == nullptr) {
+    std::abort();  // only an allocation failure inside OpenSSL gets here
+  }
+  return to_hex(md.data(), len);
 }
 
 }  // namespace litterbox

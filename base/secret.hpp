@@ -19,4 +19,7 @@ void random_bytes(void* out, std::size_t size);
 /// Lowercase hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
 
+/// Lowercase hex HMAC-SHA256 of `data` under `key`.
+std::string hmac_sha256_hex(std::string_view key, std::string_view data);
+
 }  // namespace litterbox
