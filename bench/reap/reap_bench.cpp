@@ -4,6 +4,7 @@
 #include "base/log.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/pg/migrate.hpp"
 #include "controlplane/pg/pg_store.hpp"
@@ -60,7 +61,8 @@ int main(int argc, char** argv) {
         lb::hypervisor::vm_spec vm;
         vm.host_id = rec.host.id;
         vm.name = rec.host.name;
-        if (!store.insert_host(rec, std::nullopt, now) || !driver.create_vm(vm)) {
+        if (!store.insert_host(rec, std::nullopt, cp::port_range{1024, 65535}, now) ||
+            !driver.create_vm(vm)) {
           ++failed;
         }
       }
@@ -77,7 +79,8 @@ int main(int argc, char** argv) {
   cp::config cfg;
   cp::host_service service(cfg, store, driver, clock, lb::new_uuid_v7(clock.now()));
   cp::null_observer observer;
-  cp::reaper reaper(cfg, store, service, clock, observer);
+  cp::maintenance upkeep(cfg, store, driver, clock);
+  cp::reaper reaper(cfg, store, service, upkeep, clock, observer);
   const auto started = std::chrono::steady_clock::now();
   const auto report = reaper.run_once();
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;

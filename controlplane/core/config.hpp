@@ -52,7 +52,19 @@ struct config {
   std::size_t list_max_limit = 1000;               ///< LITTERBOX_LIST_MAX_LIMIT
   std::vector<instance_type_spec> instance_types;  ///< LITTERBOX_INSTANCE_TYPES
   int max_concurrent_provisions = 8;               ///< LITTERBOX_MAX_PROVISIONING
-  int http_threads = 2;                            ///< LITTERBOX_HTTP_THREADS
+  /// LITTERBOX_MAX_QUEUED: creates admitted beyond those provisioning, waiting for a slot;
+  /// past it a create is 503 CAPACITY before anything is reserved.
+  int max_queued_provisions = 64;
+  /// LITTERBOX_PROVISION_GRACE: how long after its deadline (admission + PROVISION_TIMEOUT)
+  /// any process fails a create that has not settled, whoever owns it.
+  std::chrono::seconds provision_grace{60};
+  /// LITTERBOX_SHUTDOWN_DRAIN: on SIGTERM, how long creates already provisioning may run on;
+  /// those still running then are failed and released.
+  std::chrono::seconds shutdown_drain{30};
+  /// Key of the Idempotency-Key fingerprints (HMAC-SHA256 of the request body), read from
+  /// LITTERBOX_STATE_DIR/idempotency-secret; replicas sharing a database share it.
+  std::string idempotency_secret;
+  int http_threads = 2;  ///< LITTERBOX_HTTP_THREADS
   /// LITTERBOX_BLOCKING_THREADS: threads for request work that only touches the database;
   /// 0 = one per core. More than the cores only adds contention (and tail latency).
   int blocking_threads = 0;

@@ -26,6 +26,8 @@ class category_impl final : public std::error_category {
         return "provisioning failed";
       case errc::unavailable:
         return "service unavailable";
+      case errc::outcome_unknown:
+        return "database unavailable: commit outcome unknown";
       case errc::capacity:
         return "no capacity left";
       case errc::teardown_failed:

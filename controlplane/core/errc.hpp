@@ -15,9 +15,12 @@ enum class errc {
   quota,                 ///< 429 QUOTA
   provisioning_failed,   ///< 502 PROVISIONING_FAILED: message is the host's last_error
   unavailable,           ///< 503 UNAVAILABLE: database or hypervisor unreachable
-  capacity,              ///< 503 CAPACITY: no SSH port or provisioning slot left
-  teardown_failed,       ///< 503 HOST_TEARDOWN: the row is kept; retry the DELETE
-  internal,              ///< 500 INTERNAL
+  /// 503 UNAVAILABLE: the database lost the connection while committing, so whether the
+  /// write happened is unknown; whoever needs to know reads the row back.
+  outcome_unknown,
+  capacity,         ///< 503 CAPACITY: no SSH port or provisioning slot left
+  teardown_failed,  ///< 503 HOST_TEARDOWN: the row is kept; retry the DELETE
+  internal,         ///< 500 INTERNAL
 };
 
 const std::error_category& category();

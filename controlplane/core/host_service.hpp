@@ -5,6 +5,7 @@
 #include "controlplane/core/config.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/store.hpp"
+#include "controlplane/core/validation.hpp"
 #include "hypervisor/driver.hpp"
 #include "schema/host.hpp"
 #include "schema/requests.hpp"
@@ -19,7 +20,8 @@
 
 namespace litterbox::controlplane {
 
-class task_pool;
+class instance_heartbeat;
+class provisioner;
 
 /// What POST /hosts got.
 struct create_result {
@@ -28,13 +30,6 @@ struct create_result {
   schema::host host;
   /// True when this call inserted the row; false for an idempotent replay.
   bool created = false;
-};
-
-/// GET /hosts parameters as they arrived on the query string; host_service validates them.
-struct list_params {
-  std::vector<std::string> statuses;
-  std::optional<std::string> limit;
-  std::optional<std::string> after;
 };
 
 /// One page of GET /hosts.
@@ -50,10 +45,10 @@ struct doctor_report {
   std::vector<hypervisor::check_result> checks;
 };
 
-/// The business rules of hosts: validation, idempotency, the provisioning state machine,
-/// leases and teardown. Talks to a `store` and a hypervisor `driver`; knows nothing of HTTP.
-/// Every method blocks (database, hypervisor) and is thread-safe; provisioning runs on the
-/// service's own worker threads.
+/// The operations of API.md on hosts: admission (validation, idempotency, the row), reads,
+/// leases and teardown. Provisioning itself is the provisioner's; liveness the instance
+/// heartbeat's. Talks to a `store` and a hypervisor `driver`; knows nothing of HTTP. Every
+/// method blocks (database, hypervisor) and is thread-safe.
 class host_service {
  public:
   /// `observer` (optional, must outlive the service) hears of teardown failures.
@@ -63,11 +58,12 @@ class host_service {
   host_service(const host_service&) = delete;
   host_service& operator=(const host_service&) = delete;
 
-  /// POST /hosts. Validates, inserts the row (reserving `idempotency_key` in the same
-  /// transaction) and starts provisioning in the background; returns at once with the host
-  /// in its current state. A replayed key returns the original host (created = false).
-  /// Errors: validation (incl. a malformed key), idempotency_mismatch, bad_request,
-  /// unavailable.
+  /// POST /hosts. Validates, takes a provisioning place, inserts the row (reserving
+  /// `idempotency_key` and leasing an SSH port in the same transaction) and starts
+  /// provisioning in the background; returns at once with the host in its current state. A
+  /// replayed key returns the original host (created = false). Errors: validation (incl. a
+  /// malformed key), idempotency_mismatch, bad_request, capacity (no provisioning place or
+  /// no port: nothing was kept), unavailable.
   result<create_result> create(const schema::create_host_request& req,
                                const std::optional<std::string>& idempotency_key);
 
@@ -107,44 +103,24 @@ class host_service {
   /// row. Used by DELETE and the reaper. Errors: teardown_failed (row kept), unavailable.
   result<void> teardown(std::string_view id);
 
-  /// Fails and releases hosts whose creating process is gone (no heartbeat since
-  /// `stale_before`). Returns how many were recovered.
-  result<int> recover_orphaned(timestamp stale_before);
-
-  /// Destroys driver resources (domains, disks, seeds, consoles) that belong to no row.
-  /// Returns how many hosts' resources were removed.
-  result<int> sweep_orphans();
-
-  /// Lets the driver drop cached images that no row references. Returns how many went.
-  result<int> collect_images();
-
   /// Refreshes this process's heartbeat row; hosts it provisions stay owned while it beats.
   result<void> heartbeat();
 
-  /// Stops taking new creates and waits for in-flight provisioning to finish.
+  /// Stops taking creates, fails queued ones, gives running ones LITTERBOX_SHUTDOWN_DRAIN to
+  /// finish (then fails and releases them), and stops the heartbeat. Idempotent.
   void shutdown();
 
  private:
-  struct in_flight;
-  void provision(const std::string& id, std::shared_ptr<hypervisor::vm_spec> spec,
-                 std::optional<std::int64_t> lease_seconds);
-  void fail(const std::string& id, const error& e, schema::host_status from);
-  void settle(const std::string& id);
-  result<std::string> checked_id(std::string_view id) const;
   result<host_record> find_host(std::string_view raw_id);
-  void heartbeat_loop();
 
   const config& cfg_;
   store& db_;
   hypervisor::driver& driver_;
   const clock& clock_;
-  std::string instance_id_;
   lifecycle_observer* observer_;
-  std::unique_ptr<in_flight> in_flight_;
   hypervisor::ssh_key_pair probe_key_;
-  std::unique_ptr<task_pool> workers_;
-  struct heartbeat_state;
-  std::unique_ptr<heartbeat_state> heartbeat_;
+  std::unique_ptr<instance_heartbeat> heartbeat_;
+  std::unique_ptr<provisioner> provisioner_;
 };
 
 }  // namespace litterbox::controlplane

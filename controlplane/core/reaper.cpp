@@ -1,6 +1,7 @@
 #include "controlplane/core/reaper.hpp"
 
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/maintenance.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -19,9 +20,9 @@ constexpr std::size_t k_batch = 64;
 
 }  // namespace
 
-reaper::reaper(const config& cfg, store& db, host_service& hosts, const clock& clk,
-               lifecycle_observer& observer)
-    : cfg_(cfg), db_(db), hosts_(hosts), clock_(clk), observer_(observer) {}
+reaper::reaper(const config& cfg, store& db, host_service& hosts, maintenance& upkeep,
+               const clock& clk, lifecycle_observer& observer)
+    : cfg_(cfg), db_(db), hosts_(hosts), upkeep_(upkeep), clock_(clk), observer_(observer) {}
 
 reaper::~reaper() {
   stop();
@@ -29,11 +30,10 @@ reaper::~reaper() {
 
 reap_report reaper::run_once() {
   const auto started = std::chrono::steady_clock::now();
+  const timestamp pass_start = clock_.now();
   reap_report report;
 
-  // Creates whose owner stopped heartbeating: three missed beats mean the process is gone.
-  const auto stale_before = clock_.now() - 3 * cfg_.heartbeat_interval;
-  if (auto recovered = hosts_.recover_orphaned(stale_before)) {
+  if (auto recovered = upkeep_.recover_interrupted()) {
     report.recovered = *recovered;
     for (int i = 0; i < *recovered; ++i) {
       observer_.create_recovered();
@@ -44,7 +44,10 @@ reap_report reaper::run_once() {
 
   for (;;) {
     const timestamp now = clock_.now();
-    auto batch = db_.claim_expired(now, now - cfg_.error_retention, k_batch);
+    // Never later than the pass's own start: a host this pass claimed (updated_at = now) and
+    // failed to tear down must wait for the next pass, even with a retention of zero.
+    const timestamp cutoff = std::min(now - cfg_.error_retention, pass_start);
+    auto batch = db_.claim_expired(now, cutoff, k_batch);
     if (!batch) {
       spdlog::error("reap: cannot claim hosts: {}", batch.error().message);
       report.database_ok = false;
@@ -85,7 +88,7 @@ reap_report reaper::run_once() {
     }
   }
 
-  if (auto swept = hosts_.sweep_orphans()) {
+  if (auto swept = upkeep_.sweep_orphans()) {
     report.orphans_removed = *swept;
     if (*swept > 0) {
       observer_.orphans_removed(*swept);
@@ -94,10 +97,14 @@ reap_report reaper::run_once() {
     spdlog::error("reap: orphan sweep failed: {}", swept.error().message);
   }
 
-  if (auto images = hosts_.collect_images()) {
+  if (auto images = upkeep_.collect_images()) {
     report.images_collected = *images;
   } else {
     spdlog::error("reap: image cache collection failed: {}", images.error().message);
+  }
+
+  if (auto pruned = upkeep_.prune_instances(); !pruned) {
+    spdlog::error("reap: pruning instance rows failed: {}", pruned.error().message);
   }
 
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;

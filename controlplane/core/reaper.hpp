@@ -15,12 +15,13 @@
 namespace litterbox::controlplane {
 
 class host_service;
+class maintenance;
 
 /// The outcome of one maintenance pass.
 struct reap_report {
   int reaped = 0;                       ///< expired or retained-error hosts torn down and removed
   int failed = 0;                       ///< teardowns that failed (rows kept in `deleting`)
-  int recovered = 0;                    ///< interrupted creates failed and released
+  int recovered = 0;                    ///< interrupted or overdue creates failed and released
   int orphans_removed = 0;              ///< hosts whose leftover resources had no row
   int images_collected = 0;             ///< cached base images no host used, removed over budget
   bool database_ok = true;              ///< false when the pass could not reach the database
@@ -29,11 +30,12 @@ struct reap_report {
 
 /// Honours `expires_at`: claims due hosts in batches (FOR UPDATE SKIP LOCKED, so any number
 /// of reapers — cron overlapping the in-process loop, several replicas — never tear one down
-/// twice and never wait on each other), tears them down and removes them. Each pass also
-/// recovers interrupted creates and sweeps orphaned resources. Blocking; thread-safe.
+/// twice and never wait on each other), tears them down and removes them. Each pass also runs
+/// maintenance: interrupted creates, orphaned resources, unused images, dead instance rows.
+/// Blocking; thread-safe.
 class reaper {
  public:
-  reaper(const config& cfg, store& db, host_service& hosts, const clock& clk,
+  reaper(const config& cfg, store& db, host_service& hosts, maintenance& upkeep, const clock& clk,
          lifecycle_observer& observer);
   ~reaper();
   reaper(const reaper&) = delete;
@@ -50,6 +52,7 @@ class reaper {
   const config& cfg_;
   store& db_;
   host_service& hosts_;
+  maintenance& upkeep_;
   const clock& clock_;
   lifecycle_observer& observer_;
   std::mutex mutex_;

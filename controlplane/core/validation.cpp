@@ -1,5 +1,6 @@
 #include "controlplane/core/validation.hpp"
 
+#include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "hypervisor/ssh/keys.hpp"
 
@@ -205,6 +206,64 @@ result<resolved_create> validate_create(const schema::create_host_request& req, 
     out.disk_gb = static_cast<int>(*req.disk_gb);
   }
   return out;
+}
+
+result<list_query> validate_list(const list_params& params, const config& cfg) {
+  list_query q;
+  std::vector<field_issue> issues;
+  for (const auto& s : params.statuses) {
+    if (auto st = schema::parse_host_status(s)) {
+      q.statuses.push_back(*st);
+    } else {
+      issues.push_back({{"query", "status"},
+                        "Input should be 'provisioning', 'pulling_image', 'creating_vm', "
+                        "'bootstrapping', 'active', 'deleting' or 'error'",
+                        "enum"});
+    }
+  }
+  q.limit = cfg.list_default_limit;
+  if (params.limit) {
+    const auto& text = *params.limit;
+    const bool digits =
+        !text.empty() && text.size() <= 9 &&
+        std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const std::size_t value = digits ? std::stoul(text) : 0;
+    if (!digits) {
+      issues.push_back({{"query", "limit"}, "Input should be a valid integer", "int_parsing"});
+    } else if (value < 1) {
+      issues.push_back({{"query", "limit"}, "Input should be greater than 0", "greater_than"});
+    } else if (value > cfg.list_max_limit) {
+      issues.push_back(
+          {{"query", "limit"},
+           "Input should be less than or equal to " + std::to_string(cfg.list_max_limit),
+           "less_than_equal"});
+    } else {
+      q.limit = value;
+    }
+  }
+  if (params.after) {
+    if (auto a = parse_uuid(*params.after)) {
+      q.after = *a;
+    } else {
+      issues.push_back({{"query", "after"}, "Input should be a valid UUID", "uuid_parsing"});
+    }
+  }
+  if (!issues.empty()) {
+    error e = make_error(errc::validation, "invalid query");
+    e.issues = std::move(issues);
+    return e;
+  }
+  return q;
+}
+
+result<std::string> validate_host_id(std::string_view id) {
+  auto parsed = parse_uuid(id);
+  if (!parsed) {
+    error e = make_error(errc::validation, "malformed host id");
+    e.issues.push_back({{"path", "host_id"}, "Input should be a valid UUID", "uuid_parsing"});
+    return e;
+  }
+  return *parsed;
 }
 
 }  // namespace litterbox::controlplane

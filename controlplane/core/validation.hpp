@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 #include "base/result.hpp"
 #include "controlplane/core/config.hpp"
+#include "controlplane/core/store.hpp"
 #include "schema/requests.hpp"
 
 #include <map>
@@ -42,5 +43,20 @@ bool is_valid_idempotency_key(std::string_view key);
 /// True for an OCI reference we are willing to hand to tools as one argv element:
 /// registry/repo[:tag][@sha256:…], starting with a letter or digit, no whitespace.
 bool is_valid_image_reference(std::string_view ref);
+
+/// GET /hosts parameters as they arrived on the query string.
+struct list_params {
+  std::vector<std::string> statuses;
+  std::optional<std::string> limit;
+  std::optional<std::string> after;
+};
+
+/// Applies API.md's rules for GET /hosts: statuses, limit within LITTERBOX_LIST_MAX_LIMIT
+/// (default LITTERBOX_LIST_DEFAULT_LIMIT), an id cursor. Errors: errc::validation with
+/// loc query/status|limit|after.
+result<list_query> validate_list(const list_params& params, const config& cfg);
+
+/// A host id from the path, canonicalised. Errors: errc::validation, loc path/host_id.
+result<std::string> validate_host_id(std::string_view id);
 
 }  // namespace litterbox::controlplane

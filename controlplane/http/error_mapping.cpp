@@ -52,6 +52,7 @@ http_error to_http_error(const error& e, std::string_view request_id) {
     case errc::provisioning_failed:
       return {502, schema::error_body(detail_of(e), "PROVISIONING_FAILED"), std::nullopt};
     case errc::unavailable:
+    case errc::outcome_unknown:
       return {503, schema::error_body(detail_of(e), "UNAVAILABLE"), std::nullopt};
     case errc::capacity:
       return {503, schema::error_body(detail_of(e), "CAPACITY"),

@@ -1,8 +1,10 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "base/secret.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/config.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
@@ -17,11 +19,14 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -31,6 +36,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace litterbox::litterboxd {
@@ -60,6 +67,8 @@ struct options {
   std::int64_t reap_interval = 30;
   std::int64_t error_retention = 600;
   std::int64_t heartbeat_interval = 10;
+  std::int64_t provision_grace = 60;
+  std::int64_t shutdown_drain = 30;
   std::int64_t http_idle_timeout = 30;
   std::string port_file;
   std::int64_t fake_pull_delay_ms = 0;
@@ -290,6 +299,21 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_MAX_PROVISIONING")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd.add_option("--max-queued", c.max_queued_provisions,
+                 "Creates admitted beyond those provisioning; past it a create is 503 CAPACITY")
+      ->envname("LITTERBOX_MAX_QUEUED")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--provision-grace", o.provision_grace,
+                 "Seconds past a create's deadline after which any process fails it")
+      ->envname("LITTERBOX_PROVISION_GRACE")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--shutdown-drain", o.shutdown_drain,
+                 "Seconds running creates may go on after SIGTERM before they are failed")
+      ->envname("LITTERBOX_SHUTDOWN_DRAIN")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd.add_option("--http-threads", c.http_threads)
       ->envname("LITTERBOX_HTTP_THREADS")
       ->check(CLI::PositiveNumber)
@@ -370,11 +394,46 @@ void finish_config(options& o, bool needs_tokens) {
   c.reap_interval = std::chrono::seconds(o.reap_interval);
   c.error_retention = std::chrono::seconds(o.error_retention);
   c.heartbeat_interval = std::chrono::seconds(o.heartbeat_interval);
+  c.provision_grace = std::chrono::seconds(o.provision_grace);
+  c.shutdown_drain = std::chrono::seconds(o.shutdown_drain);
   c.http_idle_timeout = std::chrono::seconds(o.http_idle_timeout);
   c.log_json = o.log_format == "json";
   if (c.max_body_bytes == 0) {
     throw startup_error("LITTERBOX_MAX_BODY_BYTES must be positive");
   }
+}
+
+/// The key of Idempotency-Key fingerprints: made once (0600) in the state dir and read back by
+/// every later start, so replays survive restarts. O_EXCL lets one of several processes
+/// starting together make it; the others read what it wrote.
+std::string load_idempotency_secret(const std::filesystem::path& state_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(state_dir, ec);
+  const fs::path path = state_dir / "idempotency-secret";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    const std::string fresh = random_hex(32) + "\n";
+    const bool written =
+        ::write(fd, fresh.data(), fresh.size()) == static_cast<ssize_t>(fresh.size());
+    if (::fsync(fd) != 0 || ::close(fd) != 0 || !written) {
+      fs::remove(path, ec);
+      throw startup_error("cannot write " + path.string());
+    }
+  } else if (errno != EEXIST) {
+    throw startup_error("cannot create " + path.string() + ": " + std::strerror(errno));
+  }
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::ifstream in(path);
+    std::string secret;
+    std::getline(in, secret);
+    if (secret.size() == 64) {
+      return secret;
+    }
+    // Another process is between its open and its write.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw startup_error(path.string() + " does not hold a 64-digit key; remove it to make a new one");
 }
 
 void setup_logs(const options& o) {
@@ -520,13 +579,15 @@ void write_port_file(const std::string& path, int port) {
 
 int serve(options& o) {
   run_migrations(o.cfg);
+  o.cfg.idempotency_secret = load_idempotency_secret(o.cfg.state_dir);
   const system_clock clock;
   controlplane::http::prometheus_metrics stats;
   controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size));
   auto hv = make_hypervisor(o);
   const auto instance_id = new_uuid_v7(clock.now());
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
-  controlplane::reaper reaper(o.cfg, db, hosts, clock, stats);
+  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
+  controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
   controlplane::http::http_server server(o.cfg, hosts, stats);
   server.start();
   if (!o.port_file.empty()) {
@@ -551,7 +612,8 @@ int reap_once(options& o) {
   auto hv = make_hypervisor(o);
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, new_uuid_v7(clock.now()),
                                    &observer);
-  controlplane::reaper reaper(o.cfg, db, hosts, clock, observer);
+  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
+  controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, observer);
   const auto report = reaper.run_once();
   hosts.shutdown();
   return report.database_ok && report.failed == 0 ? 0 : 1;

@@ -6,6 +6,7 @@
 // Defined in the file lb_embed generates for litterbox::schema (schema/CMakeLists.txt).
 namespace litterbox::schema::embedded {
 extern const std::string_view migration_0001;
+extern const std::string_view migration_0002;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -21,6 +22,7 @@ struct migration {
 /// lb_embed call of schema/CMakeLists.txt; old ones never change once deployed.
 inline constexpr std::array migrations{
     migration{1, "0001_init", &schema::embedded::migration_0001},
+    migration{2, "0002_lifecycle_bounds", &schema::embedded::migration_0002},
 };
 
 }  // namespace litterbox::controlplane::pg

@@ -27,8 +27,9 @@ constexpr const char* host_columns =
     "(extract(epoch from h.created_at) * 1000000)::bigint, "
     "(extract(epoch from h.updated_at) * 1000000)::bigint, "
     "(extract(epoch from h.activated_at) * 1000000)::bigint, "
-    "(extract(epoch from h.expires_at) * 1000000)::bigint";
-constexpr int host_column_count = 22;
+    "(extract(epoch from h.expires_at) * 1000000)::bigint, "
+    "(extract(epoch from h.provision_deadline) * 1000000)::bigint";
+constexpr int host_column_count = 23;
 
 constexpr int max_attempts = 5;
 constexpr int port_attempts = 200;
@@ -46,9 +47,9 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
        "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
        "known_hosts, last_error, lease_seconds, owner_id, created_at, updated_at, activated_at, "
-       "expires_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-       "$15, $16, $17, $18::uuid, $19::timestamptz, $20::timestamptz, $21::timestamptz, "
-       "$22::timestamptz) RETURNING " +
+       "expires_at, provision_deadline) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+       "$11, $12, $13, $14, $15, $16, $17, $18::uuid, $19::timestamptz, $20::timestamptz, "
+       "$21::timestamptz, $22::timestamptz, $23::timestamptz) RETURNING " +
            c},
       {"delete_expired_key",
        "DELETE FROM idempotency_keys WHERE namespace = $1 AND key = $2 AND expires_at <= "
@@ -90,22 +91,39 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"claim_expired",
        "WITH due AS (SELECT id FROM hosts WHERE (status IN ('active', 'bootstrapping') "
        "AND expires_at <= $1::timestamptz) OR (status IN ('error', 'deleting') "
-       "AND updated_at <= $2::timestamptz) ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) "
+       "AND updated_at < $2::timestamptz) ORDER BY id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) "
        "UPDATE hosts h SET status = 'deleting', updated_at = $1::timestamptz FROM due "
        "WHERE h.id = due.id AND ((h.status IN ('active', 'bootstrapping') AND h.expires_at <= "
-       "$1::timestamptz) OR (h.status IN ('error', 'deleting') AND h.updated_at <= "
+       "$1::timestamptz) OR (h.status IN ('error', 'deleting') AND h.updated_at < "
        "$2::timestamptz)) "
        "RETURNING " +
            c},
       {"heartbeat",
-       "INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at) VALUES ($1::uuid, "
-       "$2, $3, $4::timestamptz, $4::timestamptz) ON CONFLICT (id) DO UPDATE SET hostname = "
-       "excluded.hostname, pid = excluded.pid, heartbeat_at = excluded.heartbeat_at"},
-      {"orphaned", "SELECT " + c +
-                       " FROM hosts h LEFT JOIN instances i ON i.id = h.owner_id WHERE h.status IN "
-                       "('provisioning', 'pulling_image', 'creating_vm', 'bootstrapping') AND "
-                       "(h.owner_id IS NULL OR i.id IS NULL OR i.heartbeat_at < $1::timestamptz) "
-                       "ORDER BY h.id"},
+       "INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at, heartbeat_interval_s) "
+       "VALUES ($1::uuid, $2, $3, $4::timestamptz, $4::timestamptz, $5) ON CONFLICT (id) DO "
+       "UPDATE SET hostname = excluded.hostname, pid = excluded.pid, heartbeat_at = "
+       "excluded.heartbeat_at, heartbeat_interval_s = excluded.heartbeat_interval_s"},
+      // Claim first: the rows move to `error` in this statement, so an owner that is merely
+      // slow finds its next compare-and-set failing instead of racing the teardown. The lock
+      // is taken on hosts only (SKIP LOCKED: concurrent sweeps never claim one row twice) and
+      // the UPDATE re-checks the status it claimed from.
+      {"claim_interrupted",
+       "WITH due AS (SELECT h.id, h.status AS was, (h.provision_deadline IS NOT NULL AND "
+       "h.provision_deadline + make_interval(secs => $2::double precision) < $1::timestamptz) "
+       "AS overdue FROM hosts h LEFT JOIN instances i ON i.id = h.owner_id WHERE h.status IN "
+       "('provisioning', 'pulling_image', 'creating_vm', 'bootstrapping') AND "
+       "(h.owner_id IS NULL OR i.id IS NULL OR i.heartbeat_at < $1::timestamptz - "
+       "make_interval(secs => 3.0 * i.heartbeat_interval_s) OR (h.provision_deadline IS NOT "
+       "NULL AND h.provision_deadline + make_interval(secs => $2::double precision) < "
+       "$1::timestamptz)) ORDER BY h.id LIMIT $5::bigint FOR UPDATE OF h SKIP LOCKED) "
+       "UPDATE hosts h SET status = 'error', last_error = (CASE WHEN due.overdue THEN $4 ELSE "
+       "$3 END) || due.was, owner_id = NULL, lease_seconds = NULL, updated_at = "
+       "$1::timestamptz FROM due WHERE h.id = due.id AND h.status = due.was RETURNING " +
+           c + ", due.was, due.overdue"},
+      {"release_keys_of", "DELETE FROM idempotency_keys WHERE host_id = ANY($1::uuid[])"},
+      {"prune_instances",
+       "DELETE FROM instances WHERE heartbeat_at < $1::timestamptz - make_interval(secs => "
+       "greatest(3.0 * heartbeat_interval_s, 3600.0))"},
       {"all_ids", "SELECT id::text FROM hosts ORDER BY id"},
       {"digests_in_use", "SELECT DISTINCT image_digest FROM hosts WHERE image_digest IS NOT NULL"},
       {"ping", "SELECT 1"},
@@ -194,6 +212,7 @@ host_record read_host(const pqxx::row& r) {
   h.updated_at = from_us(r[19].as<std::int64_t>());
   h.activated_at = opt_ts(r[20]);
   h.expires_at = opt_ts(r[21]);
+  rec.provision_deadline = opt_ts(r[22]);
   return rec;
 }
 
@@ -319,7 +338,8 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
         l.mark_broken();
         pool.drop_idle();
         spdlog::error("pg_store {}: {}", op, what);
-        return make_error(errc::unavailable, "database unavailable");
+        // Never retried and never reported as "not applied": the caller reads back.
+        return make_error(errc::outcome_unknown, "database unavailable: commit outcome unknown");
       case failure_kind::other:
         spdlog::error("pg_store {}: {}", op, what);
         return make_error(errc::internal, "database error");
@@ -338,12 +358,56 @@ pg_store::pg_store(std::string url, std::size_t pool_size,
 
 pg_store::~pg_store() = default;
 
+namespace {
+
+// FNV-1a of the id: a stable, well-spread starting offset in the port range for this host, so
+// that concurrent creates do not all race for the same lowest free port.
+int port_search_start(std::string_view host_id, int lo, int hi) {
+  std::uint64_t hash = 14695981039346656037ULL;
+  for (const char c : host_id) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
+  }
+  return static_cast<int>(hash % static_cast<std::uint64_t>(hi - lo + 1));
+}
+
+// Leases a free port of [lo, hi] to `id` inside `tx`; nullopt when none is free. Another
+// transaction may take the port picked between the two statements: the primary key turns
+// that into an empty insert (after waiting for the other to finish) and we pick again.
+std::optional<int> lease_free_port(pqxx::transaction_base& tx, const std::string& id, int lo,
+                                   int hi, timestamp now) {
+  const int start = port_search_start(id, lo, hi);
+  for (int attempt = 0; attempt < port_attempts; ++attempt) {
+    const auto held = tx.exec_prepared("port_of", id);
+    if (!held.empty()) {
+      return held[0][0].as<int>();
+    }
+    const auto free = tx.exec_prepared("free_port", lo, hi, start);
+    if (free.empty()) {
+      return std::nullopt;
+    }
+    const auto leased = tx.exec_prepared("lease_port", free[0][0].as<int>(), id, ts(now));
+    if (!leased.empty()) {
+      return leased[0][0].as<int>();
+    }
+  }
+  throw pqxx::transaction_rollback("port allocation contention");
+}
+
+error no_port() {
+  return make_error(errc::capacity, "no SSH port left");
+}
+
+}  // namespace
+
 result<insert_outcome> pg_store::insert_host(const host_record& h,
                                              const std::optional<idempotency_claim>& key,
-                                             timestamp now) {
+                                             port_range ports, timestamp now) {
   const auto id = host_id(h.host.id);
   if (!id) {
     return make_error(errc::internal, "host id is not a UUID");
+  }
+  if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi) {
+    return no_port();
   }
   std::optional<std::string> owner;
   if (h.owner_id) {
@@ -353,12 +417,22 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
     }
   }
   const schema::host& w = h.host;
-  auto insert_row = [&](pqxx::transaction_base& tx) {
-    return read_host(tx.exec_prepared1(
+  // Inserts the row and leases its port; false (and the caller rolls back) when no port is
+  // free, so that a row never exists without its port and running out keeps nothing.
+  auto insert_row = [&](pqxx::transaction_base& tx, insert_outcome& out) {
+    out.created = true;
+    out.existing = read_host(tx.exec_prepared1(
         "insert_host", *id, w.name, std::string(schema::to_string(w.status)), w.provider, w.image,
         w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
         w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
-        ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at)));
+        ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at),
+        ts(h.provision_deadline)));
+    const auto port = lease_free_port(tx, *id, ports.lo, ports.hi, now);
+    if (!port) {
+      return false;
+    }
+    out.port = *port;
+    return true;
   };
   return run<insert_outcome>(
       *pool_, "insert_host", [&](pqxx::connection& conn) -> result<insert_outcome> {
@@ -367,8 +441,10 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           // commit would insert the row twice.
           pqxx::work tx(conn);
           insert_outcome out;
-          out.created = true;
-          out.existing = insert_row(tx);
+          if (!insert_row(tx, out)) {
+            tx.abort();
+            return no_port();
+          }
           tx.commit();
           return out;
         }
@@ -382,8 +458,10 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
                                                 *id, ts(now), ts(key->expires_at));
           if (!claimed.empty()) {
             insert_outcome out;
-            out.created = true;
-            out.existing = insert_row(tx);
+            if (!insert_row(tx, out)) {
+              tx.abort();  // the key goes with it: a retry is a fresh create
+              return no_port();
+            }
             tx.commit();
             return out;
           }
@@ -395,8 +473,10 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           insert_outcome out;
           out.created = false;
           out.existing = read_host(held[0]);
+          const auto stored = held[0][host_column_count].as<std::string>();
           out.fingerprint_matches =
-              held[0][host_column_count].as<std::string>() == key->fingerprint;
+              stored == key->fingerprint ||
+              (!key->legacy_fingerprint.empty() && stored == key->legacy_fingerprint);
           tx.commit();
           return out;
         }
@@ -542,37 +622,19 @@ result<int> pg_store::allocate_port(std::string_view host_id_text, int lo, int h
     return not_found();
   }
   if (lo < 1 || hi > 65535 || lo > hi) {
-    return make_error(errc::capacity, "no SSH port left");
+    return no_port();
   }
-  // FNV-1a of the id: a stable, well-spread starting offset in the range for this host.
-  std::uint64_t hash = 14695981039346656037ULL;
-  for (const char c : host_id_text) {
-    hash = (hash ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
-  }
-  const int start = static_cast<int>(hash % static_cast<std::uint64_t>(hi - lo + 1));
   return run<int>(*pool_, "allocate_port", [&](pqxx::connection& conn) -> result<int> {
     pqxx::nontransaction tx(conn);
-    // Another process may take the port we picked between the two statements; the primary
-    // key turns that into an empty insert and we pick again.
-    for (int attempt = 0; attempt < port_attempts; ++attempt) {
-      const auto held = tx.exec_prepared("port_of", *id);
-      if (!held.empty()) {
-        return held[0][0].as<int>();
+    try {
+      const auto port = lease_free_port(tx, *id, lo, hi, now);
+      if (!port) {
+        return no_port();
       }
-      const auto free = tx.exec_prepared("free_port", lo, hi, start);
-      if (free.empty()) {
-        return make_error(errc::capacity, "no SSH port left");
-      }
-      try {
-        const auto leased = tx.exec_prepared("lease_port", free[0][0].as<int>(), *id, ts(now));
-        if (!leased.empty()) {
-          return leased[0][0].as<int>();
-        }
-      } catch (const pqxx::foreign_key_violation&) {
-        return not_found();
-      }
+      return *port;
+    } catch (const pqxx::foreign_key_violation&) {
+      return not_found();
     }
-    return make_error(errc::unavailable, "database unavailable: port allocation contention");
   });
 }
 
@@ -614,26 +676,63 @@ result<std::vector<host_record>> pg_store::claim_expired(timestamp now, timestam
 }
 
 result<void> pg_store::heartbeat(std::string_view instance_id, std::string_view hostname, int pid,
-                                 timestamp now) {
+                                 std::chrono::seconds interval, timestamp now) {
   const auto id = parse_uuid(instance_id);
   if (!id) {
     return make_error(errc::internal, "instance id is not a UUID");
   }
   const std::string host(hostname);
+  const auto every = static_cast<int>(std::max<std::chrono::seconds::rep>(1, interval.count()));
   return run<void>(*pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
     pqxx::nontransaction tx(conn);
-    tx.exec_prepared("heartbeat", *id, host, pid, ts(now));
+    tx.exec_prepared("heartbeat", *id, host, pid, ts(now), every);
     return {};
   });
 }
 
-result<std::vector<host_record>> pg_store::orphaned_provisioning(timestamp stale_before) {
-  return run<std::vector<host_record>>(
-      *pool_, "orphaned_provisioning",
-      [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
-        pqxx::nontransaction tx(conn);
-        return read_hosts(tx.exec_prepared("orphaned", ts(stale_before)));
+result<std::vector<interrupted_host>> pg_store::claim_interrupted(
+    timestamp now, std::chrono::seconds grace, const std::string& interrupted_prefix,
+    const std::string& overdue_prefix, std::size_t limit) {
+  if (limit == 0) {
+    return std::vector<interrupted_host>{};
+  }
+  const auto n = static_cast<std::int64_t>(limit);
+  const auto grace_s = static_cast<double>(grace.count());
+  return run<std::vector<interrupted_host>>(
+      *pool_, "claim_interrupted",
+      [&](pqxx::connection& conn) -> result<std::vector<interrupted_host>> {
+        // Explicit commit: the claim and the release of the keys land together or not at all.
+        pqxx::work tx(conn);
+        const auto r = tx.exec_prepared("claim_interrupted", ts(now), grace_s, interrupted_prefix,
+                                        overdue_prefix, n);
+        std::vector<interrupted_host> out;
+        out.reserve(r.size());
+        std::string ids = "{";
+        for (const auto& row : r) {
+          interrupted_host h;
+          h.host = read_host(row);
+          h.was = parse_status(row[host_column_count]);
+          h.overdue = row[host_column_count + 1].as<bool>();
+          if (out.size() != 0) {
+            ids += ',';
+          }
+          ids += h.host.host.id;
+          out.push_back(std::move(h));
+        }
+        ids += '}';
+        if (!out.empty()) {
+          tx.exec_prepared("release_keys_of", ids);
+        }
+        tx.commit();
+        return out;
       });
+}
+
+result<int> pg_store::prune_instances(timestamp now) {
+  return run<int>(*pool_, "prune_instances", [&](pqxx::connection& conn) -> result<int> {
+    pqxx::nontransaction tx(conn);
+    return static_cast<int>(tx.exec_prepared("prune_instances", ts(now)).affected_rows());
+  });
 }
 
 namespace {

@@ -28,7 +28,7 @@ class pg_store final : public store {
   ~pg_store() override;
 
   result<insert_outcome> insert_host(const host_record& h,
-                                     const std::optional<idempotency_claim>& key,
+                                     const std::optional<idempotency_claim>& key, port_range ports,
                                      timestamp now) override;
   result<host_record> get_host(std::string_view id) override;
   result<std::vector<host_record>> list_hosts(const list_query& q) override;
@@ -41,8 +41,12 @@ class pg_store final : public store {
   result<std::vector<host_record>> claim_expired(timestamp now, timestamp error_cutoff,
                                                  std::size_t limit) override;
   result<void> heartbeat(std::string_view instance_id, std::string_view hostname, int pid,
-                         timestamp now) override;
-  result<std::vector<host_record>> orphaned_provisioning(timestamp stale_before) override;
+                         std::chrono::seconds interval, timestamp now) override;
+  result<std::vector<interrupted_host>> claim_interrupted(timestamp now, std::chrono::seconds grace,
+                                                          const std::string& interrupted_prefix,
+                                                          const std::string& overdue_prefix,
+                                                          std::size_t limit) override;
+  result<int> prune_instances(timestamp now) override;
   result<std::vector<std::string>> all_host_ids() override;
   result<std::vector<std::string>> image_digests_in_use() override;
   result<void> ping() override;

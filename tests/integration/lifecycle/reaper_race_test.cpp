@@ -1,6 +1,7 @@
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/pg/pg_store.hpp"
 #include "hypervisor/errc.hpp"
@@ -36,7 +37,7 @@ std::string insert_active(store& db, hypervisor::fake_driver& driver, timestamp 
   rec.host.updated_at = now;
   rec.host.activated_at = now;
   rec.host.expires_at = expires_at;
-  EXPECT_TRUE(db.insert_host(rec, std::nullopt, now));
+  EXPECT_TRUE(db.insert_host(rec, std::nullopt, port_range{20000, 29999}, now));
   hypervisor::vm_spec vm;
   vm.host_id = rec.host.id;
   vm.name = rec.host.name;
@@ -65,11 +66,14 @@ TEST(ReaperRace, ThreeReapersTearDownEachExpiredHostExactlyOnceWhileRenewsThatLa
 
   null_observer observer;
   std::vector<std::unique_ptr<host_service>> services;
+  std::vector<std::unique_ptr<maintenance>> upkeeps;
   std::vector<std::unique_ptr<reaper>> reapers;
   for (int i = 0; i < 3; ++i) {
     services.push_back(
         std::make_unique<host_service>(cfg, store, driver, clock, new_uuid_v7(clock.now())));
-    reapers.push_back(std::make_unique<reaper>(cfg, store, *services.back(), clock, observer));
+    upkeeps.push_back(std::make_unique<maintenance>(cfg, store, driver, clock));
+    reapers.push_back(
+        std::make_unique<reaper>(cfg, store, *services.back(), *upkeeps.back(), clock, observer));
   }
 
   std::mutex mutex;
@@ -135,7 +139,8 @@ class RetentionTest : public ::testing::Test {
         clock_(timestamp(std::chrono::seconds(1'800'000'000))),
         cfg_(retention_config()),
         service_(cfg_, store_, driver_, clock_, new_uuid_v7(clock_.now())),
-        reaper_(cfg_, store_, service_, clock_, observer_) {}
+        upkeep_(cfg_, store_, driver_, clock_),
+        reaper_(cfg_, store_, service_, upkeep_, clock_, observer_) {}
 
   static config retention_config() {
     config c;
@@ -153,6 +158,7 @@ class RetentionTest : public ::testing::Test {
   manual_clock clock_;
   config cfg_;
   host_service service_;
+  maintenance upkeep_;
   null_observer observer_;
   reaper reaper_;
 };

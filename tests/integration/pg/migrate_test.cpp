@@ -51,11 +51,11 @@ TEST(Migrate, AppliesEveryMigrationOnceAndNothingTheSecondTime) {
   bare_database db;
   const auto first = migrate(db.url());
   ASSERT_TRUE(first.has_value()) << first.error().message;
-  EXPECT_EQ(first.value(), 1);
+  EXPECT_EQ(first.value(), 2);
   const auto second = migrate(db.url());
   ASSERT_TRUE(second.has_value()) << second.error().message;
   EXPECT_EQ(second.value(), 0);
-  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 1);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 2);
   EXPECT_EQ(count(db.url(),
                   "SELECT count(*) FROM schema_migrations WHERE version = 1 AND "
                   "name = '0001_init' AND applied_at IS NOT NULL"),
@@ -80,8 +80,8 @@ TEST(Migrate, TwoConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   tb.join();
   ASSERT_TRUE(a.has_value()) << a.error().message;
   ASSERT_TRUE(b.has_value()) << b.error().message;
-  EXPECT_EQ(a.value() + b.value(), 1);
-  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 1);
+  EXPECT_EQ(a.value() + b.value(), 2);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 2);
 }
 
 TEST(Migrate, AnUnreachableDatabaseIsUnavailable) {

@@ -28,7 +28,7 @@ TEST(PgStoreOutage, StoppedDatabaseIsUnavailableAndTheSameStoreRecoversAfterRest
   r.host.ssh_username = "agent";
   r.host.created_at = now;
   r.host.updated_at = now;
-  ASSERT_TRUE(store.insert_host(r, std::nullopt, now));
+  ASSERT_TRUE(store.insert_host(r, std::nullopt, port_range{20000, 29999}, now));
   ASSERT_TRUE(store.get_host(r.host.id));  // the pool now holds an open connection
 
   cluster.stop();

@@ -5,12 +5,14 @@
 #include "tests/support/pg_database.hpp"
 
 #include <gtest/gtest.h>
+#include <pqxx/pqxx>
 
 #include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <map>
 #include <mutex>
 #include <netinet/in.h>
 #include <set>
@@ -43,16 +45,33 @@ host_record make_host(timestamp created, host_status status = host_status::provi
 }
 
 idempotency_claim make_claim(std::string key, std::string fingerprint, timestamp expires) {
-  return idempotency_claim{"default", std::move(key), std::move(fingerprint), expires};
+  idempotency_claim c;
+  c.ns = "default";
+  c.key = std::move(key);
+  c.fingerprint = std::move(fingerprint);
+  c.expires_at = expires;
+  return c;
 }
+
+const port_range k_ports{20000, 29999};
 
 class pgstore : public ::testing::Test {
  protected:
   test::test_database db_;
   pg_store store_{db_.url(), 8};
 
+  /// Inserts `r` without the port insert_host leases (as rows made before ports were leased
+  /// with the row), so allocate_port's own leasing can be tested.
+  host_record insert_unleased(const host_record& r) {
+    auto rec = insert(r);
+    pqxx::connection c(db_.url());
+    pqxx::nontransaction tx(c);
+    tx.exec_params("DELETE FROM ssh_ports WHERE host_id = $1::uuid", r.host.id);
+    return rec;
+  }
+
   host_record insert(const host_record& r) {
-    auto out = store_.insert_host(r, std::nullopt, r.host.created_at);
+    auto out = store_.insert_host(r, std::nullopt, k_ports, r.host.created_at);
     EXPECT_TRUE(out.has_value()) << (out ? "" : out.error().message);
     return out ? out.value().existing : host_record{};
   }
@@ -71,10 +90,11 @@ TEST_F(pgstore, InsertThenGetReturnsEveryColumnUnchanged) {
   r.host.activated_at = t0 + 1s;
   r.host.expires_at = t0 + 24h;
   r.lease_seconds = 3600;
-  ASSERT_TRUE(store_.heartbeat("0190c0de-0000-7000-8000-000000000001", "node", 42, t0));
+  ASSERT_TRUE(store_.heartbeat("0190c0de-0000-7000-8000-000000000001", "node", 42,
+                               std::chrono::seconds(10), t0));
   r.owner_id = "0190c0de-0000-7000-8000-000000000001";
 
-  const auto inserted = store_.insert_host(r, std::nullopt, t0);
+  const auto inserted = store_.insert_host(r, std::nullopt, k_ports, t0);
   ASSERT_TRUE(inserted.has_value());
   EXPECT_TRUE(inserted.value().created);
   EXPECT_EQ(inserted.value().existing.host, r.host);
@@ -192,12 +212,12 @@ TEST_F(pgstore, ListPagesWithLimitAndAfterCursor) {
 TEST_F(pgstore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
   const auto first = make_host(t0);
   const auto claim = make_claim("key-1", "fp-a", t0 + 24h);
-  const auto a = store_.insert_host(first, claim, t0);
+  const auto a = store_.insert_host(first, claim, k_ports, t0);
   ASSERT_TRUE(a.has_value());
   EXPECT_TRUE(a.value().created);
 
   const auto second = make_host(t0 + 1s);
-  const auto b = store_.insert_host(second, claim, t0 + 1s);
+  const auto b = store_.insert_host(second, claim, k_ports, t0 + 1s);
   ASSERT_TRUE(b.has_value());
   EXPECT_FALSE(b.value().created);
   EXPECT_TRUE(b.value().fingerprint_matches);
@@ -208,8 +228,9 @@ TEST_F(pgstore, IdempotentReplayReturnsTheOriginalHostAndInsertsNothing) {
 
 TEST_F(pgstore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
   const auto first = make_host(t0);
-  ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 24h), t0));
-  const auto b = store_.insert_host(make_host(t0), make_claim("key-1", "fp-b", t0 + 24h), t0);
+  ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 24h), k_ports, t0));
+  const auto b =
+      store_.insert_host(make_host(t0), make_claim("key-1", "fp-b", t0 + 24h), k_ports, t0);
   ASSERT_TRUE(b.has_value());
   EXPECT_FALSE(b.value().created);
   EXPECT_FALSE(b.value().fingerprint_matches);
@@ -217,26 +238,27 @@ TEST_F(pgstore, IdempotencyKeyWithAnotherBodyReportsFingerprintMismatch) {
 }
 
 TEST_F(pgstore, IdempotencyKeysAreScopedByNamespace) {
-  ASSERT_TRUE(store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0));
+  ASSERT_TRUE(store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), k_ports, t0));
   auto other = make_claim("key-1", "fp", t0 + 1h);
   other.ns = "other";
-  const auto b = store_.insert_host(make_host(t0), other, t0);
+  const auto b = store_.insert_host(make_host(t0), other, k_ports, t0);
   ASSERT_TRUE(b.has_value());
   EXPECT_TRUE(b.value().created);
 }
 
 TEST_F(pgstore, ExpiredIdempotencyKeyIsReplaced) {
   const auto first = make_host(t0);
-  ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 1h), t0));
+  ASSERT_TRUE(store_.insert_host(first, make_claim("key-1", "fp-a", t0 + 1h), k_ports, t0));
   const auto later = t0 + 2h;
   const auto second = make_host(later);
-  const auto b = store_.insert_host(second, make_claim("key-1", "fp-b", later + 1h), later);
+  const auto b =
+      store_.insert_host(second, make_claim("key-1", "fp-b", later + 1h), k_ports, later);
   ASSERT_TRUE(b.has_value());
   EXPECT_TRUE(b.value().created);
   EXPECT_EQ(b.value().existing.host.id, second.host.id);
   // The key now names the new host.
-  const auto c =
-      store_.insert_host(make_host(later), make_claim("key-1", "fp-b", later + 1h), later + 1s);
+  const auto c = store_.insert_host(make_host(later), make_claim("key-1", "fp-b", later + 1h),
+                                    k_ports, later + 1s);
   ASSERT_TRUE(c.has_value());
   EXPECT_FALSE(c.value().created);
   EXPECT_EQ(c.value().existing.host.id, second.host.id);
@@ -255,7 +277,7 @@ TEST_F(pgstore, HundredConcurrentInsertsWithOneKeyCreateExactlyOneRow) {
     pool.emplace_back([&, i] {
       const auto h = make_host(t0);
       start.arrive_and_wait();
-      const auto out = store.insert_host(h, make_claim("race", "fp", t0 + 1h), t0);
+      const auto out = store.insert_host(h, make_claim("race", "fp", t0 + 1h), k_ports, t0);
       if (!out) {
         ++failures;
         return;
@@ -328,9 +350,11 @@ TEST_F(pgstore, TransitionDistinguishesNotFoundFromHostState) {
 
 TEST_F(pgstore, TransitionReleasesTheIdempotencyKeyAndThePort) {
   const auto r = make_host(t0);
-  ASSERT_TRUE(store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), t0));
+  const auto inserted = store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), {3000, 3000}, t0);
+  ASSERT_TRUE(inserted.has_value());
   const auto port = store_.allocate_port(r.host.id, 3000, 3000, t0);
   ASSERT_TRUE(port.has_value());
+  EXPECT_EQ(port.value(), inserted.value().port);
   host_patch p;
   p.status = host_status::error;
   p.last_error = "Boot: no";
@@ -339,17 +363,17 @@ TEST_F(pgstore, TransitionReleasesTheIdempotencyKeyAndThePort) {
   ASSERT_TRUE(store_.transition(r.host.id, {host_status::provisioning}, p, t0 + 1s));
 
   // The key is free again: a retry creates a new host.
-  const auto retry = store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0);
+  const auto retry =
+      store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), {3000, 3000}, t0);
   ASSERT_TRUE(retry.has_value());
   EXPECT_TRUE(retry.value().created);
   // The port is free again: the new host gets the same one.
-  EXPECT_EQ(store_.allocate_port(retry.value().existing.host.id, 3000, 3000, t0).value(),
-            port.value());
+  EXPECT_EQ(retry.value().port, port.value());
 }
 
 TEST_F(pgstore, AllocatePortLeasesAFreePortInTheRangeAndKeepsIt) {
-  const auto a = insert(make_host(t0));
-  const auto b = insert(make_host(t0));
+  const auto a = insert_unleased(make_host(t0));
+  const auto b = insert_unleased(make_host(t0));
   const auto pa = store_.allocate_port(a.host.id, 2200, 2201, t0).value();
   const auto pb = store_.allocate_port(b.host.id, 2200, 2201, t0).value();
   EXPECT_TRUE(pa == 2200 || pa == 2201) << pa;
@@ -363,7 +387,7 @@ TEST_F(pgstore, ConcurrentHostsStartTheirPortSearchAtDifferentPlaces) {
   // first choices spread out, so (nearly) none of them loses a race and retries.
   std::set<int> ports;
   for (int i = 0; i < 20; ++i) {
-    const auto h = insert(make_host(t0));
+    const auto h = insert_unleased(make_host(t0));
     ports.insert(store_.allocate_port(h.host.id, 40000, 40999, t0).value());
   }
   EXPECT_EQ(ports.size(), 20U);
@@ -371,8 +395,8 @@ TEST_F(pgstore, ConcurrentHostsStartTheirPortSearchAtDifferentPlaces) {
 }
 
 TEST_F(pgstore, AllocatePortFailsWithCapacityWhenTheRangeIsFull) {
-  const auto a = insert(make_host(t0));
-  const auto b = insert(make_host(t0));
+  const auto a = insert_unleased(make_host(t0));
+  const auto b = insert_unleased(make_host(t0));
   ASSERT_TRUE(store_.allocate_port(a.host.id, 2200, 2200, t0));
   const auto full = store_.allocate_port(b.host.id, 2200, 2200, t0);
   ASSERT_FALSE(full.has_value());
@@ -397,10 +421,10 @@ TEST_F(pgstore, ImageDigestsInUseListsEachReferencedDigestOnce) {
 }
 
 TEST_F(pgstore, RemovingAHostFreesItsPort) {
-  const auto a = insert(make_host(t0));
+  const auto a = insert_unleased(make_host(t0));
   ASSERT_EQ(store_.allocate_port(a.host.id, 2200, 2200, t0).value(), 2200);
   ASSERT_TRUE(store_.remove_host(a.host.id));
-  const auto b = insert(make_host(t0));
+  const auto b = insert_unleased(make_host(t0));
   EXPECT_EQ(store_.allocate_port(b.host.id, 2200, 2200, t0).value(), 2200);
 }
 
@@ -469,11 +493,12 @@ TEST_F(pgstore, RenewIsAllowedOnlyWhileBootstrappingOrActive) {
 
 TEST_F(pgstore, RemoveDeletesTheRowAndItsKeyAndMissingIsSuccess) {
   const auto r = make_host(t0);
-  ASSERT_TRUE(store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), t0));
+  ASSERT_TRUE(store_.insert_host(r, make_claim("key-1", "fp", t0 + 1h), k_ports, t0));
   ASSERT_TRUE(store_.remove_host(r.host.id));
   EXPECT_EQ(store_.get_host(r.host.id).error().code, errc::not_found);
   EXPECT_TRUE(store_.remove_host(r.host.id));
-  const auto again = store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), t0);
+  const auto again =
+      store_.insert_host(make_host(t0), make_claim("key-1", "fp", t0 + 1h), k_ports, t0);
   ASSERT_TRUE(again.has_value());
   EXPECT_TRUE(again.value().created);
 }
@@ -559,31 +584,138 @@ TEST_F(pgstore, ThreeConcurrentClaimersClaimEachOfThousandHostsExactlyOnce) {
   EXPECT_EQ(store_.count_by_status().value().at(host_status::deleting), hosts);
 }
 
-TEST_F(pgstore, OrphanedProvisioningFindsHostsWithoutALiveOwner) {
+TEST_F(pgstore, ClaimInterruptedTakesCreatesWithoutALiveOwnerAndReleasesTheirKeys) {
   const std::string live = "0190c0de-0000-7000-8000-00000000000a";
   const std::string stale = "0190c0de-0000-7000-8000-00000000000b";
-  ASSERT_TRUE(store_.heartbeat(live, "a", 1, t0 - 1h));
-  ASSERT_TRUE(store_.heartbeat(stale, "b", 2, t0 - 1h));
+  const std::string slow = "0190c0de-0000-7000-8000-00000000000c";
+  ASSERT_TRUE(store_.heartbeat(live, "a", 1, 10s, t0 - 1h));
+  ASSERT_TRUE(store_.heartbeat(stale, "b", 2, 10s, t0 - 1min));
+  // Silent for a minute, but it beats every 60 s: three of its own intervals have not passed.
+  ASSERT_TRUE(store_.heartbeat(slow, "c", 3, 60s, t0 - 1min));
   // A second heartbeat refreshes the row rather than adding one.
-  ASSERT_TRUE(store_.heartbeat(live, "a", 1, t0));
+  ASSERT_TRUE(store_.heartbeat(live, "a", 1, 10s, t0));
 
   auto owned_live = make_host(t0, host_status::creating_vm);
   owned_live.owner_id = live;
   auto owned_stale = make_host(t0, host_status::pulling_image);
   owned_stale.owner_id = stale;
+  auto owned_slow = make_host(t0, host_status::bootstrapping);
+  owned_slow.owner_id = slow;
   auto unowned = make_host(t0, host_status::bootstrapping);
   auto active_stale = make_host(t0, host_status::active);
   active_stale.owner_id = stale;
-  for (const auto& h : {owned_live, owned_stale, unowned, active_stale}) {
+  for (const auto& h : {owned_live, owned_slow, unowned, active_stale}) {
     insert(h);
   }
-  const auto orphans = store_.orphaned_provisioning(t0 - 1min);
-  ASSERT_TRUE(orphans.has_value());
-  std::set<std::string> ids;
-  for (const auto& h : orphans.value()) {
-    ids.insert(h.host.id);
+  ASSERT_TRUE(store_.insert_host(owned_stale, make_claim("k", "fp", t0 + 1h), k_ports, t0));
+
+  const auto claimed = store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64);
+  ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+  std::map<std::string, interrupted_host> by_id;
+  for (const auto& h : claimed.value()) {
+    by_id[h.host.host.id] = h;
   }
-  EXPECT_EQ(ids, (std::set<std::string>{owned_stale.host.id, unowned.host.id}));
+  ASSERT_EQ(by_id.size(), 2U);
+  const auto& s = by_id.at(owned_stale.host.id);
+  EXPECT_EQ(s.was, host_status::pulling_image);
+  EXPECT_FALSE(s.overdue);
+  EXPECT_EQ(s.host.host.status, host_status::error);
+  EXPECT_EQ(s.host.host.last_error, "Interrupted: in pulling_image");
+  EXPECT_FALSE(s.host.owner_id);
+  EXPECT_EQ(by_id.at(unowned.host.id).host.host.last_error, "Interrupted: in bootstrapping");
+  // The key is free again; the port is kept until the caller has destroyed the VM.
+  auto fresh = make_host(t0);
+  fresh.owner_id = live;
+  auto retry = store_.insert_host(fresh, make_claim("k", "fp", t0 + 1h), k_ports, t0);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_TRUE(retry.value().created);
+  auto again = store_.allocate_port(owned_stale.host.id, k_ports.lo, k_ports.hi, t0);
+  ASSERT_TRUE(again.has_value());
+  // Claimed once: a second sweep finds nothing more.
+  EXPECT_TRUE(store_.claim_interrupted(t0, 60s, "I", "O", 64).value().empty());
+}
+
+TEST_F(pgstore, ClaimInterruptedTakesOverdueCreatesWhoeverOwnsThem) {
+  const std::string live = "0190c0de-0000-7000-8000-00000000000a";
+  ASSERT_TRUE(store_.heartbeat(live, "a", 1, 10s, t0));
+  auto due = make_host(t0 - 10min, host_status::bootstrapping);
+  due.owner_id = live;
+  due.provision_deadline = t0 - 61s;
+  auto in_grace = make_host(t0 - 10min, host_status::bootstrapping);
+  in_grace.owner_id = live;
+  in_grace.provision_deadline = t0 - 59s;
+  insert(due);
+  insert(in_grace);
+  const auto claimed = store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64);
+  ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+  ASSERT_EQ(claimed.value().size(), 1U);
+  EXPECT_EQ(claimed.value()[0].host.host.id, due.host.id);
+  EXPECT_TRUE(claimed.value()[0].overdue);
+  EXPECT_EQ(claimed.value()[0].host.host.last_error, "Overdue: in bootstrapping");
+  EXPECT_EQ(store_.get_host(in_grace.host.id).value().host.status, host_status::bootstrapping);
+}
+
+TEST_F(pgstore, ConcurrentSweepsNeverClaimOneInterruptedCreateTwice) {
+  constexpr int k_hosts = 200;
+  for (int i = 0; i < k_hosts; ++i) {
+    insert(make_host(t0, host_status::creating_vm));  // no owner: all interrupted
+  }
+  std::mutex mutex;
+  std::vector<std::string> claimed;
+  std::vector<std::thread> sweeps;
+  for (int t = 0; t < 4; ++t) {
+    sweeps.emplace_back([&] {
+      pg_store mine(db_.url(), 1);
+      for (;;) {
+        auto batch = mine.claim_interrupted(t0, 60s, "I", "O", 16);
+        ASSERT_TRUE(batch.has_value());
+        if (batch.value().empty()) {
+          return;
+        }
+        const std::lock_guard lock(mutex);
+        for (const auto& h : batch.value()) {
+          claimed.push_back(h.host.host.id);
+        }
+      }
+    });
+  }
+  for (auto& t : sweeps) {
+    t.join();
+  }
+  EXPECT_EQ(claimed.size(), static_cast<std::size_t>(k_hosts));
+  EXPECT_EQ(std::set<std::string>(claimed.begin(), claimed.end()).size(),
+            static_cast<std::size_t>(k_hosts));
+}
+
+TEST_F(pgstore, InsertLeasesAPortInTheSameTransactionAndKeepsNothingWhenNoneIsFree) {
+  const port_range one{40000, 40000};
+  const auto a = store_.insert_host(make_host(t0), make_claim("a", "fp", t0 + 1h), one, t0);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a.value().port, 40000);
+  const auto b = store_.insert_host(make_host(t0), make_claim("b", "fp", t0 + 1h), one, t0);
+  ASSERT_FALSE(b.has_value());
+  EXPECT_EQ(b.error().code, errc::capacity);
+  EXPECT_EQ(store_.list_hosts({}).value().size(), 1U);
+  // Key "b" was rolled back with the row: once the port is free it creates afresh.
+  ASSERT_TRUE(store_.remove_host(a.value().existing.host.id));
+  const auto c = store_.insert_host(make_host(t0), make_claim("b", "fp", t0 + 1h), one, t0);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(c.value().created);
+}
+
+TEST_F(pgstore, PruneInstancesRemovesOnlyLongDeadOnes) {
+  const std::string fresh = "0190c0de-0000-7000-8000-00000000000a";
+  const std::string dead = "0190c0de-0000-7000-8000-00000000000b";
+  ASSERT_TRUE(store_.heartbeat(fresh, "a", 1, 10s, t0 - 30min));
+  ASSERT_TRUE(store_.heartbeat(dead, "b", 2, 10s, t0 - 2h));
+  auto owned = make_host(t0, host_status::active);
+  owned.owner_id = dead;
+  insert(owned);
+  const auto pruned = store_.prune_instances(t0);
+  ASSERT_TRUE(pruned.has_value()) << pruned.error().message;
+  EXPECT_EQ(pruned.value(), 1);
+  EXPECT_FALSE(store_.get_host(owned.host.id).value().owner_id);
+  EXPECT_EQ(store_.prune_instances(t0).value(), 0);
 }
 
 TEST_F(pgstore, CountByStatusReportsEveryStatus) {

@@ -1,5 +1,6 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/pg/connection_pool.hpp"
+#include "controlplane/pg/embedded_migrations.hpp"
 #include "tests/support/pg_database.hpp"
 
 #include <gtest/gtest-spi.h>
@@ -38,7 +39,8 @@ TEST(TestDatabase, IsMigratedAndDroppedAfterwards) {
     name = db.name();
     pqxx::connection c(db.url());
     pqxx::nontransaction tx(c);
-    EXPECT_EQ(tx.exec("SELECT count(*) FROM schema_migrations")[0][0].as<int>(), 1);
+    EXPECT_EQ(tx.exec("SELECT count(*) FROM schema_migrations")[0][0].as<int>(),
+              static_cast<int>(controlplane::pg::migrations.size()));
   }
   pqxx::connection admin(test::admin_database_url());
   pqxx::nontransaction tx(admin);

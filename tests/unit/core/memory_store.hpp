@@ -4,19 +4,30 @@
 #include "controlplane/core/store.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <mutex>
 #include <set>
+#include <utility>
 
 namespace litterbox::controlplane::testing {
 
 /// An in-memory store with the semantics of the store contract, for unit tests of the rules
-/// above it. `down` makes every call fail as a dead database would.
+/// above it. `down` makes every call fail as a dead database would. The `lose_…` knobs make
+/// one write apply and then report outcome_unknown, as a connection lost during COMMIT does.
 class memory_store final : public store {
  public:
-  bool down = false;
+  std::atomic<bool> down = false;
+  /// The next insert_host lands but reports outcome_unknown.
+  bool lose_insert_commit = false;
+  /// The next transition to this status lands but reports outcome_unknown.
+  std::optional<schema::host_status> lose_commit_to;
+  /// Called (without the lock) at the start of claim_interrupted: lets a test act as an owner
+  /// that wins the race against recovery.
+  std::function<void()> before_claim;
 
   result<insert_outcome> insert_host(const host_record& h,
-                                     const std::optional<idempotency_claim>& key,
+                                     const std::optional<idempotency_claim>& key, port_range ports,
                                      timestamp now) override {
     const std::lock_guard lock(mutex_);
     if (down)
@@ -25,13 +36,29 @@ class memory_store final : public store {
       auto it = keys_.find(key->ns + "\n" + key->key);
       if (it != keys_.end() && it->second.claim.expires_at > now &&
           hosts_.count(it->second.host_id) != 0) {
+        const auto& stored = it->second.claim.fingerprint;
         return insert_outcome{false, hosts_.at(it->second.host_id),
-                              it->second.claim.fingerprint == key->fingerprint};
+                              stored == key->fingerprint || (!key->legacy_fingerprint.empty() &&
+                                                             stored == key->legacy_fingerprint)};
       }
-      keys_[key->ns + "\n" + key->key] = key_row{*key, h.host.id};
     }
+    const auto port = free_port(ports.lo, ports.hi);
+    if (!port)
+      return make_error(errc::capacity, "no SSH port left");
+    if (key)
+      keys_[key->ns + "\n" + key->key] = key_row{*key, h.host.id};
     hosts_[h.host.id] = h;
-    return insert_outcome{true, h, true};
+    ports_[h.host.id] = *port;
+    insert_outcome out{true, h, true, *port};
+    if (std::exchange(lose_insert_commit, false))
+      return make_error(errc::outcome_unknown, "commit outcome unknown");
+    return out;
+  }
+
+  /// Stores `key` with `fingerprint` for host `host_id` as an older version would have.
+  void put_key(const idempotency_claim& key, const std::string& host_id) {
+    const std::lock_guard lock(mutex_);
+    keys_[key.ns + "\n" + key.key] = key_row{key, host_id};
   }
 
   result<host_record> get_host(std::string_view id) override {
@@ -102,6 +129,10 @@ class memory_store final : public store {
     if (p.release_port)
       ports_.erase(r.host.id);
     r.host.updated_at = now;
+    if (lose_commit_to && p.status == lose_commit_to) {
+      lose_commit_to.reset();
+      return make_error(errc::outcome_unknown, "commit outcome unknown");
+    }
     return r;
   }
 
@@ -140,15 +171,13 @@ class memory_store final : public store {
       return unavailable();
     if (auto it = ports_.find(std::string(host_id)); it != ports_.end())
       return it->second;
-    for (int p = lo; p <= hi; ++p) {
-      const bool used =
-          std::any_of(ports_.begin(), ports_.end(), [p](const auto& e) { return e.second == p; });
-      if (!used) {
-        ports_[std::string(host_id)] = p;
-        return p;
-      }
-    }
-    return make_error(errc::capacity, "no SSH port free");
+    if (hosts_.count(std::string(host_id)) == 0)
+      return make_error(errc::not_found, "host not found");
+    const auto p = free_port(lo, hi);
+    if (!p)
+      return make_error(errc::capacity, "no SSH port free");
+    ports_[std::string(host_id)] = *p;
+    return *p;
   }
 
   result<std::map<schema::host_status, std::int64_t>> count_by_status() override {
@@ -156,6 +185,11 @@ class memory_store final : public store {
     if (down)
       return unavailable();
     std::map<schema::host_status, std::int64_t> out;
+    for (auto s :
+         {schema::host_status::provisioning, schema::host_status::pulling_image,
+          schema::host_status::creating_vm, schema::host_status::bootstrapping,
+          schema::host_status::active, schema::host_status::deleting, schema::host_status::error})
+      out[s] = 0;
     for (const auto& [id, r] : hosts_)
       ++out[r.host.status];
     return out;
@@ -175,7 +209,7 @@ class memory_store final : public store {
           ((s == schema::host_status::active || s == schema::host_status::bootstrapping) &&
            r.host.expires_at && *r.host.expires_at <= now) ||
           ((s == schema::host_status::error || s == schema::host_status::deleting) &&
-           r.host.updated_at <= error_cutoff);
+           r.host.updated_at < error_cutoff);
       if (due) {
         r.host.status = schema::host_status::deleting;
         r.host.updated_at = now;
@@ -186,27 +220,75 @@ class memory_store final : public store {
   }
 
   result<void> heartbeat(std::string_view instance_id, std::string_view, int,
-                         timestamp now) override {
+                         std::chrono::seconds interval, timestamp now) override {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    beats_[std::string(instance_id)] = now;
+    beats_[std::string(instance_id)] = beat{now, std::max(interval, std::chrono::seconds(1))};
     return {};
   }
 
-  result<std::vector<host_record>> orphaned_provisioning(timestamp stale_before) override {
+  result<std::vector<interrupted_host>> claim_interrupted(timestamp now, std::chrono::seconds grace,
+                                                          const std::string& interrupted_prefix,
+                                                          const std::string& overdue_prefix,
+                                                          std::size_t limit) override {
+    if (before_claim)
+      before_claim();
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    std::vector<host_record> out;
-    for (const auto& [id, r] : hosts_) {
+    std::vector<interrupted_host> out;
+    for (auto& [id, r] : hosts_) {
+      if (out.size() == limit)
+        break;
       if (!schema::is_provisioning(r.host.status))
         continue;
-      const auto beat = r.owner_id ? beats_.find(*r.owner_id) : beats_.end();
-      if (beat == beats_.end() || beat->second < stale_before)
-        out.push_back(r);
+      const auto b = r.owner_id ? beats_.find(*r.owner_id) : beats_.end();
+      const bool gone = b == beats_.end() || b->second.at < now - 3 * b->second.interval;
+      const bool overdue = r.provision_deadline && *r.provision_deadline + grace < now;
+      if (!gone && !overdue)
+        continue;
+      interrupted_host h;
+      h.was = r.host.status;
+      h.overdue = overdue;
+      r.host.status = schema::host_status::error;
+      r.host.last_error =
+          (overdue ? overdue_prefix : interrupted_prefix) + std::string(schema::to_string(h.was));
+      r.owner_id.reset();
+      r.lease_seconds.reset();
+      r.host.updated_at = now;
+      for (auto k = keys_.begin(); k != keys_.end();)
+        k = k->second.host_id == id ? keys_.erase(k) : std::next(k);
+      h.host = r;
+      out.push_back(std::move(h));
     }
     return out;
+  }
+
+  result<int> prune_instances(timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    int pruned = 0;
+    for (auto b = beats_.begin(); b != beats_.end();) {
+      const auto dead_after =
+          std::max<std::chrono::seconds>(3 * b->second.interval, std::chrono::hours(1));
+      if (b->second.at < now - dead_after) {
+        for (auto& [id, r] : hosts_)
+          if (r.owner_id == b->first)
+            r.owner_id.reset();
+        b = beats_.erase(b);
+        ++pruned;
+      } else {
+        ++b;
+      }
+    }
+    return pruned;
+  }
+
+  std::size_t instance_count() {
+    const std::lock_guard lock(mutex_);
+    return beats_.size();
   }
 
   result<std::vector<std::string>> all_host_ids() override {
@@ -249,6 +331,21 @@ class memory_store final : public store {
  private:
   static error unavailable() { return make_error(errc::unavailable, "database unavailable"); }
 
+  std::optional<int> free_port(int lo, int hi) const {
+    for (int p = lo; p <= hi; ++p) {
+      const bool used =
+          std::any_of(ports_.begin(), ports_.end(), [p](const auto& e) { return e.second == p; });
+      if (!used)
+        return p;
+    }
+    return std::nullopt;
+  }
+
+  struct beat {
+    timestamp at;
+    std::chrono::seconds interval;
+  };
+
   struct key_row {
     idempotency_claim claim;
     std::string host_id;
@@ -257,7 +354,7 @@ class memory_store final : public store {
   std::map<std::string, host_record> hosts_;  // ids are UUIDv7: map order is creation order
   std::map<std::string, key_row> keys_;
   std::map<std::string, int> ports_;
-  std::map<std::string, timestamp> beats_;
+  std::map<std::string, beat> beats_;
 };
 
 }  // namespace litterbox::controlplane::testing

@@ -1,6 +1,7 @@
 #include "controlplane/core/reaper.hpp"
 
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/maintenance.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "tests/unit/core/memory_store.hpp"
@@ -23,7 +24,8 @@ class ReaperTest : public ::testing::Test {
     cfg_.lease_default_ttl = std::chrono::hours(1);
     cfg_.error_retention = std::chrono::minutes(10);
     hosts_ = std::make_unique<host_service>(cfg_, store_, driver_, clock_, "me");
-    reaper_ = std::make_unique<reaper>(cfg_, store_, *hosts_, clock_, observer_);
+    upkeep_ = std::make_unique<maintenance>(cfg_, store_, driver_, clock_);
+    reaper_ = std::make_unique<reaper>(cfg_, store_, *hosts_, *upkeep_, clock_, observer_);
   }
 
   std::string settled_host(std::string_view body) {
@@ -42,6 +44,7 @@ class ReaperTest : public ::testing::Test {
   hypervisor::fake_driver driver_;
   null_observer observer_;
   std::unique_ptr<host_service> hosts_;
+  std::unique_ptr<maintenance> upkeep_;
   std::unique_ptr<reaper> reaper_;
 };
 
@@ -96,8 +99,8 @@ TEST_F(ReaperTest, CreatesOfADeadInstanceAreFailedAndReleased) {
   rec.host.cpus = 1;
   rec.host.memory_mib = 512;
   rec.owner_id = "dead-instance";
-  ASSERT_TRUE(store_.heartbeat("dead-instance", "h", 1, clock_.now()));
-  ASSERT_TRUE(store_.insert_host(rec, std::nullopt, clock_.now()));
+  ASSERT_TRUE(store_.heartbeat("dead-instance", "h", 1, std::chrono::seconds(10), clock_.now()));
+  ASSERT_TRUE(store_.insert_host(rec, std::nullopt, port_range{20000, 29999}, clock_.now()));
   clock_.advance(std::chrono::minutes(5));
   ASSERT_TRUE(hosts_->heartbeat());
   const auto report = reaper_->run_once();

@@ -1,0 +1,42 @@
+#pragma once
+
+#include "base/clock.hpp"
+#include "base/result.hpp"
+#include "controlplane/core/config.hpp"
+#include "controlplane/core/store.hpp"
+#include "hypervisor/driver.hpp"
+
+namespace litterbox::controlplane {
+
+/// What no request asks for but every deployment needs: creates nobody will finish are
+/// failed and released, resources without a row are destroyed, unused images collected,
+/// dead instance rows pruned. Every step is safe to run in several processes at once.
+/// Blocking; thread-safe.
+class maintenance {
+ public:
+  maintenance(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk);
+
+  /// Claims, then releases, every create whose owner is gone or that is past its deadline
+  /// plus LITTERBOX_PROVISION_GRACE whoever owns it: row to `error` first (so a slow owner's
+  /// next step fails instead of racing the teardown), then the VM, then the port. Returns
+  /// how many were claimed. Errors: unavailable.
+  result<int> recover_interrupted();
+
+  /// Destroys driver resources (domains, disks, seeds, consoles) that belong to no row.
+  /// Returns how many hosts' resources were removed.
+  result<int> sweep_orphans();
+
+  /// Lets the driver drop cached images that no row references. Returns how many went.
+  result<int> collect_images();
+
+  /// Removes instance rows long dead. Returns how many went.
+  result<int> prune_instances();
+
+ private:
+  const config& cfg_;
+  store& db_;
+  hypervisor::driver& driver_;
+  const clock& clock_;
+};
+
+}  // namespace litterbox::controlplane

@@ -1,0 +1,364 @@
+#include "controlplane/core/provisioner.hpp"
+
+#include "controlplane/core/errc.hpp"
+#include "controlplane/core/lifecycle.hpp"
+#include "hypervisor/errc.hpp"
+#include "hypervisor/ssh/keys.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace litterbox::controlplane {
+
+using schema::host_status;
+using std::chrono::steady_clock;
+
+namespace {
+
+bool contains(const std::vector<host_status>& states, host_status s) {
+  return std::find(states.begin(), states.end(), s) != states.end();
+}
+
+}  // namespace
+
+provisioner::admission& provisioner::admission::operator=(admission&& other) noexcept {
+  if (this != &other) {
+    if (owner_ != nullptr) {
+      owner_->release_place();
+    }
+    owner_ = std::exchange(other.owner_, nullptr);
+  }
+  return *this;
+}
+
+provisioner::admission::~admission() {
+  if (owner_ != nullptr) {
+    owner_->release_place();
+  }
+}
+
+provisioner::provisioner(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk)
+    : cfg_(cfg), db_(db), driver_(driver), clock_(clk) {
+  const auto workers = static_cast<std::size_t>(std::max(1, cfg.max_concurrent_provisions));
+  for (std::size_t i = 0; i < workers; ++i) {
+    threads_.emplace_back([this] { work(); });
+  }
+}
+
+provisioner::~provisioner() {
+  shutdown(std::chrono::seconds(0));
+}
+
+result<provisioner::admission> provisioner::admit() {
+  const std::lock_guard lock(mutex_);
+  if (stopping_) {
+    return make_error(errc::unavailable, "the control plane is shutting down");
+  }
+  const auto bound = static_cast<std::size_t>(std::max(1, cfg_.max_concurrent_provisions) +
+                                              std::max(0, cfg_.max_queued_provisions));
+  if (places_ >= bound) {
+    return make_error(errc::capacity,
+                      "too many creates in progress (" + std::to_string(bound) + "); retry later");
+  }
+  ++places_;
+  return admission(this);
+}
+
+void provisioner::release_place() {
+  {
+    const std::lock_guard lock(mutex_);
+    --places_;
+  }
+  idle_cv_.notify_all();
+}
+
+void provisioner::submit(admission place, provision_job job) {
+  // The place now belongs to the job and is given back when it settles.
+  place.owner_ = nullptr;
+  bool refused = false;
+  {
+    const std::lock_guard lock(mutex_);
+    waiters_.emplace(job.id, std::vector<std::function<void()>>{});
+    refused = stopping_;
+    if (!refused) {
+      queue_.push_back(job);
+    }
+  }
+  if (refused) {
+    fail(job, "ShuttingDown: the control plane stopped before this create started", false);
+    settle(job.id);
+    return;
+  }
+  work_cv_.notify_one();
+}
+
+bool provisioner::notify_when_settled(const std::string& id, std::function<void()> cb) {
+  const std::lock_guard lock(mutex_);
+  const auto it = waiters_.find(id);
+  if (it == waiters_.end()) {
+    return false;
+  }
+  it->second.push_back(std::move(cb));
+  return true;
+}
+
+std::size_t provisioner::in_flight() const {
+  const std::lock_guard lock(mutex_);
+  return places_;
+}
+
+void provisioner::settle(const std::string& id) {
+  std::vector<std::function<void()>> callbacks;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto it = waiters_.find(id);
+    if (it != waiters_.end()) {
+      callbacks = std::move(it->second);
+      waiters_.erase(it);
+    }
+    --places_;
+  }
+  idle_cv_.notify_all();
+  for (auto& cb : callbacks) {
+    cb();
+  }
+}
+
+void provisioner::work() {
+  for (;;) {
+    provision_job job;
+    {
+      std::unique_lock lock(mutex_);
+      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return;
+      }
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      running_.insert(job.id);
+    }
+    run(job);
+    {
+      const std::lock_guard lock(mutex_);
+      running_.erase(job.id);
+    }
+    settle(job.id);
+  }
+}
+
+steady_clock::time_point provisioner::write_deadline(const provision_job& job) const {
+  // Past deadline + grace every process may fail the row (maintenance); stop retrying well
+  // before that so that this process has released the VM by the time another one looks.
+  return job.deadline + cfg_.provision_grace / 2;
+}
+
+provisioner::write_outcome provisioner::apply(const std::string& id,
+                                              const std::vector<host_status>& from,
+                                              const host_patch& patch,
+                                              steady_clock::time_point until, error* failure) {
+  auto backoff = std::chrono::milliseconds(100);
+  for (;;) {
+    auto r = db_.transition(id, from, patch, clock_.now());
+    if (r) {
+      return write_outcome::applied;
+    }
+    const auto code = r.error().code;
+    const bool retryable = code == errc::unavailable || code == errc::outcome_unknown;
+    if (!retryable && code != errc::host_state && code != errc::not_found) {
+      if (failure != nullptr) {
+        *failure = r.error();
+      }
+      return write_outcome::failed;
+    }
+    // Whatever the error, the row says what happened: an attempt whose commit was lost may
+    // have landed (then the row already has the target status — only the owner moves a row
+    // forward, and `error` is reached whoever wrote it), or the row moved on without us.
+    auto row = db_.get_host(id);
+    if (row) {
+      if (row->host.status == *patch.status) {
+        return write_outcome::applied;
+      }
+      if (!contains(from, row->host.status)) {
+        return write_outcome::changed;
+      }
+    } else if (row.error().code == errc::not_found) {
+      return write_outcome::changed;
+    }
+    if (steady_clock::now() + backoff >= until) {
+      if (failure != nullptr) {
+        *failure = r.error();
+      }
+      return write_outcome::gave_up;
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+void provisioner::run(const provision_job& job) {
+  const std::string& id = job.id;
+  hypervisor::vm_spec& spec = *job.spec;
+  host_status at = host_status::provisioning;
+  bool vm_made = false;
+
+  // Moves the row on; false when provisioning must stop (and then everything is released).
+  auto step = [&](host_status to, host_patch patch) -> bool {
+    patch.status = to;
+    error why;
+    switch (apply(id, {at}, patch, write_deadline(job), &why)) {
+      case write_outcome::applied:
+        at = to;
+        return true;
+      case write_outcome::changed:
+        spdlog::warn("host {}: row changed while provisioning; releasing", id);
+        (void)driver_.destroy(id);
+        return false;
+      case write_outcome::failed:
+        fail(job, last_error_text(why), vm_made);
+        return false;
+      case write_outcome::gave_up:
+        // The database stayed away for the whole window: release the VM now; the deadline
+        // sweep of whichever process reaches the database first records the failure.
+        spdlog::error("host {}: database unreachable until the create's deadline: {}", id,
+                      why.message);
+        (void)driver_.destroy(id);
+        return false;
+    }
+    return false;
+  };
+  auto past_deadline = [&] {
+    if (steady_clock::now() < job.deadline) {
+      return false;
+    }
+    fail(job,
+         last_error_text(make_error(hypervisor::errc::boot_timeout,
+                                    "provisioning did not finish within " +
+                                        std::to_string(cfg_.provision_timeout.count()) + " s")),
+         vm_made);
+    return true;
+  };
+
+  spdlog::info("host {}: provisioning image={}", id, spec.image);
+  if (past_deadline() || !step(host_status::pulling_image, {})) {
+    return;
+  }
+  auto digest = driver_.prepare_image(spec.image);
+  if (!digest) {
+    fail(job, last_error_text(digest.error()), vm_made);
+    return;
+  }
+  spec.image_digest = *digest;
+  host_patch to_creating;
+  to_creating.image_digest = *digest;
+  if (past_deadline() || !step(host_status::creating_vm, to_creating)) {
+    return;
+  }
+  // The port was leased with the row; this returns it (or leases one for rows of older
+  // versions that had none).
+  auto port = db_.allocate_port(id, cfg_.ssh_port_min, cfg_.ssh_port_max, clock_.now());
+  if (!port) {
+    fail(job, last_error_text(port.error()), vm_made);
+    return;
+  }
+  spec.ssh_host = cfg_.ssh_host;
+  spec.ssh_port = *port;
+  vm_made = true;  // from here on a half-made VM may exist
+  if (auto made = driver_.create_vm(spec); !made) {
+    fail(job, last_error_text(made.error()), vm_made);
+    return;
+  }
+  host_patch to_boot;
+  to_boot.ssh_host = spec.ssh_host;
+  to_boot.ssh_port = spec.ssh_port;
+  if (past_deadline() || !step(host_status::bootstrapping, to_boot)) {
+    return;
+  }
+  if (auto ready = driver_.wait_ready(spec, job.deadline); !ready) {
+    fail(job, last_error_text(ready.error()), vm_made);
+    return;
+  }
+  const timestamp now = clock_.now();
+  host_patch to_active;
+  to_active.known_hosts =
+      hypervisor::known_hosts_line(spec.ssh_host, spec.ssh_port, spec.host_key.public_line);
+  to_active.activated_at = now;
+  to_active.clear_owner = true;
+  if (job.lease_seconds) {
+    to_active.expires_at = std::optional<timestamp>(now + std::chrono::seconds(*job.lease_seconds));
+    to_active.clear_lease = true;
+  }
+  if (!step(host_status::active, to_active)) {
+    return;
+  }
+  spdlog::info("host {}: active on {}:{}", id, spec.ssh_host, spec.ssh_port);
+}
+
+void provisioner::fail(const provision_job& job, const std::string& last_error, bool vm_made) {
+  const std::string& id = job.id;
+  spdlog::warn("host {}: provisioning failed: {}", id, last_error);
+  bool released = true;
+  if (vm_made) {
+    if (auto d = driver_.destroy(id); !d) {
+      // The port stays leased (QEMU may still hold it) until the reaper's teardown of the
+      // `error` row succeeds.
+      spdlog::error("host {}: releasing the VM failed: {}", id, d.error().message);
+      released = false;
+    }
+  }
+  error why;
+  const auto outcome = apply(id, provisioning_states(), failure_patch(last_error, released),
+                             write_deadline(job), &why);
+  if (outcome == write_outcome::failed || outcome == write_outcome::gave_up) {
+    spdlog::error("host {}: could not record the failure ({}); the deadline sweep will", id,
+                  why.message);
+  }
+}
+
+void provisioner::shutdown(std::chrono::seconds drain) {
+  std::deque<provision_job> queued;
+  {
+    const std::lock_guard lock(mutex_);
+    if (stopped_) {
+      return;
+    }
+    stopping_ = true;
+    queued.swap(queue_);
+  }
+  work_cv_.notify_all();
+  for (const auto& job : queued) {
+    fail(job, "ShuttingDown: the control plane stopped before this create started", false);
+    settle(job.id);
+  }
+
+  std::set<std::string> still_running;
+  {
+    std::unique_lock lock(mutex_);
+    idle_cv_.wait_for(lock, drain, [this] { return running_.empty(); });
+    still_running = running_;
+  }
+  for (const auto& id : still_running) {
+    // Claim first, then destroy: the worker's next compare-and-set fails and it stops; a
+    // guest it waits for disappears, so its wait ends at once.
+    host_patch patch =
+        failure_patch("Interrupted: the control plane stopped while creating this host", false);
+    if (!db_.transition(id, provisioning_states(), patch, clock_.now())) {
+      continue;  // it settled meanwhile, or the database is away (the deadline sweep will)
+    }
+    spdlog::warn("host {}: create interrupted by shutdown", id);
+    if (driver_.destroy(id)) {
+      host_patch free_port;
+      free_port.release_port = true;
+      (void)db_.transition(id, {host_status::error}, free_port, clock_.now());
+    }
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) {
+      t.join();
+    }
+  }
+  const std::lock_guard lock(mutex_);
+  stopped_ = true;
+}
+
+}  // namespace litterbox::controlplane
