@@ -450,35 +450,11 @@ result<doctor_report> client::doctor() {
   if (r->status != 200) {
     return error_from_response(r->status, r->body);
   }
-  const auto j = nlohmann::json::parse(r->body, nullptr, false);
-  if (!j.is_object()) {
-    return make_error(errc::bad_response, "the service sent a doctor report that is not an object");
-  }
-  try {
-    doctor_report out;
-    out.ok = j.value("ok", false);
-    out.active_provider = j.value("active_provider", std::string{});
-    if (const auto it = j.find("checks"); it != j.end() && it->is_array()) {
-      for (const auto& c : *it) {
-        doctor_check check;
-        check.name = c.value("name", std::string{});
-        check.status = c.value("status", std::string{});
-        if (const auto d = c.find("detail"); d != c.end() && d->is_string()) {
-          check.detail = d->get<std::string>();
-        }
-        if (const auto l = c.find("latency_ms"); l != c.end() && l->is_number()) {
-          check.latency_ms = l->get<double>();
-        }
-        if (const auto hint = c.find("hint"); hint != c.end() && hint->is_string()) {
-          check.hint = hint->get<std::string>();
-        }
-        out.checks.push_back(std::move(check));
-      }
-    }
-    return out;
-  } catch (const nlohmann::json::exception&) {
+  auto report = schema::doctor_from_json(r->body);
+  if (!report) {
     return make_error(errc::bad_response, "the service sent a malformed doctor report");
   }
+  return std::move(*report);
 }
 
 }  // namespace litterbox::client

@@ -5,6 +5,7 @@
 #include "client/config.hpp"
 #include "client/retry.hpp"
 #include "client/transport.hpp"
+#include "schema/doctor.hpp"
 #include "schema/host.hpp"
 
 #include <chrono>
@@ -58,21 +59,9 @@ struct renew_options {
   std::optional<std::chrono::seconds> expires_in;
 };
 
-/// One line of GET /doctor.
-struct doctor_check {
-  std::string name;
-  std::string status;
-  std::string detail;
-  double latency_ms = 0;
-  std::string hint;
-};
-
-/// GET /doctor.
-struct doctor_report {
-  bool ok = false;
-  std::string active_provider;
-  std::vector<doctor_check> checks;
-};
+/// GET /doctor, as the server writes it (one wire type for both sides).
+using schema::doctor_check;
+using schema::doctor_report;
 
 /// Turns a non-success response into the matching error: 401/403 auth, 404 not_found,
 /// 409 conflict, 502 provisioning_failed, 503 unavailable, else api_error (message carries

@@ -189,12 +189,13 @@ std::string render_doctor(const doctor_report& report) {
   for (const auto& c : report.checks) {
     char latency[32];
     std::snprintf(latency, sizeof latency, "%.1f ms", c.latency_ms);
-    out += c.name + std::string(width - c.name.size() + 2, ' ') + c.status + "  (" + latency + ")";
+    out += c.name + std::string(width - c.name.size() + 2, ' ') + (c.ok ? "ok" : "fail") + "  (" +
+           latency + ")";
     if (!c.detail.empty()) {
       out += "  " + c.detail;
     }
     out += "\n";
-    if (!c.hint.empty() && c.status != "ok") {
+    if (!c.hint.empty() && !c.ok) {
       out += std::string(width + 2, ' ') + "hint: " + c.hint + "\n";
     }
   }

@@ -325,18 +325,20 @@ result<std::string> host_service::console(std::string_view raw_id, std::size_t m
   return std::move(*text);
 }
 
-doctor_report host_service::doctor() {
-  doctor_report report;
-  report.provider = std::string(driver_.provider());
+schema::doctor_report host_service::doctor() {
+  schema::doctor_report report;
+  report.active_provider = std::string(driver_.provider());
   const auto start = std::chrono::steady_clock::now();
   auto ping = db_.ping();
   const auto ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  report.checks.push_back(hypervisor::check_result{
-      "database", static_cast<bool>(ping), ping ? "connected" : ping.error().message,
-      ping ? "" : "check DATABASE_URL and that PostgreSQL is running", ms});
-  auto driver_checks = driver_.doctor();
-  report.checks.insert(report.checks.end(), driver_checks.begin(), driver_checks.end());
+  report.checks.push_back(schema::doctor_check{
+      "database", static_cast<bool>(ping), ping ? "connected" : ping.error().message, ms,
+      ping ? "" : "check DATABASE_URL and that PostgreSQL is running"});
+  for (auto& c : driver_.doctor()) {
+    report.checks.push_back(schema::doctor_check{std::move(c.name), c.ok, std::move(c.detail),
+                                                 c.latency_ms, std::move(c.hint)});
+  }
   report.ok =
       std::all_of(report.checks.begin(), report.checks.end(), [](const auto& c) { return c.ok; });
   return report;

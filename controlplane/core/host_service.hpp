@@ -7,6 +7,7 @@
 #include "controlplane/core/store.hpp"
 #include "controlplane/core/validation.hpp"
 #include "hypervisor/driver.hpp"
+#include "schema/doctor.hpp"
 #include "schema/host.hpp"
 #include "schema/requests.hpp"
 
@@ -36,13 +37,6 @@ struct create_result {
 struct host_page {
   std::vector<schema::host> hosts;
   std::optional<std::string> next_after;  ///< cursor for the next page when rows remain
-};
-
-/// GET /doctor.
-struct doctor_report {
-  bool ok = false;
-  std::string provider;
-  std::vector<hypervisor::check_result> checks;
 };
 
 /// The operations of API.md on hosts: admission (validation, idempotency, the row), reads,
@@ -91,7 +85,7 @@ class host_service {
   result<std::string> console(std::string_view id, std::size_t max_bytes);
 
   /// GET /doctor: the database and every driver check.
-  doctor_report doctor();
+  schema::doctor_report doctor();
 
   /// Hosts per status, for metrics.
   result<std::map<schema::host_status, std::int64_t>> count_by_status();

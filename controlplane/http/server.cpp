@@ -620,21 +620,7 @@ net::awaitable<reply> http_server::impl::console(const std::string& id, request_
 
 net::awaitable<reply> http_server::impl::doctor() {
   auto report = co_await offload(hypervisor_calls, [this] { return hosts.doctor(); });
-  nlohmann::ordered_json j;
-  j["ok"] = report.ok;
-  j["active_provider"] = report.provider;
-  auto checks = nlohmann::ordered_json::array();
-  for (const auto& c : report.checks) {
-    nlohmann::ordered_json item;
-    item["name"] = c.name;
-    item["status"] = c.ok ? "ok" : "fail";
-    item["detail"] = c.detail;
-    item["latency_ms"] = c.latency_ms;
-    item["hint"] = c.hint;
-    checks.push_back(std::move(item));
-  }
-  j["checks"] = std::move(checks);
-  co_return json_reply(200, dump(j));
+  co_return json_reply(200, schema::doctor_json(report));
 }
 
 net::awaitable<reply> http_server::impl::scrape() {

@@ -111,8 +111,8 @@ TEST(RenderGolden, DoctorListsChecksAndHints) {
   doctor_report r;
   r.ok = false;
   r.active_provider = "libvirt";
-  r.checks = {{"database", "ok", "", 1.25, ""},
-              {"libvirt", "fail", "cannot connect to qemu:///system", 0.5, "start libvirtd -d"}};
+  r.checks = {{"database", true, "", 1.25, ""},
+              {"libvirt", false, "cannot connect to qemu:///system", 0.5, "start libvirtd -d"}};
   expect_golden("doctor.txt", render_doctor(r));
 }
 

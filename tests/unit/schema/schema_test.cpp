@@ -1,3 +1,4 @@
+#include "schema/doctor.hpp"
 #include "schema/errc.hpp"
 #include "schema/errors.hpp"
 #include "schema/host.hpp"
@@ -170,6 +171,25 @@ TEST(ErrorBodies, HaveTheDocumentedShapes) {
             R"({"detail":[{"type":"value_error","loc":["body","env"],"msg":"Value error, x"}]})");
   const auto info = parse_error_body(R"({"detail":[{"msg":"a"},{"msg":"b"}]})");
   EXPECT_EQ(info.detail, "a; b");
+}
+
+TEST(Doctor, ReportRoundTripsThroughTheWireShapeServerAndClientShare) {
+  doctor_report r;
+  r.ok = false;
+  r.active_provider = "libvirt";
+  r.checks = {{"database", true, "connected", 1.5, ""},
+              {"libvirt", false, "cannot reach qemu:///system", 0.25, "start libvirtd"}};
+  const auto text = doctor_json(r);
+  EXPECT_EQ(text.rfind(R"({"ok":false,"active_provider":"libvirt","checks":[{"name":"database",)"
+                       R"("status":"ok","detail":"connected","latency_ms":1.5,"hint":""})",
+                       0),
+            0U)
+      << text;
+  const auto back = doctor_from_json(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, r);
+  EXPECT_FALSE(doctor_from_json("[]"));
+  EXPECT_FALSE(doctor_from_json(R"({"checks": 3})"));
 }
 
 }  // namespace
