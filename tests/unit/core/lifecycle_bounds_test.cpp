@@ -197,19 +197,25 @@ TEST_F(LifecycleBoundsTest, RecoveryClaimsBeforeItDestroysSoAnOwnerThatFinishesF
 }
 
 TEST_F(LifecycleBoundsTest, DeadlineStartsAtAdmissionSoTimeInTheQueueCounts) {
-  // One worker, busy with a guest that boots until its deadline: the queued create has used
-  // up its own PROVISION_TIMEOUT waiting and fails at once when it reaches a worker.
+  // One worker, busy for longer than PROVISION_TIMEOUT with a slow pull: the queued create
+  // has used up its own budget waiting and fails as soon as it reaches a worker, without
+  // pulling or making anything.
   cfg_.max_concurrent_provisions = 1;
-  auto slow = create(R"({"image": "registry.test/slow-boot:1"})");
-  ASSERT_TRUE(slow);
+  hypervisor::fake_options slow_pull;
+  slow_pull.pull_delay = std::chrono::milliseconds(3000);
+  hypervisor::fake_driver slow(slow_pull);
+  service(slow);
+  auto first = create("{}");
+  ASSERT_TRUE(first);
   auto queued = create("{}");
   ASSERT_TRUE(queued);
-  EXPECT_EQ(settled(slow->host.id).status, host_status::error);
+  EXPECT_EQ(settled(first->host.id).status, host_status::error);
   const auto h = settled(queued->host.id);
   EXPECT_EQ(h.status, host_status::error);
   EXPECT_EQ(h.last_error.rfind("BootTimeout: provisioning did not finish within 2 s", 0), 0U)
       << h.last_error;
-  EXPECT_EQ(driver_.calls(fake_phase::create_vm), 1);  // nothing was made for the second
+  EXPECT_EQ(slow.calls(fake_phase::prepare_image), 1);  // only the first pulled
+  EXPECT_EQ(slow.calls(fake_phase::create_vm), 0);
   EXPECT_EQ(store_.port_count(), 0U);
 }
 
