@@ -55,7 +55,7 @@ struct store_config {
   /// A base handed out by ensure_base within this long is never collected, even when no row
   /// references it yet (a create between preparing its image and recording the digest).
   std::chrono::seconds gc_grace{3600};
-  /// What one image may unpack to, over all its layers (LITTERBOX_IMAGE_MAX_BYTES,
+  /// What one image may unpack to, over all its layers (LITTERBOX_IMAGE_MAX_GB,
   /// LITTERBOX_IMAGE_MAX_ENTRIES): a small archive must not be able to fill the disk.
   std::uint64_t max_image_bytes = std::uint64_t{8} << 30;
   std::uint64_t max_image_entries = 1'000'000;

@@ -207,7 +207,7 @@ result<void> layer_applier::count_bytes(std::string_view digest, std::uint64_t b
     return make_error(errc::image_invalid,
                       "layer " + std::string(digest) + " takes the image over " +
                           std::to_string(limits_.max_bytes / k_mib) +
-                          " MiB of file contents (the limit LITTERBOX_IMAGE_MAX_BYTES)");
+                          " MiB of file contents (the limit LITTERBOX_IMAGE_MAX_GB)");
   }
   bytes_ += bytes;
   unchecked_ += bytes;

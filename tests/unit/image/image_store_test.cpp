@@ -502,7 +502,7 @@ TEST_F(ImageStore, ImageUnpackingToMoreThanTheLimitIsImageInvalidAndNotCached) {
   auto r = store.ensure_base("big:1");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::image_invalid);
-  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_BYTES"), std::string::npos);
+  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_GB"), std::string::npos);
   EXPECT_FALSE(store.cached(digest));
 }
 

@@ -181,7 +181,7 @@ TEST_F(LayerApplier, FileContentsOverTheByteLimitAreImageInvalidNamingTheLimit) 
                   {file("two", std::string(std::size_t{2} << 20, '\0'))}});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::image_invalid);
-  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_BYTES"), std::string::npos);
+  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_GB"), std::string::npos);
   EXPECT_NE(r.error().message.find("3 MiB"), std::string::npos);
   EXPECT_TRUE(fs::exists(root_ / "one"));
   EXPECT_FALSE(fs::exists(root_ / "two"));  // refused before a byte of it was written
