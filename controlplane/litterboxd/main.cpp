@@ -224,7 +224,7 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->capture_default_str();
   cmd.add_option("--overlay-max-gb", o.overlay_max_gb,
                  "Cap on the disks of all guests together (their virtual sizes); 0 = the state "
-                 "filesystem's size less the image cache and a 1 GiB reserve")
+                 "filesystem's size less a 1 GiB reserve")
       ->envname("LITTERBOX_OVERLAY_MAX_GB")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -427,6 +427,45 @@ result<base_image> image_store::build(const image_ref& ref, const std::string& d
   return out;
 }
 
+result<void> image_store::check_download(const image_ref& ref, const std::string& digest,
+                                         const fs::path& work) {
+  // The manifest says what its layers weigh: refuse what cannot fit before downloading it.
+  // A manifest that cannot be had or does not match is left to the pull, which reports it.
+  image_ref pinned = ref;
+  pinned.digest = digest;
+  const auto raw = registry_->fetch_manifest(pinned);
+  if (!raw || "sha256:" + sha256_hex(*raw) != digest) {
+    return {};
+  }
+  const auto manifest = json::parse(*raw, nullptr, false);
+  const json* layers = member_at(manifest, "layers");
+  if (layers == nullptr || !layers->is_array()) {
+    return {};
+  }
+  std::uint64_t compressed = 0;
+  for (const auto& layer : *layers) {
+    compressed += uint_at(layer, "size").value_or(0);
+  }
+  // A layer (tar, then compressed) is hardly ever larger compressed than unpacked: over the
+  // limit compressed is over it unpacked.
+  if (compressed > config_.max_image_bytes) {
+    return make_error(errc::image_invalid,
+                      pinned.canonical() + ": its layers weigh " +
+                          std::to_string(compressed / k_mib) + " MiB compressed, over the " +
+                          std::to_string(config_.max_image_bytes / k_mib) +
+                          " MiB an image may unpack to (the limit LITTERBOX_IMAGE_MAX_GB)");
+  }
+  const auto avail = free_bytes(work);
+  if (avail && *avail < compressed + config_.reserve_bytes) {
+    return make_error(errc::insufficient_disk,
+                      "pulling " + digest + " needs " +
+                          std::to_string((compressed + config_.reserve_bytes) / k_mib) +
+                          " MiB free in the image cache, " + std::to_string(*avail / k_mib) +
+                          " MiB available");
+  }
+  return {};
+}
+
 result<base_image> image_store::build_in(const image_ref& ref, const std::string& digest,
                                          const fs::path& work,
                                          std::chrono::steady_clock::time_point deadline) {
@@ -438,6 +477,9 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
   };
   const std::string subject = ref.registry + "/" + ref.repository + "@" + digest;
   const fs::path pull_dir = work / "pull";
+  if (auto fits = check_download(ref, digest, work); !fits) {
+    return fits.error();
+  }
   ++pulls_;
   if (auto pulled = registry_->pull(ref, digest, pull_dir); !pulled) {
     return pulled.error();
@@ -589,9 +631,10 @@ result<std::uint64_t> image_store::overlay_cap() const {
     return internal_error("cannot read the size of " + overlays_dir().string() + ": " +
                           std::strerror(errno));
   }
+  // Guests may never be promised more than the disk holds; operators who share it with the
+  // image cache or a database set a lower cap.
   const std::uint64_t total = vfs.f_blocks * vfs.f_frsize;
-  const std::uint64_t kept = config_.size_budget_bytes + config_.reserve_bytes;
-  return total > kept ? total - kept : 0;
+  return total > config_.reserve_bytes ? total - config_.reserve_bytes : 0;
 }
 
 result<void> image_store::create_overlay(const base_image& base, const fs::path& path,

@@ -62,8 +62,7 @@ struct store_config {
   /// Per-host overlays live in <overlays_dir>/<host>/*.qcow2; empty = <state_dir>/vms.
   std::filesystem::path overlays_dir;
   /// Cap on the sum of the virtual sizes of every overlay there, i.e. on what guests may ever
-  /// write (LITTERBOX_OVERLAY_MAX_GB); 0 = the filesystem's size less size_budget_bytes and
-  /// reserve_bytes.
+  /// write (LITTERBOX_OVERLAY_MAX_GB); 0 = the filesystem's size less reserve_bytes.
   std::uint64_t overlay_max_bytes = 0;
 };
 
@@ -163,6 +162,8 @@ class image_store {
   result<base_image> build_in(const image_ref& ref, const std::string& digest,
                               const std::filesystem::path& work,
                               std::chrono::steady_clock::time_point deadline);
+  result<void> check_download(const image_ref& ref, const std::string& digest,
+                              const std::filesystem::path& work);
   result<std::uint64_t> overlay_cap() const;
   std::filesystem::path images_dir() const { return config_.state_dir / "images"; }
   std::filesystem::path overlays_dir() const {

@@ -506,5 +506,39 @@ TEST_F(ImageStore, ImageUnpackingToMoreThanTheLimitIsImageInvalidAndNotCached) {
   EXPECT_FALSE(store.cached(digest));
 }
 
+TEST_F(ImageStore, LayersThatWeighMoreThanTheLimitAreRefusedBeforeTheyAreDownloaded) {
+  // Incompressible content: the layer weighs about as much compressed as unpacked.
+  std::string noise(std::size_t{1} << 20, '\0');
+  std::uint64_t x = 88172645463325252ULL;
+  for (auto& c : noise) {
+    x ^= x << 13U;
+    x ^= x >> 7U;
+    x ^= x << 17U;
+    c = static_cast<char>(x & 0xffU);
+  }
+  registry_->publish("noise:1", {minimal_guest(), {file("noise", noise)}});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.max_image_bytes = 512 * 1024;
+  image_store store(config, registry_);
+  auto r = store.ensure_base("noise:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("compressed"), std::string::npos) << r.error().message;
+  EXPECT_EQ(registry_->pulls.load(), 0);
+}
+
+TEST_F(ImageStore, LayersThatCannotFitOnTheDiskAreRefusedBeforeTheyAreDownloaded) {
+  registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store(std::uint64_t{1} << 62);
+  auto r = store.ensure_base("guest:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::insufficient_disk);
+  EXPECT_NE(r.error().message.find("pulling"), std::string::npos) << r.error().message;
+  EXPECT_EQ(registry_->pulls.load(), 0);
+}
+
 }  // namespace
 }  // namespace litterbox::hypervisor::image
