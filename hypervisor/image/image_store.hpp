@@ -52,7 +52,8 @@ struct store_config {
   std::chrono::seconds inspect_timeout{60};
   std::chrono::seconds pull_timeout{1800};
   std::chrono::seconds convert_timeout{900};
-  /// A base handed out by ensure_base within this long is never collected, even when no row
+  /// A base built or handed out by ensure_base within this long, by any process sharing the
+  /// state directory (the time is stamped on disk), is never collected, even when no row
   /// references it yet (a create between preparing its image and recording the digest).
   std::chrono::seconds gc_grace{3600};
   /// What one image may unpack to, over all its layers (LITTERBOX_IMAGE_MAX_GB,
@@ -92,7 +93,7 @@ struct store_stats {
 
 /// What collect_garbage did.
 struct gc_report {
-  std::vector<std::string> removed;  ///< digests, oldest first
+  std::vector<std::string> removed;  ///< digests, least recently used first
   std::uint64_t bytes_before = 0;
   std::uint64_t bytes_after = 0;
 };
@@ -143,9 +144,10 @@ class image_store {
   result<void> create_overlay(const base_image& base, const std::filesystem::path& path,
                               std::optional<int> disk_gb);
 
-  /// Removes cached bases whose digest is not in `in_use` and no build is using, oldest
-  /// first, until the cache fits the size budget. The caller lists every digest a live or
-  /// provisioning host references. Errors: internal.
+  /// Removes cached bases whose digest is not in `in_use`, that no build is using and that
+  /// were not used within gc_grace, least recently used first, until the cache fits the size
+  /// budget. The caller lists every digest a live or provisioning host references. Holds the
+  /// cache lock (images/.lock) against hand-outs in every process. Errors: internal.
   result<gc_report> collect_garbage(const std::set<std::string>& in_use);
 
   /// Counters since construction.
