@@ -3,6 +3,7 @@
 #include "base/result.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -93,6 +94,14 @@ class driver {
 
   /// Health checks for /doctor, each time-boxed by the driver.
   virtual std::vector<check_result> doctor() = 0;
+
+  /// Bytes of root disk `image` needs, when known without the network (a reference pinned by
+  /// digest whose base is cached), so that a smaller disk_gb is refused at admission; nullopt
+  /// otherwise. Never blocks on the network; thread-safe. create_vm refuses such a disk_gb
+  /// in any case (image_invalid).
+  virtual std::optional<std::uint64_t> known_image_bytes(std::string_view /*image*/) {
+    return std::nullopt;
+  }
 };
 
 }  // namespace litterbox::hypervisor

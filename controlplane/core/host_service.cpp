@@ -66,7 +66,10 @@ result<create_result> host_service::create(const schema::create_host_request& re
     return e;
   }
   const timestamp now = clock_.now();
-  auto resolved = validate_create(req, cfg_, now, driver_.provider());
+  // A disk_gb below the size of an image the driver already holds is refused here, at once.
+  auto resolved =
+      validate_create(req, cfg_, now, driver_.provider(),
+                      [this](std::string_view image) { return driver_.known_image_bytes(image); });
   if (!resolved) {
     return resolved.error();
   }

@@ -2,7 +2,10 @@
 
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
+#include "hypervisor/image/reference.hpp"
 #include "hypervisor/ssh/keys.hpp"
+
+#include <boost/locale/utf.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -12,7 +15,7 @@ namespace litterbox::controlplane {
 namespace {
 
 constexpr std::size_t k_max_authorized_keys = 64;
-constexpr std::size_t k_max_image_ref = 1024;
+constexpr std::uint64_t k_gib = std::uint64_t{1} << 30;
 
 bool is_reserved_env_key(std::string_view k) {
   return k == "TAILSCALE_AUTHKEY" || k.rfind("LITTERBOX_", 0) == 0;
@@ -111,20 +114,33 @@ bool is_valid_idempotency_key(std::string_view key) {
 }
 
 bool is_valid_image_reference(std::string_view ref) {
-  if (ref.empty() || ref.size() > k_max_image_ref ||
-      std::isalnum(static_cast<unsigned char>(ref.front())) == 0) {
-    return false;
+  // The registry only matters for which names get "library/"; any valid one gives the same
+  // verdict, so admission cannot accept what the image pipeline would refuse.
+  return static_cast<bool>(hypervisor::image::parse_reference(ref, "docker.io"));
+}
+
+bool is_clean_key_text(std::string_view line) {
+  using traits = boost::locale::utf::utf_traits<char>;
+  auto it = line.begin();
+  while (it != line.end()) {
+    const auto c = traits::decode(it, line.end());
+    if (c == boost::locale::utf::illegal || c == boost::locale::utf::incomplete) {
+      return false;
+    }
+    const bool control = c < 0x20 || (c >= 0x7f && c <= 0x9f);
+    // U+FDD0..U+FDEF and the last two code points of every plane (U+FFFE, U+FFFF, U+1FFFE…):
+    // YAML, and so cloud-init, refuses the latter and with them the whole user-data.
+    const bool noncharacter = (c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffeU) == 0xfffeU;
+    if (control || noncharacter) {
+      return false;
+    }
   }
-  // A reference never needs anything outside this set; rejecting the rest keeps option-like
-  // or shell-like text away from the tools that receive it.
-  return std::all_of(ref.begin(), ref.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-' ||
-           c == '/' || c == ':' || c == '@' || c == '+';
-  });
+  return true;
 }
 
 result<resolved_create> validate_create(const schema::create_host_request& req, const config& cfg,
-                                        timestamp now, std::string_view provider) {
+                                        timestamp now, std::string_view provider,
+                                        const image_size_lookup& image_bytes) {
   if (req.provider && *req.provider != provider) {
     return make_error(errc::bad_request, "unknown provider: " + *req.provider);
   }
@@ -152,7 +168,7 @@ result<resolved_create> validate_create(const schema::create_host_request& req, 
     } else if (!is_valid_image_reference(image)) {
       issues.push_back({{"body", "image"},
                         "Value error, image must be an OCI reference (registry/repo:tag or "
-                        "registry/repo@sha256:...)",
+                        "registry/repo@sha256:..., repository in lowercase)",
                         "value_error"});
     } else {
       out.image = image;
@@ -189,9 +205,29 @@ result<resolved_create> validate_create(const schema::create_host_request& req, 
         issues.push_back({{"body", "ssh_authorized_keys", std::to_string(i)},
                           "Value error, not an OpenSSH public key line",
                           "value_error"});
+      } else if (!is_clean_key_text(keys[i])) {
+        issues.push_back({{"body", "ssh_authorized_keys", std::to_string(i)},
+                          "Value error, the key line must be UTF-8 without control characters "
+                          "or Unicode noncharacters",
+                          "value_error"});
       }
     }
     out.authorized_keys = keys;
+  }
+  // Only a disk_gb that passed its own checks, for an image whose size is known right now.
+  const bool disk_ok = std::none_of(issues.begin(), issues.end(), [](const field_issue& i) {
+    return i.loc.size() > 1 && (i.loc[1] == "disk_gb" || i.loc[1] == "image");
+  });
+  const auto disk_gb = req.disk_gb ? req.disk_gb : std::optional<std::int64_t>(out.disk_gb);
+  if (image_bytes && disk_gb && disk_ok && !out.image.empty()) {
+    if (const auto needed = image_bytes(out.image);
+        needed && static_cast<std::uint64_t>(*disk_gb) * k_gib < *needed) {
+      issues.push_back({{"body", "disk_gb"},
+                        "Value error, disk_gb must be at least " +
+                            std::to_string((*needed + k_gib - 1) / k_gib) + " for image " +
+                            out.image,
+                        "value_error"});
+    }
   }
   if (!issues.empty()) {
     return validation_error(std::move(issues));

@@ -79,6 +79,9 @@ struct options {
   std::string insecure_registries = "127.0.0.1:5000";
   std::string registry_auth_file;
   std::int64_t image_cache_gb = 20;
+  std::int64_t image_max_gb = 8;
+  std::int64_t image_max_entries = 1'000'000;
+  std::int64_t overlay_max_gb = 0;
   bool guest_internet = true;
   std::string owner = "litterbox";
 };
@@ -217,6 +220,22 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "Unused base images are collected above this size")
       ->envname("LITTERBOX_IMAGE_CACHE_GB")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--image-max-gb", o.image_max_gb,
+                 "An image whose layers unpack to more file contents than this is refused")
+      ->envname("LITTERBOX_IMAGE_MAX_GB")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--image-max-entries", o.image_max_entries,
+                 "An image whose layers unpack to more files and directories is refused")
+      ->envname("LITTERBOX_IMAGE_MAX_ENTRIES")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--overlay-max-gb", o.overlay_max_gb,
+                 "Cap on the disks of all guests together (their virtual sizes); 0 = the state "
+                 "filesystem's size less a 1 GiB reserve")
+      ->envname("LITTERBOX_OVERLAY_MAX_GB")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd.add_option("--owner", o.owner,
                  "Owner tag in domain metadata; orphan sweeps only touch domains carrying it")
@@ -485,6 +504,18 @@ class image_store_bases final : public hypervisor::base_images {
     }
     return base->path;
   }
+  std::optional<std::uint64_t> known_size(std::string_view image) override {
+    return store_.known_virtual_bytes(image);
+  }
+  result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,
+                              std::optional<int> disk_gb) override {
+    auto base = store_.cached(digest);
+    if (!base) {
+      return make_error(hypervisor::errc::vm_create_failed,
+                        "no cached base image for " + std::string(digest));
+    }
+    return store_.create_overlay(*base, disk, disk_gb);
+  }
   result<int> collect(const std::set<std::string>& in_use) override {
     auto report = store_.collect_garbage(in_use);
     if (!report) {
@@ -516,6 +547,9 @@ hypervisor_stack make_hypervisor(const options& o) {
     ic.auth_file = o.registry_auth_file;
     ic.kernel_modules_dir = hypervisor::image::modules_dir_for_kernel(o.cfg.kernel);
     ic.size_budget_bytes = static_cast<std::uint64_t>(o.image_cache_gb) << 30U;
+    ic.max_image_bytes = static_cast<std::uint64_t>(o.image_max_gb) << 30U;
+    ic.max_image_entries = static_cast<std::uint64_t>(o.image_max_entries);
+    ic.overlay_max_bytes = static_cast<std::uint64_t>(o.overlay_max_gb) << 30U;
     stack.images = std::make_unique<hypervisor::image::image_store>(std::move(ic));
     stack.bases = std::make_unique<image_store_bases>(*stack.images);
     hypervisor::libvirt_config lv;

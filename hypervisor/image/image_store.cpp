@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <signal.h>
 #include <sstream>
 #include <stdexcept>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -83,10 +85,87 @@ std::uint64_t round_up(std::uint64_t v, std::uint64_t unit) {
   return (v + unit - 1) / unit * unit;
 }
 
+// Readers for JSON that a registry or the disk handed us: a missing key or a value of another
+// type reads as absent, never as an exception or undefined behaviour.
+std::string string_at(const json& obj, const char* key) {
+  if (!obj.is_object()) {
+    return {};
+  }
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::optional<std::uint64_t> uint_at(const json& obj, const char* key) {
+  if (!obj.is_object()) {
+    return std::nullopt;
+  }
+  const auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number_unsigned()) {
+    return std::nullopt;
+  }
+  return it->get<std::uint64_t>();
+}
+
+const json* member_at(const json& obj, const char* key) {
+  if (!obj.is_object()) {
+    return nullptr;
+  }
+  const auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
 bool is_index(const json& doc) {
-  const auto media = doc.value("mediaType", std::string());
-  return doc.contains("manifests") || media == "application/vnd.oci.image.index.v1+json" ||
+  const auto media = string_at(doc, "mediaType");
+  return member_at(doc, "manifests") != nullptr ||
+         media == "application/vnd.oci.image.index.v1+json" ||
          media == "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+// An flock(2) on a file, released by the destructor; shared by every process on the host.
+class file_lock {
+ public:
+  file_lock(const fs::path& path, int operation)
+      : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (fd_ >= 0 && ::flock(fd_, operation) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  file_lock(const file_lock&) = delete;
+  file_lock& operator=(const file_lock&) = delete;
+  ~file_lock() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// The virtual size recorded in a qcow2 header (big-endian at offset 24, after the magic
+// "QFI\xfb"); nullopt for anything else.
+std::optional<std::uint64_t> qcow2_virtual_bytes(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return std::nullopt;
+  }
+  std::array<unsigned char, 32> h{};
+  const bool ok = ::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size());
+  ::close(fd);
+  if (!ok || h[0] != 'Q' || h[1] != 'F' || h[2] != 'I' || h[3] != 0xfb) {
+    return std::nullopt;
+  }
+  std::uint64_t v = 0;
+  for (std::size_t i = 24; i < 32; ++i) {
+    v = (v << 8U) | h[i];
+  }
+  return v;
+}
+
+std::uint64_t gib_up(std::uint64_t bytes) {
+  return (bytes + k_gib - 1) / k_gib;
 }
 
 // The tool failed for a reason of the local machine; say which tool, not its output.
@@ -176,30 +255,32 @@ result<std::string> image_store::resolve(std::string_view text) {
   if (doc.is_discarded() || !doc.is_object()) {
     return make_error(errc::image_corrupt, ref->canonical() + ": the manifest is not JSON");
   }
-  if (doc.value("schemaVersion", 0) != 2) {
+  if (uint_at(doc, "schemaVersion") != std::uint64_t{2}) {
     return make_error(errc::image_corrupt,
                       ref->canonical() + ": only schema 2 manifests are supported");
   }
   if (!is_index(doc)) {
     return served;
   }
-  const auto& manifests = doc["manifests"];
+  const json* manifests = member_at(doc, "manifests");
   std::string best;
-  if (manifests.is_array()) {
-    for (const auto& m : manifests) {
-      const auto platform = m.value("platform", json::object());
-      if (platform.value("os", "") != "linux" || platform.value("architecture", "") != "amd64") {
+  if (manifests != nullptr && manifests->is_array()) {
+    for (const auto& m : *manifests) {
+      const json* platform = member_at(m, "platform");
+      if (platform == nullptr || string_at(*platform, "os") != "linux" ||
+          string_at(*platform, "architecture") != "amd64") {
         continue;
       }
-      const auto digest = m.value("digest", "");
+      const auto digest = string_at(m, "digest");
       if (!is_sha256_digest(digest)) {
         continue;
       }
       // Plain amd64 beats a micro-architecture variant (v2, v3) the guest CPU may lack.
-      if (best.empty() || !platform.contains("variant")) {
+      const bool variant = member_at(*platform, "variant") != nullptr;
+      if (best.empty() || !variant) {
         best = digest;
       }
-      if (!platform.contains("variant")) {
+      if (!variant) {
         break;
       }
     }
@@ -222,28 +303,68 @@ std::optional<base_image> image_store::cached(std::string_view digest) const {
   }
   const auto meta = json::parse(*meta_text, nullptr, false);
   std::error_code ec;
-  if (meta.is_discarded() || !fs::is_regular_file(dir / "base.qcow2", ec)) {
+  if (!meta.is_object() || !fs::is_regular_file(dir / "base.qcow2", ec)) {
     return std::nullopt;
   }
   base_image out;
   out.digest = std::string(digest);
   out.path = dir / "base.qcow2";
   out.size_bytes = allocated_bytes(out.path);
-  out.virtual_bytes = meta.value("virtual_bytes", std::uint64_t{0});
-  out.modules_version = meta.value("modules_version", "");
+  out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
+  out.modules_version = string_at(meta, "modules_version");
   return out;
 }
 
-result<base_image> image_store::ensure_base(std::string_view ref) {
-  auto base = find_or_build(ref);
-  if (base) {
-    const std::lock_guard lock(mutex_);
-    last_used_[base->digest] = std::chrono::steady_clock::now();
+std::optional<std::uint64_t> image_store::known_virtual_bytes(std::string_view text) const {
+  auto ref = parse_reference(text, config_.default_registry);
+  if (!ref || ref->digest.empty()) {
+    return std::nullopt;
+  }
+  auto base = cached(ref->digest);
+  if (!base || base->virtual_bytes == 0) {
+    return std::nullopt;
+  }
+  return base->virtual_bytes;
+}
+
+result<base_image> image_store::ensure_base(
+    std::string_view ref, std::optional<std::chrono::steady_clock::time_point> deadline) {
+  const auto until = deadline.value_or(std::chrono::steady_clock::now() + config_.inspect_timeout +
+                                       config_.pull_timeout + 2 * config_.convert_timeout);
+  // A collection (in any process) between finding the base and stamping it removes it; then
+  // it is built again. Twice in a row means something keeps removing it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto base = find_or_build(ref, until);
+    if (!base) {
+      return base;
+    }
+    if (auto kept = mark_used(base->digest)) {
+      return *kept;
+    }
+  }
+  return internal_error("the base disk for " + std::string(ref) +
+                        " was removed by a cache collection as it was handed out");
+}
+
+std::optional<base_image> image_store::mark_used(const std::string& digest) {
+  // Under the cache lock: a collection either ran before (the base is gone) or runs after
+  // and sees the stamp. Never taken while holding mutex_ (collect_garbage nests the other way).
+  const file_lock lock(images_dir() / ".lock", LOCK_SH);
+  auto base = cached(digest);
+  if (!base) {
+    return std::nullopt;
+  }
+  const fs::path stamp = images_dir() / digest / "used";
+  const int fd = ::open(stamp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd >= 0) {
+    ::futimens(fd, nullptr);  // now
+    ::close(fd);
   }
   return base;
 }
 
-result<base_image> image_store::find_or_build(std::string_view text) {
+result<base_image> image_store::find_or_build(std::string_view text,
+                                              std::chrono::steady_clock::time_point deadline) {
   auto ref = parse_reference(text, config_.default_registry);
   if (!ref) {
     return ref.error();
@@ -270,13 +391,18 @@ result<base_image> image_store::find_or_build(std::string_view text) {
     if (auto it = flights_.find(*digest); it != flights_.end()) {
       ++waits_;
       f = it->second;
-      f->cv.wait(lock, [&] { return f->done; });
+      if (!f->cv.wait_until(lock, deadline, [&] { return f->done; })) {
+        return make_error(errc::registry_unavailable,
+                          ref->canonical() +
+                              ": another create is still pulling and converting this image, "
+                              "and it did not finish before this create's deadline");
+      }
       return f->outcome;
     }
     f = std::make_shared<flight>();
     flights_.emplace(*digest, f);
   }
-  auto outcome = build(*ref, *digest);
+  auto outcome = build(*ref, *digest, deadline);
   {
     std::lock_guard lock(mutex_);
     f->outcome = outcome;
@@ -287,22 +413,73 @@ result<base_image> image_store::find_or_build(std::string_view text) {
   return outcome;
 }
 
-result<base_image> image_store::build(const image_ref& ref, const std::string& digest) {
+result<base_image> image_store::build(const image_ref& ref, const std::string& digest,
+                                      std::chrono::steady_clock::time_point deadline) {
   const fs::path work = images_dir() / (".tmp-" + std::to_string(::getpid()) + "-" + random_hex(8));
-  std::error_code ec;
-  fs::create_directories(work, ec);
-  if (ec) {
-    return internal_error("cannot create a build directory: " + ec.message());
+  // Private from the start (mkdir's mode, never widened): the tree unpacked below holds the
+  // image's setuid files, device nodes and file capabilities with their modes, as root.
+  if (::mkdir(work.c_str(), 0700) != 0) {
+    return internal_error(std::string("cannot create a build directory: ") + std::strerror(errno));
   }
-  auto out = build_in(ref, digest, work);
+  auto out = build_in(ref, digest, work, deadline);
+  std::error_code ec;
   fs::remove_all(work, ec);
   return out;
 }
 
-result<base_image> image_store::build_in(const image_ref& ref, const std::string& digest,
+result<void> image_store::check_download(const image_ref& ref, const std::string& digest,
                                          const fs::path& work) {
+  // The manifest says what its layers weigh: refuse what cannot fit before downloading it.
+  // A manifest that cannot be had or does not match is left to the pull, which reports it.
+  image_ref pinned = ref;
+  pinned.digest = digest;
+  const auto raw = registry_->fetch_manifest(pinned);
+  if (!raw || "sha256:" + sha256_hex(*raw) != digest) {
+    return {};
+  }
+  const auto manifest = json::parse(*raw, nullptr, false);
+  const json* layers = member_at(manifest, "layers");
+  if (layers == nullptr || !layers->is_array()) {
+    return {};
+  }
+  std::uint64_t compressed = 0;
+  for (const auto& layer : *layers) {
+    compressed += uint_at(layer, "size").value_or(0);
+  }
+  // A layer (tar, then compressed) is hardly ever larger compressed than unpacked: over the
+  // limit compressed is over it unpacked.
+  if (compressed > config_.max_image_bytes) {
+    return make_error(errc::image_invalid,
+                      pinned.canonical() + ": its layers weigh " +
+                          std::to_string(compressed / k_mib) + " MiB compressed, over the " +
+                          std::to_string(config_.max_image_bytes / k_mib) +
+                          " MiB an image may unpack to (the limit LITTERBOX_IMAGE_MAX_GB)");
+  }
+  const auto avail = free_bytes(work);
+  if (avail && *avail < compressed + config_.reserve_bytes) {
+    return make_error(errc::insufficient_disk,
+                      "pulling " + digest + " needs " +
+                          std::to_string((compressed + config_.reserve_bytes) / k_mib) +
+                          " MiB free in the image cache, " + std::to_string(*avail / k_mib) +
+                          " MiB available");
+  }
+  return {};
+}
+
+result<base_image> image_store::build_in(const image_ref& ref, const std::string& digest,
+                                         const fs::path& work,
+                                         std::chrono::steady_clock::time_point deadline) {
+  // A conversion gets its own timeout, or what is left of the caller's deadline if less.
+  const auto convert_timeout = [&] {
+    const auto left = std::chrono::duration_cast<std::chrono::seconds>(
+        deadline - std::chrono::steady_clock::now());
+    return std::max(std::chrono::seconds(1), std::min(left, config_.convert_timeout));
+  };
   const std::string subject = ref.registry + "/" + ref.repository + "@" + digest;
   const fs::path pull_dir = work / "pull";
+  if (auto fits = check_download(ref, digest, work); !fits) {
+    return fits.error();
+  }
   ++pulls_;
   if (auto pulled = registry_->pull(ref, digest, pull_dir); !pulled) {
     return pulled.error();
@@ -314,7 +491,8 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
     return make_error(errc::image_corrupt, subject + ": the manifest does not match its digest");
   }
   const auto manifest = json::parse(*manifest_text, nullptr, false);
-  if (manifest.is_discarded() || !manifest.contains("layers") || !manifest["layers"].is_array()) {
+  const json* layers = member_at(manifest, "layers");
+  if (layers == nullptr || !layers->is_array()) {
     return make_error(errc::image_corrupt, subject + ": the manifest lists no layers");
   }
 
@@ -322,13 +500,15 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
   std::error_code ec;
   fs::create_directory(rootfs, ec);
   fs::permissions(rootfs, fs::perms(0755), ec);
-  auto applier = layer_applier::open(rootfs);
+  auto applier = layer_applier::open(
+      rootfs,
+      unpack_limits{config_.max_image_bytes, config_.max_image_entries, config_.reserve_bytes});
   if (!applier) {
     return applier.error();
   }
-  for (const auto& layer : manifest["layers"]) {
-    const auto layer_digest = layer.value("digest", "");
-    const auto media = layer.value("mediaType", "");
+  for (const auto& layer : *layers) {
+    const auto layer_digest = string_at(layer, "digest");
+    const auto media = string_at(layer, "mediaType");
     if (!is_sha256_digest(layer_digest) || media.find("tar") == std::string::npos) {
       return make_error(errc::image_corrupt, subject + ": a layer is not a tar archive");
     }
@@ -391,7 +571,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
   auto mkfs =
       run_process({"mkfs.ext4", "-q", "-F", "-L", "litterbox-root", "-N", std::to_string(inodes),
                    "-E", "root_owner=0:0", "-d", rootfs.string(), raw.string()},
-                  config_.convert_timeout);
+                  convert_timeout());
   if (!mkfs) {
     return mkfs.error();
   }
@@ -405,7 +585,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
   const fs::path base = out / "base.qcow2";
   auto convert = run_process(
       {"qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-W", raw.string(), base.string()},
-      config_.convert_timeout);
+      convert_timeout());
   if (!convert) {
     return convert.error();
   }
@@ -442,22 +622,79 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
   return *done;
 }
 
+result<std::uint64_t> image_store::overlay_cap() const {
+  if (config_.overlay_max_bytes > 0) {
+    return config_.overlay_max_bytes;
+  }
+  struct statvfs vfs {};
+  if (::statvfs(overlays_dir().c_str(), &vfs) != 0) {
+    return internal_error("cannot read the size of " + overlays_dir().string() + ": " +
+                          std::strerror(errno));
+  }
+  // Guests may never be promised more than the disk holds; operators who share it with the
+  // image cache or a database set a lower cap.
+  const std::uint64_t total = vfs.f_blocks * vfs.f_frsize;
+  return total > config_.reserve_bytes ? total - config_.reserve_bytes : 0;
+}
+
 result<void> image_store::create_overlay(const base_image& base, const fs::path& path,
                                          std::optional<int> disk_gb) {
   std::error_code ec;
   if (!fs::is_regular_file(base.path, ec)) {
     return make_error(errc::vm_create_failed, "base disk for " + base.digest + " is not cached");
   }
+  std::uint64_t size = base.virtual_bytes;
+  if (disk_gb) {
+    const auto wanted = static_cast<std::uint64_t>(std::max(*disk_gb, 0)) * k_gib;
+    if (wanted < base.virtual_bytes) {
+      return make_error(errc::image_invalid,
+                        "disk_gb " + std::to_string(*disk_gb) + " is smaller than the image " +
+                            base.digest + ", which needs a disk of at least " +
+                            std::to_string(gib_up(base.virtual_bytes)) + " GiB");
+    }
+    size = wanted;
+  }
   const auto avail = free_bytes(path.parent_path());
   if (avail && *avail < 64 * k_mib) {
     return make_error(errc::insufficient_disk, "no room for a new disk overlay");
   }
+  // The sum of what every overlay may grow to is checked and the new one made under one lock,
+  // so concurrent creates (in any process) cannot each see room for themselves only.
+  fs::create_directories(overlays_dir(), ec);
+  auto cap = overlay_cap();
+  if (!cap) {
+    return cap.error();
+  }
+  const file_lock lock(overlays_dir() / ".overlays.lock", LOCK_EX);
+  if (!lock.held()) {
+    return make_error(errc::vm_create_failed,
+                      "cannot lock " + overlays_dir().string() + ": " + std::strerror(errno));
+  }
+  std::uint64_t promised = 0;
+  for (const auto& host : fs::directory_iterator(overlays_dir(), ec)) {
+    std::error_code inner;
+    if (!host.is_directory(inner)) {
+      continue;
+    }
+    for (const auto& f : fs::directory_iterator(host.path(), inner)) {
+      if (f.path().extension() == ".qcow2" && f.path() != path) {
+        promised += qcow2_virtual_bytes(f.path()).value_or(0);
+      }
+    }
+  }
+  if (promised + size > *cap) {
+    return make_error(errc::insufficient_disk, "a " + std::to_string(gib_up(size)) +
+                                                   " GiB disk does not fit: the disks of "
+                                                   "this host's guests may already grow to " +
+                                                   std::to_string(gib_up(promised)) +
+                                                   " GiB of the " + std::to_string(*cap / k_gib) +
+                                                   " GiB allowed (LITTERBOX_OVERLAY_MAX_GB)");
+  }
   std::vector<std::string> argv{
       "qemu-img", "create",           "-q",         "-f", "qcow2", "-F", "qcow2",
       "-b",       base.path.string(), path.string()};
-  if (disk_gb && *disk_gb > 0 &&
-      static_cast<std::uint64_t>(*disk_gb) * k_gib > base.virtual_bytes) {
-    argv.push_back(std::to_string(*disk_gb) + "G");
+  if (size > base.virtual_bytes) {
+    argv.push_back(std::to_string(size));
   }
   auto run = run_process(argv, std::chrono::seconds(60));
   if (!run) {
@@ -477,55 +714,76 @@ result<void> image_store::create_overlay(const base_image& base, const fs::path&
 result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_use) {
   struct entry {
     std::string digest;
-    std::int64_t created = 0;
+    std::int64_t last_used = 0;  // seconds since the epoch: built or last handed out
     std::uint64_t bytes = 0;
   };
   std::lock_guard lock(mutex_);
-  std::vector<entry> entries;
   gc_report report;
+  std::vector<fs::path> doomed;  // renamed under the lock, deleted after it
   std::error_code ec;
-  for (const auto& d : fs::directory_iterator(images_dir(), ec)) {
-    const std::string name = d.path().filename().string();
-    if (!is_sha256_digest(name)) {
-      continue;
+  auto removed = [&]() -> result<void> {
+    // Exclusive against mark_used in every process sharing the cache: a base being handed out
+    // either is stamped before this looks, or finds itself gone and is built again.
+    const file_lock cache_lock(images_dir() / ".lock", LOCK_EX);
+    if (!cache_lock.held()) {
+      return internal_error("cannot lock the image cache: " + std::string(std::strerror(errno)));
     }
-    entry e{name, 0, allocated_bytes(d.path() / "base.qcow2")};
-    const auto meta = json::parse(read_file(d.path() / "meta.json").value_or(""), nullptr, false);
-    e.created = meta.is_discarded() ? 0 : meta.value("created", std::int64_t{0});
-    report.bytes_before += e.bytes;
-    entries.push_back(std::move(e));
+    std::vector<entry> entries;
+    for (const auto& d : fs::directory_iterator(images_dir(), ec)) {
+      const std::string name = d.path().filename().string();
+      if (!is_sha256_digest(name)) {
+        continue;
+      }
+      entry e{name, 0, allocated_bytes(d.path() / "base.qcow2")};
+      const auto meta = json::parse(read_file(d.path() / "meta.json").value_or(""), nullptr, false);
+      const auto created = uint_at(meta, "created").value_or(0);
+      e.last_used = static_cast<std::int64_t>(created);
+      struct stat st {};
+      if (::stat((d.path() / "used").c_str(), &st) == 0) {
+        e.last_used = std::max<std::int64_t>(e.last_used, st.st_mtim.tv_sec);
+      }
+      report.bytes_before += e.bytes;
+      entries.push_back(std::move(e));
+    }
+    if (ec) {
+      return internal_error("cannot list the image cache: " + ec.message());
+    }
+    std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
+      return a.last_used != b.last_used ? a.last_used < b.last_used : a.digest < b.digest;
+    });
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    std::uint64_t total = report.bytes_before;
+    for (const auto& e : entries) {
+      if (total <= config_.size_budget_bytes) {
+        break;
+      }
+      if (in_use.contains(e.digest) || flights_.contains(e.digest)) {
+        continue;
+      }
+      if (now - e.last_used < config_.gc_grace.count()) {
+        continue;
+      }
+      // Renamed first so that the base stops looking valid in one atomic step.
+      doomed.push_back(images_dir() /
+                       (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8)));
+      if (::rename((images_dir() / e.digest).c_str(), doomed.back().c_str()) != 0) {
+        return internal_error("cannot remove base " + e.digest + ": " + std::strerror(errno));
+      }
+      total -= e.bytes;
+      report.removed.push_back(e.digest);
+      ++collected_;
+    }
+    report.bytes_after = total;
+    return {};
+  }();
+  for (const auto& d : doomed) {
+    fs::remove_all(d, ec);
   }
-  if (ec) {
-    return internal_error("cannot list the image cache: " + ec.message());
+  if (!removed) {
+    return removed.error();
   }
-  std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
-    return a.created != b.created ? a.created < b.created : a.digest < b.digest;
-  });
-  std::uint64_t total = report.bytes_before;
-  for (const auto& e : entries) {
-    if (total <= config_.size_budget_bytes) {
-      break;
-    }
-    if (in_use.contains(e.digest) || flights_.contains(e.digest)) {
-      continue;
-    }
-    if (const auto used = last_used_.find(e.digest);
-        used != last_used_.end() &&
-        std::chrono::steady_clock::now() - used->second < config_.gc_grace) {
-      continue;
-    }
-    // Renamed first so that the base stops looking valid in one atomic step.
-    const fs::path doomed =
-        images_dir() / (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8));
-    if (::rename((images_dir() / e.digest).c_str(), doomed.c_str()) != 0) {
-      return internal_error("cannot remove base " + e.digest + ": " + std::strerror(errno));
-    }
-    fs::remove_all(doomed, ec);
-    total -= e.bytes;
-    report.removed.push_back(e.digest);
-    ++collected_;
-  }
-  report.bytes_after = total;
   return report;
 }
 

@@ -52,9 +52,19 @@ struct store_config {
   std::chrono::seconds inspect_timeout{60};
   std::chrono::seconds pull_timeout{1800};
   std::chrono::seconds convert_timeout{900};
-  /// A base handed out by ensure_base within this long is never collected, even when no row
+  /// A base built or handed out by ensure_base within this long, by any process sharing the
+  /// state directory (the time is stamped on disk), is never collected, even when no row
   /// references it yet (a create between preparing its image and recording the digest).
   std::chrono::seconds gc_grace{3600};
+  /// What one image may unpack to, over all its layers (LITTERBOX_IMAGE_MAX_GB,
+  /// LITTERBOX_IMAGE_MAX_ENTRIES): a small archive must not be able to fill the disk.
+  std::uint64_t max_image_bytes = std::uint64_t{8} << 30;
+  std::uint64_t max_image_entries = 1'000'000;
+  /// Per-host overlays live in <overlays_dir>/<host>/*.qcow2; empty = <state_dir>/vms.
+  std::filesystem::path overlays_dir;
+  /// Cap on the sum of the virtual sizes of every overlay there, i.e. on what guests may ever
+  /// write (LITTERBOX_OVERLAY_MAX_GB); 0 = the filesystem's size less reserve_bytes.
+  std::uint64_t overlay_max_bytes = 0;
 };
 
 /// The modules directory matching a kernel image: /boot/vmlinuz-<v> → <modules_root>/<v>.
@@ -83,7 +93,7 @@ struct store_stats {
 
 /// What collect_garbage did.
 struct gc_report {
-  std::vector<std::string> removed;  ///< digests, oldest first
+  std::vector<std::string> removed;  ///< digests, least recently used first
   std::uint64_t bytes_before = 0;
   std::uint64_t bytes_after = 0;
 };
@@ -108,36 +118,59 @@ class image_store {
 
   /// The base disk for `ref`: resolved, then pulled, verified, flattened, checked, given the
   /// guest kernel's modules, turned into ext4 and qcow2 — unless that digest is cached.
-  /// Concurrent calls for the same new digest do the work once. A failure leaves nothing
+  /// Concurrent calls for the same new digest do the work once; the others wait for it until
+  /// `deadline` (default: as long as one build may take) and then fail with
+  /// registry_unavailable. The base is stamped as used on disk, so a collection in any
+  /// process sharing the state directory spares it for gc_grace. A failure leaves nothing
   /// behind that looks valid. Errors: image_not_found, registry_unavailable, image_corrupt,
   /// image_invalid, insufficient_disk, internal.
-  result<base_image> ensure_base(std::string_view ref);
+  result<base_image> ensure_base(
+      std::string_view ref,
+      std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
   /// The cached base for `digest`, if any. Never touches the network.
   std::optional<base_image> cached(std::string_view digest) const;
 
-  /// Creates a qcow2 overlay at `path` backed by `base` (nothing is copied), as large as
-  /// `disk_gb` GiB when that exceeds the base (never smaller than the base). Errors:
-  /// vm_create_failed, insufficient_disk.
+  /// The virtual size of the base `ref` names, when that is known without the network: `ref`
+  /// is pinned by digest and that base is cached. For refusing a too small disk_gb at once.
+  std::optional<std::uint64_t> known_virtual_bytes(std::string_view ref) const;
+
+  /// Creates a qcow2 overlay at `path` (normally <overlays_dir>/<host>/disk.qcow2) backed by
+  /// `base` (nothing is copied), `disk_gb` GiB large, or as large as the base without it.
+  /// Refused when `disk_gb` is smaller than the base (image_invalid: the guest would get a
+  /// truncated root disk) and when all overlays together would exceed overlay_max_bytes
+  /// (insufficient_disk); checked and created under a lock shared by every process.
+  /// Errors: image_invalid, insufficient_disk, vm_create_failed.
   result<void> create_overlay(const base_image& base, const std::filesystem::path& path,
                               std::optional<int> disk_gb);
 
-  /// Removes cached bases whose digest is not in `in_use` and no build is using, oldest
-  /// first, until the cache fits the size budget. The caller lists every digest a live or
-  /// provisioning host references. Errors: internal.
+  /// Removes cached bases whose digest is not in `in_use`, that no build is using and that
+  /// were not used within gc_grace, least recently used first, until the cache fits the size
+  /// budget. The caller lists every digest a live or provisioning host references. Holds the
+  /// cache lock (images/.lock) against hand-outs in every process. Errors: internal.
   result<gc_report> collect_garbage(const std::set<std::string>& in_use);
 
   /// Counters since construction.
   store_stats stats() const;
 
  private:
-  result<base_image> find_or_build(std::string_view ref);
+  result<base_image> find_or_build(std::string_view ref,
+                                   std::chrono::steady_clock::time_point deadline);
+  std::optional<base_image> mark_used(const std::string& digest);
   struct flight;
 
-  result<base_image> build(const image_ref& ref, const std::string& digest);
+  result<base_image> build(const image_ref& ref, const std::string& digest,
+                           std::chrono::steady_clock::time_point deadline);
   result<base_image> build_in(const image_ref& ref, const std::string& digest,
+                              const std::filesystem::path& work,
+                              std::chrono::steady_clock::time_point deadline);
+  result<void> check_download(const image_ref& ref, const std::string& digest,
                               const std::filesystem::path& work);
+  result<std::uint64_t> overlay_cap() const;
   std::filesystem::path images_dir() const { return config_.state_dir / "images"; }
+  std::filesystem::path overlays_dir() const {
+    return config_.overlays_dir.empty() ? config_.state_dir / "vms" : config_.overlays_dir;
+  }
   void clean_stale_temp_dirs();
 
   store_config config_;
@@ -145,7 +178,6 @@ class image_store {
 
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<flight>> flights_;  // digest → build in progress
-  std::map<std::string, std::chrono::steady_clock::time_point> last_used_;  // by ensure_base
 
   std::atomic<std::uint64_t> resolves_{0};
   std::atomic<std::uint64_t> pulls_{0};

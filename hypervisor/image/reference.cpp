@@ -32,7 +32,9 @@ bool valid_tag(std::string_view t) {
 }
 
 bool valid_registry(std::string_view r) {
-  if (r.empty() || r.size() > 255) {
+  // Starts like a host name or an IPv6 literal, never like an option.
+  if (r.empty() || r.size() > 255 ||
+      !(is_lower_alnum(r.front()) || (r.front() >= 'A' && r.front() <= 'Z') || r.front() == '[')) {
     return false;
   }
   return std::all_of(r.begin(), r.end(), [](char ch) {

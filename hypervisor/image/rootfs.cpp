@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -104,8 +105,18 @@ std::string join(const std::vector<std::string>& parts, std::size_t count) {
   return out;
 }
 
-// Removes `name` in `dir_fd` whatever it is; absent is success.
+// A single name inside a directory: never empty, ".", ".." or a path.
+bool is_plain_name(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos;
+}
+
+// Removes `name` in `dir_fd` whatever it is; absent is success. Only plain names: "", "."
+// or ".." would make remove_all empty the directory itself or its parent.
 bool remove_entry(int dir_fd, const std::string& name) {
+  if (!is_plain_name(name)) {
+    errno = EINVAL;
+    return false;
+  }
   std::error_code ec;
   fs::remove_all(fs::path(fd_path(dir_fd)) / name, ec);
   return !ec;
@@ -164,16 +175,55 @@ void apply_xattrs(archive_entry* entry, int fd) {
 
 }  // namespace
 
-result<layer_applier> layer_applier::open(const fs::path& root) {
+result<layer_applier> layer_applier::open(const fs::path& root, unpack_limits limits) {
   const int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     return disk_error("cannot open", root.string(), errno);
   }
-  return layer_applier(fd);
+  return layer_applier(fd, limits);
 }
 
 layer_applier::layer_applier(layer_applier&& other) noexcept
-    : root_fd_(std::exchange(other.root_fd_, -1)), dir_times_(std::move(other.dir_times_)) {}
+    : root_fd_(std::exchange(other.root_fd_, -1)),
+      limits_(other.limits_),
+      entries_(other.entries_),
+      bytes_(other.bytes_),
+      unchecked_(other.unchecked_),
+      dir_times_(std::move(other.dir_times_)) {}
+
+result<void> layer_applier::count_entry(std::string_view digest) {
+  if (++entries_ > limits_.max_entries) {
+    return make_error(errc::image_invalid,
+                      "layer " + std::string(digest) + " takes the image over " +
+                          std::to_string(limits_.max_entries) +
+                          " files and directories (the limit LITTERBOX_IMAGE_MAX_ENTRIES)");
+  }
+  return {};
+}
+
+result<void> layer_applier::count_bytes(std::string_view digest, std::uint64_t bytes) {
+  constexpr std::uint64_t k_mib = std::uint64_t{1} << 20;
+  if (bytes > limits_.max_bytes - std::min(bytes_, limits_.max_bytes)) {
+    return make_error(errc::image_invalid,
+                      "layer " + std::string(digest) + " takes the image over " +
+                          std::to_string(limits_.max_bytes / k_mib) +
+                          " MiB of file contents (the limit LITTERBOX_IMAGE_MAX_GB)");
+  }
+  bytes_ += bytes;
+  unchecked_ += bytes;
+  // Looking at free space every 64 MiB costs nothing next to writing them.
+  if (limits_.min_free_bytes > 0 && unchecked_ >= 64 * k_mib) {
+    unchecked_ = 0;
+    struct statvfs vfs {};
+    if (::fstatvfs(root_fd_, &vfs) == 0 && vfs.f_bavail * vfs.f_frsize < limits_.min_free_bytes) {
+      return make_error(errc::insufficient_disk,
+                        "unpacking layer " + std::string(digest) + " would leave less than " +
+                            std::to_string(limits_.min_free_bytes / k_mib) +
+                            " MiB free in the image cache");
+    }
+  }
+  return {};
+}
 
 layer_applier::~layer_applier() {
   if (root_fd_ >= 0) {
@@ -218,6 +268,9 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
                          (reader->read_failed ? "read error" : archive_error_string(ar.get())));
     }
     ++stats.entries;
+    if (auto counted = count_entry(digest); !counted) {
+      return counted.error();
+    }
     const char* raw_path = archive_entry_pathname(entry);
     auto parts = split_path(raw_path == nullptr ? "" : raw_path);
     if (!parts) {
@@ -238,6 +291,12 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
 
     // Whiteouts: remove what lower layers made; the marker itself never lands on disk.
     if (name.rfind(".wh.", 0) == 0) {
+      // ".wh..wh.*" are markers (the opaque one, aufs' own) rather than a removal; anything
+      // else names what to remove, and that must be a real entry: "", "." and ".." would
+      // empty the directory or climb to its parent.
+      if (name.rfind(".wh..wh.", 0) != 0 && !is_plain_name(std::string_view(name).substr(4))) {
+        return corrupt(digest, "has a whiteout that names no entry: " + full);
+      }
       ++stats.whiteouts;
       pending_whiteouts.push_back(full);
       continue;
@@ -254,6 +313,9 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
         const std::string sub = join(*parts, i + 1);
         unique_fd next(open_in_root(root_fd_, sub, O_PATH | O_DIRECTORY));
         if (!next.valid()) {
+          if (auto counted = count_entry(digest); !counted) {
+            return counted.error();
+          }
           if (::mkdirat(cur.get(), (*parts)[i].c_str(), 0755) != 0 && errno != EEXIST) {
             return corrupt(digest, "puts " + full + " under something that is not a directory");
           }
@@ -301,6 +363,13 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
 
     switch (type) {
       case AE_IFREG: {
+        const auto declared = archive_entry_size(entry);
+        if (declared < 0) {
+          return corrupt(digest, "gives " + full + " a negative size");
+        }
+        if (auto counted = count_bytes(digest, static_cast<std::uint64_t>(declared)); !counted) {
+          return counted.error();
+        }
         unique_fd out(::openat(parent.get(), name.c_str(),
                                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!out.valid()) {
@@ -311,6 +380,11 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
         la_int64_t offset = 0;
         int drc = ARCHIVE_OK;
         while ((drc = archive_read_data_block(ar.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
+          // Sparse maps come from the archive: keep every block inside the size counted above.
+          if (offset < 0 ||
+              static_cast<std::uint64_t>(offset) + size > static_cast<std::uint64_t>(declared)) {
+            return corrupt(digest, "writes " + full + " beyond its declared size");
+          }
           const auto* p = static_cast<const char*>(buf);
           std::size_t done = 0;
           while (done < size) {
@@ -328,7 +402,7 @@ result<layer_stats> layer_applier::apply(const fs::path& blob, std::string_view 
                              (reader->read_failed ? "read error" : archive_error_string(ar.get())));
         }
         // Sparse files may end in a hole.
-        if (::ftruncate(out.get(), archive_entry_size(entry)) != 0) {
+        if (::ftruncate(out.get(), declared) != 0) {
           return disk_error("cannot write", full, errno);
         }
         apply_xattrs(entry, out.get());

@@ -13,6 +13,15 @@
 
 namespace litterbox::hypervisor::image {
 
+/// Bounds on what one image may unpack to, summed over all its layers: a small archive of
+/// zeros must not fill the disk the cache (and often the database) lives on.
+struct unpack_limits {
+  std::uint64_t max_bytes = std::uint64_t{8} << 30;  ///< file contents, sparse holes included
+  std::uint64_t max_entries = 1'000'000;             ///< files, directories, links and nodes
+  /// Unpacking stops with insufficient_disk when the root's filesystem would keep less free.
+  std::uint64_t min_free_bytes = 0;
+};
+
 /// What applying one layer did.
 struct layer_stats {
   std::uint64_t entries = 0;           ///< tar entries read
@@ -25,12 +34,15 @@ struct layer_stats {
 /// modes, owners, times, xattrs, symlinks, hard links and device nodes are kept; an entry of
 /// another type replaces what was there (a file by a directory and back). Every path is
 /// resolved inside the root (openat2 RESOLVE_IN_ROOT), so a hostile layer cannot write
-/// outside it through `..` or symlinks. Owners and device nodes need root (CAP_CHOWN,
-/// CAP_MKNOD). Not thread-safe; one applier per root.
+/// outside it through `..` or symlinks, and a whiteout must name a real entry (`.wh.`,
+/// `.wh..` and `.wh...` are refused). Owners and device nodes need root (CAP_CHOWN,
+/// CAP_MKNOD), so the caller keeps `root` in a directory only it can reach. Not thread-safe;
+/// one applier per root.
 class layer_applier {
  public:
-  /// Opens `root`, an existing directory (normally empty). Errors: internal.
-  static result<layer_applier> open(const std::filesystem::path& root);
+  /// Opens `root`, an existing directory (normally empty); `limits` bound every layer
+  /// applied through this applier together. Errors: internal.
+  static result<layer_applier> open(const std::filesystem::path& root, unpack_limits limits = {});
 
   layer_applier(layer_applier&& other) noexcept;
   layer_applier& operator=(layer_applier&&) = delete;
@@ -40,8 +52,9 @@ class layer_applier {
 
   /// Applies the layer blob at `blob` (a tar, plain or gzip/zstd/xz-compressed) while
   /// hashing it; the whole blob must hash to `digest` ("sha256:…"). Blocks. Errors:
-  /// image_corrupt (digest mismatch, unreadable archive, a path escaping with `..`),
-  /// internal (the local disk refused a write).
+  /// image_corrupt (digest mismatch, unreadable archive, a path escaping with `..`, a
+  /// whiteout without a target), image_invalid (over a limit of `unpack_limits`, naming it),
+  /// insufficient_disk (free space fell to min_free_bytes), internal (a write was refused).
   result<layer_stats> apply(const std::filesystem::path& blob, std::string_view digest);
 
   /// Sets directory modification times, which later entries would otherwise disturb. Call
@@ -49,9 +62,15 @@ class layer_applier {
   result<void> finish();
 
  private:
-  explicit layer_applier(int root_fd) : root_fd_(root_fd) {}
+  layer_applier(int root_fd, unpack_limits limits) : root_fd_(root_fd), limits_(limits) {}
+  result<void> count_entry(std::string_view digest);
+  result<void> count_bytes(std::string_view digest, std::uint64_t bytes);
 
   int root_fd_ = -1;
+  unpack_limits limits_;
+  std::uint64_t entries_ = 0;    // over every layer so far
+  std::uint64_t bytes_ = 0;      // file sizes over every layer so far
+  std::uint64_t unchecked_ = 0;  // bytes since free space was last looked at
   std::vector<std::pair<std::string, timespec>> dir_times_;
 };
 

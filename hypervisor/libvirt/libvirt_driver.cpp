@@ -169,6 +169,25 @@ result<std::string> fixed_base_image::prepare(std::string_view /*image*/) {
   return "sha256:" + sha256_hex(disk_.string());
 }
 
+result<void> base_images::create_overlay(std::string_view digest, const fs::path& disk,
+                                         std::optional<int> disk_gb) {
+  auto base = base_disk(digest);
+  if (!base) {
+    return make_error(errc::vm_create_failed, "no base disk for " + std::string(digest));
+  }
+  std::vector<std::string> argv{"qemu-img", "create", "-q", "-f",           "qcow2",
+                                "-F",       "qcow2",  "-b", base->string(), disk.string()};
+  if (disk_gb) {
+    argv.push_back(std::to_string(*disk_gb) + "G");
+  }
+  if (const auto r = cloudinit::run_argv(argv); r.exit_code != 0) {
+    const bool full = r.output.find("No space") != std::string::npos;
+    return make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
+                      "cannot create the disk overlay: " + r.output.substr(0, 300));
+  }
+  return {};
+}
+
 result<fs::path> fixed_base_image::base_disk(std::string_view /*digest*/) {
   std::error_code ec;
   if (!fs::is_regular_file(disk_, ec)) {
@@ -270,20 +289,10 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   }
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
 
-  auto base = images_.base_disk(spec.image_digest);
-  if (!base) {
-    return fail(errc::vm_create_failed, "no base disk for " + spec.image_digest);
-  }
   const fs::path disk = dir / "disk.qcow2";
-  std::vector<std::string> argv{"qemu-img", "create", "-q", "-f",           "qcow2",
-                                "-F",       "qcow2",  "-b", base->string(), disk.string()};
-  if (spec.disk_gb) {
-    argv.push_back(std::to_string(*spec.disk_gb) + "G");
-  }
-  if (const auto r = cloudinit::run_argv(argv); r.exit_code != 0) {
-    const bool full = r.output.find("No space") != std::string::npos;
-    return fail(full ? errc::insufficient_disk : errc::vm_create_failed,
-                "cannot create the disk overlay: " + r.output.substr(0, 300));
+  if (auto made = images_.create_overlay(spec.image_digest, disk, spec.disk_gb); !made) {
+    (void)destroy(spec.host_id);
+    return made.error();
   }
   ::chmod(disk.c_str(), 0600);
 

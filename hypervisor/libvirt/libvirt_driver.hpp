@@ -4,6 +4,7 @@
 #include "hypervisor/libvirt/domain_xml.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -25,6 +26,15 @@ class base_images {
   /// Removes bases no host uses while over budget (see driver::collect_images); returns how
   /// many were removed.
   virtual result<int> collect(const std::set<std::string>& in_use) = 0;
+  /// See driver::known_image_bytes. Default: never known.
+  virtual std::optional<std::uint64_t> known_size(std::string_view /*image*/) {
+    return std::nullopt;
+  }
+  /// Creates the host's qcow2 overlay `disk` on the base of `digest`, `disk_gb` GiB large (the
+  /// base's size without it). Blocks. Errors: image_invalid (disk_gb smaller than the base),
+  /// insufficient_disk, vm_create_failed. Default: qemu-img on base_disk(), without checks.
+  virtual result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,
+                                      std::optional<int> disk_gb);
 };
 
 /// A single pre-built base disk served for every image reference: for development and tests
@@ -79,6 +89,9 @@ class libvirt_driver final : public driver {
   result<std::vector<std::string>> list_owned() override;
   result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
+  std::optional<std::uint64_t> known_image_bytes(std::string_view image) override {
+    return images_.known_size(image);
+  }
 
   /// The accelerator guests run under.
   accel acceleration() const { return accel_; }

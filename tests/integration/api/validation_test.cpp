@@ -153,6 +153,30 @@ TEST_F(validation, AuthorizedKeysThatAreNotKeysAre422) {
   EXPECT_EQ(loc[1], "ssh_authorized_keys");
 }
 
+TEST_F(validation, ImagesTheImagePipelineWouldRefuseAre422AtOnce) {
+  // One grammar: what admission accepts, the image parser accepts too (no create that fails
+  // later with ImageNotFound for a malformed name).
+  for (const char* image :
+       {"Alpine", "reg.test/Team/tool:1", "reg.test/a+b:1", "reg.test/a:1+x", "-reg.test/a:1"}) {
+    SCOPED_TRACE(image);
+    expect_rejected(json{{"image", image}}.dump(), {"body", "image"});
+  }
+}
+
+TEST_F(validation, AuthorizedKeyCommentsCloudInitWouldRejectAre422AtOnce) {
+  // cloud-init refuses the whole user-data over one of these, and the create would then
+  // hold a slot until its boot timeout.
+  const std::string key =
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ";
+  for (const std::string& comment :
+       {std::string("me\xef\xbf\xbe"), std::string("me\xef\xbf\xbf"), std::string("me\xef\xb7\x90"),
+        std::string("me\x1b[2J"), std::string("me\xc2\x9b")}) {
+    SCOPED_TRACE(comment);
+    expect_rejected(json{{"ssh_authorized_keys", json::array({key + comment})}}.dump(),
+                    {"body", "ssh_authorized_keys", "0"});
+  }
+}
+
 TEST_F(validation, AuthorizedKeysOfWrongTypeAre422) {
   for (const auto* body :
        {R"({"ssh_authorized_keys": "ssh-ed25519 AAAA"})", R"({"ssh_authorized_keys": [1]})",

@@ -4,9 +4,12 @@
 #include "schema/requests.hpp"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace litterbox::controlplane {
 namespace {
+
+using json = nlohmann::json;
 
 const timestamp k_now = timestamp(std::chrono::seconds(1'800'000'000));
 
@@ -120,6 +123,97 @@ TEST(Validation, BlankOrOptionLikeImagesAreRejected) {
   EXPECT_TRUE(validate_body(R"({"image": "127.0.0.1:5000/litterbox/debian:12"})"));
   EXPECT_TRUE(validate_body(
       R"({"image": "reg.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"})"));
+}
+
+TEST(Validation, ImagesFollowTheImageParsersGrammarNotALooserOne) {
+  // Accepted here but refused by the image pipeline before: uppercase repositories and '+'.
+  for (const char* bad : {"Alpine", "reg.io/Team/tool:1", "reg.io/a+b:1", "reg.io/a:1+x",
+                          "-x.io/a:1", "a//b", "alpine:"}) {
+    SCOPED_TRACE(bad);
+    const json body = {{"image", bad}};
+    auto r = validate_body(body.dump());
+    ASSERT_FALSE(r);
+    ASSERT_EQ(r.error().issues.size(), 1U);
+    EXPECT_EQ(r.error().issues[0].loc, (std::vector<std::string>{"body", "image"}));
+  }
+  // Tags may use uppercase; registries are host names.
+  EXPECT_TRUE(validate_body(R"({"image": "reg.io/team/tool:V1.2_rc-3"})"));
+  EXPECT_TRUE(validate_body(R"({"image": "alpine"})"));
+  EXPECT_TRUE(validate_body(R"({"image": "localhost/a/b:1"})"));
+}
+
+// A real ed25519 public key line with `comment` after it.
+std::string key_with_comment(const std::string& comment) {
+  return "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl " +
+         comment;
+}
+
+TEST(Validation, KeyCommentsCloudInitWouldRejectAre422AtOnce) {
+  ASSERT_TRUE(validate_body(
+      json{{"ssh_authorized_keys", json::array({key_with_comment("me@host")})}}.dump()));
+  ASSERT_TRUE(validate_body(
+      json{{"ssh_authorized_keys", json::array({key_with_comment("J\u00f6rg \u2603")})}}.dump()));
+  for (const std::string& comment : {std::string("a\xef\xbf\xbe"),      // U+FFFE
+                                     std::string("a\xef\xbf\xbf"),      // U+FFFF
+                                     std::string("a\xf0\x9f\xbf\xbf"),  // U+1FFFF
+                                     std::string("a\xef\xb7\x90"),      // U+FDD0
+                                     std::string("a\xc2\x85"),          // U+0085, a C1 control
+                                     std::string("a\x1b[31m"),          // ESC, a C0 control
+                                     std::string("a\x7f"),              // DEL
+                                     std::string("a\ttab")}) {
+    SCOPED_TRACE(comment);
+    schema::create_host_request req;
+    req.ssh_authorized_keys =
+        std::vector<std::string>{key_with_comment("ok"), key_with_comment(comment)};
+    auto r = validate_create(req, config{}, k_now, "fake");
+    ASSERT_FALSE(r);
+    ASSERT_EQ(r.error().issues.size(), 1U);
+    EXPECT_EQ(r.error().issues[0].loc,
+              (std::vector<std::string>{"body", "ssh_authorized_keys", "1"}));
+  }
+}
+
+TEST(Validation, KeyLinesThatAreNotUtf8AreRejected) {
+  for (const std::string& text : {std::string("a\xff"), std::string("a\xc0\xaf"),  // overlong '/'
+                                  std::string("a\xed\xa0\x80"),                    // a surrogate
+                                  std::string("a\xe2\x82")}) {                     // cut short
+    SCOPED_TRACE(text);
+    EXPECT_FALSE(is_clean_key_text(key_with_comment(text)));
+  }
+  EXPECT_TRUE(is_clean_key_text(key_with_comment("plain ascii")));
+}
+
+TEST(Validation, DiskSmallerThanAKnownImageSizeIsRefusedAtDiskGb) {
+  const auto three_gib = [](std::string_view image) -> std::optional<std::uint64_t> {
+    if (image == "reg.io/a/b:1") {
+      return (std::uint64_t{5} << 29);  // 2.5 GiB: needs 3
+    }
+    return std::nullopt;
+  };
+  auto req = schema::parse_create_host_request(R"({"image": "reg.io/a/b:1", "disk_gb": 2})");
+  ASSERT_TRUE(req);
+  auto r = validate_create(*req, config{}, k_now, "fake", three_gib);
+  ASSERT_FALSE(r);
+  ASSERT_EQ(r.error().issues.size(), 1U);
+  EXPECT_EQ(r.error().issues[0].loc, (std::vector<std::string>{"body", "disk_gb"}));
+  EXPECT_EQ(r.error().issues[0].msg,
+            "Value error, disk_gb must be at least 3 for image reg.io/a/b:1");
+
+  req->disk_gb = 3;
+  EXPECT_TRUE(validate_create(*req, config{}, k_now, "fake", three_gib));
+  // Unknown size (not cached, or a tag): left to the pipeline.
+  req->image = "reg.io/other:1";
+  req->disk_gb = 1;
+  EXPECT_TRUE(validate_create(*req, config{}, k_now, "fake", three_gib));
+  // An instance type's disk is held to the same rule.
+  config cfg;
+  cfg.instance_types.push_back({"tiny", 1, 512, 1});
+  auto typed =
+      schema::parse_create_host_request(R"({"image": "reg.io/a/b:1", "instance_type": "tiny"})");
+  ASSERT_TRUE(typed);
+  auto t = validate_create(*typed, cfg, k_now, "fake", three_gib);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().issues[0].loc, (std::vector<std::string>{"body", "disk_gb"}));
 }
 
 TEST(Validation, AuthorizedKeysMustBeOpenSshPublicKeysEachWithItsIndex) {

@@ -9,9 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <fcntl.h>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <map>
 #include <mutex>
+#include <sys/stat.h>
 #include <thread>
 
 namespace litterbox::hypervisor::image {
@@ -71,6 +75,9 @@ class fake_registry final : public registry {
   result<void> pull(const image_ref& /*ref*/, std::string_view digest,
                     const fs::path& dir) override {
     ++pulls;
+    if (on_pull) {
+      on_pull(dir);
+    }
     std::string raw;
     {
       std::lock_guard lock(mutex_);
@@ -79,13 +86,17 @@ class fake_registry final : public registry {
     fs::create_directories(dir);
     std::ofstream(dir / "manifest.json", std::ios::binary) << raw;
     const auto doc = json::parse(raw);
-    for (const auto& layer : doc["layers"]) {
-      const std::string hex = layer["digest"].get<std::string>().substr(7);
-      fs::copy_file(blobs_ / hex, dir / hex);
+    for (const auto& layer : doc.value("layers", json::array())) {
+      if (layer.is_object() && layer.value("digest", json()).is_string()) {
+        const std::string hex = layer["digest"].get<std::string>().substr(7);
+        fs::copy_file(blobs_ / hex, dir / hex);
+      }
     }
     return {};
   }
 
+  /// Called with the directory each pull fills, before it is filled.
+  std::function<void(const fs::path&)> on_pull;
   std::atomic<int> fetches{0};
   std::atomic<int> pulls{0};
 
@@ -269,9 +280,17 @@ TEST_F(ImageStore, GarbageCollectionRemovesUnusedBasesOldestFirstAboveTheBudget)
     fs::permissions(meta, fs::perms(0644));
     std::ofstream(meta) << j.dump();
   };
-  set_created(d2, 100);
-  set_created(d1, 200);
-  set_created(d3, 300);
+  // Least recently used goes first; "used" is stamped each time a base is handed out.
+  auto set_used = [&](const std::string& d, int t) {
+    set_created(d, t);
+    const std::array<timespec, 2> times{timespec{t, 0}, timespec{t, 0}};
+    ASSERT_EQ(
+        ::utimensat(AT_FDCWD, (tmp_.path() / "state/images" / d / "used").c_str(), times.data(), 0),
+        0);
+  };
+  set_used(d2, 100);
+  set_used(d1, 200);
+  set_used(d3, 300);
   auto report = store.collect_garbage({d1});
   ASSERT_TRUE(report);
   EXPECT_EQ(report->removed, (std::vector<std::string>{d2, d3}));
@@ -296,6 +315,229 @@ TEST_F(ImageStore, ABaseHandedOutWithinTheGraceIsKeptEvenWhenNoRowNamesItYet) {
   ASSERT_TRUE(report);
   EXPECT_TRUE(report->removed.empty());
   EXPECT_TRUE(store.cached(d1));
+}
+
+TEST_F(ImageStore, ImageIsUnpackedInADirectoryOnlyItsOwnerCanReachAndPublishedReadable) {
+  // The unpacked tree holds the image's setuid files and device nodes with their modes: no
+  // other user (nor a QEMU process) may reach it. The finished base must stay readable.
+  registry_->publish("guest:1", {minimal_guest(), {file("usr/bin/su", "su", 04755)}});
+  std::optional<fs::perms> work_perms;
+  registry_->on_pull = [&](const fs::path& dir) {
+    work_perms = fs::status(dir.parent_path()).permissions() & fs::perms::all;
+  };
+  auto store = make_store();
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base) << base.error().message;
+  ASSERT_TRUE(work_perms);
+  EXPECT_EQ(*work_perms, fs::perms(0700));
+  EXPECT_EQ(fs::status(tmp_.path() / "state/images").permissions() & fs::perms::all,
+            fs::perms(0755));
+  EXPECT_EQ(fs::status(base->path.parent_path()).permissions() & fs::perms::all, fs::perms(0755));
+  EXPECT_EQ(fs::status(base->path).permissions() & fs::perms::all, fs::perms(0444));
+}
+
+TEST_F(ImageStore, IndexWithoutManifestsIsImageInvalid) {
+  registry_->put_raw("multi:1", R"({"schemaVersion":2,
+      "mediaType":"application/vnd.oci.image.index.v1+json"})");
+  auto store = make_store();
+  auto r = store.resolve("multi:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+}
+
+TEST_F(ImageStore, ManifestFieldsOfTheWrongTypeAreRefusedAsErrorsNotExceptions) {
+  auto store = make_store();
+  registry_->put_raw("index:1", R"({"schemaVersion":2,"manifests":[5,"x",{"platform":"linux"},
+      {"platform":{"os":1,"architecture":"amd64"},"digest":"sha256:00"},
+      {"platform":{"os":"linux","architecture":"amd64"},"digest":7}]})");
+  auto index = store.resolve("index:1");
+  ASSERT_FALSE(index);
+  EXPECT_EQ(index.error().code, errc::image_invalid);
+
+  registry_->put_raw("version:1", R"({"schemaVersion":"2","layers":[]})");
+  auto version = store.resolve("version:1");
+  ASSERT_FALSE(version);
+  EXPECT_EQ(version.error().code, errc::image_corrupt);
+
+  registry_->put_raw("media:1", R"({"schemaVersion":2,"mediaType":5,"manifests":7})");
+  auto media = store.resolve("media:1");
+  ASSERT_FALSE(media);
+  EXPECT_EQ(media.error().code, errc::image_invalid);
+
+  const std::string bad_layers = R"({"schemaVersion":2,"layers":[5,{"digest":1}]})";
+  const std::string digest = "sha256:" + sha256_hex(bad_layers);
+  registry_->put_raw("layers:1", bad_layers);
+  registry_->put_raw(digest, bad_layers);
+  auto layers = store.ensure_base("layers:1");
+  ASSERT_FALSE(layers);
+  EXPECT_EQ(layers.error().code, errc::image_corrupt);
+}
+
+TEST_F(ImageStore, WaiterOnAnotherCallsBuildGivesUpAtItsDeadline) {
+  registry_->publish("guest:1", {minimal_guest()});
+  std::promise<void> pulling;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  registry_->on_pull = [&](const fs::path& /*dir*/) {
+    pulling.set_value();
+    released.wait();
+  };
+  auto store = make_store();
+  auto builder = std::async(std::launch::async, [&] { return store.ensure_base("guest:1"); });
+  pulling.get_future().wait();
+  auto waiter = std::async(std::launch::async, [&] {
+    return store.ensure_base("guest:1",
+                             std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+  });
+  const bool gave_up = waiter.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  release.set_value();
+  ASSERT_TRUE(gave_up) << "the waiter did not honour its deadline";
+  auto waited = waiter.get();
+  ASSERT_FALSE(waited);
+  EXPECT_EQ(waited.error().code, errc::registry_unavailable);
+  EXPECT_NE(waited.error().message.find("deadline"), std::string::npos);
+  // The build itself goes on and serves the next caller.
+  auto built = builder.get();
+  ASSERT_TRUE(built) << built.error().message;
+  EXPECT_EQ(store.stats().waits, 1U);
+}
+
+TEST_F(ImageStore, AnotherProcessCollectingTheCacheSparesABaseHandedOutWithinTheGrace) {
+  // litterboxd serve hands out a base; a cron `litterboxd reap` (another image_store on the
+  // same state dir, with no memory of that) must not collect it before a row names it.
+  const auto digest = registry_->publish("a:1", {minimal_guest()});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.size_budget_bytes = 1;
+  image_store serve(config, registry_);
+  ASSERT_TRUE(serve.ensure_base("a:1"));
+  // Built long ago: only the hand-out just now keeps it.
+  const fs::path dir = tmp_.path() / "state/images" / digest;
+  auto meta = json::parse(std::ifstream(dir / "meta.json"));
+  meta["created"] = 100;
+  fs::permissions(dir / "meta.json", fs::perms(0644));
+  std::ofstream(dir / "meta.json") << meta.dump();
+
+  image_store reap(config, registry_);
+  auto kept = reap.collect_garbage({});
+  ASSERT_TRUE(kept);
+  EXPECT_TRUE(kept->removed.empty());
+  EXPECT_TRUE(reap.cached(digest));
+
+  // Once the grace has passed since the last hand-out, it goes.
+  const std::array<timespec, 2> old{timespec{100, 0}, timespec{100, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir / "used").c_str(), old.data(), 0), 0);
+  auto gone = reap.collect_garbage({});
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->removed, std::vector<std::string>{digest});
+  EXPECT_FALSE(serve.cached(digest));
+  // The next hand-out in the serving process builds it again rather than failing.
+  auto again = serve.ensure_base("a:1");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_TRUE(fs::is_regular_file(again->path));
+}
+
+TEST_F(ImageStore, OverlaySmallerThanTheBaseIsRefusedAsImageInvalid) {
+  registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store();
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base);
+  base->virtual_bytes = std::uint64_t{3} << 30;  // as a 3 GiB root filesystem would be
+  const fs::path overlay = tmp_.path() / "state/vms/h/disk.qcow2";
+  fs::create_directories(overlay.parent_path());
+  auto r = store.create_overlay(*base, overlay, 2);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("at least 3 GiB"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(fs::exists(overlay));
+}
+
+TEST_F(ImageStore, OverlaysTogetherCannotPromiseMoreThanTheCap) {
+  registry_->publish("guest:1", {minimal_guest()});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.overlay_max_bytes = std::uint64_t{3} << 30;
+  image_store store(config, registry_);
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base);
+  const fs::path vms = tmp_.path() / "state/vms";
+  fs::create_directories(vms / "a");
+  fs::create_directories(vms / "b");
+  ASSERT_TRUE(store.create_overlay(*base, vms / "a/disk.qcow2", 2));
+  auto over = store.create_overlay(*base, vms / "b/disk.qcow2", 2);
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, errc::insufficient_disk);
+  EXPECT_NE(over.error().message.find("LITTERBOX_OVERLAY_MAX_GB"), std::string::npos);
+  EXPECT_FALSE(fs::exists(vms / "b/disk.qcow2"));
+  // Room again once the first host's disk is gone.
+  fs::remove(vms / "a/disk.qcow2");
+  EXPECT_TRUE(store.create_overlay(*base, vms / "b/disk.qcow2", 2));
+}
+
+TEST_F(ImageStore, VirtualSizeIsKnownWithoutTheNetworkOnlyForACachedDigest) {
+  const auto digest = registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store();
+  EXPECT_FALSE(store.known_virtual_bytes("registry.test/guest@" + digest));
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base);
+  const int fetches = registry_->fetches.load();
+  EXPECT_EQ(store.known_virtual_bytes("registry.test/guest@" + digest), base->virtual_bytes);
+  EXPECT_FALSE(store.known_virtual_bytes("guest:1"));  // a tag may have moved
+  EXPECT_EQ(registry_->fetches.load(), fetches);
+}
+
+TEST_F(ImageStore, ImageUnpackingToMoreThanTheLimitIsImageInvalidAndNotCached) {
+  const auto digest =
+      registry_->publish("big:1", {minimal_guest(), {file("zeros", std::string(1 << 20, '\0'))}});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.max_image_bytes = 512 * 1024;
+  image_store store(config, registry_);
+  auto r = store.ensure_base("big:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_GB"), std::string::npos);
+  EXPECT_FALSE(store.cached(digest));
+}
+
+TEST_F(ImageStore, LayersThatWeighMoreThanTheLimitAreRefusedBeforeTheyAreDownloaded) {
+  // Incompressible content: the layer weighs about as much compressed as unpacked.
+  std::string noise(std::size_t{1} << 20, '\0');
+  std::uint64_t x = 88172645463325252ULL;
+  for (auto& c : noise) {
+    x ^= x << 13U;
+    x ^= x >> 7U;
+    x ^= x << 17U;
+    c = static_cast<char>(x & 0xffU);
+  }
+  registry_->publish("noise:1", {minimal_guest(), {file("noise", noise)}});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.max_image_bytes = 512 * 1024;
+  image_store store(config, registry_);
+  auto r = store.ensure_base("noise:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("compressed"), std::string::npos) << r.error().message;
+  EXPECT_EQ(registry_->pulls.load(), 0);
+}
+
+TEST_F(ImageStore, LayersThatCannotFitOnTheDiskAreRefusedBeforeTheyAreDownloaded) {
+  registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store(std::uint64_t{1} << 62);
+  auto r = store.ensure_base("guest:1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::insufficient_disk);
+  EXPECT_NE(r.error().message.find("pulling"), std::string::npos) << r.error().message;
+  EXPECT_EQ(registry_->pulls.load(), 0);
 }
 
 }  // namespace

@@ -55,6 +55,12 @@ TEST(ParseReference, RejectsShellMetacharactersUppercaseAndBadDigests) {
   }
 }
 
+TEST(ParseReference, RegistryThatStartsLikeAnOptionIsRejected) {
+  EXPECT_FALSE(parse_reference("-x.io/repo:1", "docker.io"));
+  EXPECT_FALSE(parse_reference(".x.io/repo:1", "docker.io"));
+  EXPECT_TRUE(parse_reference("[::1]:5000/repo:1", "docker.io"));
+}
+
 TEST(ClassifySkopeoFailure, MapsEachFailureToItsKindWithoutDumpingOutput) {
   const auto unknown = classify_skopeo_failure(
       "r/x:1", "time=... level=fatal msg=\"reading manifest 1: manifest unknown\"", false);

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sys/stat.h>
 
 namespace litterbox::hypervisor::image {
@@ -19,7 +20,7 @@ class LayerApplier : public ::testing::Test {
  protected:
   // Applies each layer in order onto a fresh root and returns the overall outcome.
   result<void> apply(const std::vector<std::vector<tar_entry>>& layers) {
-    auto applier = layer_applier::open(root_);
+    auto applier = layer_applier::open(root_, limits_);
     if (!applier) {
       return applier.error();
     }
@@ -39,6 +40,7 @@ class LayerApplier : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
+  unpack_limits limits_;
   temp_dir tmp_;
   fs::path root_ = [this] {
     fs::create_directory(tmp_.path() / "root");
@@ -147,6 +149,69 @@ TEST_F(LayerApplier, PathClimbingOutWithDotDotIsImageCorrupt) {
   auto r = apply({{file("../outside", "x")}});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::image_corrupt);
+}
+
+TEST_F(LayerApplier, WhiteoutOfDotDotIsImageCorruptAndDeletesNothingOutsideTheRoot) {
+  // `.wh...` names "..": removing it would empty the directory holding the root.
+  { std::ofstream(tmp_.path() / "outside") << "keep me"; }
+  auto r = apply({{dir("etc"), file("etc/keep", "k")}, {file(".wh...", "")}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_corrupt);
+  EXPECT_NE(r.error().message.find("whiteout that names no entry"), std::string::npos);
+  EXPECT_TRUE(fs::exists(tmp_.path() / "outside"));
+  EXPECT_EQ(read("etc/keep"), "k");
+}
+
+TEST_F(LayerApplier, WhiteoutsOfNothingOrDotAreImageCorruptAndLeaveTheDirectory) {
+  for (const char* marker : {"etc/.wh.", "etc/.wh..", ".wh.", ".wh.."}) {
+    SCOPED_TRACE(marker);
+    fs::remove_all(root_);
+    fs::create_directory(root_);
+    auto r = apply({{dir("etc"), file("etc/keep", "k")}, {file(marker, "")}});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::image_corrupt);
+    EXPECT_EQ(read("etc/keep"), "k");
+  }
+}
+
+TEST_F(LayerApplier, FileContentsOverTheByteLimitAreImageInvalidNamingTheLimit) {
+  // 4 MiB of zeros gzip to a few KiB: the blob's size says nothing about what it unpacks to.
+  limits_.max_bytes = std::uint64_t{3} << 20;
+  auto r = apply({{file("one", std::string(std::size_t{2} << 20, '\0'))},
+                  {file("two", std::string(std::size_t{2} << 20, '\0'))}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_GB"), std::string::npos);
+  EXPECT_NE(r.error().message.find("3 MiB"), std::string::npos);
+  EXPECT_TRUE(fs::exists(root_ / "one"));
+  EXPECT_FALSE(fs::exists(root_ / "two"));  // refused before a byte of it was written
+}
+
+TEST_F(LayerApplier, EntriesOverTheLimitAreImageInvalidNamingTheLimit) {
+  limits_.max_entries = 5;
+  std::vector<tar_entry> many;
+  for (int i = 0; i < 10; ++i) {
+    many.push_back(file("f" + std::to_string(i)));
+  }
+  auto r = apply({many});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+  EXPECT_NE(r.error().message.find("LITTERBOX_IMAGE_MAX_ENTRIES"), std::string::npos);
+  EXPECT_FALSE(fs::exists(root_ / "f5"));
+}
+
+TEST_F(LayerApplier, ParentDirectoriesALayerOmitsCountAsEntries) {
+  limits_.max_entries = 3;
+  auto r = apply({{file("a/b/c/d/e")}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::image_invalid);
+}
+
+TEST_F(LayerApplier, UnpackingStopsWhenTheDiskWouldKeepLessThanTheReserve) {
+  limits_.min_free_bytes = std::numeric_limits<std::uint64_t>::max();
+  auto r = apply({{file("big", std::string(std::size_t{65} << 20, '\0'))}});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::insufficient_disk);
 }
 
 TEST_F(LayerApplier, GarbageBlobIsImageCorrupt) {
