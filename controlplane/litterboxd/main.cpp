@@ -71,6 +71,7 @@ struct options {
   std::string registry_auth_file;
   std::int64_t image_cache_gb = 20;
   bool guest_internet = true;
+  std::string guest_egress;
   std::string owner = "litterbox";
 };
 
@@ -217,6 +218,10 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "Let guests open outbound connections (never to this host's services)")
       ->envname("LITTERBOX_GUEST_INTERNET")
       ->capture_default_str();
+  cmd.add_option("--guest-egress", o.guest_egress,
+                 "allow=CIDR,deny=CIDR,… checked in order (first match wins) before the default "
+                 "deny of private, link-local, loopback and other non-public ranges")
+      ->envname("LITTERBOX_GUEST_EGRESS");
   cmd.add_option("--lease-default-ttl", o.lease_default_ttl, "Default lease in seconds")
       ->envname("LEASE_DEFAULT_TTL")
       ->check(CLI::PositiveNumber)
@@ -466,6 +471,11 @@ hypervisor_stack make_hypervisor(const options& o) {
     lv.kernel = o.cfg.kernel;
     lv.initrd = o.cfg.initrd;
     lv.guest_internet = o.guest_internet;
+    auto egress = hypervisor::parse_egress_policy(o.guest_egress);
+    if (!egress) {
+      throw startup_error(egress.error().message);
+    }
+    lv.guest_egress = std::move(*egress);
     lv.owner = o.owner;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
