@@ -489,7 +489,17 @@ iptables_egress_firewall::iptables_egress_firewall(egress_policy policy, std::st
     : policy_(std::move(policy)),
       resolv_conf_(std::move(resolv_conf)),
       run_(run ? std::move(run) : command_runner(image::run_process)),
-      tool_timeout_(tool_timeout) {}
+      tool_timeout_(tool_timeout) {
+  std::error_code ec;
+  ipv6_ = fs::exists("/proc/net/if_inet6", ec);
+}
+
+std::vector<ip_family> iptables_egress_firewall::families() const {
+  if (ipv6_) {
+    return {ip_family::v4, ip_family::v6};
+  }
+  return {ip_family::v4};
+}
 
 egress_policy iptables_egress_firewall::policy_with_resolvers() const {
   egress_policy p = policy_;
@@ -555,7 +565,7 @@ result<void> iptables_egress_firewall::apply_family(const egress_policy& policy,
 result<void> iptables_egress_firewall::apply(unsigned uid) {
   const std::lock_guard lock(mutex_);
   const egress_policy policy = policy_with_resolvers();
-  for (const auto family : {ip_family::v4, ip_family::v6}) {
+  for (const auto family : families()) {
     if (auto ok = apply_family(policy, family, uid); !ok) {
       return ok.error();
     }
@@ -571,7 +581,7 @@ firewall_state iptables_egress_firewall::inspect(unsigned uid) {
     policy = policy_with_resolvers();
   }
   firewall_state state;
-  for (const auto family : {ip_family::v4, ip_family::v6}) {
+  for (const auto family : families()) {
     const auto name = std::string(family_name(family)) + ": ";
     auto output = run_tool({tool(family, "tables"), "-w", "-S", "OUTPUT"});
     if (!output) {
@@ -600,7 +610,7 @@ firewall_state iptables_egress_firewall::inspect(unsigned uid) {
   }
   state.ok = true;
   state.detail = "OUTPUT sends uid " + std::to_string(uid) + " through " +
-                 std::string(k_egress_chain) + " first (IPv4 and IPv6)";
+                 std::string(k_egress_chain) + (ipv6_ ? " first (IPv4 and IPv6)" : " first (IPv4)");
   return state;
 }
 

@@ -138,7 +138,8 @@ using command_runner = std::function<result<image::process_output>(
     const std::vector<std::string>& argv, std::chrono::milliseconds timeout)>;
 
 /// egress_firewall over iptables/ip6tables (either backend). The policy's resolvers are
-/// re-read from `resolv_conf` on each apply, as QEMU's DNS forwarder re-reads them.
+/// re-read from `resolv_conf` on each apply, as QEMU's DNS forwarder re-reads them. On a
+/// kernel without IPv6 (no /proc/net/if_inet6) only the IPv4 rules are kept.
 class iptables_egress_firewall final : public egress_firewall {
  public:
   iptables_egress_firewall(egress_policy policy, std::string resolv_conf = "/etc/resolv.conf",
@@ -154,8 +155,11 @@ class iptables_egress_firewall final : public egress_firewall {
   result<std::string> run_tool(const std::vector<std::string>& argv) const;
   result<void> apply_family(const egress_policy& policy, ip_family family, unsigned uid);
 
+  std::vector<ip_family> families() const;
+
   egress_policy policy_;
   std::string resolv_conf_;
+  bool ipv6_ = true;
   command_runner run_;
   std::chrono::milliseconds tool_timeout_;
   mutable std::mutex mutex_;

@@ -259,6 +259,9 @@ result<void> libvirt_driver::assert_firewall(std::optional<unsigned> observed_ui
                       "QEMU's user " + qemu_user_ + " does not exist: guests cannot be firewalled");
   }
   unsigned uid = firewall_uid_ != 0 ? firewall_uid_ : *qemu_uid_;
+  if (observed_uid && *observed_uid == firewall_uid_) {
+    return {};
+  }
   if (observed_uid && *observed_uid != uid) {
     spdlog::warn("QEMU runs as uid {}, not uid {} of {}: the guest firewall follows it",
                  *observed_uid, uid, qemu_user_);
