@@ -1,5 +1,7 @@
+#include "hypervisor/errc.hpp"
 #include "hypervisor/image/process.hpp"
 #include "hypervisor/libvirt/egress_firewall.hpp"
+#include "hypervisor/libvirt/libvirt_driver.hpp"
 
 #include <gtest/gtest.h>
 
@@ -220,6 +222,67 @@ TEST_F(EgressFirewallInPrivateNetns, ApplyReplacesTheOldRuleAndJumpsForOtherUids
     const auto family = std::string(tool) == "iptables" ? ip_family::v4 : ip_family::v6;
     EXPECT_EQ(rules, render_chain(fw.current_policy(), family).size()) << chain;
   }
+}
+
+check_result isolation_of(libvirt_driver& driver) {
+  for (auto& c : driver.doctor()) {
+    if (c.name == "guest_isolation") {
+      return c;
+    }
+  }
+  ADD_FAILURE() << "no guest_isolation check";
+  return {};
+}
+
+TEST_F(EgressFirewallInPrivateNetns, DoctorFailsWithAHintOnAnAcceptAboveTheJumpAndCreateReasserts) {
+  libvirt_config cfg;
+  cfg.uri = "test:///default";
+  cfg.accel = "tcg";
+  cfg.state_dir = dir_ / "state";
+  cfg.qemu_conf = dir_ / "qemu.conf";
+  // Long enough that only create_vm can be what repairs the rules below.
+  cfg.firewall_interval = std::chrono::hours(1);
+  fixed_base_image images(dir_ / "no-such-disk.qcow2");
+  libvirt_driver driver(cfg, images);
+
+  const auto good = isolation_of(driver);
+  EXPECT_TRUE(good.ok) << good.detail;
+  EXPECT_NE(good.detail.find("uid " + std::to_string(qemu_.uid)), std::string::npos) << good.detail;
+
+  run_ok({"ip6tables", "-w", "-I", "OUTPUT", "1", "-j", "ACCEPT"});
+  const auto broken = isolation_of(driver);
+  EXPECT_FALSE(broken.ok);
+  EXPECT_NE(broken.detail.find("IPv6"), std::string::npos) << broken.detail;
+  EXPECT_FALSE(broken.hint.empty());
+
+  vm_spec spec;
+  spec.host_id = "01a233b5-76c7-7d83-bea0-0e862f1d1cc5";
+  spec.name = "sb-0e862f1d1cc5";
+  spec.image_digest = "sha256:00";
+  const auto created = driver.create_vm(spec);
+  ASSERT_FALSE(created) << "there is no base disk";
+  EXPECT_EQ(created.error().code, make_error_code(errc::vm_create_failed));
+  const auto repaired = isolation_of(driver);
+  EXPECT_TRUE(repaired.ok) << repaired.detail;
+}
+
+TEST_F(EgressFirewallInPrivateNetns, DriverRefusesToStartWhenQemuConfRunsQemuAsRoot) {
+  std::ofstream(dir_ / "qemu.conf") << "# user = \"libvirt-qemu\"\nuser = \"root\"\n";
+  libvirt_config cfg;
+  cfg.uri = "test:///default";
+  cfg.accel = "tcg";
+  cfg.state_dir = dir_ / "state";
+  cfg.qemu_conf = dir_ / "qemu.conf";
+  fixed_base_image images(dir_ / "no-such-disk.qcow2");
+  try {
+    libvirt_driver driver(cfg, images);
+    ADD_FAILURE() << "a driver whose guests would run as root started";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("QEMU runs as root"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("qemu.conf"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(run_ok({"iptables", "-w", "-S", "OUTPUT"}), "-P OUTPUT ACCEPT\n")
+      << "no rule may match root";
 }
 
 }  // namespace
