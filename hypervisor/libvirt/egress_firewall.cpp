@@ -566,7 +566,14 @@ result<void> iptables_egress_firewall::apply(unsigned uid) {
   const std::lock_guard lock(mutex_);
   const egress_policy policy = policy_with_resolvers();
   for (const auto family : families()) {
-    if (auto ok = apply_family(policy, family, uid); !ok) {
+    // Another litterboxd on this host (serve and a cron reap) may rebuild the rules between
+    // our listing and our restore; the restore then names a rule that is gone and fails as
+    // a whole, changing nothing. Listing again resolves that.
+    auto ok = apply_family(policy, family, uid);
+    for (int attempt = 1; !ok && attempt < 3; ++attempt) {
+      ok = apply_family(policy, family, uid);
+    }
+    if (!ok) {
       return ok.error();
     }
   }

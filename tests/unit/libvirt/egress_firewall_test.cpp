@@ -313,6 +313,24 @@ TEST(IptablesEgressFirewall, ApplyFailsWithTheToolsMessageWhenARestoreFails) {
   EXPECT_NE(r.error().message.find("line 3 failed"), std::string::npos) << r.error().message;
 }
 
+TEST(IptablesEgressFirewall, ApplyListsAgainWhenARestoreLosesARaceWithAnotherWriter) {
+  scripted_tools tools;
+  int restores = 0;
+  const auto racing = [&](const std::vector<std::string>& argv, std::chrono::milliseconds t) {
+    if (argv[0] == "iptables-restore" && ++restores == 1) {
+      return result<image::process_output>(
+          image::process_output{1, false, "", "iptables-restore: line 30 failed\n"});
+    }
+    return tools.runner()(argv, t);
+  };
+  iptables_egress_firewall fw(egress_policy{}, "", racing);
+  ASSERT_TRUE(fw.apply(64055));
+  EXPECT_EQ(restores, 2);
+  // The failed restore is answered above, not recorded.
+  ASSERT_EQ(tools.calls.size(), 5U) << "list, list again, restore, v6 list, v6 restore";
+  EXPECT_EQ(tools.calls[1], (std::vector<std::string>{"iptables", "-w", "-S", "OUTPUT"}));
+}
+
 TEST(IptablesEgressFirewall, InspectFailsWhenARuleComesBeforeTheJumpOrTheChainIsShort) {
   egress_policy policy;
   scripted_tools tools;
