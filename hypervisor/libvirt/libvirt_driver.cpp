@@ -661,11 +661,17 @@ check_result libvirt_driver::isolation_check() {
       return r;
     }
   }
+  std::string reach = "nothing";
+  if (config_.guest_internet) {
+    reach = "public addresses";
+    for (const auto& e : config_.guest_egress) {
+      reach += (e.allow ? ", " : ", not ") + e.block.text();
+    }
+  }
   r.ok = true;
   r.hint.clear();
   r.detail = state.detail + "; a connection as uid " + std::to_string(uid) +
-             " to this host was refused; guests reach " +
-             (config_.guest_internet ? "public addresses only" : "nothing");
+             " to this host was refused; guests reach " + reach;
   return r;
 }
 
