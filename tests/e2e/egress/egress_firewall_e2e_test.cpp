@@ -266,6 +266,31 @@ TEST_F(EgressFirewallInPrivateNetns, DoctorFailsWithAHintOnAnAcceptAboveTheJumpA
   EXPECT_TRUE(repaired.ok) << repaired.detail;
 }
 
+TEST_F(EgressFirewallInPrivateNetns, DriverPutsTheRulesBackOnItsOwnAfterOutputIsFlushed) {
+  libvirt_config cfg;
+  cfg.uri = "test:///default";
+  cfg.accel = "tcg";
+  cfg.state_dir = dir_ / "state";
+  cfg.qemu_conf = dir_ / "qemu.conf";
+  cfg.firewall_interval = 100ms;
+  fixed_base_image images(dir_ / "no-such-disk.qcow2");
+  const libvirt_driver driver(cfg, images);
+  auto observer = firewall();
+  ASSERT_TRUE(observer.inspect(qemu_.uid).ok);
+  run_ok({"iptables", "-w", "-F", "OUTPUT"});
+  ASSERT_FALSE(observer.inspect(qemu_.uid).ok);
+  // Polling, not timing: the driver's own thread must repair this within a few intervals.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  bool repaired = false;
+  while (!repaired && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+    repaired = observer.inspect(qemu_.uid).ok;
+  }
+  EXPECT_TRUE(repaired) << "the jump did not come back";
+  EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),
+            probe_outcome::refused);
+}
+
 TEST_F(EgressFirewallInPrivateNetns, DriverRefusesToStartWhenQemuConfRunsQemuAsRoot) {
   std::ofstream(dir_ / "qemu.conf") << "# user = \"libvirt-qemu\"\nuser = \"root\"\n";
   libvirt_config cfg;
