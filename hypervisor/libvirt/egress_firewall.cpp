@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -61,9 +62,10 @@ error config_error(std::string message) {
   return make_error(errc::internal, std::move(message));
 }
 
-std::string chain_rule(std::string_view match, std::string_view target) {
+std::string chain_rule(std::string_view match, std::string_view target,
+                       std::string_view chain = k_egress_chain) {
   std::string line = "-A ";
-  line += k_egress_chain;
+  line += chain;
   if (!match.empty()) {
     line += ' ';
     line += match;
@@ -224,7 +226,7 @@ std::vector<std::string> render_chain(const egress_policy& policy, ip_family fam
   // Replies on connections already allowed (and the SSH forward's, which the host opens).
   out.push_back(chain_rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"));
   if (!policy.internet) {
-    out.push_back(chain_rule("", "REJECT"));
+    out.push_back(chain_rule("", k_reject_chain));
     return out;
   }
   // QEMU's DNS forwarder (10.0.2.3 in the guest) sends the guest's queries to the host's
@@ -237,19 +239,24 @@ std::vector<std::string> render_chain(const egress_policy& policy, ip_family fam
     out.push_back(chain_rule("-d " + r.text() + " -p tcp -m tcp --dport 53", "RETURN"));
   }
   // This host's own addresses are never reachable, whatever the operator allows.
-  out.push_back(chain_rule("-m addrtype --dst-type LOCAL", "REJECT"));
+  out.push_back(chain_rule("-m addrtype --dst-type LOCAL", k_reject_chain));
   if (family == ip_family::v4) {
-    out.push_back(chain_rule("-m addrtype --dst-type BROADCAST", "REJECT"));
+    out.push_back(chain_rule("-m addrtype --dst-type BROADCAST", k_reject_chain));
   }
   for (const auto& e : policy.entries) {
     if (e.block.family == family) {
-      out.push_back(chain_rule("-d " + e.block.text(), e.allow ? "RETURN" : "REJECT"));
+      out.push_back(chain_rule("-d " + e.block.text(), e.allow ? "RETURN" : k_reject_chain));
     }
   }
   for (const auto& block : default_denied(family)) {
-    out.push_back(chain_rule("-d " + block.text(), "REJECT"));
+    out.push_back(chain_rule("-d " + block.text(), k_reject_chain));
   }
   return out;
+}
+
+std::vector<std::string> render_reject_chain() {
+  return {chain_rule("-p tcp", "REJECT --reject-with tcp-reset", k_reject_chain),
+          chain_rule("", "REJECT", k_reject_chain)};
 }
 
 std::string render_jump(unsigned uid) {
@@ -259,9 +266,13 @@ std::string render_jump(unsigned uid) {
 
 std::string render_restore(const egress_policy& policy, ip_family family, unsigned uid,
                            const std::vector<std::string>& stale_output_rules) {
-  std::string out = "*filter\n:";
-  out += k_egress_chain;
-  out += " - [0:0]\n";
+  std::string out = "*filter\n";
+  for (const auto chain : {k_egress_chain, k_reject_chain}) {
+    out += ":" + std::string(chain) + " - [0:0]\n";
+  }
+  for (const auto& rule : render_reject_chain()) {
+    out += rule + "\n";
+  }
   for (const auto& rule : render_chain(policy, family)) {
     out += rule + "\n";
   }
@@ -599,20 +610,24 @@ firewall_state iptables_egress_firewall::inspect(unsigned uid) {
       state.detail = name + *problem;
       return state;
     }
-    auto chain = run_tool({tool(family, "tables"), "-w", "-S", std::string(k_egress_chain)});
-    if (!chain) {
-      state.detail = name + chain.error().message;
-      return state;
-    }
-    std::size_t rules = 0;
-    for (const auto line : lines_of(*chain)) {
-      rules += starts_with(trim(line), "-A ") ? 1U : 0U;
-    }
-    const auto expected = render_chain(policy, family).size();
-    if (rules != expected) {
-      state.detail = name + std::string(k_egress_chain) + " holds " + std::to_string(rules) +
-                     " rules where the policy has " + std::to_string(expected);
-      return state;
+    const std::array<std::pair<std::string_view, std::size_t>, 2> chains{
+        {{k_egress_chain, render_chain(policy, family).size()},
+         {k_reject_chain, render_reject_chain().size()}}};
+    for (const auto& [chain_name, expected] : chains) {
+      auto chain = run_tool({tool(family, "tables"), "-w", "-S", std::string(chain_name)});
+      if (!chain) {
+        state.detail = name + chain.error().message;
+        return state;
+      }
+      std::size_t rules = 0;
+      for (const auto line : lines_of(*chain)) {
+        rules += starts_with(trim(line), "-A ") ? 1U : 0U;
+      }
+      if (rules != expected) {
+        state.detail = name + std::string(chain_name) + " holds " + std::to_string(rules) +
+                       " rules where the policy has " + std::to_string(expected);
+        return state;
+      }
     }
   }
   state.ok = true;

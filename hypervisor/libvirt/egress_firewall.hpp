@@ -17,6 +17,9 @@ namespace litterbox::hypervisor {
 
 /// The chain holding the guest egress rules, in the filter table of iptables and ip6tables.
 inline constexpr std::string_view k_egress_chain = "LITTERBOX-GUEST-EGRESS";
+/// Where the egress chain sends what it denies: a TCP reset, so that a connection fails at
+/// once in both families, and an ICMP port-unreachable for everything else.
+inline constexpr std::string_view k_reject_chain = "LITTERBOX-GUEST-REJECT";
 
 enum class ip_family { v4, v6 };
 
@@ -64,10 +67,13 @@ std::vector<cidr> parse_resolv_conf(std::string_view text);
 /// The rules of the egress chain for `family`, in order, each as an `-A CHAIN …` line.
 std::vector<std::string> render_chain(const egress_policy& policy, ip_family family);
 
+/// The rules of the reject chain, each as an `-A CHAIN …` line.
+std::vector<std::string> render_reject_chain();
+
 /// The OUTPUT rule sending `uid`'s packets through the chain, as an `-A OUTPUT …` line.
 std::string render_jump(unsigned uid);
 
-/// Input for `iptables-restore --noflush`: declares (and so empties) the chain, fills it,
+/// Input for `iptables-restore --noflush`: declares (and so empties) both chains, fills them,
 /// deletes `stale_output_rules` (`-A OUTPUT …` lines as `iptables -S` prints them) and
 /// inserts the jump for `uid` as the first rule of OUTPUT, in one transaction.
 std::string render_restore(const egress_policy& policy, ip_family family, unsigned uid,
@@ -129,7 +135,7 @@ class egress_firewall {
   /// while being rebuilt. Blocks; thread-safe. Errors: unavailable (a tool failed).
   virtual result<void> apply(unsigned uid) = 0;
   /// Whether, in both families, the first rule of OUTPUT sends `uid` through the chain and
-  /// the chain holds as many rules as apply() would write now. Blocks; thread-safe.
+  /// both chains hold as many rules as apply() would write now. Blocks; thread-safe.
   virtual firewall_state inspect(unsigned uid) = 0;
 };
 

@@ -121,28 +121,31 @@ TEST(RenderRestore, V4RebuildsTheChainReplacesOurOutputRulesAndPutsTheJumpFirst)
   const std::string expected =
       "*filter\n"
       ":LITTERBOX-GUEST-EGRESS - [0:0]\n"
+      ":LITTERBOX-GUEST-REJECT - [0:0]\n"
+      "-A LITTERBOX-GUEST-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
+      "-A LITTERBOX-GUEST-REJECT -j REJECT\n"
       "-A LITTERBOX-GUEST-EGRESS -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n"
       "-A LITTERBOX-GUEST-EGRESS -d 10.255.255.53/32 -p udp -m udp --dport 53 -j RETURN\n"
       "-A LITTERBOX-GUEST-EGRESS -d 10.255.255.53/32 -p tcp -m tcp --dport 53 -j RETURN\n"
-      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type BROADCAST -j REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type BROADCAST -j LITTERBOX-GUEST-REJECT\n"
       "-A LITTERBOX-GUEST-EGRESS -d 10.1.2.0/24 -j RETURN\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 8.8.8.8/32 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 0.0.0.0/8 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 10.0.0.0/8 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 100.64.0.0/10 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 127.0.0.0/8 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 169.254.0.0/16 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 172.16.0.0/12 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 192.0.0.0/24 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 192.0.2.0/24 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 192.88.99.0/24 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 192.168.0.0/16 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 198.18.0.0/15 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 198.51.100.0/24 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 203.0.113.0/24 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 224.0.0.0/4 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 240.0.0.0/4 -j REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 8.8.8.8/32 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 0.0.0.0/8 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 10.0.0.0/8 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 100.64.0.0/10 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 127.0.0.0/8 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 169.254.0.0/16 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 172.16.0.0/12 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 192.0.0.0/24 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 192.0.2.0/24 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 192.88.99.0/24 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 192.168.0.0/16 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 198.18.0.0/15 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 198.51.100.0/24 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 203.0.113.0/24 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 224.0.0.0/4 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 240.0.0.0/4 -j LITTERBOX-GUEST-REJECT\n"
       "-D OUTPUT -m owner --uid-owner 64055 -m comment --comment litterbox-guest-egress -j "
       "LITTERBOX-GUEST-EGRESS\n"
       "-I OUTPUT 1 -m owner --uid-owner 64055 -m comment --comment litterbox-guest-egress -j "
@@ -155,21 +158,24 @@ TEST(RenderRestore, V6HasTheSameShapeWithV6BlocksAndNoBroadcast) {
   const std::string expected =
       "*filter\n"
       ":LITTERBOX-GUEST-EGRESS - [0:0]\n"
+      ":LITTERBOX-GUEST-REJECT - [0:0]\n"
+      "-A LITTERBOX-GUEST-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
+      "-A LITTERBOX-GUEST-REJECT -j REJECT\n"
       "-A LITTERBOX-GUEST-EGRESS -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n"
       "-A LITTERBOX-GUEST-EGRESS -d fd00::53/128 -p udp -m udp --dport 53 -j RETURN\n"
       "-A LITTERBOX-GUEST-EGRESS -d fd00::53/128 -p tcp -m tcp --dport 53 -j RETURN\n"
-      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j LITTERBOX-GUEST-REJECT\n"
       "-A LITTERBOX-GUEST-EGRESS -d fd00:1::/32 -j RETURN\n"
-      "-A LITTERBOX-GUEST-EGRESS -d ::/128 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d ::1/128 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d ::ffff:0.0.0.0/96 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 64:ff9b:1::/48 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 100::/64 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d 2001:db8::/32 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d fc00::/7 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d fe80::/10 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d fec0::/10 -j REJECT\n"
-      "-A LITTERBOX-GUEST-EGRESS -d ff00::/8 -j REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d ::/128 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d ::1/128 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d ::ffff:0.0.0.0/96 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 64:ff9b:1::/48 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 100::/64 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d 2001:db8::/32 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d fc00::/7 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d fe80::/10 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d fec0::/10 -j LITTERBOX-GUEST-REJECT\n"
+      "-A LITTERBOX-GUEST-EGRESS -d ff00::/8 -j LITTERBOX-GUEST-REJECT\n"
       "-I OUTPUT 1 -m owner --uid-owner 64055 -m comment --comment litterbox-guest-egress -j "
       "LITTERBOX-GUEST-EGRESS\n"
       "COMMIT\n";
@@ -182,7 +188,7 @@ TEST(RenderChain, WithoutInternetPassesOnlyEstablishedTrafficNotEvenDns) {
   EXPECT_EQ(render_chain(p, ip_family::v4),
             (std::vector<std::string>{
                 "-A LITTERBOX-GUEST-EGRESS -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
-                "-A LITTERBOX-GUEST-EGRESS -j REJECT"}));
+                "-A LITTERBOX-GUEST-EGRESS -j LITTERBOX-GUEST-REJECT"}));
   EXPECT_EQ(render_chain(p, ip_family::v6).size(), 2U);
 }
 
@@ -190,8 +196,9 @@ TEST(RenderChain, OperatorAllowsComeAfterTheDenyOfThisHostsOwnAddresses) {
   egress_policy p;
   p.entries = parse_egress_policy("allow=0.0.0.0/0").value();
   const auto rules = render_chain(p, ip_family::v4);
-  const auto local = std::find(rules.begin(), rules.end(),
-                               "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j REJECT");
+  const auto local =
+      std::find(rules.begin(), rules.end(),
+                "-A LITTERBOX-GUEST-EGRESS -m addrtype --dst-type LOCAL -j LITTERBOX-GUEST-REJECT");
   const auto allow =
       std::find(rules.begin(), rules.end(), "-A LITTERBOX-GUEST-EGRESS -d 0.0.0.0/0 -j RETURN");
   ASSERT_NE(local, rules.end());
@@ -353,6 +360,12 @@ TEST(IptablesEgressFirewall, InspectFailsWhenARuleComesBeforeTheJumpOrTheChainIs
   tools.answers["ip6tables OUTPUT"] = {0, false, first, ""};
   tools.answers["iptables LITTERBOX-GUEST-EGRESS"] = {0, false, chain_v4, ""};
   tools.answers["ip6tables LITTERBOX-GUEST-EGRESS"] = {0, false, chain_v6, ""};
+  std::string reject = "-N LITTERBOX-GUEST-REJECT\n";
+  for (const auto& r : render_reject_chain()) {
+    reject += r + "\n";
+  }
+  tools.answers["iptables LITTERBOX-GUEST-REJECT"] = {0, false, reject, ""};
+  tools.answers["ip6tables LITTERBOX-GUEST-REJECT"] = {0, false, reject, ""};
   iptables_egress_firewall fw(policy, "", tools.runner());
   const auto good = fw.inspect(64055);
   EXPECT_TRUE(good.ok) << good.detail;
@@ -368,6 +381,13 @@ TEST(IptablesEgressFirewall, InspectFailsWhenARuleComesBeforeTheJumpOrTheChainIs
   const auto flushed = fw.inspect(64055);
   EXPECT_FALSE(flushed.ok);
   EXPECT_NE(flushed.detail.find("holds 0 rules"), std::string::npos) << flushed.detail;
+
+  tools.answers["iptables LITTERBOX-GUEST-EGRESS"] = {0, false, chain_v4, ""};
+  tools.answers["ip6tables LITTERBOX-GUEST-REJECT"] = {0, false, "-N LITTERBOX-GUEST-REJECT\n", ""};
+  const auto no_reject = fw.inspect(64055);
+  EXPECT_FALSE(no_reject.ok) << "an empty reject chain lets every denied packet through";
+  EXPECT_NE(no_reject.detail.find("LITTERBOX-GUEST-REJECT holds 0"), std::string::npos)
+      << no_reject.detail;
 
   const auto other_uid = fw.inspect(1000);
   EXPECT_FALSE(other_uid.ok);
