@@ -72,6 +72,7 @@ struct options {
   std::int64_t image_cache_gb = 20;
   bool guest_internet = true;
   std::string guest_egress;
+  std::vector<hypervisor::egress_entry> guest_egress_entries;  ///< parsed by finish_config
   std::string owner = "litterbox";
 };
 
@@ -360,6 +361,11 @@ void finish_config(options& o, bool needs_tokens) {
   if (c.database_url.empty()) {
     throw startup_error("DATABASE_URL is required");
   }
+  auto egress = hypervisor::parse_egress_policy(o.guest_egress);
+  if (!egress) {
+    throw startup_error(egress.error().message);
+  }
+  o.guest_egress_entries = std::move(*egress);
   const auto [lo, hi] = parse_port_range(o.ssh_ports);
   c.ssh_port_min = lo;
   c.ssh_port_max = hi;
@@ -471,11 +477,7 @@ hypervisor_stack make_hypervisor(const options& o) {
     lv.kernel = o.cfg.kernel;
     lv.initrd = o.cfg.initrd;
     lv.guest_internet = o.guest_internet;
-    auto egress = hypervisor::parse_egress_policy(o.guest_egress);
-    if (!egress) {
-      throw startup_error(egress.error().message);
-    }
-    lv.guest_egress = std::move(*egress);
+    lv.guest_egress = o.guest_egress_entries;
     lv.owner = o.owner;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
