@@ -264,7 +264,8 @@ std::string render_jump(unsigned uid) {
          std::string(k_jump_comment) + " -j " + std::string(k_egress_chain);
 }
 
-std::string render_restore(const egress_policy& policy, ip_family family, unsigned uid,
+std::string render_restore(const egress_policy& policy, ip_family family,
+                           const std::vector<unsigned>& uids,
                            const std::vector<std::string>& stale_output_rules) {
   std::string out = "*filter\n";
   for (const auto chain : {k_egress_chain, k_reject_chain}) {
@@ -279,9 +280,12 @@ std::string render_restore(const egress_policy& policy, ip_family family, unsign
   for (const auto& rule : stale_output_rules) {
     out += "-D" + rule.substr(2) + "\n";
   }
-  // The jump goes first: a rule above it that accepts would let guests past the chain.
-  const std::string jump = render_jump(uid);
-  out += "-I OUTPUT 1" + jump.substr(std::string_view("-A OUTPUT").size()) + "\n";
+  // The jumps go first: a rule above them that accepts would let guests past the chain.
+  // Each is inserted at the top, so the last one inserted comes first.
+  for (auto it = uids.rbegin(); it != uids.rend(); ++it) {
+    const std::string jump = render_jump(*it);
+    out += "-I OUTPUT 1" + jump.substr(std::string_view("-A OUTPUT").size()) + "\n";
+  }
   out += "COMMIT\n";
   return out;
 }
@@ -302,21 +306,43 @@ std::vector<std::string> our_output_rules(std::string_view listing) {
   return out;
 }
 
-std::optional<std::string> jump_problem(std::string_view listing, unsigned uid) {
+namespace {
+
+std::string uid_list(const std::vector<unsigned>& uids) {
+  std::string out;
+  for (const auto uid : uids) {
+    out += (out.empty() ? "" : ", ") + std::to_string(uid);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> jump_problem(std::string_view listing,
+                                        const std::vector<unsigned>& uids) {
   const std::string jump_target = " -j " + std::string(k_egress_chain);
-  const std::string owner = "--uid-owner " + std::to_string(uid) + " ";
+  std::vector<unsigned> missing = uids;
   for (auto line : lines_of(listing)) {
     line = trim(line);
+    if (missing.empty()) {
+      break;
+    }
     if (!starts_with(line, "-A OUTPUT ")) {
       continue;
     }
-    if (ends_with(line, jump_target) && line.find(owner) != std::string_view::npos) {
-      return std::nullopt;
+    const auto found = std::find_if(missing.begin(), missing.end(), [&](unsigned uid) {
+      return line.find("--uid-owner " + std::to_string(uid) + " ") != std::string_view::npos;
+    });
+    if (!ends_with(line, jump_target) || found == missing.end()) {
+      return "OUTPUT has \"" + std::string(line.substr(0, 200)) + "\" before the jump for uid " +
+             uid_list(missing);
     }
-    return "the first OUTPUT rule is not the jump for uid " + std::to_string(uid) + " but \"" +
-           std::string(line.substr(0, 200)) + "\"";
+    missing.erase(found);
   }
-  return "OUTPUT has no jump to " + std::string(k_egress_chain) + " for uid " + std::to_string(uid);
+  if (!missing.empty()) {
+    return "OUTPUT has no jump to " + std::string(k_egress_chain) + " for uid " + uid_list(missing);
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> qemu_conf_user(std::string_view text) {
@@ -545,12 +571,12 @@ result<std::string> iptables_egress_firewall::run_tool(const std::vector<std::st
 }
 
 result<void> iptables_egress_firewall::apply_family(const egress_policy& policy, ip_family family,
-                                                    unsigned uid) {
+                                                    const std::vector<unsigned>& uids) {
   auto listing = run_tool({tool(family, "tables"), "-w", "-S", "OUTPUT"});
   if (!listing) {
     return listing.error();
   }
-  const std::string text = render_restore(policy, family, uid, our_output_rules(*listing));
+  const std::string text = render_restore(policy, family, uids, our_output_rules(*listing));
   // iptables-restore reads a file: a private one, removed whatever happens.
   std::string path = (fs::temp_directory_path() / "litterbox-egress-XXXXXX").string();
   const int fd = ::mkstemp(path.data());
@@ -573,16 +599,16 @@ result<void> iptables_egress_firewall::apply_family(const egress_policy& policy,
   return {};
 }
 
-result<void> iptables_egress_firewall::apply(unsigned uid) {
+result<void> iptables_egress_firewall::apply(const std::vector<unsigned>& uids) {
   const std::lock_guard lock(mutex_);
   const egress_policy policy = policy_with_resolvers();
   for (const auto family : families()) {
     // Another litterboxd on this host (serve and a cron reap) may rebuild the rules between
     // our listing and our restore; the restore then names a rule that is gone and fails as
     // a whole, changing nothing. Listing again resolves that.
-    auto ok = apply_family(policy, family, uid);
+    auto ok = apply_family(policy, family, uids);
     for (int attempt = 1; !ok && attempt < 3; ++attempt) {
-      ok = apply_family(policy, family, uid);
+      ok = apply_family(policy, family, uids);
     }
     if (!ok) {
       return ok.error();
@@ -592,7 +618,7 @@ result<void> iptables_egress_firewall::apply(unsigned uid) {
   return {};
 }
 
-firewall_state iptables_egress_firewall::inspect(unsigned uid) {
+firewall_state iptables_egress_firewall::inspect(const std::vector<unsigned>& uids) {
   egress_policy policy;
   {
     const std::lock_guard lock(mutex_);
@@ -606,7 +632,7 @@ firewall_state iptables_egress_firewall::inspect(unsigned uid) {
       state.detail = name + output.error().message;
       return state;
     }
-    if (auto problem = jump_problem(*output, uid)) {
+    if (auto problem = jump_problem(*output, uids)) {
       state.detail = name + *problem;
       return state;
     }
@@ -631,8 +657,8 @@ firewall_state iptables_egress_firewall::inspect(unsigned uid) {
     }
   }
   state.ok = true;
-  state.detail = "OUTPUT sends uid " + std::to_string(uid) + " through " +
-                 std::string(k_egress_chain) + (ipv6_ ? " first (IPv4 and IPv6)" : " first (IPv4)");
+  state.detail = "OUTPUT sends uid " + uid_list(uids) + " through " + std::string(k_egress_chain) +
+                 (ipv6_ ? " first (IPv4 and IPv6)" : " first (IPv4)");
   return state;
 }
 

@@ -75,17 +75,20 @@ std::string render_jump(unsigned uid);
 
 /// Input for `iptables-restore --noflush`: declares (and so empties) both chains, fills them,
 /// deletes `stale_output_rules` (`-A OUTPUT …` lines as `iptables -S` prints them) and
-/// inserts the jump for `uid` as the first rule of OUTPUT, in one transaction.
-std::string render_restore(const egress_policy& policy, ip_family family, unsigned uid,
+/// inserts a jump for each of `uids`, in that order, as the first rules of OUTPUT, in one
+/// transaction.
+std::string render_restore(const egress_policy& policy, ip_family family,
+                           const std::vector<unsigned>& uids,
                            const std::vector<std::string>& stale_output_rules);
 
 /// OUTPUT rules of ours in an `iptables -S OUTPUT` listing: jumps to the chain (for any uid)
 /// and the single REJECT rule of earlier versions (comment litterbox-guest-isolation).
 std::vector<std::string> our_output_rules(std::string_view listing);
 
-/// Why an `iptables -S OUTPUT` listing does not send `uid` through the chain before any other
-/// rule; nullopt when its first rule is that jump.
-std::optional<std::string> jump_problem(std::string_view listing, unsigned uid);
+/// Why an `iptables -S OUTPUT` listing does not send each of `uids` through the chain before
+/// any other rule; nullopt when its first rules are exactly those jumps (in any order).
+std::optional<std::string> jump_problem(std::string_view listing,
+                                        const std::vector<unsigned>& uids);
 
 /// The `user` of a libvirt qemu.conf text (quotes removed), nullopt when it sets none.
 std::optional<std::string> qemu_conf_user(std::string_view text);
@@ -125,18 +128,19 @@ struct firewall_state {
   std::string detail;
 };
 
-/// Keeps the guest egress rules in force for the uid QEMU runs as: one chain per address
-/// family, jumped to from the top of OUTPUT for that uid.
+/// Keeps the guest egress rules in force for the uids QEMU runs as (one, unless qemu.conf
+/// changed under running guests): one chain per address family, jumped to from the top of
+/// OUTPUT for each of those uids.
 class egress_firewall {
  public:
   virtual ~egress_firewall() = default;
-  /// Rebuilds the chains and puts the jump for `uid` first in OUTPUT (removing jumps for any
-  /// other uid), one atomic iptables-restore per family: the rules are never absent, even
-  /// while being rebuilt. Blocks; thread-safe. Errors: unavailable (a tool failed).
-  virtual result<void> apply(unsigned uid) = 0;
-  /// Whether, in both families, the first rule of OUTPUT sends `uid` through the chain and
+  /// Rebuilds the chains and puts a jump for each of `uids` first in OUTPUT (removing jumps
+  /// for any other uid), one atomic iptables-restore per family: the rules are never absent,
+  /// even while being rebuilt. Blocks; thread-safe. Errors: unavailable (a tool failed).
+  virtual result<void> apply(const std::vector<unsigned>& uids) = 0;
+  /// Whether, in both families, the first rules of OUTPUT send `uids` through the chain and
   /// both chains hold as many rules as apply() would write now. Blocks; thread-safe.
-  virtual firewall_state inspect(unsigned uid) = 0;
+  virtual firewall_state inspect(const std::vector<unsigned>& uids) = 0;
 };
 
 /// Runs a tool: image::run_process (when empty), or a script in tests.
@@ -151,15 +155,16 @@ class iptables_egress_firewall final : public egress_firewall {
   iptables_egress_firewall(egress_policy policy, std::string resolv_conf = "/etc/resolv.conf",
                            command_runner run = {},
                            std::chrono::milliseconds tool_timeout = std::chrono::seconds(30));
-  result<void> apply(unsigned uid) override;
-  firewall_state inspect(unsigned uid) override;
+  result<void> apply(const std::vector<unsigned>& uids) override;
+  firewall_state inspect(const std::vector<unsigned>& uids) override;
   /// The policy of the last apply (resolvers included).
   egress_policy current_policy() const;
 
  private:
   egress_policy policy_with_resolvers() const;
   result<std::string> run_tool(const std::vector<std::string>& argv) const;
-  result<void> apply_family(const egress_policy& policy, ip_family family, unsigned uid);
+  result<void> apply_family(const egress_policy& policy, ip_family family,
+                            const std::vector<unsigned>& uids);
 
   std::vector<ip_family> families() const;
 

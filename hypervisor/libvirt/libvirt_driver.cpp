@@ -254,32 +254,37 @@ std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect() {
 
 result<void> libvirt_driver::assert_firewall(std::optional<unsigned> observed_uid) {
   const std::lock_guard lock(firewall_mutex_);
-  if (!qemu_uid_ && firewall_uid_ == 0) {
-    return make_error(errc::unavailable,
-                      "QEMU's user " + qemu_user_ + " does not exist: guests cannot be firewalled");
+  std::vector<unsigned> uids = firewall_uids_;
+  if (uids.empty()) {
+    if (!qemu_uid_) {
+      return make_error(errc::unavailable, "QEMU's user " + qemu_user_ +
+                                               " does not exist: guests cannot be firewalled");
+    }
+    uids.push_back(*qemu_uid_);
   }
-  unsigned uid = firewall_uid_ != 0 ? firewall_uid_ : *qemu_uid_;
-  if (observed_uid && *observed_uid == firewall_uid_) {
-    return {};
-  }
-  if (observed_uid && *observed_uid != uid) {
-    spdlog::warn("QEMU runs as uid {}, not uid {} of {}: the guest firewall follows it",
-                 *observed_uid, uid, qemu_user_);
-    uid = *observed_uid;
+  if (observed_uid) {
+    if (std::find(uids.begin(), uids.end(), *observed_uid) != uids.end()) {
+      return {};
+    }
+    // qemu.conf changed under a running libvirtd, or was never what it said: cover the new
+    // uid too, and keep covering the old one for the guests still running under it.
+    spdlog::warn("QEMU runs as uid {}, not as {} ({}): the guest firewall covers it too",
+                 *observed_uid, qemu_user_, uids.front());
+    uids.push_back(*observed_uid);
   }
   // Root's packets are this host's own: a rule matching them would cut litterboxd off
   // while guests still could not be told apart.
-  if (uid == 0) {
+  if (std::find(uids.begin(), uids.end(), 0U) != uids.end()) {
     return make_error(errc::unavailable,
                       "QEMU runs as root, so guests cannot be kept off this host's services "
                       "and private networks; set user = \"libvirt-qemu\" and group = "
                       "\"kvm\" in " +
                           config_.qemu_conf.string() + " and restart libvirtd");
   }
-  if (auto ok = firewall_->apply(uid); !ok) {
+  if (auto ok = firewall_->apply(uids); !ok) {
     return ok.error();
   }
-  firewall_uid_ = uid;
+  firewall_uids_ = std::move(uids);
   return {};
 }
 
@@ -287,14 +292,14 @@ void libvirt_driver::firewall_loop() {
   std::unique_lock lock(stop_mutex_);
   while (!stop_cv_.wait_for(lock, config_.firewall_interval, [this] { return stopping_; })) {
     lock.unlock();
-    unsigned uid = 0;
+    std::vector<unsigned> uids;
     {
       const std::lock_guard fw(firewall_mutex_);
-      uid = firewall_uid_;
+      uids = firewall_uids_;
     }
     // Someone else's iptables-restore, a flush or a rule inserted above ours: log what was
     // found, then rebuild either way (content can drift without the count changing).
-    if (const auto state = firewall_->inspect(uid); !state.ok) {
+    if (const auto state = firewall_->inspect(uids); !state.ok) {
       spdlog::warn("guest egress firewall was not in force ({}); re-asserting it", state.detail);
     }
     if (auto ok = assert_firewall(std::nullopt); !ok) {
@@ -621,44 +626,47 @@ check_result libvirt_driver::isolation_check() {
       " s and before each create; if this persists, look for rules above the jump in "
       "`iptables -S OUTPUT` / `ip6tables -S OUTPUT` and check user in " +
       config_.qemu_conf.string();
-  unsigned uid = 0;
+  std::vector<unsigned> uids;
   {
     const std::lock_guard lock(firewall_mutex_);
-    uid = firewall_uid_;
+    uids = firewall_uids_;
   }
-  if (uid == 0) {
+  if (uids.empty()) {
     r.detail = "the guest egress firewall was never installed";
     return r;
   }
   // The uid QEMU really runs as: every running guest of ours must be covered by the rules.
   const auto names = owned_domain_names();
   for (const auto& q : running_qemu_processes()) {
-    if (q.uid != uid && std::find(names.begin(), names.end(), q.domain) != names.end()) {
+    if (std::find(uids.begin(), uids.end(), q.uid) == uids.end() &&
+        std::find(names.begin(), names.end(), q.domain) != names.end()) {
       r.detail = "QEMU of " + q.domain + " (pid " + std::to_string(q.pid) + ") runs as uid " +
-                 std::to_string(q.uid) + " but the firewall matches uid " + std::to_string(uid);
+                 std::to_string(q.uid) + ", which the firewall does not match";
       return r;
     }
   }
-  const auto state = firewall_->inspect(uid);
+  const auto state = firewall_->inspect(uids);
   if (!state.ok) {
     r.detail = state.detail;
     return r;
   }
-  // The rules are in place; prove they work: as QEMU's uid, a connection to a listener on
-  // this host must fail.
-  const unsigned gid = qemu_gid_.value_or(uid);
+  // The rules are in place; prove they work: as each of QEMU's uids, a connection to a
+  // listener on this host must fail.
   const auto probe_timeout = std::chrono::milliseconds(1000);
-  for (const auto family : {ip_family::v4, ip_family::v6}) {
-    const auto outcome = probe_local_connect(family, uid, gid, probe_timeout);
-    const std::string loopback = family == ip_family::v4 ? "127.0.0.1" : "[::1]";
-    if (outcome == probe_outcome::connected) {
-      r.detail = "a process running as uid " + std::to_string(uid) + " reached a listener on " +
-                 loopback + ": a rule lets QEMU's connections past the firewall";
-      return r;
-    }
-    if (outcome == probe_outcome::unavailable && family == ip_family::v4) {
-      r.detail = "cannot probe the firewall as uid " + std::to_string(uid) + " (not root?)";
-      return r;
+  for (const auto uid : uids) {
+    const unsigned gid = qemu_gid_.value_or(uid);
+    for (const auto family : {ip_family::v4, ip_family::v6}) {
+      const auto outcome = probe_local_connect(family, uid, gid, probe_timeout);
+      const std::string loopback = family == ip_family::v4 ? "127.0.0.1" : "[::1]";
+      if (outcome == probe_outcome::connected) {
+        r.detail = "a process running as uid " + std::to_string(uid) + " reached a listener on " +
+                   loopback + ": a rule lets QEMU's connections past the firewall";
+        return r;
+      }
+      if (outcome == probe_outcome::unavailable && family == ip_family::v4) {
+        r.detail = "cannot probe the firewall as uid " + std::to_string(uid) + " (not root?)";
+        return r;
+      }
     }
   }
   std::string reach = "nothing";
@@ -670,8 +678,8 @@ check_result libvirt_driver::isolation_check() {
   }
   r.ok = true;
   r.hint.clear();
-  r.detail = state.detail + "; a connection as uid " + std::to_string(uid) +
-             " to this host was refused; guests reach " + reach;
+  r.detail =
+      state.detail + "; connections as QEMU's uid to this host were refused; guests reach " + reach;
   return r;
 }
 

@@ -113,7 +113,7 @@ class libvirt_driver final : public driver {
 
   std::unique_ptr<egress_firewall> firewall_;
   std::mutex firewall_mutex_;
-  unsigned firewall_uid_ = 0;  // guarded by firewall_mutex_
+  std::vector<unsigned> firewall_uids_;  // guarded by firewall_mutex_; empty until applied
   std::mutex stop_mutex_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;

@@ -147,9 +147,9 @@ TEST_F(EgressFirewallInPrivateNetns,
   EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),
             probe_outcome::connected);
   auto fw = firewall();
-  EXPECT_FALSE(fw.inspect(qemu_.uid).ok);
-  ASSERT_TRUE(fw.apply(qemu_.uid));
-  const auto state = fw.inspect(qemu_.uid);
+  EXPECT_FALSE(fw.inspect({qemu_.uid}).ok);
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
+  const auto state = fw.inspect({qemu_.uid});
   EXPECT_TRUE(state.ok) << state.detail;
   EXPECT_FALSE(connects(qemu_, "127.0.0.1", service.port()));
   EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),
@@ -164,7 +164,7 @@ TEST_F(EgressFirewallInPrivateNetns, HostResolverOnLoopbackStaysReachableOnPort5
   const listener dns("127.0.0.53", 53);
   const listener other("127.0.0.53", 0);
   auto fw = firewall();
-  ASSERT_TRUE(fw.apply(qemu_.uid));
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
   EXPECT_TRUE(connects(qemu_, "127.0.0.53", 53)) << "guests must still resolve names";
   EXPECT_FALSE(connects(qemu_, "127.0.0.53", other.port()));
 }
@@ -174,23 +174,23 @@ TEST_F(EgressFirewallInPrivateNetns, WithoutInternetEvenTheResolverIsRejected) {
   egress_policy off;
   off.internet = false;
   auto fw = firewall(off);
-  ASSERT_TRUE(fw.apply(qemu_.uid));
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
   EXPECT_FALSE(connects(qemu_, "127.0.0.53", 53));
-  EXPECT_TRUE(fw.inspect(qemu_.uid).ok);
+  EXPECT_TRUE(fw.inspect({qemu_.uid}).ok);
 }
 
 TEST_F(EgressFirewallInPrivateNetns,
        AnAcceptAboveTheJumpIsCaughtByInspectAndProbeAndApplyRepairsIt) {
   auto fw = firewall();
-  ASSERT_TRUE(fw.apply(qemu_.uid));
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
   run_ok({"iptables", "-w", "-I", "OUTPUT", "1", "-j", "ACCEPT"});
-  const auto broken = fw.inspect(qemu_.uid);
+  const auto broken = fw.inspect({qemu_.uid});
   EXPECT_FALSE(broken.ok);
   EXPECT_NE(broken.detail.find("-A OUTPUT -j ACCEPT"), std::string::npos) << broken.detail;
   EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),
             probe_outcome::connected);
-  ASSERT_TRUE(fw.apply(qemu_.uid));
-  const auto repaired = fw.inspect(qemu_.uid);
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
+  const auto repaired = fw.inspect({qemu_.uid});
   EXPECT_TRUE(repaired.ok) << repaired.detail;
   EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),
             probe_outcome::refused);
@@ -207,9 +207,9 @@ TEST_F(EgressFirewallInPrivateNetns, ApplyReplacesTheOldRuleAndJumpsForOtherUids
           "NEW",        "-m",          "comment", "--comment", "litterbox-guest-isolation",
           "-j",         "REJECT"});
   auto fw = firewall();
-  ASSERT_TRUE(fw.apply(65534));
-  ASSERT_TRUE(fw.apply(qemu_.uid));
-  ASSERT_TRUE(fw.apply(qemu_.uid));
+  ASSERT_TRUE(fw.apply({65534U}));
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
+  ASSERT_TRUE(fw.apply({qemu_.uid}));
   for (const auto* tool : {"iptables", "ip6tables"}) {
     const auto output = run_ok({tool, "-w", "-S", "OUTPUT"});
     EXPECT_EQ(output, "-P OUTPUT ACCEPT\n" + render_jump(qemu_.uid) + "\n") << tool;
@@ -276,15 +276,15 @@ TEST_F(EgressFirewallInPrivateNetns, DriverPutsTheRulesBackOnItsOwnAfterOutputIs
   fixed_base_image images(dir_ / "no-such-disk.qcow2");
   const libvirt_driver driver(cfg, images);
   auto observer = firewall();
-  ASSERT_TRUE(observer.inspect(qemu_.uid).ok);
+  ASSERT_TRUE(observer.inspect({qemu_.uid}).ok);
   run_ok({"iptables", "-w", "-F", "OUTPUT"});
-  ASSERT_FALSE(observer.inspect(qemu_.uid).ok);
+  ASSERT_FALSE(observer.inspect({qemu_.uid}).ok);
   // Polling, not timing: the driver's own thread must repair this within a few intervals.
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   bool repaired = false;
   while (!repaired && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(50ms);
-    repaired = observer.inspect(qemu_.uid).ok;
+    repaired = observer.inspect({qemu_.uid}).ok;
   }
   EXPECT_TRUE(repaired) << "the jump did not come back";
   EXPECT_EQ(probe_local_connect(ip_family::v4, qemu_.uid, qemu_.gid, 1000ms),

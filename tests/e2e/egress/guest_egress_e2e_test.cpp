@@ -186,7 +186,7 @@ struct default_policy_restorer {
   ~default_policy_restorer() {
     if (const passwd* pw = ::getpwnam("libvirt-qemu"); pw != nullptr) {
       hypervisor::iptables_egress_firewall fw{hypervisor::egress_policy{}};
-      (void)fw.apply(pw->pw_uid);
+      (void)fw.apply({pw->pw_uid});
     }
   }
 };

@@ -151,7 +151,7 @@ TEST(RenderRestore, V4RebuildsTheChainReplacesOurOutputRulesAndPutsTheJumpFirst)
       "-I OUTPUT 1 -m owner --uid-owner 64055 -m comment --comment litterbox-guest-egress -j "
       "LITTERBOX-GUEST-EGRESS\n"
       "COMMIT\n";
-  EXPECT_EQ(render_restore(sample_policy(), ip_family::v4, 64055, stale), expected);
+  EXPECT_EQ(render_restore(sample_policy(), ip_family::v4, {64055U}, stale), expected);
 }
 
 TEST(RenderRestore, V6HasTheSameShapeWithV6BlocksAndNoBroadcast) {
@@ -179,7 +179,7 @@ TEST(RenderRestore, V6HasTheSameShapeWithV6BlocksAndNoBroadcast) {
       "-I OUTPUT 1 -m owner --uid-owner 64055 -m comment --comment litterbox-guest-egress -j "
       "LITTERBOX-GUEST-EGRESS\n"
       "COMMIT\n";
-  EXPECT_EQ(render_restore(sample_policy(), ip_family::v6, 64055, {}), expected);
+  EXPECT_EQ(render_restore(sample_policy(), ip_family::v6, {64055U}, {}), expected);
 }
 
 TEST(RenderChain, WithoutInternetPassesOnlyEstablishedTrafficNotEvenDns) {
@@ -223,13 +223,37 @@ TEST(OurOutputRules, FindsJumpsForAnyUidAndTheOldIsolationRuleOnly) {
 }
 
 TEST(JumpProblem, NamesTheRuleThatComesFirstOrAMissingOrForeignUidJump) {
-  const auto above = jump_problem(k_listing, 1000);
+  const auto above = jump_problem(k_listing, {1000U});
   ASSERT_TRUE(above);
   EXPECT_NE(above->find("-A OUTPUT -o lo -j ACCEPT"), std::string::npos) << *above;
-  EXPECT_TRUE(jump_problem("-P OUTPUT ACCEPT\n", 64055));
+  EXPECT_TRUE(jump_problem("-P OUTPUT ACCEPT\n", {64055U}));
   const std::string ours = "-P OUTPUT ACCEPT\n" + render_jump(64055) + "\n-A OUTPUT -j ACCEPT\n";
-  EXPECT_FALSE(jump_problem(ours, 64055));
-  EXPECT_TRUE(jump_problem(ours, 1000));
+  EXPECT_FALSE(jump_problem(ours, {64055U}));
+  EXPECT_TRUE(jump_problem(ours, {1000U}));
+}
+
+TEST(RenderRestore, PutsOneJumpPerUidOnTopInTheGivenOrder) {
+  const auto text = render_restore(egress_policy{}, ip_family::v4, {64055U, 1000U}, {});
+  const auto first = text.find("-I OUTPUT 1 -m owner --uid-owner 1000 ");
+  const auto second = text.find("-I OUTPUT 1 -m owner --uid-owner 64055 ");
+  ASSERT_NE(first, std::string::npos) << text;
+  ASSERT_NE(second, std::string::npos) << text;
+  EXPECT_LT(first, second) << "inserted last, 64055 must end up first";
+}
+
+TEST(JumpProblem, AcceptsTheJumpsOfSeveralUidsInAnyOrderAndNamesAMissingOne) {
+  const std::string both = "-P OUTPUT ACCEPT\n" + render_jump(1000) + "\n" + render_jump(64055) +
+                           "\n-A OUTPUT -j ACCEPT\n";
+  EXPECT_FALSE(jump_problem(both, {64055U, 1000U}));
+  const std::string one = "-P OUTPUT ACCEPT\n" + render_jump(64055) + "\n";
+  const auto missing = jump_problem(one, {64055U, 1000U});
+  ASSERT_TRUE(missing);
+  EXPECT_NE(missing->find("uid 1000"), std::string::npos) << *missing;
+  const std::string split = "-P OUTPUT ACCEPT\n" + render_jump(64055) + "\n-A OUTPUT -j ACCEPT\n" +
+                            render_jump(1000) + "\n";
+  const auto below = jump_problem(split, {64055U, 1000U});
+  ASSERT_TRUE(below);
+  EXPECT_NE(below->find("-A OUTPUT -j ACCEPT"), std::string::npos) << *below;
 }
 
 TEST(QemuConfUser, ReadsTheLastUncommentedUser) {
@@ -285,7 +309,7 @@ TEST(IptablesEgressFirewall, ApplyRestoresBothFamiliesWithResolversAndStaleRules
   scripted_tools tools;
   tools.answers["iptables OUTPUT"] = {0, false, k_listing, ""};
   iptables_egress_firewall fw(egress_policy{}, (dir / "resolv.conf").string(), tools.runner());
-  ASSERT_TRUE(fw.apply(64055));
+  ASSERT_TRUE(fw.apply({64055U}));
   ASSERT_EQ(tools.calls.size(), 4U);
   EXPECT_EQ(tools.calls[0], (std::vector<std::string>{"iptables", "-w", "-S", "OUTPUT"}));
   EXPECT_EQ(tools.calls[1][0], "iptables-restore");
@@ -296,8 +320,8 @@ TEST(IptablesEgressFirewall, ApplyRestoresBothFamiliesWithResolversAndStaleRules
   egress_policy with_dns;
   with_dns.resolvers = {block("10.255.255.53"), block("fd00::53")};
   EXPECT_EQ(tools.restored[0],
-            render_restore(with_dns, ip_family::v4, 64055, our_output_rules(k_listing)));
-  EXPECT_EQ(tools.restored[1], render_restore(with_dns, ip_family::v6, 64055, {}));
+            render_restore(with_dns, ip_family::v4, {64055U}, our_output_rules(k_listing)));
+  EXPECT_EQ(tools.restored[1], render_restore(with_dns, ip_family::v6, {64055U}, {}));
   EXPECT_FALSE(fs::exists(tools.calls[1].back())) << "the rules file is left behind";
   fs::remove_all(dir);
 }
@@ -313,7 +337,7 @@ TEST(IptablesEgressFirewall, ApplyFailsWithTheToolsMessageWhenARestoreFails) {
     return tools.runner()(argv, t);
   };
   iptables_egress_firewall failing(egress_policy{}, "", path_independent);
-  const auto r = failing.apply(64055);
+  const auto r = failing.apply({64055U});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, make_error_code(errc::unavailable));
   EXPECT_NE(r.error().message.find("IPv6"), std::string::npos) << r.error().message;
@@ -331,7 +355,7 @@ TEST(IptablesEgressFirewall, ApplyListsAgainWhenARestoreLosesARaceWithAnotherWri
     return tools.runner()(argv, t);
   };
   iptables_egress_firewall fw(egress_policy{}, "", racing);
-  ASSERT_TRUE(fw.apply(64055));
+  ASSERT_TRUE(fw.apply({64055U}));
   EXPECT_EQ(restores, 2);
   // The failed restore is answered above, not recorded.
   ASSERT_EQ(tools.calls.size(), 5U) << "list, list again, restore, v6 list, v6 restore";
@@ -367,29 +391,29 @@ TEST(IptablesEgressFirewall, InspectFailsWhenARuleComesBeforeTheJumpOrTheChainIs
   tools.answers["iptables LITTERBOX-GUEST-REJECT"] = {0, false, reject, ""};
   tools.answers["ip6tables LITTERBOX-GUEST-REJECT"] = {0, false, reject, ""};
   iptables_egress_firewall fw(policy, "", tools.runner());
-  const auto good = fw.inspect(64055);
+  const auto good = fw.inspect({64055U});
   EXPECT_TRUE(good.ok) << good.detail;
 
   tools.answers["ip6tables OUTPUT"] = {
       0, false, "-P OUTPUT ACCEPT\n-A OUTPUT -j ACCEPT\n" + render_jump(64055) + "\n", ""};
-  const auto above = fw.inspect(64055);
+  const auto above = fw.inspect({64055U});
   EXPECT_FALSE(above.ok);
   EXPECT_NE(above.detail.find("IPv6"), std::string::npos) << above.detail;
 
   tools.answers["ip6tables OUTPUT"] = {0, false, first, ""};
   tools.answers["iptables LITTERBOX-GUEST-EGRESS"] = {0, false, "-N LITTERBOX-GUEST-EGRESS\n", ""};
-  const auto flushed = fw.inspect(64055);
+  const auto flushed = fw.inspect({64055U});
   EXPECT_FALSE(flushed.ok);
   EXPECT_NE(flushed.detail.find("holds 0 rules"), std::string::npos) << flushed.detail;
 
   tools.answers["iptables LITTERBOX-GUEST-EGRESS"] = {0, false, chain_v4, ""};
   tools.answers["ip6tables LITTERBOX-GUEST-REJECT"] = {0, false, "-N LITTERBOX-GUEST-REJECT\n", ""};
-  const auto no_reject = fw.inspect(64055);
+  const auto no_reject = fw.inspect({64055U});
   EXPECT_FALSE(no_reject.ok) << "an empty reject chain lets every denied packet through";
   EXPECT_NE(no_reject.detail.find("LITTERBOX-GUEST-REJECT holds 0"), std::string::npos)
       << no_reject.detail;
 
-  const auto other_uid = fw.inspect(1000);
+  const auto other_uid = fw.inspect({1000U});
   EXPECT_FALSE(other_uid.ok);
 }
 
