@@ -414,8 +414,8 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (virDomainCreate(dom.get()) != 0) {
     return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
   }
-  // The firewall matches a uid: make sure it is the one this QEMU really runs as (qemu.conf
-  // may have changed under a running libvirtd). The guest is still in its firmware and
+  // The firewall matches uids: make sure the one this QEMU really runs as is among them
+  // (qemu.conf may have changed under a running libvirtd). The guest is still in its
   // kernel here, well before its network is up.
   if (firewall_) {
     for (const auto& q : running_qemu_processes()) {
