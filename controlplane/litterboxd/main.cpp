@@ -83,6 +83,8 @@ struct options {
   std::int64_t image_max_entries = 1'000'000;
   std::int64_t overlay_max_gb = 0;
   bool guest_internet = true;
+  std::string guest_egress;
+  std::vector<hypervisor::egress_entry> guest_egress_entries;  ///< parsed by finish_config
   std::string owner = "litterbox";
 };
 
@@ -245,6 +247,10 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "Let guests open outbound connections (never to this host's services)")
       ->envname("LITTERBOX_GUEST_INTERNET")
       ->capture_default_str();
+  cmd.add_option("--guest-egress", o.guest_egress,
+                 "allow=CIDR,deny=CIDR,… checked in order (first match wins) before the default "
+                 "deny of private, link-local, loopback and other non-public ranges")
+      ->envname("LITTERBOX_GUEST_EGRESS");
   cmd.add_option("--lease-default-ttl", o.lease_default_ttl, "Default lease in seconds")
       ->envname("LEASE_DEFAULT_TTL")
       ->check(CLI::PositiveNumber)
@@ -398,6 +404,11 @@ void finish_config(options& o, bool needs_tokens) {
   if (c.database_url.empty()) {
     throw startup_error("DATABASE_URL is required");
   }
+  auto egress = hypervisor::parse_egress_policy(o.guest_egress);
+  if (!egress) {
+    throw startup_error(egress.error().message);
+  }
+  o.guest_egress_entries = std::move(*egress);
   const auto [lo, hi] = parse_port_range(o.ssh_ports);
   c.ssh_port_min = lo;
   c.ssh_port_max = hi;
@@ -559,6 +570,7 @@ hypervisor_stack make_hypervisor(const options& o) {
     lv.kernel = o.cfg.kernel;
     lv.initrd = o.cfg.initrd;
     lv.guest_internet = o.guest_internet;
+    lv.guest_egress = o.guest_egress_entries;
     lv.owner = o.owner;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;

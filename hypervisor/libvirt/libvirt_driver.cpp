@@ -8,8 +8,10 @@
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
@@ -28,7 +30,6 @@ using std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::string_view k_rule_comment = "litterbox-guest-isolation";
 constexpr std::size_t k_tail_bytes = 2048;
 
 void ignore_libvirt_error(void* /*user*/, virErrorPtr /*err*/) {}
@@ -122,15 +123,6 @@ bool create_private_file(const fs::path& p) {
   return ::close(fd) == 0;
 }
 
-std::vector<std::string> isolation_rule_args(std::string_view action, const std::string& user) {
-  return {"iptables", "-w",        std::string(action), "OUTPUT",
-          "-m",       "owner",     "--uid-owner",       user,
-          "-m",       "addrtype",  "--dst-type",        "LOCAL",
-          "-m",       "conntrack", "--ctstate",         "NEW",
-          "-m",       "comment",   "--comment",         std::string(k_rule_comment),
-          "-j",       "REJECT"};
-}
-
 // Runs `fn` on its own thread and gives up after `timeout`; a hung libvirt or disk must not
 // hang /doctor. The thread is left to finish on its own.
 check_result boxed_check(std::string name, std::chrono::milliseconds timeout,
@@ -211,19 +203,54 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
   // QEMU runs as another user: it must be able to traverse down to its files.
   fs::permissions(config_.state_dir / "vms",
                   fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
-  if (const passwd* pw = ::getpwnam(config_.qemu_user.c_str()); pw != nullptr) {
+  qemu_user_ = config_.qemu_user;
+  {
+    std::ifstream in(config_.qemu_conf);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (auto user = qemu_conf_user(text)) {
+      qemu_user_ = *user;
+    }
+  }
+  // qemu.conf also takes "+<uid>", a uid with or without a passwd entry.
+  if (!qemu_user_.empty() && qemu_user_.front() == '+') {
+    unsigned uid = 0;
+    const char* first = qemu_user_.data() + 1;
+    const char* last = qemu_user_.data() + qemu_user_.size();
+    const auto [end, ec] = std::from_chars(first, last, uid);
+    if (ec != std::errc{} || end != last || first == last) {
+      throw std::runtime_error("cannot read user = \"" + qemu_user_ + "\" in " +
+                               config_.qemu_conf.string());
+    }
+    const passwd* pw = ::getpwuid(uid);
+    qemu_uid_ = uid;
+    qemu_gid_ = pw != nullptr ? pw->pw_gid : uid;
+  } else if (const passwd* pw = ::getpwnam(qemu_user_.c_str()); pw != nullptr) {
     qemu_uid_ = pw->pw_uid;
     qemu_gid_ = pw->pw_gid;
   }
   if (config_.isolate_host) {
-    if (auto ok = ensure_isolation_rule(); !ok) {
+    egress_policy policy;
+    policy.internet = config_.guest_internet;
+    policy.entries = config_.guest_egress;
+    firewall_ = std::make_unique<iptables_egress_firewall>(std::move(policy));
+    if (auto ok = assert_firewall(std::nullopt); !ok) {
       throw std::runtime_error(ok.error().message);
     }
+    firewall_thread_ = std::thread([this] { firewall_loop(); });
   }
   (void)connect();
 }
 
-libvirt_driver::~libvirt_driver() = default;
+libvirt_driver::~libvirt_driver() {
+  {
+    const std::lock_guard lock(stop_mutex_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (firewall_thread_.joinable()) {
+    firewall_thread_.join();
+  }
+}
 
 fs::path libvirt_driver::host_dir(std::string_view host_id) const {
   return config_.state_dir / "vms" / std::string(host_id);
@@ -244,20 +271,61 @@ std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect() {
   return conn_;
 }
 
-bool libvirt_driver::isolation_rule_present() const {
-  return cloudinit::run_argv(isolation_rule_args("-C", config_.qemu_user)).exit_code == 0;
+result<void> libvirt_driver::assert_firewall(std::optional<unsigned> observed_uid) {
+  const std::lock_guard lock(firewall_mutex_);
+  std::vector<unsigned> uids = firewall_uids_;
+  if (uids.empty()) {
+    if (!qemu_uid_) {
+      return make_error(errc::unavailable, "QEMU's user " + qemu_user_ +
+                                               " does not exist: guests cannot be firewalled");
+    }
+    uids.push_back(*qemu_uid_);
+  }
+  if (observed_uid) {
+    if (std::find(uids.begin(), uids.end(), *observed_uid) != uids.end()) {
+      return {};
+    }
+    // qemu.conf changed under a running libvirtd, or was never what it said: cover the new
+    // uid too, and keep covering the old one for the guests still running under it.
+    spdlog::warn("QEMU runs as uid {}, not as {} ({}): the guest firewall covers it too",
+                 *observed_uid, qemu_user_, uids.front());
+    uids.push_back(*observed_uid);
+  }
+  // Root's packets are this host's own: a rule matching them would cut litterboxd off
+  // while guests still could not be told apart.
+  if (std::find(uids.begin(), uids.end(), 0U) != uids.end()) {
+    return make_error(errc::unavailable,
+                      "QEMU runs as root, so guests cannot be kept off this host's services "
+                      "and private networks; set user = \"libvirt-qemu\" and group = "
+                      "\"kvm\" in " +
+                          config_.qemu_conf.string() + " and restart libvirtd");
+  }
+  if (auto ok = firewall_->apply(uids); !ok) {
+    return ok.error();
+  }
+  firewall_uids_ = std::move(uids);
+  return {};
 }
 
-result<void> libvirt_driver::ensure_isolation_rule() {
-  if (isolation_rule_present()) {
-    return {};
+void libvirt_driver::firewall_loop() {
+  std::unique_lock lock(stop_mutex_);
+  while (!stop_cv_.wait_for(lock, config_.firewall_interval, [this] { return stopping_; })) {
+    lock.unlock();
+    std::vector<unsigned> uids;
+    {
+      const std::lock_guard fw(firewall_mutex_);
+      uids = firewall_uids_;
+    }
+    // Someone else's iptables-restore, a flush or a rule inserted above ours: log what was
+    // found, then rebuild either way (content can drift without the count changing).
+    if (const auto state = firewall_->inspect(uids); !state.ok) {
+      spdlog::warn("guest egress firewall was not in force ({}); re-asserting it", state.detail);
+    }
+    if (auto ok = assert_firewall(std::nullopt); !ok) {
+      spdlog::error("cannot re-assert the guest egress firewall: {}", ok.error().message);
+    }
+    lock.lock();
   }
-  const auto r = cloudinit::run_argv(isolation_rule_args("-I", config_.qemu_user));
-  if (r.exit_code != 0) {
-    return make_error(errc::unavailable,
-                      "cannot install the guest isolation rule: " + r.output.substr(0, 300));
-  }
-  return {};
 }
 
 result<std::string> libvirt_driver::prepare_image(std::string_view image) {
@@ -267,6 +335,12 @@ result<std::string> libvirt_driver::prepare_image(std::string_view image) {
 result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (!valid_host_id(spec.host_id)) {
     return make_error(errc::vm_create_failed, "malformed host id");
+  }
+  // No guest starts unless its firewall is in force right now.
+  if (firewall_) {
+    if (auto ok = assert_firewall(std::nullopt); !ok) {
+      return ok.error();
+    }
   }
   const auto conn = connect();
   if (!conn) {
@@ -348,6 +422,19 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   }
   if (virDomainCreate(dom.get()) != 0) {
     return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
+  }
+  // The firewall matches uids: make sure the one this QEMU really runs as is among them
+  // (qemu.conf may have changed under a running libvirtd). The guest is still in its
+  // kernel here, well before its network is up.
+  if (firewall_) {
+    for (const auto& q : running_qemu_processes()) {
+      if (q.domain != spec.name) {
+        continue;
+      }
+      if (auto ok = assert_firewall(q.uid); !ok) {
+        return fail(errc::vm_create_failed, ok.error().message);
+      }
+    }
   }
   return {};
 }
@@ -514,6 +601,97 @@ result<int> libvirt_driver::collect_images(const std::set<std::string>& in_use) 
   return images_.collect(in_use);
 }
 
+std::vector<std::string> libvirt_driver::owned_domain_names() {
+  std::vector<std::string> names;
+  const auto conn = connect();
+  if (!conn) {
+    return names;
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+  for (int i = 0; i < n; ++i) {
+    const domain_ptr dom(doms[i]);
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta == nullptr) {
+      continue;
+    }
+    const bool ours = !metadata_host_id(meta, config_.owner).empty();
+    std::free(meta);
+    if (const char* name = virDomainGetName(dom.get()); ours && name != nullptr) {
+      names.emplace_back(name);
+    }
+  }
+  std::free(doms);
+  return names;
+}
+
+check_result libvirt_driver::isolation_check() {
+  check_result r;
+  r.hint =
+      "litterboxd re-asserts the firewall every " +
+      std::to_string(
+          std::chrono::duration_cast<std::chrono::seconds>(config_.firewall_interval).count()) +
+      " s and before each create; if this persists, look for rules above the jump in "
+      "`iptables -S OUTPUT` / `ip6tables -S OUTPUT` and check user in " +
+      config_.qemu_conf.string();
+  std::vector<unsigned> uids;
+  {
+    const std::lock_guard lock(firewall_mutex_);
+    uids = firewall_uids_;
+  }
+  if (uids.empty()) {
+    r.detail = "the guest egress firewall was never installed";
+    return r;
+  }
+  // The uid QEMU really runs as: every running guest of ours must be covered by the rules.
+  const auto names = owned_domain_names();
+  for (const auto& q : running_qemu_processes()) {
+    if (std::find(uids.begin(), uids.end(), q.uid) == uids.end() &&
+        std::find(names.begin(), names.end(), q.domain) != names.end()) {
+      r.detail = "QEMU of " + q.domain + " (pid " + std::to_string(q.pid) + ") runs as uid " +
+                 std::to_string(q.uid) + ", which the firewall does not match";
+      return r;
+    }
+  }
+  const auto state = firewall_->inspect(uids);
+  if (!state.ok) {
+    r.detail = state.detail;
+    return r;
+  }
+  // The rules are in place; prove they work: as each of QEMU's uids, a connection to a
+  // listener on this host must fail.
+  const auto probe_timeout = std::chrono::milliseconds(1000);
+  for (const auto uid : uids) {
+    const unsigned gid = qemu_gid_.value_or(uid);
+    for (const auto family : {ip_family::v4, ip_family::v6}) {
+      const auto outcome = probe_local_connect(family, uid, gid, probe_timeout);
+      const std::string loopback = family == ip_family::v4 ? "127.0.0.1" : "[::1]";
+      if (outcome == probe_outcome::connected) {
+        r.detail = "a process running as uid " + std::to_string(uid) + " reached a listener on " +
+                   loopback + ": a rule lets QEMU's connections past the firewall";
+        return r;
+      }
+      if (outcome == probe_outcome::unavailable && family == ip_family::v4) {
+        r.detail = "cannot probe the firewall as uid " + std::to_string(uid) + " (not root?)";
+        return r;
+      }
+    }
+  }
+  std::string reach = "nothing";
+  if (config_.guest_internet) {
+    reach = "public addresses";
+    for (const auto& e : config_.guest_egress) {
+      reach += (e.allow ? ", " : ", not ") + e.block.text();
+    }
+  }
+  r.ok = true;
+  r.hint.clear();
+  r.detail =
+      state.detail + "; connections as QEMU's uid to this host were refused; guests reach " + reach;
+  return r;
+}
+
 std::vector<check_result> libvirt_driver::doctor() {
   std::vector<check_result> out;
   const auto timeout = config_.check_timeout;
@@ -568,16 +746,7 @@ std::vector<check_result> libvirt_driver::doctor() {
     return r;
   }));
   if (config_.isolate_host) {
-    out.push_back(boxed_check("guest_isolation", timeout, [this] {
-      check_result r;
-      r.ok = isolation_rule_present();
-      r.detail = r.ok ? "guests cannot open connections to this host's addresses"
-                      : "the firewall rule keeping guests off host services is missing";
-      if (!r.ok) {
-        r.hint = "restart litterboxd as root (it installs the iptables OUTPUT rule)";
-      }
-      return r;
-    }));
+    out.push_back(boxed_check("guest_isolation", timeout, [this] { return isolation_check(); }));
   }
   return out;
 }

@@ -2,14 +2,18 @@
 
 #include "hypervisor/driver.hpp"
 #include "hypervisor/libvirt/domain_xml.hpp"
+#include "hypervisor/libvirt/egress_firewall.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace litterbox::hypervisor {
 
@@ -59,11 +63,14 @@ struct libvirt_config {
   std::filesystem::path initrd;        ///< LITTERBOX_INITRD
   std::string cmdline = default_cmdline();
   std::string owner = "litterbox";         ///< owner tag in domain metadata
-  std::string qemu_user = "libvirt-qemu";  ///< the uid QEMU runs as
-  bool guest_internet = true;              ///< false: QEMU `restrict=on`, the guest reaches nothing
-  bool isolate_host = true;  ///< install the firewall rule keeping guests off host services
-  std::chrono::milliseconds poll_interval{250};   ///< console/domain polling while booting
-  std::chrono::milliseconds check_timeout{3000};  ///< per /doctor check
+  std::string qemu_user = "libvirt-qemu";  ///< QEMU's user when qemu.conf names none
+  std::filesystem::path qemu_conf = "/etc/libvirt/qemu.conf";  ///< its `user` wins when set
+  bool guest_internet = true;  ///< false: QEMU `restrict=on` and a firewall that passes nothing
+  bool isolate_host = true;    ///< keep the guest egress firewall in force (see egress_firewall)
+  std::vector<egress_entry> guest_egress;  ///< LITTERBOX_GUEST_EGRESS, checked before defaults
+  std::chrono::milliseconds firewall_interval{30000};  ///< how often the firewall is re-asserted
+  std::chrono::milliseconds poll_interval{250};        ///< console/domain polling while booting
+  std::chrono::milliseconds check_timeout{3000};       ///< per /doctor check
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -71,9 +78,11 @@ struct libvirt_config {
 /// line on the serial console plus a pinned-key SSH handshake. Thread-safe.
 class libvirt_driver final : public driver {
  public:
-  /// Connects to libvirt and, if configured, installs the guest isolation firewall rule.
+  /// Connects to libvirt and, if configured, installs the guest egress firewall for the uid
+  /// QEMU runs as, then re-asserts it every firewall_interval and before each create_vm.
   /// Throws std::runtime_error when the configuration is unusable (unknown accel, no state
-  /// dir); an unreachable libvirt is not fatal here (reconnects on use, reported by doctor).
+  /// dir, QEMU running as root, the firewall cannot be installed); an unreachable libvirt is
+  /// not fatal here (reconnects on use, reported by doctor).
   libvirt_driver(libvirt_config config, base_images& images);
   ~libvirt_driver() override;
   libvirt_driver(const libvirt_driver&) = delete;
@@ -101,8 +110,10 @@ class libvirt_driver final : public driver {
  private:
   struct connection;
   std::shared_ptr<connection> connect();
-  result<void> ensure_isolation_rule();
-  bool isolation_rule_present() const;
+  result<void> assert_firewall(std::optional<unsigned> observed_uid);
+  check_result isolation_check();
+  std::vector<std::string> owned_domain_names();
+  void firewall_loop();
 
   libvirt_config config_;
   base_images& images_;
@@ -111,6 +122,15 @@ class libvirt_driver final : public driver {
   std::shared_ptr<connection> conn_;
   std::optional<unsigned int> qemu_uid_;
   std::optional<unsigned int> qemu_gid_;
+  std::string qemu_user_;  // the user QEMU runs as: qemu.conf's, else config_.qemu_user
+
+  std::unique_ptr<egress_firewall> firewall_;
+  std::mutex firewall_mutex_;
+  std::vector<unsigned> firewall_uids_;  // guarded by firewall_mutex_; empty until applied
+  std::mutex stop_mutex_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread firewall_thread_;
 };
 
 }  // namespace litterbox::hypervisor
