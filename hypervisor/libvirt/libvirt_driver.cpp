@@ -1,7 +1,7 @@
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
+#include "base/process.hpp"
 #include "base/secret.hpp"
-#include "cloud-init/run.hpp"
 #include "cloud-init/seed.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/ssh/probe.hpp"
@@ -30,6 +30,28 @@ namespace {
 
 constexpr std::string_view k_rule_comment = "litterbox-guest-isolation";
 constexpr std::size_t k_tail_bytes = 2048;
+// Deadlines of the tools create_vm and the isolation rule run (`iptables -w` waits for the
+// xtables lock: a wedged holder must not hold a create or /doctor forever).
+constexpr std::chrono::seconds k_iptables_timeout{30};
+constexpr std::chrono::seconds k_qemu_img_timeout{60};
+constexpr std::chrono::seconds k_seed_timeout{60};
+
+/// True when `argv` ran to completion with exit status 0 within `timeout`.
+bool tool_succeeded(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  const auto r = run_process(argv, timeout);
+  return r && !r->timed_out && r->exit_code == 0;
+}
+
+/// What a failed tool run says, for an error message: its stderr, or why it did not finish.
+std::string tool_failure_text(const result<process_output>& r) {
+  if (!r) {
+    return r.error().message;
+  }
+  if (r->timed_out) {
+    return "timed out";
+  }
+  return r->err.substr(0, 300);
+}
 
 void ignore_libvirt_error(void* /*user*/, virErrorPtr /*err*/) {}
 
@@ -226,17 +248,17 @@ std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect() {
 }
 
 bool libvirt_driver::isolation_rule_present() const {
-  return cloudinit::run_argv(isolation_rule_args("-C", config_.qemu_user)).exit_code == 0;
+  return tool_succeeded(isolation_rule_args("-C", config_.qemu_user), k_iptables_timeout);
 }
 
 result<void> libvirt_driver::ensure_isolation_rule() {
   if (isolation_rule_present()) {
     return {};
   }
-  const auto r = cloudinit::run_argv(isolation_rule_args("-I", config_.qemu_user));
-  if (r.exit_code != 0) {
+  const auto r = run_process(isolation_rule_args("-I", config_.qemu_user), k_iptables_timeout);
+  if (!r || r->timed_out || r->exit_code != 0) {
     return make_error(errc::unavailable,
-                      "cannot install the guest isolation rule: " + r.output.substr(0, 300));
+                      "cannot install the guest isolation rule: " + tool_failure_text(r));
   }
   return {};
 }
@@ -280,10 +302,11 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (spec.disk_gb) {
     argv.push_back(std::to_string(*spec.disk_gb) + "G");
   }
-  if (const auto r = cloudinit::run_argv(argv); r.exit_code != 0) {
-    const bool full = r.output.find("No space") != std::string::npos;
+  if (const auto r = run_process(argv, k_qemu_img_timeout);
+      !r || r->timed_out || r->exit_code != 0) {
+    const bool full = r && r->err.find("No space") != std::string::npos;
     return fail(full ? errc::insufficient_disk : errc::vm_create_failed,
-                "cannot create the disk overlay: " + r.output.substr(0, 300));
+                "cannot create the disk overlay: " + tool_failure_text(r));
   }
   ::chmod(disk.c_str(), 0600);
 
@@ -301,7 +324,7 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
     return fail(errc::vm_create_failed, "cannot render the seed: " + files.error().message);
   }
   const fs::path seed_path = dir / "seed.iso";
-  if (auto ok = cloudinit::write_seed_image(*files, seed_path); !ok) {
+  if (auto ok = cloudinit::write_seed_image(*files, seed_path, k_seed_timeout); !ok) {
     return fail(errc::vm_create_failed, ok.error().message);
   }
   const fs::path console_path = dir / "console.log";
