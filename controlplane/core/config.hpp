@@ -63,6 +63,10 @@ struct config {
   std::chrono::seconds http_idle_timeout{30};  ///< LITTERBOX_HTTP_IDLE_TIMEOUT
   std::string log_level = "info";              ///< LITTERBOX_LOG_LEVEL
   bool log_json = false;                       ///< LITTERBOX_LOG_FORMAT=json
+
+  /// LITTERBOX_MAX_CONNECTIONS: HTTP connections served at once; more are answered 503
+  /// CAPACITY and closed.
+  int max_connections = 512;
 };
 
 /// The sizes every deployment offers unless LITTERBOX_INSTANCE_TYPES says otherwise.

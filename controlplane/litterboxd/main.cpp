@@ -313,6 +313,11 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_HTTP_IDLE_TIMEOUT")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd.add_option("--max-connections", c.max_connections,
+                 "HTTP connections served at once; more get 503 CAPACITY")
+      ->envname("LITTERBOX_MAX_CONNECTIONS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--log-level", c.log_level, "trace | debug | info | warn | error | critical")
       ->envname("LITTERBOX_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
