@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/prctl.h>
 #include <system_error>
 #include <vector>
 
@@ -618,6 +619,10 @@ int run(int argc, char** argv) {
 }  // namespace litterbox::litterboxd
 
 int main(int argc, char** argv) {
+  // This process holds DATABASE_URL, SERVICE_TOKENS and minted private keys: no core dumps,
+  // and no ptrace or /proc/<pid>/{mem,environ} for other processes of the same user.
+  // Before anything else, so that no secret is ever held while dumpable.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   try {
     return litterbox::litterboxd::run(argc, argv);
   } catch (const std::exception& e) {

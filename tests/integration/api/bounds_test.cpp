@@ -1,5 +1,6 @@
 #include "base/process.hpp"
 #include "tests/integration/api/api_fixture.hpp"
+#include "tests/support/pg_database.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -234,6 +236,73 @@ TEST_F(stuck_create, ReplayOfAStuckCreateAnswersAtTheCreatesDeadlineInsteadOfWai
     EXPECT_EQ(h["id"], id);
     EXPECT_NE(h["status"], "active");
   }
+}
+
+// The secret-holding daemon runs as an unprivileged user here, so that "another process of
+// the same user" is a real, unprivileged attacker (root could read anything anyway).
+constexpr int k_nobody = 65534;
+
+std::vector<std::string> as_nobody(std::vector<std::string> argv) {
+  std::vector<std::string> out{"setpriv", "--reuid=" + std::to_string(k_nobody),
+                               "--regid=" + std::to_string(k_nobody), "--clear-groups"};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+TEST(secrets, DaemonIsNotDumpableSoSameUserProcessesCannotReadItsEnvironmentOrMemory) {
+  test_database db;
+  std::string tmpl = (std::filesystem::temp_directory_path() / "lb-dumpable-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir(tmpl);
+  const auto state = dir / "state";
+  std::filesystem::create_directory(state);
+  ASSERT_EQ(::chown(state.c_str(), k_nobody, k_nobody), 0);
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+  // litterboxd_process runs `<binary> serve … --port-file <dir>/port …`: the wrapper lets
+  // the unprivileged daemon write its port file, then becomes it (same pid).
+  const auto wrapper = dir / "litterboxd-as-nobody";
+  {
+    std::ofstream w(wrapper);
+    w << "#!/bin/sh\nchown " << k_nobody
+      << " \"$(dirname \"$6\")\"\nexec setpriv --reuid=" << k_nobody << " --regid=" << k_nobody
+      << " --clear-groups " << LB_LITTERBOXD_PATH << " \"$@\"\n";
+  }
+  ASSERT_EQ(::chmod(wrapper.c_str(), 0755), 0);
+  litterboxd_options o;
+  o.binary = wrapper;
+  o.database_url = db.url();
+  o.service_tokens = {std::string(k_token)};
+  o.args = {"--state-dir", state.string()};
+  auto daemon = std::make_unique<litterboxd_process>(std::move(o));
+  const std::string proc = "/proc/" + std::to_string(daemon->pid());
+
+  // Control: a dumpable process of that user is readable by its peers, so the check below
+  // is able to fail.
+  const auto control = run_process(
+      as_nobody({"sh", "-c",
+                 "sleep 30 > /dev/null 2>&1 & p=$!; cat /proc/$p/environ > /dev/null && echo "
+                 "readable; kill $p"}),
+      10s);
+  ASSERT_TRUE(control);
+  ASSERT_EQ(control->out, "readable\n") << control->err;
+
+  const auto environ = run_process(as_nobody({"cat", proc + "/environ"}), 10s);
+  ASSERT_TRUE(environ);
+  EXPECT_NE(environ->exit_code, 0);
+  EXPECT_EQ(environ->out.find("SERVICE_TOKENS"), std::string::npos);
+  EXPECT_NE(environ->err.find("Permission denied"), std::string::npos) << environ->err;
+  const auto mem = run_process(as_nobody({"head", "-c", "1", proc + "/mem"}), 10s);
+  ASSERT_TRUE(mem);
+  EXPECT_NE(mem->exit_code, 0);
+  // The kernel hands a non-dumpable process's /proc files to root.
+  struct stat st {};
+  ASSERT_EQ(::stat((proc + "/environ").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0U);
+  EXPECT_TRUE(daemon->running()) << daemon->output_tail();
+
+  daemon.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace
