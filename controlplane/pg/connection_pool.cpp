@@ -4,6 +4,10 @@
 
 #include <pqxx/except>
 
+#include <algorithm>
+#include <libpq-fe.h>
+#include <map>
+#include <memory>
 #include <utility>
 
 namespace litterbox::controlplane::pg {
@@ -104,6 +108,99 @@ std::string with_connect_timeout(std::string url, int seconds) {
   }
   url += "connect_timeout=" + value;
   return url;
+}
+
+namespace {
+
+/// A value quoted for a key=value connection string.
+std::string conninfo_quote(std::string_view value) {
+  std::string out = "'";
+  for (const char c : value) {
+    if (c == '\'' || c == '\\') {
+      out.push_back('\\');
+    }
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+/// True when a backend `options` string already sets GUC `name` (`-c name=…`, `-cname=…` or
+/// `--name=…`).
+bool options_set(std::string_view options, std::string_view name) {
+  for (std::size_t at = options.find(name); at != std::string_view::npos;
+       at = options.find(name, at + 1)) {
+    const bool ends = at + name.size() < options.size() && options[at + name.size()] == '=';
+    const auto before = options.substr(0, at);
+    const bool starts = before.ends_with("-c ") || before.ends_with("-c") ||
+                        before.ends_with("--") || before.ends_with("-c\t");
+    if (ends && starts) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+result<std::string> with_session_limits(const std::string& url, const session_limits& limits) {
+  char* err = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
+      PQconninfoParse(url.c_str(), &err), &PQconninfoFree);
+  if (err != nullptr) {
+    PQfreemem(err);
+  }
+  if (!parsed) {
+    return make_error(errc::internal, "DATABASE_URL is not a valid libpq connection string");
+  }
+  std::vector<std::pair<std::string, std::string>> params;
+  std::map<std::string, std::string, std::less<>> given;
+  for (const PQconninfoOption* o = parsed.get(); o->keyword != nullptr; ++o) {
+    if (o->val != nullptr) {
+      params.emplace_back(o->keyword, o->val);
+      given.emplace(o->keyword, o->val);
+    }
+  }
+  const auto add = [&](const char* key, long long value) {
+    if (value > 0 && !given.contains(key)) {
+      params.emplace_back(key, std::to_string(value));
+    }
+  };
+  const auto ms = [](std::chrono::milliseconds d) { return static_cast<long long>(d.count()); };
+  const auto tcp_s = std::chrono::duration_cast<std::chrono::seconds>(limits.tcp_timeout).count();
+  add("connect_timeout", limits.connect_timeout.count());
+  if (limits.tcp_timeout.count() > 0) {
+    add("keepalives", 1);
+    add("keepalives_idle", std::max<long long>(1, tcp_s / 3));
+    add("keepalives_interval", std::max<long long>(1, tcp_s / 6));
+    add("keepalives_count", 3);
+    add("tcp_user_timeout", ms(limits.tcp_timeout));
+  }
+  std::string options;
+  if (const auto it = given.find("options"); it != given.end()) {
+    options = it->second;
+  }
+  const std::string user_options = options;
+  for (const auto& [name, value] :
+       {std::pair{"statement_timeout", limits.statement_timeout},
+        std::pair{"lock_timeout", limits.lock_timeout},
+        std::pair{"idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout}}) {
+    if (value.count() > 0 && !options_set(user_options, name)) {
+      options += (options.empty() ? "" : " ");
+      options += "-c " + std::string(name) + "=" + std::to_string(ms(value));
+    }
+  }
+  std::string out;
+  for (const auto& [key, value] : params) {
+    if (key == "options") {
+      continue;
+    }
+    out += (out.empty() ? "" : " ") + key + "=" + conninfo_quote(value);
+  }
+  if (!options.empty()) {
+    out += (out.empty() ? "" : " ") + std::string("options=") + conninfo_quote(options);
+  }
+  return out;
 }
 
 }  // namespace litterbox::controlplane::pg

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "base/result.hpp"
+#include "controlplane/pg/session_limits.hpp"
 
 #include <pqxx/connection>
 
@@ -81,5 +82,12 @@ class connection_pool {
 /// `url` with a libpq connect_timeout added unless it names one, so a server that does not
 /// answer cannot block a caller for the kernel's TCP timeout.
 std::string with_connect_timeout(std::string url, int seconds);
+
+/// `url` (a libpq URI or key=value string) as a key=value connection string with `limits`
+/// added for every parameter it does not set itself: what the operator wrote in DATABASE_URL
+/// wins, key by key, and inside `options` GUC by GUC (`-c statement_timeout=…` there is kept,
+/// the other bounds are appended). Errors: internal when libpq cannot parse `url` (the
+/// message never repeats the URL, which may carry a password).
+result<std::string> with_session_limits(const std::string& url, const session_limits& limits);
 
 }  // namespace litterbox::controlplane::pg

@@ -1,5 +1,6 @@
 #include "controlplane/pg/pg_store.hpp"
 
+#include "base/log.hpp"
 #include "base/time.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
@@ -226,7 +227,12 @@ error cas_failure(pqxx::transaction_base& tx, const std::string& id) {
                     "host is " + r[0][0].as<std::string>() + "; the operation is not allowed");
 }
 
-enum class failure_kind { retry, broken, in_doubt, other };
+enum class failure_kind { retry, broken, in_doubt, timed_out, other };
+
+bool timeout_state(const std::string& sqlstate) {
+  // 57014: canceled by statement_timeout; 55P03: lock_timeout.
+  return sqlstate == "57014" || sqlstate == "55P03";
+}
 
 bool connection_lost_state(const std::string& sqlstate) {
   // Class 08: connection exception; 57P01..03: the server is shutting down or starting.
@@ -261,7 +267,7 @@ failure_kind classify(pqxx::connection& conn, std::string& what) {
       msg.resize(nl);
     }
     what = "sqlstate " + e.sqlstate() + ": " + msg;
-    return failure_kind::other;
+    return timeout_state(e.sqlstate()) ? failure_kind::timed_out : failure_kind::other;
   } catch (const std::exception& e) {
     if (!conn.is_open()) {
       what = "connection lost";
@@ -300,7 +306,7 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
         if (attempt < max_attempts) {
           continue;
         }
-        spdlog::warn("pg_store {}: giving up after {} attempts: {}", op, attempt, what);
+        spdlog::warn("pg_store {}: giving up after {} attempts: {}", op, attempt, log_escape(what));
         return make_error(errc::unavailable, "database unavailable: too much contention");
       case failure_kind::broken:
         l.mark_broken();
@@ -320,8 +326,11 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
         pool.drop_idle();
         spdlog::error("pg_store {}: {}", op, what);
         return make_error(errc::unavailable, "database unavailable");
+      case failure_kind::timed_out:
+        spdlog::warn("pg_store {}: {}", op, log_escape(what));
+        return make_error(errc::unavailable, "database unavailable: statement or lock timeout");
       case failure_kind::other:
-        spdlog::error("pg_store {}: {}", op, what);
+        spdlog::error("pg_store {}: {}", op, log_escape(what));
         return make_error(errc::internal, "database error");
     }
   }
@@ -332,9 +341,11 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
 using detail::run;
 
 pg_store::pg_store(std::string url, std::size_t pool_size,
-                   std::chrono::milliseconds acquire_timeout)
-    : pool_(std::make_unique<connection_pool>(with_connect_timeout(std::move(url), 5), pool_size,
-                                              acquire_timeout, prepare_all)) {}
+                   std::chrono::milliseconds acquire_timeout, const session_limits& limits) {
+  const std::string bounded = with_session_limits(url, limits).value();
+  pool_ = std::make_unique<connection_pool>(bounded, pool_size, acquire_timeout, prepare_all);
+  heartbeat_pool_ = std::make_unique<connection_pool>(bounded, 1, acquire_timeout, prepare_all);
+}
 
 pg_store::~pg_store() = default;
 
@@ -620,7 +631,9 @@ result<void> pg_store::heartbeat(std::string_view instance_id, std::string_view 
     return make_error(errc::internal, "instance id is not a UUID");
   }
   const std::string host(hostname);
-  return run<void>(*pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
+  // Its own connection: a request pool busy with slow calls must not make this instance look
+  // dead to the others (whose recovery would then take over its creates).
+  return run<void>(*heartbeat_pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
     pqxx::nontransaction tx(conn);
     tx.exec_prepared("heartbeat", *id, host, pid, ts(now));
     return {};
