@@ -54,6 +54,14 @@ struct libvirt_config {
   bool isolate_host = true;  ///< install the firewall rule keeping guests off host services
   std::chrono::milliseconds poll_interval{250};   ///< console/domain polling while booting
   std::chrono::milliseconds check_timeout{3000};  ///< per /doctor check
+  /// How long a call waits for a connection to libvirtd to open. libvirt's open has no
+  /// timeout of its own: one open runs at a time, on a thread that is abandoned (and cleans
+  /// up after itself) if libvirtd never answers.
+  std::chrono::milliseconds connect_timeout{10'000};
+  /// libvirt keepalive on every connection: a libvirtd that stops answering is declared dead
+  /// (and calls in progress fail) after about interval × (count + 1).
+  std::chrono::seconds keepalive_interval{5};
+  unsigned int keepalive_count = 3;
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -87,15 +95,22 @@ class libvirt_driver final : public driver {
 
  private:
   struct connection;
-  std::shared_ptr<connection> connect();
+  struct open_attempt;
+  class event_loop;
+  /// The live connection, opened if needed; waits at most config_.connect_timeout and never
+  /// holds mutex_ while libvirtd is being waited for. nullptr when libvirt is unreachable,
+  /// with the reason in `*why` when given.
+  std::shared_ptr<connection> connect(std::string* why = nullptr);
   result<void> ensure_isolation_rule();
   bool isolation_rule_present() const;
 
   libvirt_config config_;
   base_images& images_;
   accel accel_;
+  std::shared_ptr<event_loop> events_;  ///< runs libvirt's event loop (keepalive) while we live
   std::mutex mutex_;
   std::shared_ptr<connection> conn_;
+  std::shared_ptr<open_attempt> opening_;  ///< the one open in progress, if any
   std::optional<unsigned int> qemu_uid_;
   std::optional<unsigned int> qemu_gid_;
 };
