@@ -3,39 +3,123 @@
 #include "controlplane/core/errc.hpp"
 
 #include <pqxx/except>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <map>
 #include <memory>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <utility>
 
 namespace litterbox::controlplane::pg {
 
 connection_pool::lease::lease(connection_pool& pool, std::unique_ptr<pqxx::connection> conn,
                               bool fresh)
-    : pool_(&pool), conn_(std::move(conn)), fresh_(fresh) {}
+    : pool_(&pool), conn_(std::move(conn)), fresh_(fresh), watch_(pool.watch(*conn_)) {}
 
 connection_pool::lease::lease(lease&& other) noexcept
     : pool_(other.pool_),
       conn_(std::move(other.conn_)),
       fresh_(other.fresh_),
-      broken_(other.broken_) {}
+      broken_(other.broken_),
+      watch_(std::exchange(other.watch_, 0)) {}
 
 connection_pool::lease::~lease() {
+  // Off the watchdog first: its descriptor must not outlive the entry.
+  pool_->unwatch(watch_);
   if (conn_) {
     pool_->give_back(std::move(conn_), broken_);
   }
 }
 
 connection_pool::connection_pool(std::string url, std::size_t size,
-                                 std::chrono::milliseconds acquire_timeout, on_connect setup)
+                                 std::chrono::milliseconds acquire_timeout, on_connect setup,
+                                 std::chrono::milliseconds call_timeout)
     : url_(std::move(url)),
       size_(size == 0 ? 1 : size),
       acquire_timeout_(acquire_timeout),
-      setup_(std::move(setup)) {}
+      setup_(std::move(setup)),
+      call_timeout_(call_timeout) {
+  if (call_timeout_.count() > 0) {
+    watchdog_ = std::thread([this] { run_watchdog(); });
+  }
+}
 
-connection_pool::~connection_pool() = default;
+connection_pool::~connection_pool() {
+  if (watchdog_.joinable()) {
+    {
+      const std::lock_guard lock(watch_mutex_);
+      stopping_ = true;
+    }
+    watch_cv_.notify_all();
+    watchdog_.join();
+  }
+}
+
+std::uint64_t connection_pool::watch(const pqxx::connection& conn) {
+  if (call_timeout_.count() <= 0 || conn.sock() < 0) {
+    return 0;
+  }
+  const int fd = ::fcntl(conn.sock(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    return 0;
+  }
+  std::uint64_t id = 0;
+  {
+    const std::lock_guard lock(watch_mutex_);
+    id = next_watch_++;
+    watched_.emplace(id, watched{fd, std::chrono::steady_clock::now() + call_timeout_, false});
+  }
+  watch_cv_.notify_all();
+  return id;
+}
+
+void connection_pool::unwatch(std::uint64_t id) {
+  if (id == 0) {
+    return;
+  }
+  int fd = -1;
+  {
+    const std::lock_guard lock(watch_mutex_);
+    const auto it = watched_.find(id);
+    if (it == watched_.end()) {
+      return;
+    }
+    fd = it->second.fd;
+    watched_.erase(it);
+  }
+  ::close(fd);
+}
+
+void connection_pool::run_watchdog() {
+  std::unique_lock lock(watch_mutex_);
+  while (!stopping_) {
+    auto next = std::chrono::steady_clock::time_point::max();
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& [id, w] : watched_) {
+      if (w.fired) {
+        continue;
+      }
+      if (w.deadline <= now) {
+        // The call blocked on this socket now sees the connection end and fails.
+        ::shutdown(w.fd, SHUT_RDWR);
+        w.fired = true;
+        spdlog::warn("database call exceeded {} ms; dropping its connection",
+                     call_timeout_.count());
+      } else {
+        next = std::min(next, w.deadline);
+      }
+    }
+    if (next == std::chrono::steady_clock::time_point::max()) {
+      watch_cv_.wait(lock);
+    } else {
+      watch_cv_.wait_until(lock, next);
+    }
+  }
+}
 
 result<connection_pool::lease> connection_pool::acquire() {
   {

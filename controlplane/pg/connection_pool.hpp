@@ -8,10 +8,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace litterbox::controlplane::pg {
@@ -45,12 +48,17 @@ class connection_pool {
     std::unique_ptr<pqxx::connection> conn_;
     bool fresh_;
     bool broken_ = false;
+    std::uint64_t watch_ = 0;  ///< its entry in the pool's watchdog, 0 for none
   };
 
   /// `size` bounds the connections open at once; `acquire_timeout` bounds how long acquire
-  /// waits for one to come back.
+  /// waits for one to come back. `call_timeout` (0: none) bounds how long a lease may be
+  /// held: past it a watchdog shuts the connection's socket down, so a call blocked on a
+  /// server that stopped answering (a stopped or wedged process still ACKs every packet,
+  /// so no TCP timeout fires) fails as a lost connection instead of waiting for ever.
   connection_pool(std::string url, std::size_t size, std::chrono::milliseconds acquire_timeout,
-                  on_connect setup);
+                  on_connect setup,
+                  std::chrono::milliseconds call_timeout = std::chrono::milliseconds(0));
   connection_pool(const connection_pool&) = delete;
   connection_pool& operator=(const connection_pool&) = delete;
   connection_pool(connection_pool&&) = delete;
@@ -67,6 +75,9 @@ class connection_pool {
 
  private:
   void give_back(std::unique_ptr<pqxx::connection> conn, bool broken);
+  std::uint64_t watch(const pqxx::connection& conn);
+  void unwatch(std::uint64_t id);
+  void run_watchdog();
 
   const std::string url_;
   const std::size_t size_;
@@ -77,6 +88,21 @@ class connection_pool {
   std::condition_variable available_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
   std::size_t open_ = 0;  // leased + idle + being opened
+
+  /// A leased connection's socket (our own dup of it: shutting it down reaches the socket
+  /// even if the connection closed its descriptor meanwhile) and when the lease expires.
+  struct watched {
+    int fd = -1;
+    std::chrono::steady_clock::time_point deadline;
+    bool fired = false;
+  };
+  const std::chrono::milliseconds call_timeout_;
+  std::mutex watch_mutex_;
+  std::condition_variable watch_cv_;
+  std::map<std::uint64_t, watched> watched_;
+  std::uint64_t next_watch_ = 1;
+  bool stopping_ = false;
+  std::thread watchdog_;
 };
 
 /// `url` with a libpq connect_timeout added unless it names one, so a server that does not

@@ -343,8 +343,15 @@ using detail::run;
 pg_store::pg_store(std::string url, std::size_t pool_size,
                    std::chrono::milliseconds acquire_timeout, const session_limits& limits) {
   const std::string bounded = with_session_limits(url, limits).value();
-  pool_ = std::make_unique<connection_pool>(bounded, pool_size, acquire_timeout, prepare_all);
-  heartbeat_pool_ = std::make_unique<connection_pool>(bounded, 1, acquire_timeout, prepare_all);
+  // A call outliving its statement timeout plus the TCP bound means the server stopped
+  // answering without the network noticing (a stopped or wedged backend still ACKs).
+  const auto call_timeout = limits.statement_timeout.count() > 0
+                                ? limits.statement_timeout + limits.tcp_timeout
+                                : std::chrono::milliseconds(0);
+  pool_ = std::make_unique<connection_pool>(bounded, pool_size, acquire_timeout, prepare_all,
+                                            call_timeout);
+  heartbeat_pool_ =
+      std::make_unique<connection_pool>(bounded, 1, acquire_timeout, prepare_all, call_timeout);
 }
 
 pg_store::~pg_store() = default;

@@ -2,14 +2,20 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/pg/connection_pool.hpp"
 #include "controlplane/pg/pg_store.hpp"
+#include "tests/support/pg_cluster.hpp"
 #include "tests/support/pg_database.hpp"
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
 #include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace litterbox::controlplane::pg {
 namespace {
@@ -39,6 +45,61 @@ std::string show(pqxx::connection& conn, const std::string& setting) {
   pqxx::nontransaction tx(conn);
   return tx.exec1("SHOW " + setting)[0].as<std::string>();
 }
+
+/// The parent pid of `pid` (0 when it is gone).
+int parent_of(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(')');
+  if (paren == std::string::npos) {
+    return 0;
+  }
+  std::istringstream rest(line.substr(paren + 2));
+  std::string state;
+  int ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+/// Stops (SIGSTOP) the postmaster of a cluster the test started and every one of its
+/// backends, so that the server still holds its sockets (the kernel keeps ACKing) but never
+/// answers; SIGCONT on destruction.
+class frozen_cluster {
+ public:
+  explicit frozen_cluster(const std::string& admin_url) {
+    int postmaster = 0;
+    {
+      pqxx::connection c(admin_url);
+      pqxx::nontransaction tx(c);
+      postmaster = parent_of(tx.exec1("SELECT pg_backend_pid()")[0].as<int>());
+    }
+    if (postmaster <= 1) {
+      throw std::runtime_error("cannot find the postmaster");
+    }
+    pids_.push_back(postmaster);
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const auto name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") == std::string::npos &&
+          parent_of(std::stoi(name)) == postmaster) {
+        pids_.push_back(std::stoi(name));
+      }
+    }
+    for (const int pid : pids_) {
+      ::kill(pid, SIGSTOP);
+    }
+  }
+  ~frozen_cluster() {
+    for (const int pid : pids_) {
+      ::kill(pid, SIGCONT);
+    }
+  }
+  frozen_cluster(const frozen_cluster&) = delete;
+  frozen_cluster& operator=(const frozen_cluster&) = delete;
+
+ private:
+  std::vector<int> pids_;
+};
 
 TEST(SessionLimits, AreAddedToTheUrlAndEverySettingTheUrlMakesItselfWins) {
   test::test_database db;
@@ -137,6 +198,38 @@ TEST(PgStoreBounds, HeartbeatSucceedsWhileEveryRequestConnectionIsBusy) {
   ASSERT_TRUE(blocked_yet);
   EXPECT_TRUE(beat) << beat.error().message;
   EXPECT_TRUE(blocked.get());
+}
+
+TEST(PgStoreBounds, AStoppedServerMakesCallsFailWithinTheStatementAndTcpBounds) {
+  test::test_cluster cluster;
+  test::test_database db(cluster.url());
+  session_limits limits;
+  limits.statement_timeout = 1s;
+  limits.tcp_timeout = 1s;
+  limits.connect_timeout = 2s;
+  pg_store store(db.url(), 2, 2s, limits);
+  const auto r = sample_host();
+  ASSERT_TRUE(store.insert_host(r, std::nullopt, k_now));
+  ASSERT_TRUE(store.get_host(r.host.id));  // a pooled connection to a live backend
+
+  // Declared before the freeze: destroyed after the thaw, so a hung call can finish.
+  std::future<result<host_record>> call;
+  bool ended = false;
+  std::chrono::steady_clock::duration took{};
+  {
+    const frozen_cluster frozen(cluster.url());
+    const auto started = steady::now();
+    call = std::async(std::launch::async, [&] { return store.get_host(r.host.id); });
+    ended = call.wait_for(20s) == std::future_status::ready;
+    took = steady::now() - started;
+  }
+  ASSERT_TRUE(ended) << "a call on a stopped server hung";
+  const auto out = call.get();
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::unavailable) << out.error().message;
+  // The lease watchdog (statement 1 s + TCP 1 s), then one reconnect bounded by connect 2 s.
+  EXPECT_LT(took, 10s);
+  EXPECT_TRUE(store.get_host(r.host.id)) << "calls work again once the server runs";
 }
 
 }  // namespace
