@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <map>
@@ -239,14 +240,21 @@ result<std::string> with_session_limits(const std::string& url, const session_li
   }
   std::vector<std::pair<std::string, std::string>> params;
   std::map<std::string, std::string, std::less<>> given;
+  // Set explicitly means in the URL or in libpq's environment variable for it (PGOPTIONS,
+  // PGCONNECT_TIMEOUT, …), which libpq applies only to parameters the string leaves out.
+  std::map<std::string, std::string, std::less<>> from_env;
   for (const PQconninfoOption* o = parsed.get(); o->keyword != nullptr; ++o) {
     if (o->val != nullptr) {
       params.emplace_back(o->keyword, o->val);
       given.emplace(o->keyword, o->val);
+    } else if (o->envvar != nullptr) {
+      if (const char* v = std::getenv(o->envvar); v != nullptr && *v != '\0') {
+        from_env.emplace(o->keyword, v);
+      }
     }
   }
   const auto add = [&](const char* key, long long value) {
-    if (value > 0 && !given.contains(key)) {
+    if (value > 0 && !given.contains(key) && !from_env.contains(key)) {
       params.emplace_back(key, std::to_string(value));
     }
   };
@@ -263,6 +271,8 @@ result<std::string> with_session_limits(const std::string& url, const session_li
   std::string options;
   if (const auto it = given.find("options"); it != given.end()) {
     options = it->second;
+  } else if (const auto env = from_env.find("options"); env != from_env.end()) {
+    options = env->second;  // setting `options` below replaces PGOPTIONS: carry it over
   }
   const std::string user_options = options;
   for (const auto& [name, value] :

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -123,6 +124,20 @@ TEST(SessionLimits, AreAddedToTheUrlAndEverySettingTheUrlMakesItselfWins) {
   EXPECT_EQ(show(conn, "work_mem"), "8MB");
   EXPECT_EQ(show(conn, "lock_timeout"), "2500ms");
   EXPECT_EQ(show(conn, "idle_in_transaction_session_timeout"), "1min");
+}
+
+TEST(SessionLimits, LibpqEnvironmentVariablesCountAsSetExplicitly) {
+  test::test_database db;
+  ASSERT_EQ(::setenv("PGOPTIONS", "-c lock_timeout=777", 1), 0);
+  ASSERT_EQ(::setenv("PGCONNECT_TIMEOUT", "9", 1), 0);
+  const auto bounded = with_session_limits(db.url(), {});
+  ::unsetenv("PGOPTIONS");
+  ::unsetenv("PGCONNECT_TIMEOUT");
+  ASSERT_TRUE(bounded) << bounded.error().message;
+  EXPECT_EQ(bounded->find("connect_timeout="), std::string::npos) << *bounded;
+  pqxx::connection conn(*bounded);
+  EXPECT_EQ(show(conn, "lock_timeout"), "777ms");
+  EXPECT_EQ(show(conn, "statement_timeout"), "30s");
 }
 
 TEST(SessionLimits, KeyValueUrlsGetThemToo) {
