@@ -412,6 +412,8 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
         res.prepare_payload();
         stream.expires_after(idle);
         co_await bhttp::async_write(stream, res, k_as_tuple);
+        // Whatever followed the bad head is unread: drain it so the 400/431 is not reset away.
+        unread_request = true;
       }
       break;
     }

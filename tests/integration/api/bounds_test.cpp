@@ -98,6 +98,17 @@ TEST_F(bounds, OversizedUnauthenticatedBodyWrittenInFullStillGetsThe401) {
   EXPECT_EQ(c.read_response().status, 401);
 }
 
+TEST_F(bounds, OversizedHeadFollowedByMoreDataStillGetsThe431) {
+  http_connection c("127.0.0.1", client().port(), client().timeout());
+  ASSERT_TRUE(c.connected()) << c.error();
+  // Over the 64 KiB header limit, then a body the server never reads.
+  ASSERT_TRUE(
+      c.write("POST /hosts HTTP/1.1\r\nHost: t\r\nX-Filler: " + std::string(128 * 1024, 'a') +
+              "\r\nContent-Length: " + std::to_string(k_big_body) + "\r\n\r\n"));
+  ASSERT_TRUE(c.write(std::string(k_big_body, ' '))) << c.error();
+  EXPECT_EQ(c.read_response().status, 431);
+}
+
 TEST_F(bounds, PythonHttpClientSendingAnOversizedBodyReadsThe413) {
   // Python's http.client (what urllib and many SDKs build on) sends the whole body before it
   // reads: with an abrupt close it gets BrokenPipeError instead of the answer.
