@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace litterbox {
@@ -49,6 +50,45 @@ class json_escaped_message final : public spdlog::custom_flag_formatter {
 };
 
 }  // namespace
+
+std::string log_escape(std::string_view text) {
+  const auto plain = [](unsigned char c) { return c >= 0x20 && c != 0x7f && c != '\\'; };
+  // The common case, nothing to escape, costs one scan and one copy.
+  if (std::all_of(text.begin(), text.end(),
+                  [&](char c) { return plain(static_cast<unsigned char>(c)); })) {
+    return std::string(text);
+  }
+  static constexpr char k_hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (plain(c)) {
+      out.push_back(ch);
+      continue;
+    }
+    out.push_back('\\');
+    switch (c) {
+      case '\n':
+        out.push_back('n');
+        break;
+      case '\r':
+        out.push_back('r');
+        break;
+      case '\t':
+        out.push_back('t');
+        break;
+      case '\\':
+        out.push_back('\\');
+        break;
+      default:
+        out.push_back('x');
+        out.push_back(k_hex[c >> 4]);
+        out.push_back(k_hex[c & 0xf]);
+    }
+  }
+  return out;
+}
 
 void setup_logging(std::string_view level, log_format format) {
   auto logger = spdlog::get("litterbox");

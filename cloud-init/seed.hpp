@@ -2,6 +2,7 @@
 
 #include "base/result.hpp"
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -44,7 +45,9 @@ std::string redact_ready_tokens(std::string text);
 result<seed_files> render_seed(const seed_spec& spec);
 
 /// Writes `files` as a NoCloud `cidata` ISO 9660 volume at `out` (mode 0600), running
-/// genisoimage with an argv (no shell). Blocks. Errors: seed_build_failed.
-result<void> write_seed_image(const seed_files& files, const std::filesystem::path& out);
+/// genisoimage with an argv (no shell), killed after `timeout`. Blocks. Errors:
+/// seed_build_failed (also when genisoimage ran past `timeout`).
+result<void> write_seed_image(const seed_files& files, const std::filesystem::path& out,
+                              std::chrono::milliseconds timeout);
 
 }  // namespace litterbox::cloudinit

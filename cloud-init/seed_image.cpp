@@ -1,5 +1,5 @@
+#include "base/process.hpp"
 #include "cloud-init/errc.hpp"
-#include "cloud-init/run.hpp"
 #include "cloud-init/seed.hpp"
 
 #include <fcntl.h>
@@ -50,7 +50,8 @@ class scratch_dir {
 
 }  // namespace
 
-result<void> write_seed_image(const seed_files& files, const fs::path& out) {
+result<void> write_seed_image(const seed_files& files, const fs::path& out,
+                              std::chrono::milliseconds timeout) {
   std::string tmpl = (out.parent_path() / (out.filename().string() + ".XXXXXX")).string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
     return failed("cannot create a scratch directory next to the seed");
@@ -68,12 +69,19 @@ result<void> write_seed_image(const seed_files& files, const fs::path& out) {
   if (!write_private(partial, "")) {
     return failed("cannot create the seed image");
   }
-  const auto r =
-      run_argv({"genisoimage", "-quiet", "-output", partial.string(), "-volid", "cidata", "-joliet",
-                "-rock", (dir.path() / "user-data").string(), (dir.path() / "meta-data").string()});
-  if (r.exit_code != 0) {
+  const auto r = run_process(
+      {"genisoimage", "-quiet", "-output", partial.string(), "-volid", "cidata", "-joliet", "-rock",
+       (dir.path() / "user-data").string(), (dir.path() / "meta-data").string()},
+      timeout);
+  if (!r || r->timed_out || r->exit_code != 0) {
     fs::remove(partial, ec);
-    return failed("genisoimage failed: " + r.output.substr(0, 512));
+    if (!r) {
+      return failed(r.error().message);
+    }
+    if (r->timed_out) {
+      return failed("genisoimage did not finish in time");
+    }
+    return failed("genisoimage failed: " + r->err.substr(0, 512));
   }
   ::chmod(partial.c_str(), 0600);
   fs::rename(partial, out, ec);

@@ -2,8 +2,8 @@
 // umoci unpack, mkfs.ext4 -d, qemu-img convert), then the cost of a second create.
 //   image_bench <reference> <work-dir> [kernel-modules-dir]
 // The reference's registry is treated as plain HTTP (a loopback registry).
+#include "base/process.hpp"
 #include "hypervisor/image/image_store.hpp"
-#include "hypervisor/image/process.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -11,8 +11,8 @@
 #include <string>
 
 namespace fs = std::filesystem;
+using litterbox::run_process;
 using litterbox::hypervisor::image::image_store;
-using litterbox::hypervisor::image::run_process;
 using litterbox::hypervisor::image::store_config;
 
 namespace {

@@ -75,6 +75,18 @@ struct config {
   std::chrono::seconds http_idle_timeout{30};  ///< LITTERBOX_HTTP_IDLE_TIMEOUT
   std::string log_level = "info";              ///< LITTERBOX_LOG_LEVEL
   bool log_json = false;                       ///< LITTERBOX_LOG_FORMAT=json
+
+  /// LITTERBOX_MAX_CONNECTIONS: HTTP connections served at once; more are answered 503
+  /// CAPACITY and closed.
+  int max_connections = 512;
+  /// Bounds of every database session, added to DATABASE_URL unless it sets them itself
+  /// (0: leave out): LITTERBOX_DB_STATEMENT_TIMEOUT, LITTERBOX_DB_LOCK_TIMEOUT,
+  /// LITTERBOX_DB_IDLE_TX_TIMEOUT (idle_in_transaction_session_timeout) and
+  /// LITTERBOX_DB_TCP_TIMEOUT (tcp_user_timeout; TCP keepalives are derived from it).
+  std::chrono::seconds db_statement_timeout{30};
+  std::chrono::seconds db_lock_timeout{5};
+  std::chrono::seconds db_idle_in_transaction_timeout{60};
+  std::chrono::seconds db_tcp_timeout{15};
 };
 
 /// The sizes every deployment offers unless LITTERBOX_INSTANCE_TYPES says otherwise.

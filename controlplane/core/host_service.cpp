@@ -1,5 +1,6 @@
 #include "controlplane/core/host_service.hpp"
 
+#include "base/log.hpp"
 #include "base/secret.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
@@ -298,7 +299,7 @@ result<void> host_service::remove(std::string_view raw_id) {
 
 result<void> host_service::teardown(std::string_view id) {
   if (auto d = driver_.destroy(id); !d) {
-    spdlog::error("host {}: teardown failed: {}", id, d.error().message);
+    spdlog::error("host {}: teardown failed: {}", id, log_escape(d.error().message));
     if (observer_ != nullptr) {
       observer_->teardown_failed();
     }

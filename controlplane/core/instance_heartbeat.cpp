@@ -1,5 +1,7 @@
 #include "controlplane/core/instance_heartbeat.hpp"
 
+#include "base/log.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -59,7 +61,7 @@ void instance_heartbeat::loop() {
     }
     lock.unlock();
     if (auto r = beat(); !r) {
-      spdlog::warn("heartbeat failed: {}", r.error().message);
+      spdlog::warn("heartbeat failed: {}", log_escape(r.error().message));
     }
     lock.lock();
   }

@@ -1,5 +1,7 @@
 #include "controlplane/core/maintenance.hpp"
 
+#include "base/log.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <set>
@@ -32,7 +34,8 @@ result<int> maintenance::recover_interrupted() {
                    schema::to_string(h.was));
       if (auto d = driver_.destroy(id); !d) {
         // The row is `error` already; the reaper's teardown retries after the retention.
-        spdlog::error("host {}: releasing an interrupted create failed: {}", id, d.error().message);
+        spdlog::error("host {}: releasing an interrupted create failed: {}", id,
+                      log_escape(d.error().message));
         continue;
       }
       host_patch free_port;
@@ -67,7 +70,8 @@ result<int> maintenance::sweep_orphans() {
       spdlog::warn("host {}: orphaned resources removed", id);
       ++removed;
     } else {
-      spdlog::error("host {}: removing orphaned resources failed: {}", id, d.error().message);
+      spdlog::error("host {}: removing orphaned resources failed: {}", id,
+                    log_escape(d.error().message));
     }
   }
   return removed;

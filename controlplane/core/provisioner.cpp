@@ -1,5 +1,6 @@
 #include "controlplane/core/provisioner.hpp"
 
+#include "base/log.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/lifecycle.hpp"
 #include "hypervisor/errc.hpp"
@@ -221,7 +222,7 @@ void provisioner::run(const provision_job& job) {
         // The database stayed away for the whole window: release the VM now; the deadline
         // sweep of whichever process reaches the database first records the failure.
         spdlog::error("host {}: database unreachable until the create's deadline: {}", id,
-                      why.message);
+                      log_escape(why.message));
         (void)driver_.destroy(id);
         return false;
     }
@@ -296,13 +297,13 @@ void provisioner::run(const provision_job& job) {
 
 void provisioner::fail(const provision_job& job, const std::string& last_error, bool vm_made) {
   const std::string& id = job.id;
-  spdlog::warn("host {}: provisioning failed: {}", id, last_error);
+  spdlog::warn("host {}: provisioning failed: {}", id, log_escape(last_error));
   bool released = true;
   if (vm_made) {
     if (auto d = driver_.destroy(id); !d) {
       // The port stays leased (QEMU may still hold it) until the reaper's teardown of the
       // `error` row succeeds.
-      spdlog::error("host {}: releasing the VM failed: {}", id, d.error().message);
+      spdlog::error("host {}: releasing the VM failed: {}", id, log_escape(d.error().message));
       released = false;
     }
   }
@@ -311,7 +312,7 @@ void provisioner::fail(const provision_job& job, const std::string& last_error, 
                              write_deadline(job), &why);
   if (outcome == write_outcome::failed || outcome == write_outcome::gave_up) {
     spdlog::error("host {}: could not record the failure ({}); the deadline sweep will", id,
-                  why.message);
+                  log_escape(why.message));
   }
 }
 

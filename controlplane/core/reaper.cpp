@@ -1,5 +1,6 @@
 #include "controlplane/core/reaper.hpp"
 
+#include "base/log.hpp"
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/core/maintenance.hpp"
 
@@ -49,7 +50,7 @@ reap_report reaper::run_once() {
     const timestamp cutoff = std::min(now - cfg_.error_retention, pass_start);
     auto batch = db_.claim_expired(now, cutoff, k_batch);
     if (!batch) {
-      spdlog::error("reap: cannot claim hosts: {}", batch.error().message);
+      spdlog::error("reap: cannot claim hosts: {}", log_escape(batch.error().message));
       report.database_ok = false;
       break;
     }
@@ -69,7 +70,8 @@ reap_report reaper::run_once() {
           spdlog::info("reap: host {} ({}) reaped", h.id, h.name);
         } else {
           ++report.failed;  // host_service reports the teardown failure to the observer
-          spdlog::error("reap: host {} ({}) not reaped: {}", h.id, h.name, r.error().message);
+          spdlog::error("reap: host {} ({}) not reaped: {}", h.id, h.name,
+                        log_escape(r.error().message));
         }
       }
     };
@@ -94,17 +96,17 @@ reap_report reaper::run_once() {
       observer_.orphans_removed(*swept);
     }
   } else {
-    spdlog::error("reap: orphan sweep failed: {}", swept.error().message);
+    spdlog::error("reap: orphan sweep failed: {}", log_escape(swept.error().message));
   }
 
   if (auto images = upkeep_.collect_images()) {
     report.images_collected = *images;
   } else {
-    spdlog::error("reap: image cache collection failed: {}", images.error().message);
+    spdlog::error("reap: image cache collection failed: {}", log_escape(images.error().message));
   }
 
   if (auto pruned = upkeep_.prune_instances(); !pruned) {
-    spdlog::error("reap: pruning instance rows failed: {}", pruned.error().message);
+    spdlog::error("reap: pruning instance rows failed: {}", log_escape(pruned.error().message));
   }
 
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;

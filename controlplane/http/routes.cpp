@@ -47,6 +47,17 @@ const std::vector<route>& routes() {
   return table;
 }
 
+std::string_view method_label(std::string_view method) {
+  static constexpr std::string_view k_known[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                                 "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (const auto known : k_known) {
+    if (method == known) {
+      return known;
+    }
+  }
+  return "other";
+}
+
 std::vector<std::pair<std::string, std::string>> operations() {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& r : routes()) {

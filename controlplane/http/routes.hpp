@@ -49,6 +49,11 @@ bool allows(const route& r, std::string_view method);
 /// The Allow header value of `r` ("GET, POST").
 std::string allow_header(const route& r);
 
+/// The `method` label of the request metrics: the method itself when it is one of RFC 9110's
+/// (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE) or PATCH, else "other". Methods are
+/// caller-chosen tokens: labelling them verbatim would grow the metrics without bound.
+std::string_view method_label(std::string_view method);
+
 /// Percent-decodes `text` ('+' stays '+'; query values decode '+' as space with
 /// `plus_is_space`). Malformed escapes are kept verbatim.
 std::string percent_decode(std::string_view text, bool plus_is_space = false);

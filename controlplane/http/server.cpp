@@ -1,6 +1,7 @@
 #include "controlplane/http/server.hpp"
 
 #include "base/clock.hpp"
+#include "base/log.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/http/auth.hpp"
@@ -35,6 +36,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -70,6 +72,25 @@ constexpr std::size_t k_max_console_bytes = 16 * 1024 * 1024;
 constexpr auto k_poll_interval = 250ms;
 // Safety net in case a settle notification is lost: re-read the row this often.
 constexpr auto k_settle_recheck = 5s;
+// A request that is answered without reading its body (413, 401, …) is closed gracefully:
+// answer, half-close, then read and discard what the client still sends for at most this
+// long / this many bytes, so a client that writes its whole body before reading sees the
+// answer instead of a reset.
+constexpr auto k_drain_time = 5s;
+constexpr std::size_t k_drain_bytes = 64 * 1024 * 1024;
+// Connections over LITTERBOX_MAX_CONNECTIONS get a 503; at most this many such answers are
+// in progress at once, beyond that an excess connection is closed at once.
+constexpr int k_max_rejections = 32;
+// accept() failing (out of descriptors, ENOBUFS…) is retried after a pause growing from the
+// first to the second value, instead of spinning on the error.
+constexpr std::chrono::milliseconds k_accept_backoff_min = 50ms;
+constexpr std::chrono::milliseconds k_accept_backoff_max = 1s;
+
+/// A wait for a host to settle ends at the create's own deadline plus this share of
+/// PROVISION_TIMEOUT (between 2 s and 60 s), then answers with the host's current state.
+std::chrono::seconds settle_grace(std::chrono::seconds provision_timeout) {
+  return std::clamp(provision_timeout / 10, std::chrono::seconds(2), std::chrono::seconds(60));
+}
 
 const std::string k_json = "application/json";
 
@@ -200,6 +221,25 @@ tcp::endpoint parse_listen(const std::string& listen) {
   return {address, static_cast<unsigned short>(port)};
 }
 
+/// Keeps `counter` incremented while alive; moves into the coroutine it accounts for, so the
+/// count is right from the moment of accept, before that coroutine first runs.
+class counted {
+ public:
+  explicit counted(std::atomic<int>& counter) : counter_(&counter) { ++*counter_; }
+  counted(counted&& other) noexcept : counter_(std::exchange(other.counter_, nullptr)) {}
+  counted(const counted&) = delete;
+  counted& operator=(const counted&) = delete;
+  counted& operator=(counted&&) = delete;
+  ~counted() {
+    if (counter_ != nullptr) {
+      --*counter_;
+    }
+  }
+
+ private:
+  std::atomic<int>* counter_;
+};
+
 }  // namespace
 
 struct http_server::impl {
@@ -237,13 +277,16 @@ struct http_server::impl {
   std::optional<net::signal_set> signals;
   int bound_port = 0;
   system_clock clock;
+  std::atomic<int> connections{0};  ///< connections being served
+  std::atomic<int> rejections{0};   ///< 503 CAPACITY answers being written
 
   net::awaitable<void> accept_loop();
-  net::awaitable<void> serve_connection(beast::tcp_stream stream);
+  net::awaitable<void> serve_connection(beast::tcp_stream stream, counted slot);
+  net::awaitable<void> reject_connection(beast::tcp_stream stream, counted slot);
   net::awaitable<reply> dispatch(const route_match& m, request_view& rq);
 
   net::awaitable<reply> create_host(request_view& rq);
-  net::awaitable<result<schema::host>> wait_settled(const std::string& id);
+  net::awaitable<result<schema::host>> wait_settled(const std::string& id, timestamp created_at);
   net::awaitable<reply> list_hosts(request_view& rq);
   net::awaitable<reply> get_host(const std::string& id, request_view& rq);
   net::awaitable<reply> delete_host(const std::string& id, request_view& rq);
@@ -253,24 +296,95 @@ struct http_server::impl {
   net::awaitable<reply> scrape();
 };
 
+namespace {
+
+/// Answers, half-closes and then discards what the peer still sends until it closes, for at
+/// most k_drain_time / k_drain_bytes: closing a socket with unread data makes the kernel send
+/// a reset, which destroys the answer before a client that is still writing reads it.
+net::awaitable<void> close_gracefully(beast::tcp_stream& stream) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) {
+    co_return;
+  }
+  stream.expires_after(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(k_drain_time));
+  std::vector<char> scratch(64 * 1024);
+  std::size_t drained = 0;
+  while (drained < k_drain_bytes) {
+    auto [read_ec, n] = co_await stream.async_read_some(net::buffer(scratch), k_as_tuple);
+    if (read_ec) {
+      break;
+    }
+    drained += n;
+  }
+}
+
+}  // namespace
+
 net::awaitable<void> http_server::impl::accept_loop() {
+  auto backoff = k_accept_backoff_min;
+  net::steady_timer pause(acceptor.get_executor());
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_as_tuple);
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor.is_open()) {
         co_return;
       }
-      // Out of descriptors and similar: keep serving the connections we have.
-      spdlog::warn("accept failed: {}", ec.message());
+      // Out of descriptors and similar: the error repeats until something is released, so
+      // wait instead of spinning; pending connections stay queued in the listen backlog.
+      if (backoff == k_accept_backoff_min) {
+        spdlog::warn("accept failed: {}; retrying with backoff", ec.message());
+      }
+      pause.expires_after(backoff);
+      co_await pause.async_wait(k_as_tuple);
+      backoff = std::min(backoff * 2, k_accept_backoff_max);
       continue;
     }
+    if (backoff != k_accept_backoff_min) {
+      spdlog::info("accepting connections again");
+      backoff = k_accept_backoff_min;
+    }
     auto ex = socket.get_executor();
-    net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket))), net::detached);
+    if (connections.load() >= std::max(1, cfg.max_connections)) {
+      if (rejections.load() >= k_max_rejections) {
+        beast::error_code ignored;
+        socket.close(ignored);
+        continue;
+      }
+      net::co_spawn(ex,
+                    reject_connection(beast::tcp_stream(std::move(socket)), counted(rejections)),
+                    net::detached);
+      continue;
+    }
+    net::co_spawn(ex, serve_connection(beast::tcp_stream(std::move(socket)), counted(connections)),
+                  net::detached);
   }
 }
 
-net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream stream) {
+net::awaitable<void> http_server::impl::reject_connection(beast::tcp_stream stream,
+                                                          counted /*slot*/) {
+  bhttp::response<bhttp::string_body> res{bhttp::status::service_unavailable, 11};
+  res.set(bhttp::field::content_type, k_json);
+  res.set("X-Request-Id", new_uuid_v7(clock.now()));
+  res.set(bhttp::field::retry_after, "1");
+  res.body() = schema::error_body("too many connections", "CAPACITY");
+  res.keep_alive(false);
+  res.prepare_payload();
+  stats.request_done("unmatched", "other", 503, std::chrono::duration<double>(0));
+  stream.expires_after(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(k_drain_time));
+  auto [write_ec, written] = co_await bhttp::async_write(stream, res, k_as_tuple);
+  if (!write_ec) {
+    co_await close_gracefully(stream);
+  }
+}
+
+net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream stream,
+                                                         counted /*slot*/) {
   beast::flat_buffer buffer;
+  // Set when an answer leaves part of the request unread: the close must then drain.
+  bool unread_request = false;
   const auto idle =
       std::chrono::duration_cast<std::chrono::steady_clock::duration>(cfg.http_idle_timeout);
   for (;;) {
@@ -298,6 +412,8 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
         res.prepare_payload();
         stream.expires_after(idle);
         co_await bhttp::async_write(stream, res, k_as_tuple);
+        // Whatever followed the bad head is unread: drain it so the 400/431 is not reset away.
+        unread_request = true;
       }
       break;
     }
@@ -350,6 +466,7 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
         rep = std::move(*early);
         // The body (if any) was not read, so the connection cannot carry another request.
         rep.close = !parser.is_done();
+        unread_request = rep.close;
       }
       if (!early && !parser.is_done()) {
         parser.body_limit(cfg.max_body_bytes);
@@ -363,6 +480,7 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
         if (body_ec == bhttp::error::body_limit) {
           rep = json_reply(413, schema::error_body("request body too large", "TOO_LARGE"));
           rep.close = true;
+          unread_request = true;
           early = rep;
         } else if (body_ec) {
           // Truncated or stalled body: nothing sensible to answer.
@@ -383,11 +501,11 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
         rep = co_await dispatch(*m, rq);
       }
     } catch (const std::exception& ex) {
-      spdlog::error("request {} {} {} failed: {}", rq.request_id, rq.method, route_label,
-                    ex.what());
+      spdlog::error("request {} {} {} failed: {}", rq.request_id, log_escape(rq.method),
+                    route_label, log_escape(ex.what()));
       failed = true;
     } catch (...) {
-      spdlog::error("request {} {} {} failed", rq.request_id, rq.method, route_label);
+      spdlog::error("request {} {} {} failed", rq.request_id, log_escape(rq.method), route_label);
       failed = true;
     }
     if (failed) {
@@ -411,15 +529,22 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
     }
 
     const auto latency = std::chrono::steady_clock::now() - started;
-    stats.request_done(route_label, rq.method, static_cast<int>(rep.status), latency);
-    spdlog::info("{} {} {} {} {:.1f}ms", rq.request_id, rq.method, rq.path, rep.status,
-                 std::chrono::duration<double, std::milli>(latency).count());
+    stats.request_done(route_label, method_label(rq.method), static_cast<int>(rep.status), latency);
+    spdlog::info("{} {} {} {} {:.1f}ms", rq.request_id, log_escape(rq.method), log_escape(rq.path),
+                 rep.status, std::chrono::duration<double, std::milli>(latency).count());
 
     stream.expires_after(idle);
     auto [write_ec, written] = co_await bhttp::async_write(stream, res, k_as_tuple);
-    if (write_ec || !res.keep_alive()) {
+    if (write_ec) {
+      co_return;
+    }
+    if (!res.keep_alive()) {
       break;
     }
+  }
+  if (unread_request) {
+    co_await close_gracefully(stream);
+    co_return;
   }
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -467,11 +592,20 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
     // The creating request is the only one that ever sees the minted key, async or not.
     co_return json_reply(202, host_body(created->host));
   }
-  auto settled = co_await wait_settled(created->host.id);
+  auto settled = co_await wait_settled(created->host.id, created->host.created_at);
   if (!settled) {
     co_return error_reply(settled.error(), rq.request_id);
   }
   auto& h = *settled;
+  if (schema::is_provisioning(h.status)) {
+    // Past the create's own deadline and still not settled (its owner is stuck or gone):
+    // the host as it is now, as a respond-async create would have answered; the caller
+    // polls GET /hosts/{id}. The creating request still hands out the minted key.
+    if (created->created) {
+      h.private_key = created->host.private_key;
+    }
+    co_return json_reply(202, host_body(h));
+  }
   if (h.status == schema::host_status::error) {
     co_return error_reply(make_error(errc::provisioning_failed, h.last_error), rq.request_id);
   }
@@ -484,8 +618,23 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
   co_return json_reply(201, host_body(h));
 }
 
-net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::string& id) {
+net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::string& id,
+                                                                     timestamp created_at) {
   auto ex = co_await net::this_coro::executor;
+  // The create's own deadline plus a grace, on the steady clock; after it the host is
+  // answered as it is (a wait must never outlive an owner that is stuck or gone).
+  const auto wall_left =
+      created_at + cfg.provision_timeout + settle_grace(cfg.provision_timeout) - clock.now();
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::max<std::chrono::microseconds>(
+                                std::chrono::duration_cast<std::chrono::microseconds>(wall_left),
+                                std::chrono::microseconds(0)));
+  const auto until_deadline = [&deadline](std::chrono::steady_clock::duration step) {
+    return std::min(step, std::max<std::chrono::steady_clock::duration>(
+                              deadline - std::chrono::steady_clock::now(),
+                              std::chrono::steady_clock::duration::zero()));
+  };
   struct waiter {
     explicit waiter(const net::any_io_executor& e) : timer(e) {}
     net::steady_timer timer;
@@ -505,11 +654,12 @@ net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::
   const auto get = [this, &id] { return hosts.get(id); };
   if (notified) {
     while (!w->settled) {
-      w->timer.expires_after(k_settle_recheck);
+      w->timer.expires_after(until_deadline(k_settle_recheck));
       co_await w->timer.async_wait(k_as_tuple);
       if (!w->settled) {
         auto h = co_await offload(blocking, get);
-        if (!h || !schema::is_provisioning(h->status)) {
+        if (!h || !schema::is_provisioning(h->status) ||
+            std::chrono::steady_clock::now() >= deadline) {
           co_return h;
         }
       }
@@ -519,10 +669,10 @@ net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::
   // Another process drives this host (or it has already settled): poll the row.
   for (;;) {
     auto h = co_await offload(blocking, get);
-    if (!h || !schema::is_provisioning(h->status)) {
+    if (!h || !schema::is_provisioning(h->status) || std::chrono::steady_clock::now() >= deadline) {
       co_return h;
     }
-    w->timer.expires_after(k_poll_interval);
+    w->timer.expires_after(until_deadline(k_poll_interval));
     co_await w->timer.async_wait(k_as_tuple);
   }
 }

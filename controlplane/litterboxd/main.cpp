@@ -35,6 +35,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <sys/prctl.h>
 #include <system_error>
 #include <thread>
 #include <unistd.h>
@@ -70,6 +71,10 @@ struct options {
   std::int64_t provision_grace = 60;
   std::int64_t shutdown_drain = 30;
   std::int64_t http_idle_timeout = 30;
+  std::int64_t db_statement_timeout = 30;
+  std::int64_t db_lock_timeout = 5;
+  std::int64_t db_idle_tx_timeout = 60;
+  std::int64_t db_tcp_timeout = 15;
   std::string port_file;
   std::int64_t fake_pull_delay_ms = 0;
   std::int64_t fake_create_delay_ms = 0;
@@ -362,6 +367,32 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_HTTP_IDLE_TIMEOUT")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd.add_option("--db-statement-timeout", o.db_statement_timeout,
+                 "Seconds a database statement may run (0: no limit)")
+      ->envname("LITTERBOX_DB_STATEMENT_TIMEOUT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--db-lock-timeout", o.db_lock_timeout,
+                 "Seconds a database statement may wait for a lock (0: no limit)")
+      ->envname("LITTERBOX_DB_LOCK_TIMEOUT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--db-idle-tx-timeout", o.db_idle_tx_timeout,
+                 "Seconds a session may sit idle inside a transaction (0: no limit)")
+      ->envname("LITTERBOX_DB_IDLE_TX_TIMEOUT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option(
+         "--db-tcp-timeout", o.db_tcp_timeout,
+         "Seconds unanswered database traffic may wait (tcp_user_timeout; 0: kernel default)")
+      ->envname("LITTERBOX_DB_TCP_TIMEOUT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--max-connections", c.max_connections,
+                 "HTTP connections served at once; more get 503 CAPACITY")
+      ->envname("LITTERBOX_MAX_CONNECTIONS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--log-level", c.log_level, "trace | debug | info | warn | error | critical")
       ->envname("LITTERBOX_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
@@ -427,6 +458,10 @@ void finish_config(options& o, bool needs_tokens) {
   c.provision_grace = std::chrono::seconds(o.provision_grace);
   c.shutdown_drain = std::chrono::seconds(o.shutdown_drain);
   c.http_idle_timeout = std::chrono::seconds(o.http_idle_timeout);
+  c.db_statement_timeout = std::chrono::seconds(o.db_statement_timeout);
+  c.db_lock_timeout = std::chrono::seconds(o.db_lock_timeout);
+  c.db_idle_in_transaction_timeout = std::chrono::seconds(o.db_idle_tx_timeout);
+  c.db_tcp_timeout = std::chrono::seconds(o.db_tcp_timeout);
   c.log_json = o.log_format == "json";
   if (c.max_body_bytes == 0) {
     throw startup_error("LITTERBOX_MAX_BODY_BYTES must be positive");
@@ -623,12 +658,22 @@ void write_port_file(const std::string& path, int port) {
   }
 }
 
+controlplane::pg::session_limits db_limits(const controlplane::config& c) {
+  controlplane::pg::session_limits l;
+  l.statement_timeout = c.db_statement_timeout;
+  l.lock_timeout = c.db_lock_timeout;
+  l.idle_in_transaction_timeout = c.db_idle_in_transaction_timeout;
+  l.tcp_timeout = c.db_tcp_timeout;
+  return l;
+}
+
 int serve(options& o) {
   run_migrations(o.cfg);
   o.cfg.idempotency_secret = load_idempotency_secret(o.cfg.state_dir);
   const system_clock clock;
   controlplane::http::prometheus_metrics stats;
-  controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size));
+  controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size),
+                            std::chrono::seconds(5), db_limits(o.cfg));
   auto hv = make_hypervisor(o);
   const auto instance_id = new_uuid_v7(clock.now());
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
@@ -654,7 +699,7 @@ int serve(options& o) {
 int reap_once(options& o) {
   const system_clock clock;
   controlplane::null_observer observer;
-  controlplane::pg_store db(o.cfg.database_url, 2);
+  controlplane::pg_store db(o.cfg.database_url, 2, std::chrono::seconds(5), db_limits(o.cfg));
   auto hv = make_hypervisor(o);
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, new_uuid_v7(clock.now()),
                                    &observer);
@@ -721,6 +766,10 @@ int run(int argc, char** argv) {
 }  // namespace litterbox::litterboxd
 
 int main(int argc, char** argv) {
+  // This process holds DATABASE_URL, SERVICE_TOKENS and minted private keys: no core dumps,
+  // and no ptrace or /proc/<pid>/{mem,environ} for other processes of the same user.
+  // Before anything else, so that no secret is ever held while dumpable.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   try {
     return litterbox::litterboxd::run(argc, argv);
   } catch (const std::exception& e) {

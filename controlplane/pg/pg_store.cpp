@@ -1,5 +1,6 @@
 #include "controlplane/pg/pg_store.hpp"
 
+#include "base/log.hpp"
 #include "base/time.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
@@ -245,7 +246,12 @@ error cas_failure(pqxx::transaction_base& tx, const std::string& id) {
                     "host is " + r[0][0].as<std::string>() + "; the operation is not allowed");
 }
 
-enum class failure_kind { retry, broken, in_doubt, other };
+enum class failure_kind { retry, broken, in_doubt, timed_out, other };
+
+bool timeout_state(const std::string& sqlstate) {
+  // 57014: canceled by statement_timeout; 55P03: lock_timeout.
+  return sqlstate == "57014" || sqlstate == "55P03";
+}
 
 bool connection_lost_state(const std::string& sqlstate) {
   // Class 08: connection exception; 57P01..03: the server is shutting down or starting.
@@ -280,7 +286,7 @@ failure_kind classify(pqxx::connection& conn, std::string& what) {
       msg.resize(nl);
     }
     what = "sqlstate " + e.sqlstate() + ": " + msg;
-    return failure_kind::other;
+    return timeout_state(e.sqlstate()) ? failure_kind::timed_out : failure_kind::other;
   } catch (const std::exception& e) {
     if (!conn.is_open()) {
       what = "connection lost";
@@ -319,7 +325,7 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
         if (attempt < max_attempts) {
           continue;
         }
-        spdlog::warn("pg_store {}: giving up after {} attempts: {}", op, attempt, what);
+        spdlog::warn("pg_store {}: giving up after {} attempts: {}", op, attempt, log_escape(what));
         return make_error(errc::unavailable, "database unavailable: too much contention");
       case failure_kind::broken:
         l.mark_broken();
@@ -340,8 +346,11 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
         spdlog::error("pg_store {}: {}", op, what);
         // Never retried and never reported as "not applied": the caller reads back.
         return make_error(errc::outcome_unknown, "database unavailable: commit outcome unknown");
+      case failure_kind::timed_out:
+        spdlog::warn("pg_store {}: {}", op, log_escape(what));
+        return make_error(errc::unavailable, "database unavailable: statement or lock timeout");
       case failure_kind::other:
-        spdlog::error("pg_store {}: {}", op, what);
+        spdlog::error("pg_store {}: {}", op, log_escape(what));
         return make_error(errc::internal, "database error");
     }
   }
@@ -352,9 +361,18 @@ result<T> run(connection_pool& pool, std::string_view op, F&& fn) {
 using detail::run;
 
 pg_store::pg_store(std::string url, std::size_t pool_size,
-                   std::chrono::milliseconds acquire_timeout)
-    : pool_(std::make_unique<connection_pool>(with_connect_timeout(std::move(url), 5), pool_size,
-                                              acquire_timeout, prepare_all)) {}
+                   std::chrono::milliseconds acquire_timeout, const session_limits& limits) {
+  const std::string bounded = with_session_limits(url, limits).value();
+  // A call outliving its statement timeout plus the TCP bound means the server stopped
+  // answering without the network noticing (a stopped or wedged backend still ACKs).
+  const auto call_timeout = limits.statement_timeout.count() > 0
+                                ? limits.statement_timeout + limits.tcp_timeout
+                                : std::chrono::milliseconds(0);
+  pool_ = std::make_unique<connection_pool>(bounded, pool_size, acquire_timeout, prepare_all,
+                                            call_timeout);
+  heartbeat_pool_ =
+      std::make_unique<connection_pool>(bounded, 1, acquire_timeout, prepare_all, call_timeout);
+}
 
 pg_store::~pg_store() = default;
 
@@ -683,7 +701,9 @@ result<void> pg_store::heartbeat(std::string_view instance_id, std::string_view 
   }
   const std::string host(hostname);
   const auto every = static_cast<int>(std::max<std::chrono::seconds::rep>(1, interval.count()));
-  return run<void>(*pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
+  // Its own connection: a request pool busy with slow calls must not make this instance look
+  // dead to the others (whose recovery would then take over its creates).
+  return run<void>(*heartbeat_pool_, "heartbeat", [&](pqxx::connection& conn) -> result<void> {
     pqxx::nontransaction tx(conn);
     tx.exec_prepared("heartbeat", *id, host, pid, ts(now), every);
     return {};

@@ -2,6 +2,7 @@
 
 #include "base/result.hpp"
 #include "controlplane/core/store.hpp"
+#include "controlplane/pg/session_limits.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -18,9 +19,14 @@ class connection_pool;
 class pg_store final : public store {
  public:
   /// `url` is a libpq connection string or URI; `pool_size` bounds open connections;
-  /// `acquire_timeout` bounds how long a call waits for a free connection.
+  /// `acquire_timeout` bounds how long a call waits for a free connection; `limits` bound
+  /// every session (see with_session_limits: what `url` sets itself wins). A call that hits
+  /// a statement or lock timeout fails with errc::unavailable. heartbeat() has a connection
+  /// of its own, so a busy request pool cannot starve it. Throws error_exception when `url`
+  /// cannot be parsed (a start-up error).
   pg_store(std::string url, std::size_t pool_size,
-           std::chrono::milliseconds acquire_timeout = std::chrono::seconds(5));
+           std::chrono::milliseconds acquire_timeout = std::chrono::seconds(5),
+           const session_limits& limits = {});
   pg_store(const pg_store&) = delete;
   pg_store& operator=(const pg_store&) = delete;
   pg_store(pg_store&&) = delete;
@@ -53,6 +59,7 @@ class pg_store final : public store {
 
  private:
   std::unique_ptr<connection_pool> pool_;
+  std::unique_ptr<connection_pool> heartbeat_pool_;
 };
 
 }  // namespace litterbox::controlplane::pg

@@ -1,8 +1,8 @@
 #include "hypervisor/image/image_store.hpp"
 
+#include "base/process.hpp"
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
-#include "hypervisor/image/process.hpp"
 #include "hypervisor/image/rootfs.hpp"
 
 #include <nlohmann/json.hpp>
@@ -573,7 +573,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
                    "-E", "root_owner=0:0", "-d", rootfs.string(), raw.string()},
                   convert_timeout());
   if (!mkfs) {
-    return mkfs.error();
+    return internal_error(mkfs.error().message);
   }
   if (mkfs->exit_code != 0) {
     return tool_failure("mkfs.ext4", *mkfs);
@@ -587,7 +587,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
       {"qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-W", raw.string(), base.string()},
       convert_timeout());
   if (!convert) {
-    return convert.error();
+    return internal_error(convert.error().message);
   }
   if (convert->exit_code != 0) {
     return tool_failure("qemu-img convert", *convert);

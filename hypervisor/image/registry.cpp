@@ -1,7 +1,7 @@
 #include "hypervisor/image/registry.hpp"
 
+#include "base/process.hpp"
 #include "hypervisor/errc.hpp"
-#include "hypervisor/image/process.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,6 +14,15 @@ bool contains_any(std::string_view haystack, std::initializer_list<std::string_v
   return std::any_of(needles.begin(), needles.end(), [&](std::string_view n) {
     return haystack.find(n) != std::string_view::npos;
   });
+}
+
+/// What skopeo may read of the daemon's environment besides the minimal one: where registry
+/// credentials live when no auth file is configured, proxies and extra CA certificates.
+/// Never DATABASE_URL or SERVICE_TOKENS.
+std::vector<std::string> skopeo_env() {
+  return {"REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "HTTP_PROXY",
+          "HTTPS_PROXY",        "NO_PROXY",        "http_proxy",    "https_proxy",
+          "no_proxy",           "SSL_CERT_FILE",   "SSL_CERT_DIR"};
 }
 
 }  // namespace
@@ -74,9 +83,9 @@ result<std::string> skopeo_registry::fetch_manifest(const image_ref& ref) {
     argv.push_back(std::move(a));
   }
   argv.push_back(ref.docker_transport());
-  auto run = run_process(argv, options_.inspect_timeout);
+  auto run = run_process(argv, {options_.inspect_timeout, skopeo_env()});
   if (!run) {
-    return run.error();
+    return make_error(errc::internal, run.error().message);
   }
   if (run->exit_code != 0) {
     return classify_skopeo_failure(ref.canonical(), run->err, run->timed_out);
@@ -92,9 +101,9 @@ result<void> skopeo_registry::pull(const image_ref& ref, std::string_view digest
   }
   argv.push_back(ref.docker_transport(digest));
   argv.push_back("dir:" + dir.string());
-  auto run = run_process(argv, options_.pull_timeout);
+  auto run = run_process(argv, {options_.pull_timeout, skopeo_env()});
   if (!run) {
-    return run.error();
+    return make_error(errc::internal, run.error().message);
   }
   if (run->exit_code != 0) {
     return classify_skopeo_failure(ref.canonical(), run->err, run->timed_out);

@@ -1,7 +1,7 @@
 #pragma once
 
 #include "base/result.hpp"
-#include "hypervisor/image/process.hpp"
+#include "base/process.hpp"
 
 #include <array>
 #include <chrono>
@@ -143,8 +143,8 @@ class egress_firewall {
   virtual firewall_state inspect(const std::vector<unsigned>& uids) = 0;
 };
 
-/// Runs a tool: image::run_process (when empty), or a script in tests.
-using command_runner = std::function<result<image::process_output>(
+/// Runs a tool: litterbox::run_process (when empty), or a script in tests.
+using command_runner = std::function<result<process_output>(
     const std::vector<std::string>& argv, std::chrono::milliseconds timeout)>;
 
 /// egress_firewall over iptables/ip6tables (either backend). The policy's resolvers are

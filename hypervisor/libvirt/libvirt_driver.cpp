@@ -1,7 +1,7 @@
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
+#include "base/process.hpp"
 #include "base/secret.hpp"
-#include "cloud-init/run.hpp"
 #include "cloud-init/seed.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/ssh/probe.hpp"
@@ -11,7 +11,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <condition_variable>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
@@ -31,6 +33,20 @@ using std::chrono::steady_clock;
 namespace {
 
 constexpr std::size_t k_tail_bytes = 2048;
+// Deadlines of the tools create_vm runs (the egress firewall bounds its own iptables calls).
+constexpr std::chrono::seconds k_qemu_img_timeout{60};
+constexpr std::chrono::seconds k_seed_timeout{60};
+
+/// What a failed tool run says, for an error message: its stderr, or why it did not finish.
+std::string tool_failure_text(const result<process_output>& r) {
+  if (!r) {
+    return r.error().message;
+  }
+  if (r->timed_out) {
+    return "timed out";
+  }
+  return r->err.substr(0, 300);
+}
 
 void ignore_libvirt_error(void* /*user*/, virErrorPtr /*err*/) {}
 
@@ -39,8 +55,12 @@ void init_libvirt_once() {
   std::call_once(once, [] {
     virInitialize();
     virSetErrorFunc(nullptr, ignore_libvirt_error);
+    // Keepalive needs an event loop; it must be registered before the first connection.
+    virEventRegisterDefaultImpl();
   });
 }
+
+void wake_event_loop(int /*timer*/, void* /*opaque*/) {}
 
 // libvirt keeps the last error per thread: this must run on the thread whose call failed.
 std::string last_libvirt_error() {
@@ -153,6 +173,58 @@ struct libvirt_driver::connection {
   virConnectPtr ptr;
 };
 
+/// One virConnectOpen in flight. Shared by the thread running it and the callers waiting for
+/// it, so that a thread abandoned on a libvirtd that never answers touches nothing else (the
+/// driver may be gone by the time it returns).
+struct libvirt_driver::open_attempt {
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::shared_ptr<connection> conn;
+  std::string error;
+};
+
+/// libvirt's default event loop (process-wide by libvirt's design), run on one thread while
+/// at least one driver lives: it drives keepalive, which notices a libvirtd that stopped
+/// answering and fails the calls waiting on it.
+class libvirt_driver::event_loop {
+ public:
+  static std::shared_ptr<event_loop> acquire() {
+    static std::mutex mutex;
+    static std::weak_ptr<event_loop> current;
+    const std::lock_guard lock(mutex);
+    auto loop = current.lock();
+    if (!loop) {
+      loop = std::shared_ptr<event_loop>(new event_loop());
+      current = loop;
+    }
+    return loop;
+  }
+  event_loop(const event_loop&) = delete;
+  event_loop& operator=(const event_loop&) = delete;
+  ~event_loop() {
+    stop_ = true;
+    // A timer due at once makes the loop return from its wait and see stop_.
+    const int timer = virEventAddTimeout(0, wake_event_loop, nullptr, nullptr);
+    thread_.join();
+    if (timer >= 0) {
+      virEventRemoveTimeout(timer);
+    }
+  }
+
+ private:
+  event_loop()
+      : thread_([this] {
+          while (!stop_) {
+            if (virEventRunDefaultImpl() < 0) {
+              break;
+            }
+          }
+        }) {}
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 result<std::string> fixed_base_image::prepare(std::string_view /*image*/) {
   std::error_code ec;
   if (!fs::is_regular_file(disk_, ec)) {
@@ -172,10 +244,11 @@ result<void> base_images::create_overlay(std::string_view digest, const fs::path
   if (disk_gb) {
     argv.push_back(std::to_string(*disk_gb) + "G");
   }
-  if (const auto r = cloudinit::run_argv(argv); r.exit_code != 0) {
-    const bool full = r.output.find("No space") != std::string::npos;
+  if (const auto r = run_process(argv, k_qemu_img_timeout);
+      !r || r->timed_out || r->exit_code != 0) {
+    const bool full = r && r->err.find("No space") != std::string::npos;
     return make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
-                      "cannot create the disk overlay: " + r.output.substr(0, 300));
+                      "cannot create the disk overlay: " + tool_failure_text(r));
   }
   return {};
 }
@@ -191,6 +264,7 @@ result<fs::path> fixed_base_image::base_disk(std::string_view /*digest*/) {
 libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     : config_(std::move(config)), images_(images), accel_(accel::tcg) {
   init_libvirt_once();
+  events_ = event_loop::acquire();
   auto chosen = choose_accel(config_.accel, host_has_hardware_kvm());
   if (!chosen) {
     throw std::runtime_error(chosen.error().message);
@@ -243,6 +317,12 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
 
 libvirt_driver::~libvirt_driver() {
   {
+    // A /doctor check that timed out may still run on its own thread and use this driver;
+    // everything it calls has a deadline of its own, so this wait ends.
+    std::unique_lock lock(checks_mutex_);
+    checks_cv_.wait(lock, [this] { return checks_running_ == 0; });
+  }
+  {
     const std::lock_guard lock(stop_mutex_);
     stopping_ = true;
   }
@@ -252,23 +332,84 @@ libvirt_driver::~libvirt_driver() {
   }
 }
 
+std::shared_ptr<void> libvirt_driver::hold_for_check() {
+  {
+    const std::lock_guard lock(checks_mutex_);
+    ++checks_running_;
+  }
+  return {nullptr, [this](void*) {
+            {
+              const std::lock_guard lock(checks_mutex_);
+              --checks_running_;
+            }
+            checks_cv_.notify_all();
+          }};
+}
+
 fs::path libvirt_driver::host_dir(std::string_view host_id) const {
   return config_.state_dir / "vms" / std::string(host_id);
 }
 
-std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect() {
+std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect(std::string* why) {
+  std::shared_ptr<open_attempt> attempt;
+  {
+    const std::lock_guard lock(mutex_);
+    // A restarted libvirtd (or one keepalive gave up on) leaves the old connection dead:
+    // detect that and reconnect.
+    if (conn_ && virConnectIsAlive(conn_->ptr) == 1) {
+      return conn_;
+    }
+    conn_.reset();
+    if (!opening_) {
+      // Single flight: every caller waits for this one open, none holds mutex_ meanwhile.
+      opening_ = std::make_shared<open_attempt>();
+      std::thread([a = opening_, uri = config_.uri,
+                   interval = static_cast<int>(config_.keepalive_interval.count()),
+                   count = config_.keepalive_count] {
+        std::shared_ptr<connection> conn;
+        std::string error;
+        if (const virConnectPtr raw = virConnectOpen(uri.c_str()); raw != nullptr) {
+          conn = std::make_shared<connection>(raw);
+          if (interval > 0) {
+            virConnectSetKeepAlive(raw, interval, count);
+          }
+        } else {
+          error = last_libvirt_error();  // thread-local: read here, on the failing thread
+        }
+        {
+          const std::lock_guard done_lock(a->mutex);
+          a->done = true;
+          a->conn = std::move(conn);
+          a->error = std::move(error);
+        }
+        a->done_cv.notify_all();
+      }).detach();
+    }
+    attempt = opening_;
+  }
+  std::shared_ptr<connection> conn;
+  {
+    std::unique_lock lock(attempt->mutex);
+    if (!attempt->done_cv.wait_for(lock, config_.connect_timeout, [&] { return attempt->done; })) {
+      if (why != nullptr) {
+        *why = "libvirtd did not answer within " + std::to_string(config_.connect_timeout.count()) +
+               " ms";
+      }
+      return nullptr;
+    }
+    conn = attempt->conn;
+    if (!conn && why != nullptr) {
+      *why = attempt->error;
+    }
+  }
   const std::lock_guard lock(mutex_);
-  // A restarted libvirtd leaves the old connection dead: detect that and reconnect.
-  if (conn_ && virConnectIsAlive(conn_->ptr) == 1) {
-    return conn_;
+  if (opening_ == attempt) {
+    opening_.reset();
+    if (conn && !conn_) {
+      conn_ = conn;
+    }
   }
-  conn_.reset();
-  const virConnectPtr raw = virConnectOpen(config_.uri.c_str());
-  if (raw == nullptr) {
-    return nullptr;
-  }
-  conn_ = std::make_shared<connection>(raw);
-  return conn_;
+  return conn;
 }
 
 result<void> libvirt_driver::assert_firewall(std::optional<unsigned> observed_uid) {
@@ -342,9 +483,10 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
       return ok.error();
     }
   }
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   // Leftovers of an earlier attempt under this id would clash with the names below.
   if (auto gone = destroy(spec.host_id); !gone) {
@@ -384,7 +526,7 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
     return fail(errc::vm_create_failed, "cannot render the seed: " + files.error().message);
   }
   const fs::path seed_path = dir / "seed.iso";
-  if (auto ok = cloudinit::write_seed_image(*files, seed_path); !ok) {
+  if (auto ok = cloudinit::write_seed_image(*files, seed_path, k_seed_timeout); !ok) {
     return fail(errc::vm_create_failed, ok.error().message);
   }
   const fs::path console_path = dir / "console.log";
@@ -499,9 +641,10 @@ result<void> libvirt_driver::destroy(std::string_view host_id) {
   if (!valid_host_id(host_id)) {
     return make_error(errc::teardown_failed, "malformed host id");
   }
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   virDomainPtr* doms = nullptr;
   const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
@@ -562,9 +705,10 @@ result<std::string> libvirt_driver::console(std::string_view host_id, std::size_
 
 result<std::vector<std::string>> libvirt_driver::list_owned() {
   std::vector<std::string> ids;
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   virDomainPtr* doms = nullptr;
   const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
@@ -695,58 +839,81 @@ check_result libvirt_driver::isolation_check() {
 std::vector<check_result> libvirt_driver::doctor() {
   std::vector<check_result> out;
   const auto timeout = config_.check_timeout;
-  out.push_back(boxed_check("libvirt", timeout, [this] {
+  // A check that times out keeps running on its own thread, possibly after this driver is
+  // gone: the checks capture copies and shared state, never `this`.
+  const libvirt_config cfg = config_;
+  const auto hint_libvirt =
+      "start libvirtd (scripts/lib/libvirt.sh: libvirt_start) or check LIBVIRT_URI";
+  {
+    // connect() is bounded by itself; only the version call needs the box.
+    const auto started = steady_clock::now();
+    std::string why;
+    const auto conn = connect(&why);
     check_result r;
-    const auto conn = connect();
-    unsigned long version = 0;
-    if (!conn || virConnectGetLibVersion(conn->ptr, &version) != 0) {
-      r.detail = "cannot reach " + config_.uri + ": " + last_libvirt_error();
-      r.hint = "start libvirtd (scripts/lib/libvirt.sh: libvirt_start) or check LIBVIRT_URI";
-      return r;
+    if (!conn) {
+      r.name = "libvirt";
+      r.detail = "cannot reach " + cfg.uri + ": " + why;
+      r.hint = hint_libvirt;
+    } else {
+      const auto left = std::max(std::chrono::milliseconds(1),
+                                 timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               steady_clock::now() - started));
+      r = boxed_check("libvirt", left, [conn, uri = cfg.uri, hint_libvirt] {
+        check_result c;
+        unsigned long version = 0;
+        if (virConnectGetLibVersion(conn->ptr, &version) != 0) {
+          c.detail = "cannot reach " + uri + ": " + last_libvirt_error();
+          c.hint = hint_libvirt;
+          return c;
+        }
+        c.ok = true;
+        c.detail = uri + ", libvirt " + std::to_string(version / 1000000) + "." +
+                   std::to_string(version / 1000 % 1000) + "." + std::to_string(version % 1000);
+        return c;
+      });
     }
-    r.ok = true;
-    r.detail = config_.uri + ", libvirt " + std::to_string(version / 1000000) + "." +
-               std::to_string(version / 1000 % 1000) + "." + std::to_string(version % 1000);
-    return r;
-  }));
-  out.push_back(boxed_check("accelerator", timeout, [this] {
+    r.latency_ms = std::chrono::duration<double, std::milli>(steady_clock::now() - started).count();
+    out.push_back(std::move(r));
+  }
+  out.push_back(boxed_check("accelerator", timeout, [accel = accel_] {
     check_result r;
     r.ok = true;
-    r.detail = accel_ == accel::kvm ? "kvm (hardware virtualisation)"
-                                    : "tcg (emulation; no kvm_intel/kvm_amd on this host)";
+    r.detail = accel == accel::kvm ? "kvm (hardware virtualisation)"
+                                   : "tcg (emulation; no kvm_intel/kvm_amd on this host)";
     return r;
   }));
-  out.push_back(boxed_check("guest_kernel", timeout, [this] {
+  out.push_back(boxed_check("guest_kernel", timeout, [cfg] {
     check_result r;
     std::error_code ec;
-    const bool kernel = fs::is_regular_file(config_.kernel, ec);
-    const bool initrd = fs::is_regular_file(config_.initrd, ec);
+    const bool kernel = fs::is_regular_file(cfg.kernel, ec);
+    const bool initrd = fs::is_regular_file(cfg.initrd, ec);
     r.ok = kernel && initrd;
-    r.detail = (kernel ? "kernel " : "missing kernel ") + config_.kernel.string() +
-               (initrd ? ", initrd " : ", missing initrd ") + config_.initrd.string();
+    r.detail = (kernel ? "kernel " : "missing kernel ") + cfg.kernel.string() +
+               (initrd ? ", initrd " : ", missing initrd ") + cfg.initrd.string();
     if (!r.ok) {
       r.hint = "set LITTERBOX_KERNEL and LITTERBOX_INITRD (apt-get install linux-image-amd64)";
     }
     return r;
   }));
-  out.push_back(boxed_check("disk", timeout, [this] {
+  out.push_back(boxed_check("disk", timeout, [cfg] {
     check_result r;
     struct statvfs st {};
-    if (::statvfs(config_.state_dir.c_str(), &st) != 0) {
-      r.detail = "cannot stat " + config_.state_dir.string();
+    if (::statvfs(cfg.state_dir.c_str(), &st) != 0) {
+      r.detail = "cannot stat " + cfg.state_dir.string();
       return r;
     }
     const auto free_bytes = static_cast<unsigned long long>(st.f_bavail) * st.f_frsize;
     const unsigned long long min_bytes = 2ULL << 30U;
     r.ok = free_bytes >= min_bytes;
-    r.detail = std::to_string(free_bytes >> 20U) + " MiB free in " + config_.state_dir.string();
+    r.detail = std::to_string(free_bytes >> 20U) + " MiB free in " + cfg.state_dir.string();
     if (!r.ok) {
       r.hint = "free space in LITTERBOX_STATE_DIR";
     }
     return r;
   }));
   if (config_.isolate_host) {
-    out.push_back(boxed_check("guest_isolation", timeout, [this] { return isolation_check(); }));
+    out.push_back(boxed_check("guest_isolation", timeout,
+                              [this, held = hold_for_check()] { return isolation_check(); }));
   }
   return out;
 }

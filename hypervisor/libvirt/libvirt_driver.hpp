@@ -71,6 +71,14 @@ struct libvirt_config {
   std::chrono::milliseconds firewall_interval{30000};  ///< how often the firewall is re-asserted
   std::chrono::milliseconds poll_interval{250};        ///< console/domain polling while booting
   std::chrono::milliseconds check_timeout{3000};       ///< per /doctor check
+  /// How long a call waits for a connection to libvirtd to open. libvirt's open has no
+  /// timeout of its own: one open runs at a time, on a thread that is abandoned (and cleans
+  /// up after itself) if libvirtd never answers.
+  std::chrono::milliseconds connect_timeout{10'000};
+  /// libvirt keepalive on every connection: a libvirtd that stops answering is declared dead
+  /// (and calls in progress fail) after about interval × (count + 1).
+  std::chrono::seconds keepalive_interval{5};
+  unsigned int keepalive_count = 3;
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -109,17 +117,27 @@ class libvirt_driver final : public driver {
 
  private:
   struct connection;
-  std::shared_ptr<connection> connect();
+  /// The live connection, opened if needed; waits at most config_.connect_timeout and never
+  /// holds mutex_ while libvirtd is being waited for. nullptr when libvirt is unreachable,
+  /// with the reason in `*why` when given.
+  std::shared_ptr<connection> connect(std::string* why = nullptr);
   result<void> assert_firewall(std::optional<unsigned> observed_uid);
   check_result isolation_check();
   std::vector<std::string> owned_domain_names();
   void firewall_loop();
+  struct open_attempt;
+  class event_loop;
+  /// Keeps the driver's destructor waiting until the returned token is dropped: for /doctor
+  /// checks that use the driver from a thread that may outlive their time box.
+  std::shared_ptr<void> hold_for_check();
 
   libvirt_config config_;
   base_images& images_;
   accel accel_;
+  std::shared_ptr<event_loop> events_;  ///< runs libvirt's event loop (keepalive) while we live
   std::mutex mutex_;
   std::shared_ptr<connection> conn_;
+  std::shared_ptr<open_attempt> opening_;  ///< the one open in progress, if any
   std::optional<unsigned int> qemu_uid_;
   std::optional<unsigned int> qemu_gid_;
   std::string qemu_user_;  // the user QEMU runs as: qemu.conf's, else config_.qemu_user
@@ -131,6 +149,9 @@ class libvirt_driver final : public driver {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   std::thread firewall_thread_;
+  std::mutex checks_mutex_;
+  std::condition_variable checks_cv_;
+  int checks_running_ = 0;  // guarded by checks_mutex_
 };
 
 }  // namespace litterbox::hypervisor

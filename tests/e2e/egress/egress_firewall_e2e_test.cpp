@@ -1,5 +1,5 @@
 #include "hypervisor/errc.hpp"
-#include "hypervisor/image/process.hpp"
+#include "base/process.hpp"
 #include "hypervisor/libvirt/egress_firewall.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
@@ -47,7 +47,7 @@ qemu_identity qemu_user() {
 }
 
 std::string run_ok(const std::vector<std::string>& argv) {
-  auto r = image::run_process(argv, 30s);
+  auto r = run_process(argv, 30s);
   if (!r || r->exit_code != 0) {
     throw std::runtime_error(argv[0] + " failed: " + (r ? r->err : r.error().message));
   }

@@ -1,7 +1,7 @@
 #include "tests/e2e/libvirt/guest_fixture.hpp"
 
+#include "base/process.hpp"
 #include "base/secret.hpp"
-#include "cloud-init/run.hpp"
 
 #include <arpa/inet.h>
 #include <cstdlib>
@@ -70,7 +70,8 @@ fs::path base_disk() {
     return disk;
   }
   const fs::path script = fs::path(LB_E2E_SOURCE_DIR) / "make-base-disk.sh";
-  const auto r = run({"bash", script.string(), cache.string()});
+  // mmdebstrap of a minimal Debian: about a minute, far longer on a cold mirror.
+  const auto r = run({"bash", script.string(), cache.string()}, std::chrono::minutes(30));
   if (r.exit_code != 0 || !fs::exists(disk)) {
     throw std::runtime_error("make-base-disk.sh failed:\n" + r.output);
   }
@@ -92,9 +93,17 @@ int free_loopback_port() {
   return ntohs(addr.sin_port);
 }
 
-command_result run(const std::vector<std::string>& argv) {
-  const auto r = cloudinit::run_argv(argv);
-  return {r.exit_code, r.output};
+command_result run(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
+  // Proxies reach mmdebstrap's apt; nothing else of the test's environment is needed.
+  const auto r = run_process(argv, {timeout, {"http_proxy", "https_proxy", "no_proxy"}});
+  if (!r) {
+    return {-1, r.error().message};
+  }
+  std::string output = r->out + r->err;
+  if (r->timed_out) {
+    output += "\n(killed after " + std::to_string(timeout.count()) + " s)";
+  }
+  return {r->timed_out ? -1 : r->exit_code, std::move(output)};
 }
 
 void write_private_file(const fs::path& path, const std::string& data) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -19,12 +20,13 @@ std::filesystem::path base_disk();
 /// A loopback TCP port nobody listens on right now (bound to port 0 and released).
 int free_loopback_port();
 
-/// Runs argv with no shell, returns exit code and combined output.
+/// Runs argv with no shell (base/process.hpp, killed after `timeout`), returns exit code and
+/// combined output; a run past `timeout` has a non-zero exit code and says so in the output.
 struct command_result {
   int exit_code = -1;
   std::string output;
 };
-command_result run(const std::vector<std::string>& argv);
+command_result run(const std::vector<std::string>& argv, std::chrono::seconds timeout);
 
 /// Writes `data` to `path` with mode 0600.
 void write_private_file(const std::filesystem::path& path, const std::string& data);

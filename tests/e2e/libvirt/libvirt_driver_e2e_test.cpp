@@ -114,11 +114,12 @@ class LibvirtDriverE2e : public ::testing::Test {
     const fs::path kh = root_ / (s.host_id + ".known_hosts");
     e2e::write_private_file(
         kh, known_hosts_line(s.ssh_host, s.ssh_port, s.host_key.public_line) + "\n");
-    return e2e::run({"ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o",
-                     "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + kh.string(), "-o",
-                     "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "-i",
-                     key.string(), "-p", std::to_string(s.ssh_port),
-                     s.ssh_username + "@" + s.ssh_host, remote});
+    return e2e::run(
+        {"ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o",
+         "UserKnownHostsFile=" + kh.string(), "-o", "GlobalKnownHostsFile=/dev/null", "-o",
+         "ConnectTimeout=20", "-i", key.string(), "-p", std::to_string(s.ssh_port),
+         s.ssh_username + "@" + s.ssh_host, remote},
+        std::chrono::seconds(120));
   }
 
   fs::path root_;
@@ -214,7 +215,8 @@ TEST_F(LibvirtDriverE2e, GuestBootsReadyWithPinnedKeyEnvSudoIsolationAndLeavesNo
     const auto owned = driver_->list_owned();
     ASSERT_TRUE(owned);
     EXPECT_EQ(std::find(owned->begin(), owned->end(), spec.host_id), owned->end());
-    const auto dom = e2e::run({"virsh", "-c", "qemu:///system", "domstate", spec.name});
+    const auto dom = e2e::run({"virsh", "-c", "qemu:///system", "domstate", spec.name},
+                              std::chrono::seconds(30));
     EXPECT_NE(dom.exit_code, 0) << dom.output;
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};

@@ -1,8 +1,8 @@
 // Needs Debian's docker-registry, skopeo, mkfs.ext4, qemu-img and debugfs; starts its own
 // loopback registries on free ports, so it never touches the shared one on 127.0.0.1:5000.
+#include "base/process.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/image_store.hpp"
-#include "hypervisor/image/process.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
 #include <gtest/gtest.h>

@@ -3,7 +3,7 @@
 // test:///default driver needs no daemon; qemu-img makes the disks.
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/image_store.hpp"
-#include "hypervisor/image/process.hpp"
+#include "base/process.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 

@@ -165,7 +165,7 @@ TEST(WriteSeedImage, WritesAPrivateCidataVolume) {
       std::filesystem::temp_directory_path() / ("lb-seed-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto out = dir / "seed.iso";
-  const auto ok = write_seed_image(*files, out);
+  const auto ok = write_seed_image(*files, out, std::chrono::seconds(60));
   ASSERT_TRUE(ok) << ok.error().message;
   struct stat st {};
   ASSERT_EQ(::stat(out.c_str(), &st), 0);

@@ -98,6 +98,16 @@ TEST(AllowHeader, ListsTheMethodsOfTheRoute) {
   EXPECT_FALSE(allows(*m->matched, "get"));
 }
 
+TEST(MethodLabel, KeepsStandardMethodsAndFoldsEveryOtherIntoOne) {
+  for (const auto m :
+       {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}) {
+    EXPECT_EQ(method_label(m), m);
+  }
+  EXPECT_EQ(method_label("get"), "other");
+  EXPECT_EQ(method_label("XYZZY-0190b2"), "other");
+  EXPECT_EQ(method_label(""), "other");
+}
+
 TEST(ParseQuery, DecodesRepeatedNamesInOrder) {
   const auto q = parse_query("status=active&status=error&limit=2&after=a%2Bb&x=1+2&&flag");
   ASSERT_EQ(q.size(), 6U);

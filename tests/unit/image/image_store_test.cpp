@@ -1,8 +1,8 @@
 #include "hypervisor/image/image_store.hpp"
 
+#include "base/process.hpp"
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
-#include "hypervisor/image/process.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
 #include <gtest/gtest.h>

@@ -282,7 +282,7 @@ TEST(QemuCmdlineDomain, ReadsTheGuestNameOfLibvirtsNameArgument) {
 /// Answers each tool by its argv[0] and argv[last] and records what ran, with the content
 /// of restore files read while they exist.
 struct scripted_tools {
-  std::map<std::string, image::process_output> answers;
+  std::map<std::string, process_output> answers;
   std::vector<std::vector<std::string>> calls;
   std::vector<std::string> restored;
 
@@ -296,8 +296,8 @@ struct scripted_tools {
         restored.push_back(s.str());
       }
       const auto it = answers.find(argv[0] + " " + argv.back());
-      return result<image::process_output>(
-          it == answers.end() ? image::process_output{0, false, "", ""} : it->second);
+      return result<process_output>(
+          it == answers.end() ? process_output{0, false, "", ""} : it->second);
     };
   }
 };
@@ -331,8 +331,8 @@ TEST(IptablesEgressFirewall, ApplyFailsWithTheToolsMessageWhenARestoreFails) {
   const auto path_independent = [&](const std::vector<std::string>& argv,
                                     std::chrono::milliseconds t) {
     if (argv[0] == "ip6tables-restore") {
-      return result<image::process_output>(
-          image::process_output{2, false, "", "ip6tables-restore: line 3 failed\n"});
+      return result<process_output>(
+          process_output{2, false, "", "ip6tables-restore: line 3 failed\n"});
     }
     return tools.runner()(argv, t);
   };
@@ -349,8 +349,8 @@ TEST(IptablesEgressFirewall, ApplyListsAgainWhenARestoreLosesARaceWithAnotherWri
   int restores = 0;
   const auto racing = [&](const std::vector<std::string>& argv, std::chrono::milliseconds t) {
     if (argv[0] == "iptables-restore" && ++restores == 1) {
-      return result<image::process_output>(
-          image::process_output{1, false, "", "iptables-restore: line 30 failed\n"});
+      return result<process_output>(
+          process_output{1, false, "", "iptables-restore: line 30 failed\n"});
     }
     return tools.runner()(argv, t);
   };

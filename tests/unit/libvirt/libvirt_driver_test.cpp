@@ -1,0 +1,148 @@
+#include "hypervisor/libvirt/libvirt_driver.hpp"
+
+#include "hypervisor/errc.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace litterbox::hypervisor {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+/// What a wedged libvirtd looks like to a client: a unix socket that takes connections (the
+/// kernel completes them into the backlog) and never answers a byte.
+class hung_libvirtd {
+ public:
+  hung_libvirtd() {
+    std::string tmpl = (fs::temp_directory_path() / "lb-hung-libvirtd-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      throw std::runtime_error("mkdtemp failed");
+    }
+    dir_ = tmpl;
+    const auto path = (dir_ / "sock").string();
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    path.copy(addr.sun_path, sizeof addr.sun_path - 1);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 64) != 0) {
+      throw std::runtime_error("cannot listen on " + path);
+    }
+    uri_ = "qemu+unix:///system?socket=" + path;
+  }
+  ~hung_libvirtd() {
+    ::close(fd_);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  hung_libvirtd(const hung_libvirtd&) = delete;
+  hung_libvirtd& operator=(const hung_libvirtd&) = delete;
+  const std::string& uri() const { return uri_; }
+
+ private:
+  fs::path dir_;
+  int fd_ = -1;
+  std::string uri_;
+};
+
+/// Runs `fn` on a thread of its own and waits at most `bound`: a call that hangs fails the
+/// test instead of hanging it (the thread is then abandoned with what it shares).
+bool finishes_within(std::chrono::milliseconds bound, std::function<void()> fn) {
+  struct state {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto s = std::make_shared<state>();
+  std::thread([s, fn = std::move(fn)] {
+    fn();
+    const std::lock_guard lock(s->m);
+    s->done = true;
+    s->cv.notify_all();
+  }).detach();
+  std::unique_lock lock(s->m);
+  return s->cv.wait_for(lock, bound, [&] { return s->done; });
+}
+
+struct fixture_state {
+  hung_libvirtd libvirtd;
+  fs::path state_dir;
+  fixed_base_image images{"/nonexistent/base.qcow2"};
+  std::unique_ptr<libvirt_driver> driver;
+};
+
+TEST(LibvirtDriverHungDaemon, CallsFailWithinTheConnectTimeoutAndDoNotQueueBehindEachOther) {
+  auto s = std::make_shared<fixture_state>();
+  s->state_dir = fs::temp_directory_path() / ("lb-libvirt-test-" + std::to_string(::getpid()));
+  fs::create_directories(s->state_dir);
+  libvirt_config cfg;
+  cfg.uri = s->libvirtd.uri();
+  cfg.accel = "tcg";
+  cfg.state_dir = s->state_dir;
+  cfg.isolate_host = false;
+  cfg.connect_timeout = 1000ms;
+  cfg.check_timeout = 1500ms;
+
+  auto started = steady::now();
+  ASSERT_TRUE(finishes_within(15s, [s, cfg] {
+    s->driver = std::make_unique<libvirt_driver>(cfg, s->images);
+  })) << "constructing the driver hung on the wedged libvirtd";
+  EXPECT_LT(steady::now() - started, 5s);
+
+  // Four calls at once: each gives up after its own connect timeout; none waits for the
+  // others (one mutex held across the open made them queue, each waiting for ever).
+  constexpr std::size_t k_calls = 4;
+  std::vector<std::optional<result<std::vector<std::string>>>> outcomes(k_calls);
+  started = steady::now();
+  ASSERT_TRUE(finishes_within(15s, [s, &outcomes] {
+    std::vector<std::thread> callers;
+    for (std::size_t i = 0; i < k_calls; ++i) {
+      callers.emplace_back([s, &outcomes, i] { outcomes[i].emplace(s->driver->list_owned()); });
+    }
+    for (auto& t : callers) {
+      t.join();
+    }
+  })) << "list_owned hung on the wedged libvirtd";
+  EXPECT_LT(steady::now() - started, 4s);
+  for (const auto& o : outcomes) {
+    ASSERT_TRUE(o.has_value());
+    ASSERT_FALSE(o->has_value());
+    EXPECT_EQ(o->error().code, errc::unavailable);
+    EXPECT_NE(o->error().message.find("did not answer"), std::string::npos) << o->error().message;
+  }
+
+  std::vector<check_result> report;
+  started = steady::now();
+  ASSERT_TRUE(finishes_within(15s, [s, &report] { report = s->driver->doctor(); }))
+      << "doctor hung on the wedged libvirtd";
+  EXPECT_LT(steady::now() - started, 5s);
+  ASSERT_FALSE(report.empty());
+  EXPECT_EQ(report.front().name, "libvirt");
+  EXPECT_FALSE(report.front().ok);
+
+  // The driver goes away while its open is still stuck: the abandoned open thread owns
+  // everything it touches.
+  s->driver.reset();
+  std::error_code ec;
+  fs::remove_all(s->state_dir, ec);
+}
+
+}  // namespace
+}  // namespace litterbox::hypervisor
