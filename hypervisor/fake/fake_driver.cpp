@@ -3,12 +3,24 @@
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
 namespace litterbox::hypervisor {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// The libvirt driver's rule: every resource is named from the id, so only hex and dashes.
+bool valid_host_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '-';
+  });
+}
+
+}  // namespace
 
 fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
@@ -60,6 +72,9 @@ result<void> fake_driver::create_vm(const vm_spec& spec) {
   if (auto e = injected(fake_phase::create_vm)) {
     return *e;
   }
+  if (!valid_host_id(spec.host_id)) {
+    return make_error(errc::vm_create_failed, "malformed host id");
+  }
   wait(options_.create_delay);
   if (spec.image.find("fail-create") != std::string::npos) {
     return make_error(errc::vm_create_failed, "domain failed to start");
@@ -97,6 +112,9 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   if (auto e = injected(fake_phase::destroy)) {
     return *e;
   }
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::teardown_failed, "malformed host id");
+  }
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
   bool existed = vms_.erase(std::string(host_id)) > 0;
@@ -111,6 +129,9 @@ result<void> fake_driver::destroy(std::string_view host_id) {
 }
 
 result<std::string> fake_driver::console(std::string_view host_id, std::size_t max_bytes) {
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::not_found, "no console for this host");
+  }
   const std::lock_guard lock(mutex_);
   const auto it = vms_.find(std::string(host_id));
   if (it == vms_.end()) {
