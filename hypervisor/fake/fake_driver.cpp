@@ -57,7 +57,9 @@ result<std::string> fake_driver::prepare_image(std::string_view image) {
   bool convert = false;
   {
     const std::lock_guard lock(mutex_);
-    convert = digests_.insert(digest).second;
+    const auto [it, fresh] = digests_.try_emplace(digest);
+    it->second = std::chrono::steady_clock::now();
+    convert = fresh;
     if (convert) {
       ++conversions_;
     }
@@ -165,9 +167,10 @@ result<int> fake_driver::collect_images(const std::set<std::string>& in_use) {
   // The fake's "cache" has no size; forgetting unused digests makes the next create of one
   // convert again, which is what a collected base costs for real.
   const std::lock_guard lock(mutex_);
+  const auto recent = std::chrono::steady_clock::now() - options_.image_grace;
   int removed = 0;
   for (auto it = digests_.begin(); it != digests_.end();) {
-    if (in_use.count(*it) == 0) {
+    if (in_use.count(it->first) == 0 && it->second <= recent) {
       it = digests_.erase(it);
       ++removed;
     } else {

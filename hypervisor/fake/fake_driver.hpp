@@ -23,6 +23,10 @@ struct fake_options {
   /// When set, each VM is a file `<state_dir>/<host_id>.vm`, so VMs outlive a killed process
   /// the way libvirt domains do and crash-recovery tests see real leftovers.
   std::optional<std::filesystem::path> state_dir;
+  /// collect_images keeps an image prepared within this long even when no row references it
+  /// yet, as the image store's gc_grace does (a create between prepare_image and recording
+  /// its digest).
+  std::chrono::milliseconds image_grace{std::chrono::hours(1)};
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
@@ -63,7 +67,7 @@ class fake_driver final : public driver {
   mutable std::mutex mutex_;
   std::map<fake_phase, error> failures_;
   std::map<fake_phase, int> calls_;
-  std::set<std::string> digests_;
+  std::map<std::string, std::chrono::steady_clock::time_point> digests_;  ///< → last prepared
   std::map<std::string, vm_spec> vms_;
   int conversions_ = 0;
   int destroyed_ = 0;

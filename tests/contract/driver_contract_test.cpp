@@ -297,6 +297,14 @@ TYPED_TEST(driver_contract, CollectImagesKeepsDigestsInUse) {
   ASSERT_TRUE(this->driver_.destroy(spec.host_id));
 }
 
+TYPED_TEST(driver_contract, CollectImagesKeepsAJustPreparedImageNoRowReferencesYet) {
+  // A create between prepare_image and recording its digest must not lose its base.
+  ASSERT_TRUE(this->driver_.prepare_image("registry.test/debian:12"));
+  const auto removed = this->driver_.collect_images({});
+  ASSERT_TRUE(removed.has_value()) << removed.error().message;
+  EXPECT_EQ(removed.value(), 0);
+}
+
 TYPED_TEST(driver_contract, DoctorReturnsUniquelyNamedChecksWithDetails) {
   const auto checks = this->driver_.doctor();
   ASSERT_FALSE(checks.empty());
