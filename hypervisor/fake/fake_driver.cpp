@@ -54,19 +54,38 @@ result<std::string> fake_driver::prepare_image(std::string_view image) {
     return make_error(errc::image_corrupt, "blob digest mismatch in " + std::string(image));
   }
   const std::string digest = "sha256:" + sha256_hex(image);
-  bool convert = false;
-  {
-    const std::lock_guard lock(mutex_);
-    const auto [it, fresh] = digests_.try_emplace(digest);
-    it->second = std::chrono::steady_clock::now();
-    convert = fresh;
-    if (convert) {
-      ++conversions_;
+  std::unique_lock lock(mutex_);
+  // Single flight, as the image store: a caller for a digest being converted waits for that
+  // conversion instead of returning a base that is not there yet.
+  bool announced = false;
+  for (;;) {
+    if (const auto it = digests_.find(digest); it != digests_.end()) {
+      it->second = std::chrono::steady_clock::now();
+      return digest;
     }
+    if (converting_.count(digest) == 0) {
+      break;
+    }
+    if (!announced && options_.on_wait) {
+      announced = true;
+      lock.unlock();
+      options_.on_wait(digest);
+      lock.lock();
+      continue;
+    }
+    converted_.wait(lock);
   }
-  if (convert) {
-    wait(options_.pull_delay);
+  converting_.insert(digest);
+  ++conversions_;
+  lock.unlock();
+  wait(options_.pull_delay);
+  if (options_.on_convert) {
+    options_.on_convert(digest);
   }
+  lock.lock();
+  converting_.erase(digest);
+  digests_[digest] = std::chrono::steady_clock::now();
+  converted_.notify_all();
   return digest;
 }
 

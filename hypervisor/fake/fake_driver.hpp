@@ -3,7 +3,9 @@
 #include "hypervisor/driver.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -27,6 +29,11 @@ struct fake_options {
   /// yet, as the image store's gc_grace does (a create between prepare_image and recording
   /// its digest).
   std::chrono::milliseconds image_grace{std::chrono::hours(1)};
+  /// Test hooks, called without the driver's lock: `on_convert` at the end of an image
+  /// conversion (after pull_delay), `on_wait` when a prepare_image starts waiting for the
+  /// conversion of the same digest another call is doing.
+  std::function<void(const std::string& digest)> on_convert;
+  std::function<void(const std::string& digest)> on_wait;
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
@@ -68,6 +75,8 @@ class fake_driver final : public driver {
   std::map<fake_phase, error> failures_;
   std::map<fake_phase, int> calls_;
   std::map<std::string, std::chrono::steady_clock::time_point> digests_;  ///< → last prepared
+  std::set<std::string> converting_;   ///< digests whose conversion is under way
+  std::condition_variable converted_;  ///< notified when a conversion ends
   std::map<std::string, vm_spec> vms_;
   int conversions_ = 0;
   int destroyed_ = 0;

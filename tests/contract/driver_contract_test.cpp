@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -322,6 +323,42 @@ TYPED_TEST(driver_contract, DoctorReturnsUniquelyNamedChecksWithDetails) {
     names.insert(c.name);
   }
   EXPECT_EQ(names.size(), checks.size());
+}
+
+// The fake on its own: what the contract says about concurrent prepares, beyond one digest.
+
+TEST(fake_driver_prepare, AConcurrentPrepareOfOneImageReturnsOnlyOnceItsConversionIsDone) {
+  std::promise<void> converting;
+  std::promise<void> waiting;
+  std::promise<void> release;
+  const auto released = release.get_future().share();
+  std::atomic<bool> converted{false};
+  fake_options o;
+  o.on_convert = [&](const std::string& /*digest*/) {
+    converting.set_value();
+    released.wait();
+    converted = true;
+  };
+  o.on_wait = [&](const std::string& /*digest*/) { waiting.set_value(); };
+  fake_driver fake(o);
+  auto first =
+      std::async(std::launch::async, [&] { return fake.prepare_image("registry.test/debian:12"); });
+  converting.get_future().wait();
+  auto second = std::async(std::launch::async, [&] {
+    auto digest = fake.prepare_image("registry.test/debian:12");
+    return std::make_pair(std::move(digest), converted.load());
+  });
+  // Only a guard: the second call announces that it waits as soon as it is inside.
+  const auto announced = waiting.get_future().wait_for(30s);
+  release.set_value();
+  const auto a = first.get();
+  const auto [b, after_conversion] = second.get();
+  EXPECT_EQ(announced, std::future_status::ready);
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(a.value(), b.value());
+  EXPECT_TRUE(after_conversion) << "returned while the conversion was still running";
+  EXPECT_EQ(fake.conversions(), 1);
 }
 
 }  // namespace
