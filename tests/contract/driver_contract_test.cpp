@@ -9,6 +9,7 @@
 #include "schema/host.hpp"
 
 #include <gtest/gtest.h>
+#include <libvirt/libvirt.h>
 
 #include <algorithm>
 #include <atomic>
@@ -71,7 +72,10 @@ struct libvirt_backend {
   temp_dir dir;
   fs::path base = make_base(dir.path());
   fixed_base_image images{base};
-  libvirt_driver driver{config(dir.path()), images};
+  libvirt_config cfg = config(dir.path());
+  libvirt_driver driver{cfg, images};
+
+  const std::string& driver_owner() const { return cfg.owner; }
 
   static fs::path make_base(const fs::path& dir) {
     const fs::path disk = dir / "base.qcow2";
@@ -104,33 +108,34 @@ struct libvirt_backend {
   void break_create(vm_spec& /*spec*/) { fs::remove(base); }
 };
 
+/// A spec that render_seed accepts, for a new host id.
+vm_spec make_spec(const std::string& digest) {
+  vm_spec s;
+  s.host_id = new_uuid_v7(system_clock{}.now());
+  s.name = schema::host_name_for(s.host_id);
+  s.image = "registry.test/debian:12";
+  s.image_digest = digest;
+  s.cpus = 1;
+  s.memory_mib = 256;
+  s.ssh_username = "agent";
+  auto key = generate_ed25519("contract");
+  EXPECT_TRUE(key.has_value()) << (key ? "" : key.error().message);
+  if (key) {
+    s.host_key = key.value();
+    s.authorized_keys = {key.value().public_line};
+    s.probe_public_key = key.value().public_line;
+  }
+  s.ready_token = "0123456789abcdef0123456789abcdef";
+  s.ssh_host = "127.0.0.1";
+  s.ssh_port = 2222;
+  return s;
+}
+
 template <class Backend>
 class driver_contract : public ::testing::Test {
  protected:
   Backend backend_;
   driver& driver_ = backend_.driver;
-
-  vm_spec make_spec(const std::string& digest) {
-    vm_spec s;
-    s.host_id = new_uuid_v7(system_clock{}.now());
-    s.name = schema::host_name_for(s.host_id);
-    s.image = "registry.test/debian:12";
-    s.image_digest = digest;
-    s.cpus = 1;
-    s.memory_mib = 256;
-    s.ssh_username = "agent";
-    auto key = generate_ed25519("contract");
-    EXPECT_TRUE(key.has_value());
-    if (key) {
-      s.host_key = key.value();
-      s.authorized_keys = {key.value().public_line};
-      s.probe_public_key = key.value().public_line;
-    }
-    s.ready_token = "0123456789abcdef0123456789abcdef";
-    s.ssh_host = "127.0.0.1";
-    s.ssh_port = 2222;
-    return s;
-  }
 
   /// A spec whose image is prepared.
   vm_spec prepared_spec() {
@@ -293,7 +298,7 @@ TYPED_TEST(driver_contract, CollectImagesKeepsDigestsInUse) {
   ASSERT_TRUE(removed.has_value()) << removed.error().message;
   EXPECT_EQ(removed.value(), 0);
   // Still usable: a create from it works.
-  const auto spec = this->make_spec(digest.value());
+  const auto spec = make_spec(digest.value());
   ASSERT_TRUE(this->driver_.create_vm(spec));
   ASSERT_TRUE(this->driver_.destroy(spec.host_id));
 }
@@ -323,6 +328,39 @@ TYPED_TEST(driver_contract, DoctorReturnsUniquelyNamedChecksWithDetails) {
     names.insert(c.name);
   }
   EXPECT_EQ(names.size(), checks.size());
+}
+
+// The libvirt driver on its own: list_owned also reports leftover host directories, so the
+// domain itself is looked up here, on a second connection to the same test:///default state.
+
+TEST(libvirt_driver_on_test_hypervisor, CreateVmDefinesAndStartsADomainCarryingTheOwnerTag) {
+  libvirt_backend b;
+  const auto digest = b.driver.prepare_image("registry.test/debian:12");
+  ASSERT_TRUE(digest.has_value());
+  const auto spec = make_spec(digest.value());
+  ASSERT_TRUE(b.driver.create_vm(spec));
+
+  const virConnectPtr conn = virConnectOpen("test:///default");
+  ASSERT_NE(conn, nullptr);
+  virDomainPtr dom = virDomainLookupByName(conn, spec.name.c_str());
+  ASSERT_NE(dom, nullptr) << "no domain " << spec.name;
+  EXPECT_EQ(virDomainIsActive(dom), 1);
+  char* meta =
+      virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, std::string(k_metadata_ns).c_str(), 0);
+  ASSERT_NE(meta, nullptr);
+  const std::string text = meta;
+  std::free(meta);
+  EXPECT_NE(text.find(spec.host_id), std::string::npos) << text;
+  EXPECT_EQ(metadata_host_id(text, b.driver_owner()), spec.host_id) << text;
+  virDomainFree(dom);
+
+  ASSERT_TRUE(b.driver.destroy(spec.host_id));
+  virDomainPtr gone = virDomainLookupByName(conn, spec.name.c_str());
+  EXPECT_EQ(gone, nullptr) << "the domain is still defined after destroy";
+  if (gone != nullptr) {
+    virDomainFree(gone);
+  }
+  virConnectClose(conn);
 }
 
 // The fake on its own: what the contract says about concurrent prepares, beyond one digest.
