@@ -272,6 +272,16 @@ TYPED_TEST(driver_contract, WaitReadyPastItsDeadlineIsBootTimeout) {
   ASSERT_TRUE(this->driver_.destroy(spec.host_id));
 }
 
+TYPED_TEST(driver_contract, WaitReadyOfAVmThatIsNotThereFailsAtOnceWithBootFailed) {
+  const auto spec = this->prepared_spec();
+  ASSERT_TRUE(this->driver_.create_vm(spec));
+  ASSERT_TRUE(this->driver_.destroy(spec.host_id));
+  // A deadline far off: the driver must notice the missing VM rather than wait it out.
+  const auto out = this->driver_.wait_ready(spec, std::chrono::steady_clock::now() + 1h);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::boot_failed);
+}
+
 TYPED_TEST(driver_contract, MalformedHostIdsAreRejectedAndTouchNothing) {
   const std::vector<std::string> malformed = {
       "", "../../etc", "0190c0de-0000-7000-8000-00000000000g", "a/b", std::string(65, 'a')};
