@@ -39,7 +39,8 @@ struct fake_options {
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
 /// references steer failures for black-box use: an image containing `missing` is not found,
 /// `corrupt` fails its digest check, `fail-create` cannot start, `fail-boot` never becomes
-/// ready, `slow-boot` boots until the deadline. Thread-safe.
+/// ready, `slow-boot` boots until the deadline. Host ids must be hex digits and dashes, as
+/// for the libvirt driver. tests/contract holds it to the driver contract. Thread-safe.
 class fake_driver final : public driver {
  public:
   explicit fake_driver(fake_options options = {});
