@@ -3,12 +3,24 @@
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <thread>
 
 namespace litterbox::hypervisor {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// The libvirt driver's rule: every resource is named from the id, so only hex and dashes.
+bool valid_host_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '-';
+  });
+}
+
+}  // namespace
 
 fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
@@ -42,23 +54,47 @@ result<std::string> fake_driver::prepare_image(std::string_view image) {
     return make_error(errc::image_corrupt, "blob digest mismatch in " + std::string(image));
   }
   const std::string digest = "sha256:" + sha256_hex(image);
-  bool convert = false;
-  {
-    const std::lock_guard lock(mutex_);
-    convert = digests_.insert(digest).second;
-    if (convert) {
-      ++conversions_;
+  std::unique_lock lock(mutex_);
+  // Single flight, as the image store: a caller for a digest being converted waits for that
+  // conversion instead of returning a base that is not there yet.
+  bool announced = false;
+  for (;;) {
+    if (const auto it = digests_.find(digest); it != digests_.end()) {
+      it->second = std::chrono::steady_clock::now();
+      return digest;
     }
+    if (converting_.count(digest) == 0) {
+      break;
+    }
+    if (!announced && options_.on_wait) {
+      announced = true;
+      lock.unlock();
+      options_.on_wait(digest);
+      lock.lock();
+      continue;
+    }
+    converted_.wait(lock);
   }
-  if (convert) {
-    wait(options_.pull_delay);
+  converting_.insert(digest);
+  ++conversions_;
+  lock.unlock();
+  wait(options_.pull_delay);
+  if (options_.on_convert) {
+    options_.on_convert(digest);
   }
+  lock.lock();
+  converting_.erase(digest);
+  digests_[digest] = std::chrono::steady_clock::now();
+  converted_.notify_all();
   return digest;
 }
 
 result<void> fake_driver::create_vm(const vm_spec& spec) {
   if (auto e = injected(fake_phase::create_vm)) {
     return *e;
+  }
+  if (!valid_host_id(spec.host_id)) {
+    return make_error(errc::vm_create_failed, "malformed host id");
   }
   wait(options_.create_delay);
   if (spec.image.find("fail-create") != std::string::npos) {
@@ -97,6 +133,9 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   if (auto e = injected(fake_phase::destroy)) {
     return *e;
   }
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::teardown_failed, "malformed host id");
+  }
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
   bool existed = vms_.erase(std::string(host_id)) > 0;
@@ -111,6 +150,9 @@ result<void> fake_driver::destroy(std::string_view host_id) {
 }
 
 result<std::string> fake_driver::console(std::string_view host_id, std::size_t max_bytes) {
+  if (!valid_host_id(host_id)) {
+    return make_error(errc::not_found, "no console for this host");
+  }
   const std::lock_guard lock(mutex_);
   const auto it = vms_.find(std::string(host_id));
   if (it == vms_.end()) {
@@ -144,9 +186,10 @@ result<int> fake_driver::collect_images(const std::set<std::string>& in_use) {
   // The fake's "cache" has no size; forgetting unused digests makes the next create of one
   // convert again, which is what a collected base costs for real.
   const std::lock_guard lock(mutex_);
+  const auto recent = std::chrono::steady_clock::now() - options_.image_grace;
   int removed = 0;
   for (auto it = digests_.begin(); it != digests_.end();) {
-    if (in_use.count(*it) == 0) {
+    if (in_use.count(it->first) == 0 && it->second <= recent) {
       it = digests_.erase(it);
       ++removed;
     } else {

@@ -3,7 +3,9 @@
 #include "hypervisor/driver.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -23,12 +25,22 @@ struct fake_options {
   /// When set, each VM is a file `<state_dir>/<host_id>.vm`, so VMs outlive a killed process
   /// the way libvirt domains do and crash-recovery tests see real leftovers.
   std::optional<std::filesystem::path> state_dir;
+  /// collect_images keeps an image prepared within this long even when no row references it
+  /// yet, as the image store's gc_grace does (a create between prepare_image and recording
+  /// its digest).
+  std::chrono::milliseconds image_grace{std::chrono::hours(1)};
+  /// Test hooks, called without the driver's lock: `on_convert` at the end of an image
+  /// conversion (after pull_delay), `on_wait` when a prepare_image starts waiting for the
+  /// conversion of the same digest another call is doing.
+  std::function<void(const std::string& digest)> on_convert;
+  std::function<void(const std::string& digest)> on_wait;
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
 /// references steer failures for black-box use: an image containing `missing` is not found,
 /// `corrupt` fails its digest check, `fail-create` cannot start, `fail-boot` never becomes
-/// ready, `slow-boot` boots until the deadline. Thread-safe.
+/// ready, `slow-boot` boots until the deadline. Host ids must be hex digits and dashes, as
+/// for the libvirt driver. tests/contract holds it to the driver contract. Thread-safe.
 class fake_driver final : public driver {
  public:
   explicit fake_driver(fake_options options = {});
@@ -63,7 +75,9 @@ class fake_driver final : public driver {
   mutable std::mutex mutex_;
   std::map<fake_phase, error> failures_;
   std::map<fake_phase, int> calls_;
-  std::set<std::string> digests_;
+  std::map<std::string, std::chrono::steady_clock::time_point> digests_;  ///< → last prepared
+  std::set<std::string> converting_;   ///< digests whose conversion is under way
+  std::condition_variable converted_;  ///< notified when a conversion ends
   std::map<std::string, vm_spec> vms_;
   int conversions_ = 0;
   int destroyed_ = 0;

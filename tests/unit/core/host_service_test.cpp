@@ -5,7 +5,7 @@
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "hypervisor/ssh/keys.hpp"
-#include "tests/unit/core/memory_store.hpp"
+#include "tests/support/memory_store.hpp"
 
 #include <gtest/gtest.h>
 

@@ -8,7 +8,7 @@
 #include "controlplane/core/reaper.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
-#include "tests/unit/core/memory_store.hpp"
+#include "tests/support/memory_store.hpp"
 
 #include <gtest/gtest.h>
 

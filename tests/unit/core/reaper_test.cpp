@@ -4,7 +4,7 @@
 #include "controlplane/core/maintenance.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
-#include "tests/unit/core/memory_store.hpp"
+#include "tests/support/memory_store.hpp"
 
 #include <gtest/gtest.h>
 
@@ -41,7 +41,11 @@ class ReaperTest : public ::testing::Test {
   config cfg_;
   manual_clock clock_;
   testing::memory_store store_;
-  hypervisor::fake_driver driver_;
+  hypervisor::fake_driver driver_{[] {
+    hypervisor::fake_options o;
+    o.image_grace = std::chrono::milliseconds(0);  // every image here was prepared long ago
+    return o;
+  }()};
   null_observer observer_;
   std::unique_ptr<host_service> hosts_;
   std::unique_ptr<maintenance> upkeep_;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/store.hpp"
 
@@ -12,9 +13,11 @@
 
 namespace litterbox::controlplane::testing {
 
-/// An in-memory store with the semantics of the store contract, for unit tests of the rules
-/// above it. `down` makes every call fail as a dead database would. The `lose_…` knobs make
-/// one write apply and then report outcome_unknown, as a connection lost during COMMIT does.
+/// An in-memory store with the semantics of the store contract (tests/contract runs it next to
+/// pg_store), for unit tests of the rules above it. Host ids are UUIDs in any letter case, as
+/// the database's uuid type takes them. `down` makes every call fail as a dead database would. The
+/// `lose_…` knobs make one write apply and then report outcome_unknown, as a connection lost during
+/// COMMIT does.
 class memory_store final : public store {
  public:
   std::atomic<bool> down = false;
@@ -32,6 +35,11 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
+    const auto id = parse_uuid(h.host.id);
+    if (!id)
+      return make_error(errc::internal, "host id is not a UUID");
+    if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi)
+      return make_error(errc::capacity, "no SSH port left");
     if (key) {
       auto it = keys_.find(key->ns + "\n" + key->key);
       if (it != keys_.end() && it->second.claim.expires_at > now &&
@@ -42,14 +50,18 @@ class memory_store final : public store {
                                                              stored == key->legacy_fingerprint)};
       }
     }
+    if (hosts_.count(*id) != 0)
+      return make_error(errc::internal, "database error");  // the primary key refuses it
     const auto port = free_port(ports.lo, ports.hi);
     if (!port)
       return make_error(errc::capacity, "no SSH port left");
+    auto row = h;
+    row.host.id = *id;
     if (key)
-      keys_[key->ns + "\n" + key->key] = key_row{*key, h.host.id};
-    hosts_[h.host.id] = h;
-    ports_[h.host.id] = *port;
-    insert_outcome out{true, h, true, *port};
+      keys_[key->ns + "\n" + key->key] = key_row{*key, *id};
+    hosts_[*id] = row;
+    ports_[*id] = *port;
+    insert_outcome out{true, row, true, *port};
     if (std::exchange(lose_insert_commit, false))
       return make_error(errc::outcome_unknown, "commit outcome unknown");
     return out;
@@ -65,7 +77,7 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    auto it = hosts_.find(std::string(id));
+    auto it = find(id);
     if (it == hosts_.end())
       return make_error(errc::not_found, "host not found");
     return it->second;
@@ -75,10 +87,19 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
+    std::optional<std::string> after;
+    if (q.after) {
+      after = parse_uuid(*q.after);
+      if (!after) {
+        error e = make_error(errc::validation, "validation failed");
+        e.issues.push_back(field_issue{{"query", "after"}, "invalid cursor", "value_error"});
+        return e;
+      }
+    }
     std::vector<host_record> out;
     for (auto it = hosts_.rbegin(); it != hosts_.rend(); ++it) {
       const auto& h = it->second.host;
-      if (q.after && h.id >= *q.after)
+      if (after && h.id >= *after)
         continue;
       if (!q.statuses.empty() &&
           std::find(q.statuses.begin(), q.statuses.end(), h.status) == q.statuses.end())
@@ -95,7 +116,7 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    auto it = hosts_.find(std::string(id));
+    auto it = find(id);
     if (it == hosts_.end())
       return make_error(errc::not_found, "host not found");
     auto& r = it->second;
@@ -140,7 +161,7 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    auto it = hosts_.find(std::string(id));
+    auto it = find(id);
     if (it == hosts_.end())
       return make_error(errc::not_found, "host not found");
     auto& r = it->second;
@@ -157,10 +178,13 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    hosts_.erase(std::string(id));
-    ports_.erase(std::string(id));
+    const auto canonical = parse_uuid(id);
+    if (!canonical)
+      return {};
+    hosts_.erase(*canonical);
+    ports_.erase(*canonical);
     for (auto k = keys_.begin(); k != keys_.end();) {
-      k = k->second.host_id == id ? keys_.erase(k) : std::next(k);
+      k = k->second.host_id == *canonical ? keys_.erase(k) : std::next(k);
     }
     return {};
   }
@@ -169,14 +193,20 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    if (auto it = ports_.find(std::string(host_id)); it != ports_.end())
-      return it->second;
-    if (hosts_.count(std::string(host_id)) == 0)
+    // The order of the checks is pg_store's: a full range is capacity even for an unknown host.
+    const auto id = parse_uuid(host_id);
+    if (!id)
       return make_error(errc::not_found, "host not found");
+    if (lo < 1 || hi > 65535 || lo > hi)
+      return make_error(errc::capacity, "no SSH port left");
+    if (auto held = ports_.find(*id); held != ports_.end())
+      return held->second;
     const auto p = free_port(lo, hi);
     if (!p)
-      return make_error(errc::capacity, "no SSH port free");
-    ports_[std::string(host_id)] = *p;
+      return make_error(errc::capacity, "no SSH port left");
+    if (hosts_.count(*id) == 0)
+      return make_error(errc::not_found, "host not found");
+    ports_[*id] = *p;
     return *p;
   }
 
@@ -330,6 +360,12 @@ class memory_store final : public store {
 
  private:
   static error unavailable() { return make_error(errc::unavailable, "database unavailable"); }
+
+  /// The row of `id` in any letter case; end() when there is none or it is no UUID.
+  std::map<std::string, host_record>::iterator find(std::string_view id) {
+    const auto canonical = parse_uuid(id);
+    return canonical ? hosts_.find(*canonical) : hosts_.end();
+  }
 
   std::optional<int> free_port(int lo, int hi) const {
     for (int p = lo; p <= hi; ++p) {
