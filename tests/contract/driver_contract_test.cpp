@@ -1,6 +1,6 @@
 #include "base/clock.hpp"
+#include "base/process.hpp"
 #include "base/uuid.hpp"
-#include "cloud-init/run.hpp"
 #include "hypervisor/driver.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
@@ -79,10 +79,10 @@ struct libvirt_backend {
 
   static fs::path make_base(const fs::path& dir) {
     const fs::path disk = dir / "base.qcow2";
-    const auto r =
-        cloudinit::run_argv({"qemu-img", "create", "-q", "-f", "qcow2", disk.string(), "64M"});
-    if (r.exit_code != 0) {
-      throw std::runtime_error("qemu-img create failed: " + r.output);
+    const auto r = run_process({"qemu-img", "create", "-q", "-f", "qcow2", disk.string(), "64M"},
+                               std::chrono::seconds(60));
+    if (!r || r->timed_out || r->exit_code != 0) {
+      throw std::runtime_error("qemu-img create failed: " + (r ? r->err : r.error().message));
     }
     return disk;
   }
