@@ -1,5 +1,6 @@
 #include "tests/integration/client/cli_runner.hpp"
 #include "tests/integration/client/server_fixture.hpp"
+#include "tests/integration/client/stub_server.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -156,6 +157,27 @@ TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {
   EXPECT_EQ(removed.exit_code, 3);  // the second id is unknown; the first is still deleted
   EXPECT_EQ(removed.out, id + "\n");
   EXPECT_EQ(removed.err, "litterbox: host not found\n");
+}
+
+TEST(CliAgainstStub, RmWhoseFirstAnswerWasLostExitsZeroOnTheRetrys404) {
+  // Issue 10: the first DELETE deleted the host but its answer never arrived; the retry's
+  // 404 confirms the deletion and must not turn into exit code 3.
+  stub_server stub({{stub_answer{0, "", true}},
+                    {404, R"({"detail":"host not found","error_code":"NOT_FOUND"})"}});
+  std::string tmpl = (std::filesystem::temp_directory_path() / "lb-cli-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
+  const std::string id = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+  const auto r = run_cli(
+      dir,
+      {"PATH=/usr/bin:/bin", "HOME=" + dir.string(), "XDG_DATA_HOME=" + (dir / "data").string(),
+       "LITTERBOX_STATE_DIR=" + (dir / "state").string(), "SANDBOX_SERVICE_URL=" + stub.url(),
+       "SANDBOX_SERVICE_TOKEN=t"},
+      {"rm", id});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, id + "\n");
+  EXPECT_EQ(stub.requests().size(), 2U);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
