@@ -66,17 +66,12 @@ result<host> parse_host(const http_response& r) {
   return std::move(*h);
 }
 
-std::optional<std::chrono::milliseconds> retry_after(const http_response& r) {
+std::optional<std::chrono::milliseconds> retry_after(const http_response& r, timestamp now) {
   const auto it = r.headers.find("retry-after");
   if (it == r.headers.end()) {
     return std::nullopt;
   }
-  char* end = nullptr;
-  const long v = std::strtol(it->second.c_str(), &end, 10);
-  if (end == it->second.c_str() || v < 0) {
-    return std::nullopt;
-  }
-  return std::chrono::milliseconds(std::int64_t{v} * 1000);
+  return parse_retry_after(it->second, now);
 }
 
 }  // namespace
@@ -222,7 +217,7 @@ result<http_response> client::call(const std::string& method, const std::string&
     unanswered = unanswered || !r;
     std::optional<std::chrono::milliseconds> after;
     if (r) {
-      after = retry_after(*r);
+      after = retry_after(*r, wall_now_());
     }
     last = std::move(r);
     if (attempt >= policy_.max_attempts) {
