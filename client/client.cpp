@@ -66,17 +66,12 @@ result<host> parse_host(const http_response& r) {
   return std::move(*h);
 }
 
-std::optional<std::chrono::milliseconds> retry_after(const http_response& r) {
+std::optional<std::chrono::milliseconds> retry_after(const http_response& r, timestamp now) {
   const auto it = r.headers.find("retry-after");
   if (it == r.headers.end()) {
     return std::nullopt;
   }
-  char* end = nullptr;
-  const long v = std::strtol(it->second.c_str(), &end, 10);
-  if (end == it->second.c_str() || v < 0) {
-    return std::nullopt;
-  }
-  return std::chrono::milliseconds(std::int64_t{v} * 1000);
+  return parse_retry_after(it->second, now);
 }
 
 }  // namespace
@@ -184,7 +179,7 @@ client::client(client_config config, std::unique_ptr<transport> transport, retry
 result<http_response> client::call(const std::string& method, const std::string& path_and_query,
                                    const std::string& body,
                                    std::vector<std::pair<std::string, std::string>> extra_headers,
-                                   std::chrono::milliseconds budget) {
+                                   std::chrono::milliseconds budget, bool* unanswered_before) {
   http_request req;
   req.method = method;
   req.url = config_.url + path_and_query;
@@ -200,6 +195,10 @@ result<http_response> client::call(const std::string& method, const std::string&
   }
   const auto deadline = env_.now() + budget;
   std::optional<result<http_response>> last;
+  bool unanswered = false;
+  if (unanswered_before != nullptr) {
+    *unanswered_before = false;
+  }
   for (int attempt = 1;; ++attempt) {
     const auto remaining =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
@@ -210,11 +209,15 @@ result<http_response> client::call(const std::string& method, const std::string&
     auto r = transport_->send(req);
     const bool retryable = !r || r->status == 503;
     if (!retryable) {
+      if (unanswered_before != nullptr) {
+        *unanswered_before = unanswered;
+      }
       return r;
     }
+    unanswered = unanswered || !r;
     std::optional<std::chrono::milliseconds> after;
     if (r) {
-      after = retry_after(*r);
+      after = retry_after(*r, wall_now_());
     }
     last = std::move(r);
     if (attempt >= policy_.max_attempts) {
@@ -379,9 +382,15 @@ result<host> client::renew_host(std::string_view id, const renew_options& o) {
 }
 
 result<void> client::delete_host(std::string_view id) {
-  auto r = call("DELETE", "/hosts/" + encode(id), "", {}, config_.request_timeout);
+  bool unanswered_before = false;
+  auto r =
+      call("DELETE", "/hosts/" + encode(id), "", {}, config_.request_timeout, &unanswered_before);
   if (!r) {
     return r.error();
+  }
+  // The attempt that got no answer may have deleted the host; this 404 then confirms it.
+  if (r->status == 404 && unanswered_before) {
+    return {};
   }
   if (r->status != 204 && r->status != 200) {
     return error_from_response(r->status, r->body);

@@ -90,7 +90,10 @@ class client {
   result<std::vector<schema::host>> list_hosts(const list_options& options = {});
   /// POST /hosts/{id}/renew. Errors: not_found, conflict (state), auth, unavailable.
   result<schema::host> renew_host(std::string_view id, const renew_options& options = {});
-  /// DELETE /hosts/{id}. Errors: not_found (also for a second delete), conflict, unavailable.
+  /// DELETE /hosts/{id}. A 404 answering a retry whose earlier attempt got no answer (the
+  /// connection broke after the server may have deleted the host) is success: the host is
+  /// gone either way. Errors: not_found (a first answer of 404, or a 404 after only 503s,
+  /// which say the server did not act), conflict, unavailable.
   result<void> delete_host(std::string_view id);
   /// Polls GET /hosts/{id} until the host is in `wanted`. `on_change` sees every new status.
   /// Errors: provisioning_failed when the host ends in `error` (message = last_error) unless
@@ -106,10 +109,12 @@ class client {
   const client_config& config() const { return config_; }
 
  private:
+  /// Sends with retries. `unanswered_before`, when given, is set to whether an attempt
+  /// before the one returned got no response at all (the server may have acted on it).
   result<http_response> call(const std::string& method, const std::string& path_and_query,
                              const std::string& body,
                              std::vector<std::pair<std::string, std::string>> extra_headers,
-                             std::chrono::milliseconds budget);
+                             std::chrono::milliseconds budget, bool* unanswered_before = nullptr);
 
   client_config config_;
   std::unique_ptr<transport> transport_;

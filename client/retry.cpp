@@ -1,7 +1,10 @@
 #include "client/retry.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <ctime>
 #include <random>
+#include <string>
 #include <thread>
 
 namespace litterbox::client {
@@ -30,6 +33,46 @@ std::chrono::milliseconds backoff_delay(const retry_policy& policy, int retry, d
     delay = std::max(delay, std::min(*retry_after, policy.max_retry_after));
   }
   return delay;
+}
+
+std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value, timestamp now) {
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+    value.remove_prefix(1);
+  }
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+    value.remove_suffix(1);
+  }
+  if (value.empty()) {
+    return std::nullopt;
+  }
+  if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    std::int64_t seconds = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+    if (ec != std::errc{} || end != value.data() + value.size() ||
+        seconds > std::int64_t{1} << 40) {
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(seconds * 1000);
+  }
+  // strptime's %a/%b match abbreviated and full names; the C locale is the only one the
+  // client runs in (it never calls setlocale), so English names are the ones expected.
+  const std::string text(value);
+  for (const char* format :
+       {"%a, %d %b %Y %H:%M:%S GMT", "%a, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    std::tm tm{};
+    const char* end = ::strptime(text.c_str(), format, &tm);
+    if (end == nullptr || *end != '\0') {
+      continue;
+    }
+    const std::time_t at = ::timegm(&tm);
+    if (at == static_cast<std::time_t>(-1)) {
+      return std::nullopt;
+    }
+    const auto when = std::chrono::sys_seconds(std::chrono::seconds(at));
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(when - now);
+    return std::max(wait, std::chrono::milliseconds(0));
+  }
+  return std::nullopt;
 }
 
 }  // namespace litterbox::client

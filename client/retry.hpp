@@ -1,8 +1,11 @@
 #pragma once
 
+#include "base/clock.hpp"
+
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <string_view>
 
 namespace litterbox::client {
 
@@ -29,5 +32,11 @@ retry_env system_retry_env();
 /// spread out instead of arriving together. A server's Retry-After (capped) is a floor.
 std::chrono::milliseconds backoff_delay(const retry_policy& policy, int retry, double uniform,
                                         std::optional<std::chrono::milliseconds> retry_after);
+
+/// A Retry-After header value as a wait from `now` (RFC 9110 §10.2.3): delay-seconds
+/// ("120") or an HTTP-date in any of its three forms ("Sun, 06 Nov 1994 08:49:37 GMT", the
+/// obsolete "Sunday, 06-Nov-94 08:49:37 GMT" and asctime's "Sun Nov  6 08:49:37 1994"). A
+/// date already past is a wait of zero; anything else is nullopt (the header is ignored).
+std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value, timestamp now);
 
 }  // namespace litterbox::client

@@ -1,5 +1,7 @@
 #include "client/cli/app.hpp"
 
+#include "base/clock.hpp"
+#include "base/uuid.hpp"
 #include "client/cli/key_store.hpp"
 #include "client/cli/remote.hpp"
 #include "client/cli/render.hpp"
@@ -145,6 +147,39 @@ int cmd_create(const options& o) {
   if (!opts) {
     return fail(opts.error());
   }
+  // Without --ssh-key the key pair is minted here and only its public half is sent. The
+  // private half is on disk (pending, under the Idempotency-Key) before the request leaves,
+  // so an answer lost on the way back never loses it, and a retry with the same
+  // --idempotency-key sends the same public key and gets the same host.
+  std::optional<key_store> store;
+  if (!opts->ssh_authorized_keys) {
+    auto s = key_store::for_user(process_env());
+    if (!s) {
+      return fail(s.error());
+    }
+    store = std::move(*s);
+    if (!opts->idempotency_key) {
+      opts->idempotency_key = new_uuid_v7(system_clock{}.now());
+    }
+    auto pair = [&]() -> result<key_pair> {
+      if (const auto kept = store->find_pending(*opts->idempotency_key)) {
+        return load_key_pair(*kept, "litterbox");
+      }
+      auto minted = mint_key_pair("litterbox");
+      if (!minted) {
+        return minted.error();
+      }
+      if (auto saved = store->save_pending(*opts->idempotency_key, minted->private_openssh);
+          !saved) {
+        return saved.error();
+      }
+      return minted;
+    }();
+    if (!pair) {
+      return fail(pair.error());
+    }
+    opts->ssh_authorized_keys = std::vector<std::string>{pair->public_line};
+  }
   const bool progress = !o.async && isatty(STDERR_FILENO) != 0;
   // On a terminal, create asynchronously and poll so the user sees the states go by.
   if (progress) {
@@ -152,20 +187,29 @@ int cmd_create(const options& o) {
   }
   auto created = c->create_host(*opts);
   if (!created) {
-    return fail(created.error());
+    const int code = fail(created.error());
+    if (store) {
+      const auto& e = created.error().code;
+      if (e == errc::unavailable || e == errc::timeout) {
+        // The service may have created the host: keep the key for a retry.
+        std::cerr << "litterbox: the host may exist; its private key is kept in "
+                  << store->find_pending(*opts->idempotency_key).value_or("?").string()
+                  << "; run the same create with --idempotency-key " << *opts->idempotency_key
+                  << " to get it\n";
+      } else {
+        store->remove_pending(*opts->idempotency_key);
+      }
+    }
+    return code;
   }
   schema::host h = created->host;
   std::optional<std::string> key_file;
-  if (h.private_key) {
-    auto store = key_store::for_user(process_env());
-    if (!store) {
-      return fail(store.error());
+  if (store) {
+    auto adopted = store->adopt_pending(*opts->idempotency_key, h.id);
+    if (!adopted) {
+      return fail(adopted.error());
     }
-    auto saved = store->save(h.id, *h.private_key);
-    if (!saved) {
-      return fail(saved.error());
-    }
-    key_file = saved->string();
+    key_file = adopted->string();
   }
   if (progress && h.status != schema::host_status::active) {
     std::cerr << "creating " << h.id << " (" << h.name << ")\n";
@@ -503,8 +547,8 @@ int run(int argc, char** argv) {
   create->add_option("--disk", o.disk, "Root disk in GB")->check(CLI::PositiveNumber);
   create->add_option("--instance-type", o.instance_type, "A named size the server offers");
   create->add_option("--ssh-key", o.ssh_key_files,
-                     "Public key file to authorize (repeatable); without it the server mints "
-                     "a key pair and the CLI keeps the private half");
+                     "Public key file to authorize (repeatable); without it the CLI mints a "
+                     "key pair, keeps the private half and sends the public one");
   create->add_option("--idempotency-key", o.idempotency_key,
                      "Idempotency-Key (default: a fresh one; reuse it to retry safely)");
   create->add_flag("--async", o.async, "Return at once with the host still provisioning");

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -270,6 +271,49 @@ cp_operand parse_cp_operand(std::string_view text) {
   return {std::nullopt, std::string(text)};
 }
 
+namespace {
+
+/// Copies our stdin into a channel from ssh_event callbacks, then sends EOF once.
+struct stdin_pump {
+  ssh_channel channel;
+  bool done = false;     ///< stdin ended (or failed) and EOF was sent
+  bool removed = false;  ///< STDIN_FILENO is no longer in the event
+  bool failed = false;   ///< the channel refused data: the connection is gone
+
+  void finish() {
+    if (!done) {
+      done = true;
+      ssh_channel_send_eof(channel);
+    }
+  }
+
+  static int on_readable(socket_t fd, int /*revents*/, void* self) {
+    auto& p = *static_cast<stdin_pump*>(self);
+    if (p.done) {
+      return 0;
+    }
+    char buf[32768];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+      return 0;
+    }
+    if (n <= 0) {
+      p.finish();
+      return 0;
+    }
+    // Blocking write: libssh keeps reading the command's output into the channel's buffers
+    // while it waits for window space, so a command that writes before it reads cannot
+    // deadlock us.
+    if (ssh_channel_write(p.channel, buf, static_cast<std::uint32_t>(n)) != n) {
+      p.failed = true;
+      p.done = true;
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
 result<int> ssh_exec(const ssh_target& target, const std::vector<std::string>& command) {
   session s;
   if (auto r = s.open(target); !r) {
@@ -288,9 +332,14 @@ result<int> ssh_exec(const ssh_target& target, const std::vector<std::string>& c
     }
     return make_error(errc::ssh, "cannot run the command: " + why);
   }
-  ssh_channel_send_eof(ch);
+  // Our stdin goes to the command's stdin until it ends; then the remote side sees EOF.
+  // The remote command may finish first (it never reads stdin): then we stop at once.
+  stdin_pump pump{ch};
   ssh_event event = ssh_event_new();
   ssh_event_add_session(event, s.get());
+  if (ssh_event_add_fd(event, STDIN_FILENO, POLLIN, &stdin_pump::on_readable, &pump) != SSH_OK) {
+    pump.finish();
+  }
   char buf[32768];
   bool failed = false;
   for (;;) {
@@ -306,7 +355,8 @@ result<int> ssh_exec(const ssh_target& target, const std::vector<std::string>& c
         write_all(is_stderr != 0 ? STDERR_FILENO : STDOUT_FILENO, buf, static_cast<std::size_t>(n));
       }
     }
-    if (failed) {
+    if (failed || pump.failed) {
+      failed = true;
       break;
     }
     if (got) {
@@ -315,8 +365,16 @@ result<int> ssh_exec(const ssh_target& target, const std::vector<std::string>& c
     if (ssh_channel_is_eof(ch) != 0 || ssh_channel_is_closed(ch) != 0) {
       break;
     }
-    // Waits for the next packet on either stream (stdout or stderr), or for the timeout.
+    // Waits for the next packet on either stream (stdout or stderr), for stdin, or for the
+    // timeout.
     ssh_event_dopoll(event, 5000);
+    if (pump.done && !pump.removed) {
+      ssh_event_remove_fd(event, STDIN_FILENO);
+      pump.removed = true;
+    }
+  }
+  if (!pump.removed) {
+    ssh_event_remove_fd(event, STDIN_FILENO);
   }
   ssh_event_remove_session(event, s.get());
   ssh_event_free(event);

@@ -50,7 +50,9 @@ struct ssh_target {
 
 /// Runs `command` (each word quoted) on the host, verifying the host key against the
 /// host's known_hosts (an unknown or different key is errc::host_key_mismatch, never
-/// accepted). Remote stdout/stderr go to our stdout/stderr. Returns the remote exit code
+/// accepted). Our stdin is streamed to the command's stdin (EOF when ours ends; a command
+/// that exits without reading it ends the call at once); remote stdout/stderr go to our
+/// stdout/stderr. Returns the remote exit code
 /// (255 when the remote side reported none, e.g. killed by a signal). Errors: ssh,
 /// host_key_mismatch.
 result<int> ssh_exec(const ssh_target& target, const std::vector<std::string>& command);

@@ -9,6 +9,7 @@
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
+#include "controlplane/litterboxd/config_file.hpp"
 #include "controlplane/pg/migrate.hpp"
 #include "controlplane/pg/pg_store.hpp"
 #include "hypervisor/errc.hpp"
@@ -734,6 +735,12 @@ int run(int argc, char** argv) {
       "reap", "One reaper pass (expired hosts, interrupted creates, orphans), then exit");
   add_config_options(*reap_cmd, o);
 
+  try {
+    apply_config_file(app, argc, argv);
+  } catch (const config_file_error& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

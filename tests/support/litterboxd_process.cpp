@@ -101,8 +101,11 @@ litterboxd_process::litterboxd_process(litterboxd_options options) {
   for (const auto& t : options.service_tokens) {
     tokens += (tokens.empty() ? "" : ",") + t;
   }
+  // LITTERBOX_CONFIG=/dev/null: an empty configuration file, so that the machine's
+  // /etc/litterbox/litterboxd.conf (written by scripts/up) never leaks into a test server.
   std::vector<std::string> env{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                               "DATABASE_URL=" + options.database_url, "SERVICE_TOKENS=" + tokens};
+                               "DATABASE_URL=" + options.database_url, "SERVICE_TOKENS=" + tokens,
+                               "LITTERBOX_CONFIG=/dev/null"};
   for (const auto& [k, v] : options.env) {
     env.push_back(k + "=" + v);
   }

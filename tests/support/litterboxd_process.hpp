@@ -22,7 +22,8 @@ struct litterboxd_options {
   /// Flags appended after `serve --hypervisor=<hypervisor> --listen 127.0.0.1:0 --port-file
   /// <path>`.
   std::vector<std::string> args;
-  /// Extra environment (the child gets only PATH, DATABASE_URL, SERVICE_TOKENS and these).
+  /// Extra environment (the child gets only PATH, DATABASE_URL, SERVICE_TOKENS,
+  /// LITTERBOX_CONFIG=/dev/null and these).
   std::vector<std::pair<std::string, std::string>> env;
   /// How long to wait for the port file before giving up.
   std::chrono::milliseconds start_timeout = std::chrono::seconds(30);

@@ -19,7 +19,7 @@ std::string slurp(const std::filesystem::path& p) {
 }
 
 cli_result run_cli(const std::filesystem::path& dir, const std::vector<std::string>& env,
-                   const std::vector<std::string>& args) {
+                   const std::vector<std::string>& args, const std::filesystem::path& stdin_file) {
   std::vector<std::string> argv_s{LB_LITTERBOX_CLI_PATH};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -37,7 +37,7 @@ cli_result run_cli(const std::filesystem::path& dir, const std::vector<std::stri
   const auto err_path = dir / "cli.stderr";
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, stdin_file.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),

@@ -1,9 +1,12 @@
+#include "schema/host.hpp"
 #include "tests/integration/client/cli_runner.hpp"
 #include "tests/integration/client/server_fixture.hpp"
+#include "tests/integration/client/stub_server.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -156,6 +159,144 @@ TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {
   EXPECT_EQ(removed.exit_code, 3);  // the second id is unknown; the first is still deleted
   EXPECT_EQ(removed.out, id + "\n");
   EXPECT_EQ(removed.err, "litterbox: host not found\n");
+}
+
+TEST(CliAgainstStub, RmWhoseFirstAnswerWasLostExitsZeroOnTheRetrys404) {
+  // Issue 10: the first DELETE deleted the host but its answer never arrived; the retry's
+  // 404 confirms the deletion and must not turn into exit code 3.
+  stub_server stub({{stub_answer{0, "", true}},
+                    {404, R"({"detail":"host not found","error_code":"NOT_FOUND"})"}});
+  std::string tmpl = (std::filesystem::temp_directory_path() / "lb-cli-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
+  const std::string id = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+  const auto r = run_cli(
+      dir,
+      {"PATH=/usr/bin:/bin", "HOME=" + dir.string(), "XDG_DATA_HOME=" + (dir / "data").string(),
+       "LITTERBOX_STATE_DIR=" + (dir / "state").string(), "SANDBOX_SERVICE_URL=" + stub.url(),
+       "SANDBOX_SERVICE_TOKEN=t"},
+      {"rm", id});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, id + "\n");
+  EXPECT_EQ(stub.requests().size(), 2U);
+  std::filesystem::remove_all(dir);
+}
+
+/// The public key line `ssh-keygen -y` derives from a private key file ("" on failure).
+std::string public_half_of(const std::filesystem::path& private_key) {
+  const std::string cmd = "ssh-keygen -y -f '" + private_key.string() + "' 2>/dev/null";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    return "";
+  }
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) {
+    out += buf;
+  }
+  ::pclose(p);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+/// "type base64" of an authorized_keys line, without its comment.
+std::string key_material(const std::string& line) {
+  const auto first = line.find(' ');
+  const auto second = line.find(' ', first + 1);
+  return line.substr(0, second);
+}
+
+TEST(CliAgainstStub, CreateMintsTheKeyLocallyAndKeepsItWhenTheAnswerIsLost) {
+  const std::string id = "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+  std::string tmpl = (std::filesystem::temp_directory_path() / "lb-cli-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
+  const auto env = [&dir](const std::string& url) {
+    return std::vector<std::string>{"PATH=/usr/bin:/bin",
+                                    "HOME=" + dir.string(),
+                                    "XDG_DATA_HOME=" + (dir / "data").string(),
+                                    "LITTERBOX_STATE_DIR=" + (dir / "state").string(),
+                                    "SANDBOX_SERVICE_URL=" + url,
+                                    "SANDBOX_SERVICE_TOKEN=t"};
+  };
+  const auto keys = dir / "data" / "litterbox" / "keys";
+
+  // Every attempt reaches the service but no answer comes back.
+  std::string sent_key;
+  {
+    stub_server lost({{stub_answer{0, "", true}},
+                      {stub_answer{0, "", true}},
+                      {stub_answer{0, "", true}},
+                      {stub_answer{0, "", true}},
+                      {stub_answer{0, "", true}}});
+    const auto r = run_cli(dir, env(lost.url()), {"create", "--idempotency-key", "lost-answer-1"});
+    EXPECT_EQ(r.exit_code, 6) << r.err;
+    EXPECT_NE(r.err.find("--idempotency-key lost-answer-1"), std::string::npos) << r.err;
+    const auto bodies = lost.bodies();
+    ASSERT_FALSE(bodies.empty());
+    const auto body = nlohmann::json::parse(bodies.front());
+    ASSERT_TRUE(body["ssh_authorized_keys"].is_array()) << bodies.front();
+    sent_key = body["ssh_authorized_keys"][0].get<std::string>();
+    EXPECT_TRUE(sent_key.starts_with("ssh-ed25519 ")) << sent_key;
+    for (const auto& b : bodies) {
+      EXPECT_EQ(b, bodies.front()) << "a retry sent a different request";
+    }
+    ASSERT_TRUE(std::filesystem::exists(keys / "pending"));
+    std::size_t pending = 0;
+    for (const auto& e : std::filesystem::directory_iterator(keys / "pending")) {
+      ++pending;
+      struct stat st {};
+      ASSERT_EQ(::stat(e.path().c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 0777U, 0600U);
+      EXPECT_EQ(key_material(public_half_of(e.path())), key_material(sent_key));
+    }
+    EXPECT_EQ(pending, 1U);
+  }
+
+  // The retry under the same key sends the same public half and adopts the kept key.
+  schema::host h;
+  h.id = id;
+  h.name = schema::host_name_for(id);
+  h.status = schema::host_status::active;
+  h.provider = "fake";
+  h.image = "img";
+  h.cpus = 1;
+  h.memory_mib = 512;
+  h.ssh_username = "agent";
+  h.created_at = timestamp(std::chrono::seconds(1800000000));
+  h.updated_at = h.created_at;
+  stub_server ok({{201, schema::to_json(h).dump()}});
+  const auto r =
+      run_cli(dir, env(ok.url()), {"create", "--json", "--idempotency-key", "lost-answer-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(ok.bodies().size(), 1U);
+  EXPECT_EQ(nlohmann::json::parse(ok.bodies()[0])["ssh_authorized_keys"][0], sent_key);
+  EXPECT_EQ(ok.requests()[0].at("idempotency-key"), "lost-answer-1");
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["private_key_file"], (keys / id).string());
+  EXPECT_EQ(key_material(public_half_of(keys / id)), key_material(sent_key));
+  EXPECT_TRUE(std::filesystem::is_empty(keys / "pending"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliAgainstStub, CreateRejectedByTheServiceLeavesNoPendingKey) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "lb-cli-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
+  stub_server stub(
+      {{422, R"({"detail":[{"loc":["body","cpus"],"msg":"too many","type":"value_error"}],)"
+             R"("error_code":"VALIDATION_ERROR"})"}});
+  const auto r = run_cli(
+      dir,
+      {"PATH=/usr/bin:/bin", "HOME=" + dir.string(), "XDG_DATA_HOME=" + (dir / "data").string(),
+       "SANDBOX_SERVICE_URL=" + stub.url(), "SANDBOX_SERVICE_TOKEN=t"},
+      {"create", "--cpus", "64"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  const auto pending = dir / "data" / "litterbox" / "keys" / "pending";
+  EXPECT_TRUE(!std::filesystem::exists(pending) || std::filesystem::is_empty(pending));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

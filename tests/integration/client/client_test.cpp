@@ -324,6 +324,41 @@ TEST(ClientAgainstStub, CreateRetried503KeepsOneIdempotencyKey) {
   }
 }
 
+TEST(ClientAgainstStub, DeleteRetriedAfterALostAnswerTreatsTheSecond404AsDeleted) {
+  // The first DELETE reaches the server, which deletes the host, but the answer is lost;
+  // the retry then finds no host.
+  stub_server stub({{stub_answer{0, "", true}},
+                    {404, R"({"detail":"host not found","error_code":"NOT_FOUND"})"}});
+  recorded_sleeps sleeps;
+  client c(client_config{stub.url(), "t", 10s, 10s}, make_curl_transport(), retry_policy{},
+           sleeps.env());
+  const auto r = c.delete_host("0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b");
+  EXPECT_TRUE(r) << r.error().message;
+  EXPECT_EQ(stub.requests().size(), 2U);
+}
+
+TEST(ClientAgainstStub, DeleteAnswered404AtFirstIsNotFound) {
+  stub_server stub({{404, R"({"detail":"host not found","error_code":"NOT_FOUND"})"}});
+  recorded_sleeps sleeps;
+  client c(client_config{stub.url(), "t", 10s, 10s}, make_curl_transport(), retry_policy{},
+           sleeps.env());
+  const auto r = c.delete_host("0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+}
+
+TEST(ClientAgainstStub, Delete404AfterOnly503sIsNotFound) {
+  // A 503 says the server did not act, so the 404 that follows is a real "no such host".
+  stub_server stub({{503, R"({"detail":"database unreachable","error_code":"UNAVAILABLE"})"},
+                    {404, R"({"detail":"host not found","error_code":"NOT_FOUND"})"}});
+  recorded_sleeps sleeps;
+  client c(client_config{stub.url(), "t", 10s, 10s}, make_curl_transport(), retry_policy{},
+           sleeps.env());
+  const auto r = c.delete_host("0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+}
+
 TEST(ClientAgainstStub, PersistentOutageIsUnavailable) {
   stub_server stub({{stub_answer{0, "", true}},
                     {stub_answer{0, "", true}},

@@ -146,13 +146,14 @@ class CliOverSsh : public ::testing::Test {
     return schema::to_json(h).dump();
   }
 
-  cli_result run(const stub_server& api, const std::vector<std::string>& args) const {
+  cli_result run(const stub_server& api, const std::vector<std::string>& args,
+                 const std::filesystem::path& stdin_file = "/dev/null") const {
     return run_cli(
         dir_,
         {"PATH=/usr/bin:/bin", "HOME=" + dir_.string(), "XDG_DATA_HOME=" + (dir_ / "data").string(),
          "TMPDIR=" + (dir_ / "tmp").string(), "SANDBOX_SERVICE_URL=" + api.url(),
          "SANDBOX_SERVICE_TOKEN=t"},
-        args);
+        args, stdin_file);
   }
 
   std::deque<stub_answer> answers(const std::string& known_hosts, int n = 4) const {
@@ -178,6 +179,20 @@ TEST_F(CliOverSsh, ExecKeepsStdoutAndStderrApartAndReturnsTheRemoteExitCode) {
   const auto ok = run(api, {"exec", k_id, "--", "printf", "%s|", "a b", "it's"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out, "a b|it's|");  // each argument arrives as one word
+}
+
+TEST_F(CliOverSsh, ExecPassesStdinToTheCommandByteForByte) {
+  stub_server api(answers(pinned_));
+  std::string data(300 * 1024 + 17, '\0');  // more than one SSH window's worth
+  random_bytes(data.data(), data.size());
+  std::ofstream(dir_ / "stdin.bin", std::ios::binary) << data;
+  const auto r = run(api, {"exec", k_id, "--", "cat"}, dir_ / "stdin.bin");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data) << "stdin did not arrive unchanged";
+  // A command that never reads stdin still ends the call when it exits.
+  const auto ignored = run(api, {"exec", k_id, "--", "sh", "-c", "exit 3"}, dir_ / "stdin.bin");
+  EXPECT_EQ(ignored.exit_code, 3) << ignored.err;
 }
 
 TEST_F(CliOverSsh, CpCopiesBothWaysByteForByte) {

@@ -62,6 +62,11 @@ std::vector<std::map<std::string, std::string>> stub_server::requests() const {
   return requests_;
 }
 
+std::vector<std::string> stub_server::bodies() const {
+  const std::lock_guard lock(mutex_);
+  return bodies_;
+}
+
 void stub_server::serve() {
   for (;;) {
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -104,6 +109,8 @@ void stub_server::serve() {
         }
       }
       if (header_end != std::string::npos && in.size() >= header_end + 4 + content_length) {
+        const std::lock_guard lock(mutex_);
+        bodies_.push_back(in.substr(header_end + 4, content_length));
         break;
       }
     }

@@ -30,6 +30,8 @@ class stub_server {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   /// Headers of every request received so far.
   std::vector<std::map<std::string, std::string>> requests() const;
+  /// Body of every complete request received so far, in order.
+  std::vector<std::string> bodies() const;
 
  private:
   void serve();
@@ -39,6 +41,7 @@ class stub_server {
   mutable std::mutex mutex_;
   std::deque<stub_answer> script_;
   std::vector<std::map<std::string, std::string>> requests_;
+  std::vector<std::string> bodies_;
   std::thread thread_;
 };
 

@@ -146,6 +146,35 @@ TEST_F(ClientRetry, HonoursRetryAfter) {
   EXPECT_EQ(time_.sleeps, (std::vector<std::chrono::milliseconds>{3000ms}));
 }
 
+TEST_F(ClientRetry, HonoursRetryAfterAsAnHttpDate) {
+  auto c = make();  // the wall clock says 2027-01-15T08:00:00Z
+  transport_->answers.emplace_back(
+      response(503, "{}", {{"retry-after", "Fri, 15 Jan 2027 08:00:03 GMT"}}));
+  transport_->answers.emplace_back(
+      response(200, host_body(sample_host(k_id, schema::host_status::active))));
+  ASSERT_TRUE(c.get_host(k_id));
+  EXPECT_EQ(time_.sleeps, (std::vector<std::chrono::milliseconds>{3000ms}));
+}
+
+TEST(RetryAfter, ParsesDelaySecondsAndAllThreeHttpDateForms) {
+  const timestamp now(std::chrono::seconds(1800000000));  // Fri, 15 Jan 2027 08:00:00 GMT
+  EXPECT_EQ(parse_retry_after("120", now), 120000ms);
+  EXPECT_EQ(parse_retry_after(" 0 ", now), 0ms);
+  EXPECT_EQ(parse_retry_after("Fri, 15 Jan 2027 08:01:00 GMT", now), 60000ms);
+  EXPECT_EQ(parse_retry_after("Friday, 15-Jan-27 08:00:10 GMT", now), 10000ms);
+  EXPECT_EQ(parse_retry_after("Fri Jan 15 08:00:05 2027", now), 5000ms);
+  EXPECT_EQ(parse_retry_after("Thu, 14 Jan 2027 08:00:00 GMT", now), 0ms);  // already past
+}
+
+TEST(RetryAfter, IgnoresWhatIsNeitherSecondsNorADate) {
+  const timestamp now(std::chrono::seconds(1800000000));
+  EXPECT_EQ(parse_retry_after("", now), std::nullopt);
+  EXPECT_EQ(parse_retry_after("-5", now), std::nullopt);
+  EXPECT_EQ(parse_retry_after("soon", now), std::nullopt);
+  EXPECT_EQ(parse_retry_after("Fri, 15 Jan 2027 08:01:00 GMT trailing", now), std::nullopt);
+  EXPECT_EQ(parse_retry_after("99999999999999999999", now), std::nullopt);
+}
+
 TEST_F(ClientRetry, StopsWhenTheBudgetWouldRunOut) {
   auto c = make(retry_policy{100, 10000ms, 20000ms, 30000ms});
   for (int i = 0; i < 100; ++i) {
