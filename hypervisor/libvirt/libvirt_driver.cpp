@@ -573,4 +573,28 @@ std::vector<check_result> libvirt_driver::doctor() {
   return out;
 }
 
+// Templates are not built by this driver yet: every restore falls back to a cold boot.
+result<void> libvirt_driver::build_template(const template_spec& /*spec*/,
+                                            steady_clock::time_point /*deadline*/) {
+  return make_error(errc::clone_unsupported, "the libvirt driver cannot build templates yet");
+}
+
+result<void> libvirt_driver::restore_clone(std::string_view template_id, const vm_spec& /*spec*/,
+                                           steady_clock::time_point /*deadline*/) {
+  return make_error(errc::template_missing, "no saved template " + std::string(template_id));
+}
+
+result<void> libvirt_driver::apply_login(const vm_spec& /*spec*/,
+                                         steady_clock::time_point /*deadline*/) {
+  return make_error(errc::not_found, "the libvirt driver has no clones yet");
+}
+
+result<void> libvirt_driver::destroy_template(std::string_view /*template_id*/) {
+  return {};
+}
+
+result<std::vector<std::string>> libvirt_driver::list_templates() {
+  return std::vector<std::string>{};
+}
+
 }  // namespace litterbox::hypervisor

@@ -79,6 +79,14 @@ class libvirt_driver final : public driver {
   result<std::vector<std::string>> list_owned() override;
   result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
+  result<void> build_template(const template_spec& spec,
+                              std::chrono::steady_clock::time_point deadline) override;
+  result<void> restore_clone(std::string_view template_id, const vm_spec& spec,
+                             std::chrono::steady_clock::time_point deadline) override;
+  result<void> apply_login(const vm_spec& spec,
+                           std::chrono::steady_clock::time_point deadline) override;
+  result<void> destroy_template(std::string_view template_id) override;
+  result<std::vector<std::string>> list_templates() override;
 
   /// The accelerator guests run under.
   accel acceleration() const { return accel_; }
