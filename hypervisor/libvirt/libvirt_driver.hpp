@@ -54,6 +54,9 @@ struct libvirt_config {
   bool isolate_host = true;  ///< install the firewall rule keeping guests off host services
   std::chrono::milliseconds poll_interval{250};   ///< console/domain polling while booting
   std::chrono::milliseconds check_timeout{3000};  ///< per /doctor check
+  /// How long a template guest's agent may take to answer once the guest is ready before the
+  /// image counts as not clonable (it has no agent, or the agent is not on its channel).
+  std::chrono::milliseconds agent_connect_timeout{30000};
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -92,10 +95,20 @@ class libvirt_driver final : public driver {
   accel acceleration() const { return accel_; }
   /// Directory holding the per-host files of `host_id`.
   std::filesystem::path host_dir(std::string_view host_id) const;
+  /// Directory holding the files of template `template_id` (disk, state file, info).
+  std::filesystem::path template_dir(std::string_view template_id) const;
 
  private:
   struct connection;
   std::shared_ptr<connection> connect();
+  /// Disk overlay, seed and console of a guest booted from `spec`, in `dir`; returns its
+  /// domain XML (tagged as a template guest if `is_template`).
+  result<std::string> make_guest(const vm_spec& spec, const std::filesystem::path& dir,
+                                 bool is_template);
+  result<void> await_ready(const vm_spec& spec, const std::filesystem::path& console_path,
+                           std::chrono::steady_clock::time_point deadline);
+  /// Probes spec's SSH forward until it presents spec.host_key (or the domain dies).
+  result<void> await_host_key(const vm_spec& spec, std::chrono::steady_clock::time_point deadline);
   result<void> ensure_isolation_rule();
   bool isolation_rule_present() const;
 
