@@ -125,8 +125,10 @@ class driver {
   // memory; its disk is frozen. A clone is a new host restored from it in about a second.
 
   /// Cold-boots the template guest, waits until it is ready, strips its identity through the
-  /// guest agent and saves its memory state; the template guest is gone afterwards. Blocks
-  /// for minutes. On failure releases whatever it made. Errors: clone_unsupported (the image
+  /// guest agent and saves its memory state; the template guest is gone afterwards. Replaces
+  /// an earlier template of the same id (e.g. the leftovers of an interrupted build); a
+  /// concurrent build of the same id fails with vm_create_failed. Blocks for minutes. On
+  /// failure releases whatever it made. Errors: clone_unsupported (the image
   /// cannot be cloned; the message says what is missing), vm_create_failed, boot_failed,
   /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable.
   virtual result<void> build_template(const template_spec& spec,

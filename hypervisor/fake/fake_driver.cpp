@@ -225,9 +225,11 @@ result<void> fake_driver::build_template(const template_spec& spec,
   }
   {
     const std::lock_guard lock(mutex_);
-    if (templates_.count(spec.template_id) != 0 || !building_.insert(spec.template_id).second) {
-      return make_error(errc::vm_create_failed, "template " + spec.template_id + " exists");
+    if (!building_.insert(spec.template_id).second) {
+      return make_error(errc::vm_create_failed,
+                        "template " + spec.template_id + " is being built already");
     }
+    templates_.erase(spec.template_id);
   }
   auto finish = [&](result<void> r) {
     const std::lock_guard lock(mutex_);

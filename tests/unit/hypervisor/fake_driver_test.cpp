@@ -98,6 +98,16 @@ TEST(FakeDriverTemplates, ATemplateGuestWithLoginKeysOrEnvIsRefused) {
   EXPECT_TRUE(d.list_templates()->empty());
 }
 
+TEST(FakeDriverTemplates, ARebuildReplacesTheTemplateOfThatId) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  auto bigger = tmpl("t1");
+  bigger.guest.memory_mib = 2048;
+  ASSERT_TRUE(d.build_template(bigger, soon()));
+  EXPECT_EQ(d.template_of("t1")->memory_mib, 2048);
+  EXPECT_EQ(*d.list_templates(), std::vector<std::string>{"t1"});
+}
+
 TEST(FakeDriverTemplates, ABuildThatCannotFinishBeforeTheDeadlineTimesOut) {
   fake_options slow;
   slow.template_delay = std::chrono::milliseconds(200);
