@@ -13,8 +13,10 @@
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
@@ -619,6 +621,10 @@ error as_restore_failure(error e) {
   return e;
 }
 
+long long ms_between(steady_clock::time_point a, steady_clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
 std::string uuid_for(std::string_view host_id) {
   if (auto u = parse_uuid(host_id)) {
     return *u;
@@ -697,6 +703,20 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   if (auto ok = validate_login(spec.guest); !ok) {
     return ok.error();
   }
+  {
+    const std::lock_guard lock(building_mutex_);
+    if (!building_.insert(id).second) {
+      return make_error(errc::vm_create_failed, "template " + id + " is being built already");
+    }
+  }
+  struct unmark {
+    libvirt_driver& d;
+    const std::string& id;
+    ~unmark() {
+      const std::lock_guard lock(d.building_mutex_);
+      d.building_.erase(id);
+    }
+  } const building_guard{*this, id};
   const auto conn = connect();
   if (!conn) {
     return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
@@ -727,9 +747,11 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
     return fail(make_error(errc::vm_create_failed,
                            "cannot start the template guest: " + last_libvirt_error()));
   }
+  const auto t_started = steady_clock::now();
   if (auto ready = await_ready(boot, paths.console(), deadline); !ready) {
     return fail(ready.error());
   }
+  const auto t_ready = steady_clock::now();
 
   guest_agent agent(dom.get(), deadline);
   const auto bound = config_.agent_connect_timeout;
@@ -767,6 +789,7 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   (void)agent.fstrim();
   (void)agent.write_file("/proc/sys/vm/drop_caches", "1");
 
+  const auto t_scrubbed = steady_clock::now();
   if (virDomainSaveFlags(dom.get(), paths.state().c_str(), nullptr, VIR_DOMAIN_SAVE_RUNNING) != 0) {
     return fail(make_error(errc::vm_create_failed,
                            "cannot save the template guest: " + last_libvirt_error()));
@@ -798,6 +821,10 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   if (!write_file_atomically(paths.info(), render_template_info(info))) {
     return fail(make_error(errc::vm_create_failed, "cannot write the template's info file"));
   }
+  spdlog::info("template {}: booted in {} ms, stripped in {} ms, saved in {} ms ({} MiB)", id,
+               ms_between(t_started, t_ready), ms_between(t_ready, t_scrubbed),
+               ms_between(t_scrubbed, steady_clock::now()),
+               fs::file_size(paths.state(), ec) >> 20U);
   return {};
 }
 
@@ -831,6 +858,7 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   if (!head) {
     return head.error();
   }
+  const auto t_started = steady_clock::now();
   const auto conn = connect();
   if (!conn) {
     return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
@@ -877,15 +905,42 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   if (!head_bytes) {
     return fail(head_bytes.error());
   }
+  const auto t_prepared = steady_clock::now();
   auto feed = state_feed::start(dir / "restore.fifo", std::move(*head_bytes), t.state(),
                                 head->stream_offset());
   if (!feed) {
     return fail(feed.error());
   }
+  // libvirt waits for QEMU's incoming migration without a timeout of its own; a stalled one
+  // (QEMU or the feed stuck) is ended at the deadline by destroying the half-restored domain.
+  std::mutex watch_mutex;
+  std::condition_variable watch_cv;
+  bool restore_returned = false;
+  bool watchdog_fired = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(watch_mutex);
+    if (watch_cv.wait_until(lock, deadline, [&] { return restore_returned; })) {
+      return;
+    }
+    watchdog_fired = true;
+    const domain_ptr stuck(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+    if (stuck) {
+      (void)virDomainDestroy(stuck.get());
+    }
+  });
   const int restored =
       virDomainRestoreFlags(conn->ptr, ((*feed)->fifo()).c_str(), nullptr, VIR_DOMAIN_SAVE_RUNNING);
   const std::string restore_error = restored != 0 ? last_libvirt_error() : std::string();
+  {
+    const std::lock_guard lock(watch_mutex);
+    restore_returned = true;
+  }
+  watch_cv.notify_all();
+  watchdog.join();
   (*feed)->stop();
+  if (watchdog_fired) {
+    return fail(make_error(errc::boot_timeout, "the clone was not restored in time"));
+  }
   if (restored != 0) {
     return fail(make_error(errc::vm_create_failed, "cannot restore the clone: " + restore_error));
   }
@@ -894,6 +949,7 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
     return fail(make_error(errc::boot_failed, "the restored clone is gone"));
   }
 
+  const auto t_restored = steady_clock::now();
   // Re-identification, before anything can log in: the saved guest has no host key (sshd
   // refuses every connection) and no login until the files below are written.
   guest_agent agent(dom.get(), deadline);
@@ -915,9 +971,14 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
       return fail(as_restore_failure(w.error()));
     }
   }
+  const auto t_identified = steady_clock::now();
   if (auto ready = await_host_key(spec, deadline); !ready) {
     return fail(ready.error());
   }
+  spdlog::debug("host {}: clone of {}: files {} ms, restore {} ms, re-identify {} ms, SSH {} ms",
+                spec.host_id, template_id, ms_between(t_started, t_prepared),
+                ms_between(t_prepared, t_restored), ms_between(t_restored, t_identified),
+                ms_between(t_identified, steady_clock::now()));
   return {};
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace litterbox::hypervisor {
@@ -117,6 +118,8 @@ class libvirt_driver final : public driver {
   accel accel_;
   std::mutex mutex_;
   std::shared_ptr<connection> conn_;
+  std::mutex building_mutex_;
+  std::set<std::string> building_;  ///< template ids whose build_template is running
   std::optional<unsigned int> qemu_uid_;
   std::optional<unsigned int> qemu_gid_;
 };
