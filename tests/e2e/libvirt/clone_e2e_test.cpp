@@ -1,6 +1,7 @@
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
+#include "hypervisor/libvirt/save_image.hpp"
 #include "hypervisor/ssh/keys.hpp"
 #include "tests/e2e/libvirt/guest_fixture.hpp"
 
@@ -8,8 +9,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <unistd.h>
 
 namespace litterbox::hypervisor {
@@ -168,11 +172,12 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
       "build_template: %.1f s, state file %.1f MiB\n", seconds_since(started),
       static_cast<double>(fs::file_size(driver_->template_dir(tmpl.template_id) / "state.sav")) /
           1048576.0);
+  const fs::path tdir = driver_->template_dir(tmpl.template_id);
   {
     // For the record: the domain XML libvirt saved, which every clone's is derived from.
-    const auto dump = e2e::run({"virsh", "-c", "qemu:///system", "save-image-dumpxml",
-                                (driver_->template_dir(tmpl.template_id) / "state.sav").string()});
-    std::printf("%s\n", dump.output.c_str());
+    const auto head = read_save_head(tdir / "state.sav");
+    ASSERT_TRUE(head) << head.error().message;
+    std::printf("saved domain XML:\n%s\n", head->xml.c_str());
   }
   {
     SCOPED_TRACE("the template is listed, its disk frozen, and it is no host");
@@ -186,7 +191,14 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
     const auto owned = driver_->list_owned();
     ASSERT_TRUE(owned);
     EXPECT_TRUE(owned->empty());
+    // The seed held the template guest's throwaway host key and ready token.
+    std::ifstream seed(tdir / "seed.iso", std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(seed)),
+                            std::istreambuf_iterator<char>());
+    EXPECT_FALSE(bytes.empty());
+    EXPECT_EQ(bytes.find_first_not_of('\0'), std::string::npos);
   }
+  const auto disk_before = e2e::run({"sha256sum", (tdir / "disk.qcow2").string()});
 
   constexpr int k_clones = 10;
   constexpr int k_at_once = 5;
@@ -204,27 +216,32 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
           driver_->restore_clone(tmpl.template_id, f.spec, steady_clock::now() + 120s);
       ASSERT_TRUE(restored) << restored.error().message;
       std::printf("restore_clone %s: %.2f s\n", f.spec.name.c_str(), seconds_since(started));
-      // First thing after ready: 32 bytes of the kernel's randomness.
-      const auto r = ssh(f.spec, f.key, "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'");
-      ASSERT_EQ(r.exit_code, 0) << r.output;
-      f.urandom = r.output;
-      EXPECT_EQ(f.urandom.size(), 64U) << f.urandom;
-      EXPECT_FALSE(fs::exists(driver_->host_dir(f.spec.host_id) / "restore.fifo"));
-      live.push_back(std::move(f));
-    }
-    for (auto& f : live) {
+      // First thing after ready: 32 bytes of the kernel's randomness; then the clock, the
+      // hostname and the machine-id.
       const double before = unix_now();
-      const auto r = ssh(f.spec, f.key, "date +%s.%N; hostname; cat /etc/machine-id");
+      const auto r = ssh(f.spec, f.key,
+                         "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
+                         "date +%s.%N; hostname; cat /etc/machine-id");
       const double after = unix_now();
       ASSERT_EQ(r.exit_code, 0) << r.output;
-      const auto first = r.output.find('\n');
-      const auto second = r.output.find('\n', first + 1);
-      const double guest = std::stod(r.output.substr(0, first));
-      f.hostname = r.output.substr(first + 1, second - first - 1);
-      f.machine_id = r.output.substr(second + 1);
+      std::vector<std::string> lines;
+      for (std::size_t at = 0; at < r.output.size();) {
+        const auto eol = r.output.find('\n', at);
+        lines.push_back(r.output.substr(at, eol - at));
+        at = eol == std::string::npos ? r.output.size() : eol + 1;
+      }
+      ASSERT_EQ(lines.size(), 4U) << r.output;
+      f.urandom = lines[0];
+      EXPECT_EQ(f.urandom.size(), 64U) << f.urandom;
+      const double guest = std::stod(lines[1]);
       f.clock_skew = guest < before ? before - guest : (guest > after ? guest - after : 0.0);
       EXPECT_LT(f.clock_skew, 2.0) << f.spec.name;
+      f.hostname = lines[2];
       EXPECT_EQ(f.hostname, f.spec.name);
+      f.machine_id = lines[3];
+      EXPECT_EQ(f.machine_id.size(), 32U);
+      EXPECT_FALSE(fs::exists(driver_->host_dir(f.spec.host_id) / "restore.fifo"));
+      live.push_back(std::move(f));
     }
     {
       SCOPED_TRACE("no clone accepts another's login key, nor presents the first one's host key");
@@ -232,16 +249,11 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
       for (std::size_t i = 0; i < live.size(); ++i) {
         const auto& me = live[i];
         const auto& next = live[(i + 1) % live.size()];
-        for (const auto* other : {&next, &first}) {
-          if (other->spec.host_id == me.spec.host_id) {
-            continue;
-          }
-          const auto wrong_key = ssh(me.spec, other->key, "true");
-          EXPECT_NE(wrong_key.exit_code, 0)
-              << me.spec.name << " let " << other->spec.name << "'s key in";
-          EXPECT_NE(wrong_key.output.find("Permission denied"), std::string::npos)
-              << wrong_key.output;
-        }
+        const auto wrong_key = ssh(me.spec, next.key, "true");
+        EXPECT_NE(wrong_key.exit_code, 0)
+            << me.spec.name << " let " << next.spec.name << "'s key in";
+        EXPECT_NE(wrong_key.output.find("Permission denied"), std::string::npos)
+            << wrong_key.output;
         if (me.spec.host_id != first.spec.host_id) {
           // The first clone's known_hosts entry, pointed at this clone: strict checking refuses.
           const auto r = ssh(me.spec, me.key, "true", &first.spec.host_key.public_line);
@@ -270,6 +282,114 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
   EXPECT_EQ(randoms.size(), facts.size());
   EXPECT_EQ(names.size(), facts.size());
   EXPECT_EQ(machine_ids.size(), facts.size());
+  std::printf("clock skew of the clones:");
+  for (const auto& f : facts) {
+    std::printf(" %.2f", f.clock_skew);
+  }
+  std::printf(" s\n");
+
+  {
+    SCOPED_TRACE("a clone restored without login gets one, byte-exact, from apply_login");
+    auto pool = make_spec(uuid_like(50), {});
+    spawned_.push_back(pool.host_id);
+    ASSERT_TRUE(driver_->restore_clone(tmpl.template_id, pool, steady_clock::now() + 120s));
+    const auto login = generate_ed25519("caller").value();
+    const auto key = key_file("caller", login);
+    const auto before_login = ssh(pool, key, "true");
+    EXPECT_NE(before_login.exit_code, 0) << "a clone without login let a key in";
+    pool.authorized_keys = {login.public_line};
+    pool.env = k_hostile_env;
+    started = steady_clock::now();
+    const auto applied = driver_->apply_login(pool, steady_clock::now() + 60s);
+    ASSERT_TRUE(applied) << applied.error().message;
+    std::printf("apply_login: %.0f ms\n", seconds_since(started) * 1000);
+    for (const auto& [k, v] : k_hostile_env) {
+      const auto r = ssh(pool, key, "printf %s \"$" + k + "\"");
+      EXPECT_EQ(r.exit_code, 0) << k << ": " << r.output;
+      EXPECT_EQ(r.output, v) << k;
+    }
+    EXPECT_EQ(ssh(pool, key, "test ! -e /tmp/pwned && echo clean").output, "clean\n");
+
+    SCOPED_TRACE("the guest agent refuses every RPC the driver does not use");
+    for (const auto* cmd : {R"({"execute":"guest-exec","arguments":{"path":"/bin/true"}})",
+                            R"({"execute":"guest-file-read","arguments":{"handle":1}})",
+                            R"({"execute":"guest-shutdown"})"}) {
+      const auto r =
+          e2e::run({"virsh", "-c", "qemu:///system", "qemu-agent-command", pool.name, cmd});
+      EXPECT_NE(r.exit_code, 0) << cmd << ": " << r.output;
+      EXPECT_NE(r.output.find("has been disabled"), std::string::npos) << r.output;
+    }
+    const auto ping = e2e::run({"virsh", "-c", "qemu:///system", "qemu-agent-command", pool.name,
+                                R"({"execute":"guest-ping"})"});
+    EXPECT_EQ(ping.exit_code, 0) << ping.output;
+
+    const auto other = make_spec(uuid_like(51), {});
+    const auto missing = driver_->apply_login(other, steady_clock::now() + 10s);
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code, errc::not_found);
+    ASSERT_TRUE(driver_->destroy(pool.host_id));
+  }
+  {
+    SCOPED_TRACE("no clone wrote the template's disk; destroy_template removes it all");
+    EXPECT_EQ(e2e::run({"sha256sum", (tdir / "disk.qcow2").string()}).output, disk_before.output);
+    ASSERT_TRUE(driver_->destroy_template(tmpl.template_id));
+    ASSERT_TRUE(driver_->destroy_template(tmpl.template_id));
+    EXPECT_FALSE(fs::exists(tdir));
+    EXPECT_TRUE(driver_->list_templates()->empty());
+    const auto gone = driver_->restore_clone(tmpl.template_id, make_spec(uuid_like(52), {}),
+                                             steady_clock::now() + 30s);
+    ASSERT_FALSE(gone);
+    EXPECT_EQ(gone.error().code, errc::template_missing);
+    EXPECT_TRUE(driver_->list_owned()->empty());
+  }
+}
+
+// The base disk with /usr/sbin/qemu-ga removed (debugfs on a raw copy), built once next to it.
+fs::path disk_without_agent() {
+  const fs::path base = e2e::base_disk();
+  const fs::path out = base.parent_path() / "no-agent.qcow2";
+  if (fs::exists(out)) {
+    return out;
+  }
+  const fs::path raw = base.parent_path() / ("no-agent-" + std::to_string(::getpid()) + ".raw");
+  const fs::path tmp = base.parent_path() / ("no-agent-" + std::to_string(::getpid()) + ".qcow2");
+  const auto steps = {
+      std::vector<std::string>{"qemu-img", "convert", "-O", "raw", base.string(), raw.string()},
+      std::vector<std::string>{"debugfs", "-w", "-R", "rm /usr/sbin/qemu-ga", raw.string()},
+      std::vector<std::string>{"qemu-img", "convert", "-O", "qcow2", raw.string(), tmp.string()}};
+  for (const auto& argv : steps) {
+    const auto r = e2e::run(argv);
+    if (r.exit_code != 0) {
+      fs::remove(raw);
+      fs::remove(tmp);
+      throw std::runtime_error(argv[0] + " failed: " + r.output);
+    }
+  }
+  fs::remove(raw);
+  fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                           fs::perms::others_read);
+  fs::rename(tmp, out);
+  return out;
+}
+
+class CloneWithoutAgentE2e : public CloneE2e {
+ protected:
+  fs::path base_disk() override { return disk_without_agent(); }
+  std::chrono::milliseconds agent_bound() override { return 20s; }
+};
+
+TEST_F(CloneWithoutAgentE2e,
+       AnImageWithoutGuestAgentIsCloneUnsupportedWithTheReasonAndLeavesNothing) {
+  const auto tmpl = make_template(uuid_like(901));
+  const auto built = driver_->build_template(tmpl, steady_clock::now() + 600s);
+  ASSERT_FALSE(built);
+  EXPECT_EQ(built.error().code, errc::clone_unsupported) << built.error().message;
+  EXPECT_NE(built.error().message.find("guest agent"), std::string::npos) << built.error().message;
+  std::printf("%s\n", built.error().message.c_str());
+  EXPECT_TRUE(driver_->list_templates()->empty());
+  EXPECT_FALSE(fs::exists(driver_->template_dir(tmpl.template_id)));
+  const auto dom = e2e::run({"virsh", "-c", "qemu:///system", "domstate", tmpl.guest.name});
+  EXPECT_NE(dom.exit_code, 0) << dom.output;
 }
 
 }  // namespace
