@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <compare>
 #include <map>
 #include <optional>
 #include <set>
@@ -38,6 +39,31 @@ struct vm_spec {
   std::string ready_token;                   ///< per-host secret for the readiness signal
   std::string ssh_host;                      ///< address the forward listens on
   int ssh_port = 0;                          ///< port the forward listens on
+};
+
+/// What a template serves: a clone of it can be the host of any vm_spec with this key.
+struct template_key {
+  std::string image_digest;
+  int cpus = 1;
+  int memory_mib = 1024;
+  std::optional<int> disk_gb;  ///< null: the image's default size
+
+  friend bool operator==(const template_key&, const template_key&) = default;
+  friend auto operator<=>(const template_key&, const template_key&) = default;
+};
+
+/// The key of the template a host of `spec` could be cloned from.
+inline template_key key_of(const vm_spec& spec) {
+  return {spec.image_digest, spec.cpus, spec.memory_mib, spec.disk_gb};
+}
+
+/// A template to build, chosen by the control plane. `guest` is the cold boot of the template
+/// guest exactly as for a host (its host_id is ignored): its key_of() is the template's key,
+/// its ssh_username the login user every clone has; name, ssh_host/ssh_port, a throwaway
+/// host_key and ready_token serve its own boot only. authorized_keys and env must be empty.
+struct template_spec {
+  std::string template_id;  ///< UUID; names every resource of the template
+  vm_spec guest;
 };
 
 /// One /doctor check (API.md "Operational endpoints").
@@ -102,6 +128,47 @@ class driver {
   virtual std::optional<std::uint64_t> known_image_bytes(std::string_view /*image*/) {
     return std::nullopt;
   }
+  // Templates and clones (issue 9). A template is a guest booted once, stripped of every
+  // identity (host keys, login keys, env, random seed, cloud-init data) and saved with its
+  // memory; its disk is frozen. A clone is a new host restored from it in about a second.
+
+  /// Cold-boots the template guest, waits until it is ready, strips its identity through the
+  /// guest agent and saves its memory state; the template guest is gone afterwards. Replaces
+  /// an earlier template of the same id (e.g. the leftovers of an interrupted build); a
+  /// concurrent build of the same id fails with vm_create_failed. Blocks for minutes. On
+  /// failure releases whatever it made. Errors: clone_unsupported (the image
+  /// cannot be cloned; the message says what is missing), vm_create_failed, boot_failed,
+  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable.
+  virtual result<void> build_template(const template_spec& spec,
+                                      std::chrono::steady_clock::time_point deadline) = 0;
+
+  /// Restores a clone of `template_id` as the host of `spec` (its own name, uuid, disk
+  /// overlay on the template's frozen disk, SSH forward on spec.ssh_host:ssh_port), then,
+  /// before anything else can log in, gives it its own identity: fresh kernel randomness,
+  /// the host's clock, spec.host_key, spec.name as hostname, a new machine-id, and
+  /// spec.authorized_keys and spec.env (empty: no login at all, e.g. a warm-pool member).
+  /// Ready when an SSH handshake presents spec.host_key, as for wait_ready. key_of(spec) and
+  /// spec.ssh_username must be the template's. On failure releases the host's resources
+  /// (as destroy(spec.host_id)). Errors: template_missing, vm_create_failed, boot_failed,
+  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable.
+  virtual result<void> restore_clone(std::string_view template_id, const vm_spec& spec,
+                                     std::chrono::steady_clock::time_point deadline) = 0;
+
+  /// Replaces the login of the running clone spec.host_id with spec.authorized_keys and
+  /// spec.env (byte-exact), e.g. when a warm-pool member is claimed; other fields of spec are
+  /// not used. Errors: not_found (no such running host), boot_failed (the guest agent did not
+  /// answer or failed), unavailable.
+  virtual result<void> apply_login(const vm_spec& spec,
+                                   std::chrono::steady_clock::time_point deadline) = 0;
+
+  /// Removes the template and its files. Running clones are not affected (they keep their
+  /// open handle on its disk); restores of it fail with template_missing from then on.
+  /// Idempotent. Errors: teardown_failed, unavailable.
+  virtual result<void> destroy_template(std::string_view template_id) = 0;
+
+  /// Ids of every template this driver has, saved or being built (for sweeps). Errors:
+  /// unavailable.
+  virtual result<std::vector<std::string>> list_templates() = 0;
 };
 
 }  // namespace litterbox::hypervisor

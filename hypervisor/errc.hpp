@@ -21,6 +21,8 @@ enum class errc {
   unavailable,           ///< HypervisorUnavailable: libvirt (or the backend) is unreachable
   not_found,             ///< NotFound: no such VM or resource (console of an unknown host)
   internal,              ///< InternalError
+  clone_unsupported,     ///< CloneUnsupported: the image lacks what cloning needs (guest agent)
+  template_missing,      ///< TemplateMissing: no saved template of that id (fall back to a boot)
 };
 
 const std::error_category& category();

@@ -15,6 +15,9 @@ trap 'rm -rf "$work"' EXIT INT TERM
 
 packages=systemd-sysv,udev,openssh-server,cloud-init,sudo,systemd-resolved,cloud-guest-utils
 packages=$packages,e2fsprogs,ca-certificates,iproute2,kmod,netbase
+# Cloning (issue 9): the guest agent is the host-only channel that re-identifies a clone;
+# guest-set-time needs /sbin/hwclock, which util-linux-extra has and the agent does not pull in.
+packages=$packages,qemu-guest-agent,util-linux-extra
 
 # Units that cost boot time under TCG and do nothing useful in a short-lived guest.
 masked="apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service
@@ -33,6 +36,7 @@ mmdebstrap --variant=minbase --include="$packages" \
   --customize-hook="cp '$here/files/99-litterbox.cfg' \"\$1/etc/cloud/cloud.cfg.d/99-litterbox.cfg\"" \
   --customize-hook="cp '$here/files/10-dhcp.network' \"\$1/etc/systemd/network/10-dhcp.network\"" \
   --customize-hook="cp '$here/files/fstab' \"\$1/etc/fstab\"" \
+  --customize-hook="mkdir -p \"\$1/etc/qemu\" && cp '$here/files/qemu-ga.conf' \"\$1/etc/qemu/qemu-ga.conf\"" \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-resolved.service' \
   --customize-hook="chroot \"\$1\" systemctl mask $(echo $masked)" \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \

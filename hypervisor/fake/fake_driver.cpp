@@ -4,12 +4,49 @@
 #include "hypervisor/errc.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace litterbox::hypervisor {
 
 namespace fs = std::filesystem;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::string_view k_template_ext = ".template";
+
+// `<state_dir>/<id>.template`: one field per line, so a restarted fake still knows its
+// templates the way libvirt's state files outlive litterboxd.
+std::string template_file(const template_key& key, const std::string& user) {
+  std::ostringstream out;
+  out << key.image_digest << '\n'
+      << key.cpus << '\n'
+      << key.memory_mib << '\n'
+      << (key.disk_gb ? std::to_string(*key.disk_gb) : "-") << '\n'
+      << user << '\n';
+  return out.str();
+}
+
+bool parse_template_file(std::istream& in, template_key& key, std::string& user) {
+  std::string disk;
+  if (!std::getline(in, key.image_digest) || !(in >> key.cpus >> key.memory_mib >> disk) ||
+      !(in >> user)) {
+    return false;
+  }
+  if (disk == "-") {
+    key.disk_gb.reset();
+    return true;
+  }
+  int gb = 0;
+  const auto [end, ec] = std::from_chars(disk.data(), disk.data() + disk.size(), gb);
+  key.disk_gb = gb;
+  return ec == std::errc() && end == disk.data() + disk.size();
+}
+
+}  // namespace
 
 namespace {
 
@@ -25,6 +62,16 @@ bool valid_host_id(std::string_view id) {
 fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
     fs::create_directories(*options_.state_dir);
+    for (const auto& entry : fs::directory_iterator(*options_.state_dir)) {
+      if (entry.path().extension() != k_template_ext) {
+        continue;
+      }
+      std::ifstream in(entry.path());
+      saved_template t;
+      if (parse_template_file(in, t.key, t.ssh_username)) {
+        templates_[entry.path().stem().string()] = std::move(t);
+      }
+    }
   }
 }
 
@@ -138,6 +185,7 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   }
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
+  clone_of_.erase(std::string(host_id));
   bool existed = vms_.erase(std::string(host_id)) > 0;
   if (options_.state_dir) {
     std::error_code ec;
@@ -208,6 +256,149 @@ std::vector<check_result> fake_driver::doctor() {
   };
 }
 
+result<void> fake_driver::build_template(const template_spec& spec,
+                                         steady_clock::time_point deadline) {
+  if (auto e = injected(fake_phase::build_template)) {
+    return *e;
+  }
+  const auto& guest = spec.guest;
+  if (spec.template_id.empty() || !guest.authorized_keys.empty() || !guest.env.empty()) {
+    return make_error(errc::vm_create_failed,
+                      "a template needs an id and a guest without login keys or env");
+  }
+  {
+    const std::lock_guard lock(mutex_);
+    if (!building_.insert(spec.template_id).second) {
+      return make_error(errc::vm_create_failed,
+                        "template " + spec.template_id + " is being built already");
+    }
+    templates_.erase(spec.template_id);
+  }
+  auto finish = [&](result<void> r) {
+    const std::lock_guard lock(mutex_);
+    building_.erase(spec.template_id);
+    if (r) {
+      templates_[spec.template_id] = saved_template{key_of(guest), guest.ssh_username};
+      if (options_.state_dir) {
+        std::ofstream(*options_.state_dir / (spec.template_id + std::string(k_template_ext)))
+            << template_file(key_of(guest), guest.ssh_username);
+      }
+    }
+    return r;
+  };
+  wait(options_.create_delay);
+  if (guest.image.find("fail-create") != std::string::npos) {
+    return finish(make_error(errc::vm_create_failed, "domain failed to start"));
+  }
+  const bool never = guest.image.find("fail-boot") != std::string::npos ||
+                     guest.image.find("slow-boot") != std::string::npos;
+  const auto ready_at = steady_clock::now() + options_.boot_delay;
+  if (never || ready_at > deadline) {
+    std::this_thread::sleep_until(deadline);
+    return finish(make_error(errc::boot_timeout,
+                             "guest did not report ready in time; console tail: [fake console]"));
+  }
+  std::this_thread::sleep_until(ready_at);
+  if (guest.image.find("no-agent") != std::string::npos) {
+    return finish(make_error(errc::clone_unsupported,
+                             "the image has no qemu-guest-agent: its channel never connected"));
+  }
+  const auto saved_at = steady_clock::now() + options_.template_delay;
+  if (saved_at > deadline) {
+    std::this_thread::sleep_until(deadline);
+    return finish(make_error(errc::boot_timeout, "the template was not saved in time"));
+  }
+  std::this_thread::sleep_until(saved_at);
+  return finish({});
+}
+
+result<void> fake_driver::restore_clone(std::string_view template_id, const vm_spec& spec,
+                                        steady_clock::time_point deadline) {
+  if (auto e = injected(fake_phase::restore_clone)) {
+    return *e;
+  }
+  {
+    const std::lock_guard lock(mutex_);
+    const auto it = templates_.find(std::string(template_id));
+    if (it == templates_.end()) {
+      return make_error(errc::template_missing, "no saved template " + std::string(template_id));
+    }
+    if (it->second.key != key_of(spec) || it->second.ssh_username != spec.ssh_username) {
+      return make_error(errc::vm_create_failed,
+                        "the host's image, size or user differ from the template's");
+    }
+  }
+  // Leftovers of an earlier attempt under this id are replaced, as by create_vm.
+  (void)destroy(spec.host_id);
+  const auto ready_at = steady_clock::now() + options_.restore_delay;
+  if (ready_at > deadline) {
+    std::this_thread::sleep_until(deadline);
+    return make_error(errc::boot_timeout, "the clone did not become ready in time");
+  }
+  std::this_thread::sleep_until(ready_at);
+  const std::lock_guard lock(mutex_);
+  if (templates_.count(std::string(template_id)) == 0) {
+    return make_error(errc::template_missing,
+                      "template " + std::string(template_id) + " was removed during the restore");
+  }
+  vms_[spec.host_id] = spec;
+  clone_of_[spec.host_id] = std::string(template_id);
+  if (options_.state_dir) {
+    std::ofstream(*options_.state_dir / (spec.host_id + ".vm")) << spec.name << '\n';
+  }
+  return {};
+}
+
+result<void> fake_driver::apply_login(const vm_spec& spec, steady_clock::time_point deadline) {
+  if (auto e = injected(fake_phase::apply_login)) {
+    return *e;
+  }
+  const auto done_at = steady_clock::now() + options_.login_delay;
+  if (done_at > deadline) {
+    std::this_thread::sleep_until(deadline);
+    return make_error(errc::boot_failed, "the guest agent did not answer in time");
+  }
+  std::this_thread::sleep_until(done_at);
+  const std::lock_guard lock(mutex_);
+  const auto it = vms_.find(spec.host_id);
+  if (it == vms_.end()) {
+    return make_error(errc::not_found, "no running host " + spec.host_id);
+  }
+  it->second.authorized_keys = spec.authorized_keys;
+  it->second.env = spec.env;
+  return {};
+}
+
+result<void> fake_driver::destroy_template(std::string_view template_id) {
+  if (auto e = injected(fake_phase::destroy_template)) {
+    return *e;
+  }
+  const std::lock_guard lock(mutex_);
+  templates_.erase(std::string(template_id));
+  if (options_.state_dir) {
+    std::error_code ec;
+    fs::remove(*options_.state_dir / (std::string(template_id) + std::string(k_template_ext)), ec);
+  }
+  return {};
+}
+
+result<std::vector<std::string>> fake_driver::list_templates() {
+  const std::lock_guard lock(mutex_);
+  std::set<std::string> ids(building_.begin(), building_.end());
+  for (const auto& [id, t] : templates_) {
+    ids.insert(id);
+  }
+  if (options_.state_dir) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
+      if (entry.path().extension() == k_template_ext) {
+        ids.insert(entry.path().stem().string());
+      }
+    }
+  }
+  return std::vector<std::string>(ids.begin(), ids.end());
+}
+
 void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {
   const std::lock_guard lock(mutex_);
   if (e) {
@@ -240,6 +431,24 @@ std::set<std::string> fake_driver::live_vms() const {
     ids.insert(id);
   }
   return ids;
+}
+
+std::optional<vm_spec> fake_driver::vm(std::string_view host_id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = vms_.find(std::string(host_id));
+  return it == vms_.end() ? std::nullopt : std::optional<vm_spec>(it->second);
+}
+
+std::optional<std::string> fake_driver::cloned_from(std::string_view host_id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = clone_of_.find(std::string(host_id));
+  return it == clone_of_.end() ? std::nullopt : std::optional<std::string>(it->second);
+}
+
+std::optional<template_key> fake_driver::template_of(std::string_view template_id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = templates_.find(std::string(template_id));
+  return it == templates_.end() ? std::nullopt : std::optional<template_key>(it->second.key);
 }
 
 }  // namespace litterbox::hypervisor

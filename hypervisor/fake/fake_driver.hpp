@@ -15,15 +15,28 @@
 namespace litterbox::hypervisor {
 
 /// The driver operations a test can slow down, fail or count.
-enum class fake_phase { prepare_image, create_vm, wait_ready, destroy };
+enum class fake_phase {
+  prepare_image,
+  create_vm,
+  wait_ready,
+  destroy,
+  build_template,
+  restore_clone,
+  apply_login,
+  destroy_template,
+};
 
 struct fake_options {
   std::chrono::milliseconds pull_delay{0};
   std::chrono::milliseconds create_delay{0};
   std::chrono::milliseconds boot_delay{0};
   std::chrono::milliseconds destroy_delay{0};
-  /// When set, each VM is a file `<state_dir>/<host_id>.vm`, so VMs outlive a killed process
-  /// the way libvirt domains do and crash-recovery tests see real leftovers.
+  std::chrono::milliseconds template_delay{0};  ///< build_template, after the boot delay
+  std::chrono::milliseconds restore_delay{0};
+  std::chrono::milliseconds login_delay{0};
+  /// When set, each VM is a file `<state_dir>/<host_id>.vm` and each saved template a file
+  /// `<state_dir>/<template_id>.template`, so they outlive a killed process the way libvirt
+  /// domains and state files do and crash-recovery tests see real leftovers.
   std::optional<std::filesystem::path> state_dir;
   /// collect_images keeps an image prepared within this long even when no row references it
   /// yet, as the image store's gc_grace does (a create between prepare_image and recording
@@ -39,8 +52,9 @@ struct fake_options {
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
 /// references steer failures for black-box use: an image containing `missing` is not found,
 /// `corrupt` fails its digest check, `fail-create` cannot start, `fail-boot` never becomes
-/// ready, `slow-boot` boots until the deadline. Host ids must be hex digits and dashes, as
-/// for the libvirt driver. tests/contract holds it to the driver contract. Thread-safe.
+/// ready, `slow-boot` boots until the deadline, `no-agent` boots but cannot be made a
+/// template (clone_unsupported). Host ids must be hex digits and dashes, as for the libvirt
+/// driver. tests/contract holds it to the driver contract. Thread-safe.
 class fake_driver final : public driver {
  public:
   explicit fake_driver(fake_options options = {});
@@ -55,6 +69,14 @@ class fake_driver final : public driver {
   result<std::vector<std::string>> list_owned() override;
   result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
+  result<void> build_template(const template_spec& spec,
+                              std::chrono::steady_clock::time_point deadline) override;
+  result<void> restore_clone(std::string_view template_id, const vm_spec& spec,
+                             std::chrono::steady_clock::time_point deadline) override;
+  result<void> apply_login(const vm_spec& spec,
+                           std::chrono::steady_clock::time_point deadline) override;
+  result<void> destroy_template(std::string_view template_id) override;
+  result<std::vector<std::string>> list_templates() override;
 
   /// Makes every call of `phase` fail with `e` until cleared with nullopt.
   void set_failure(fake_phase phase, std::optional<error> e);
@@ -66,6 +88,13 @@ class fake_driver final : public driver {
   int vms_destroyed() const;
   /// Host ids whose VM exists now.
   std::set<std::string> live_vms() const;
+  /// The VM of `host_id` as it is now (a clone's spec with the login apply_login gave it),
+  /// or nullopt.
+  std::optional<vm_spec> vm(std::string_view host_id) const;
+  /// The template a live VM was restored from, or nullopt for a cold-booted VM or none.
+  std::optional<std::string> cloned_from(std::string_view host_id) const;
+  /// The key of a saved template, or nullopt.
+  std::optional<template_key> template_of(std::string_view template_id) const;
 
  private:
   std::optional<error> injected(fake_phase phase);
@@ -79,6 +108,13 @@ class fake_driver final : public driver {
   std::set<std::string> converting_;   ///< digests whose conversion is under way
   std::condition_variable converted_;  ///< notified when a conversion ends
   std::map<std::string, vm_spec> vms_;
+  std::map<std::string, std::string> clone_of_;  ///< host id -> template id
+  struct saved_template {
+    template_key key;
+    std::string ssh_username;
+  };
+  std::map<std::string, saved_template> templates_;
+  std::set<std::string> building_;  ///< template ids whose build_template is running
   int conversions_ = 0;
   int destroyed_ = 0;
 };

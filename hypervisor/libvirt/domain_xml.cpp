@@ -109,9 +109,11 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
   x += kvm ? "kvm" : "qemu";
   x += "' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n";
   x += "  " + element("name", spec.name) + "\n";
+  x += "  <genid/>\n";
   x += "  <metadata>\n";
   x += "    <lb:litterbox xmlns:lb='" + std::string(k_metadata_ns) + "'>";
-  x += "<lb:host-id>" + xml_escape(spec.host_id) + "</lb:host-id>";
+  const std::string id_element = spec.is_template ? "lb:template-id" : "lb:host-id";
+  x += "<" + id_element + ">" + xml_escape(spec.host_id) + "</" + id_element + ">";
   x += "<lb:owner>" + xml_escape(spec.owner) + "</lb:owner>";
   x += "</lb:litterbox>\n";
   x += "  </metadata>\n";
@@ -146,6 +148,10 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
   x += "      <source path='" + xml_escape(spec.console.string()) + "'/>\n";
   x += "      <target port='0'/>\n";
   x += "    </serial>\n";
+  x += "    <channel type='unix'>\n";
+  x += "      <source mode='bind'/>\n";
+  x += "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n";
+  x += "    </channel>\n";
   x += "    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\n";
   x += "    <memballoon model='none'/>\n";
   x += "  </devices>\n";
@@ -173,6 +179,20 @@ std::string owned_host_id(std::string_view domain_xml, std::string_view owner) {
     return {};
   }
   return metadata_host_id(domain_xml.substr(ns), owner);
+}
+
+std::string metadata_template_id(std::string_view scope, std::string_view owner) {
+  const auto id_open = scope.find("template-id>");
+  const auto owner_open = scope.find("owner>");
+  if (id_open == std::string_view::npos || owner_open == std::string_view::npos) {
+    return {};
+  }
+  const auto id = between(scope.substr(id_open), "template-id>", "</");
+  const auto tag = between(scope.substr(owner_open), "owner>", "</");
+  if (tag != xml_escape(owner)) {
+    return {};
+  }
+  return std::string(id);
 }
 
 std::string metadata_host_id(std::string_view scope, std::string_view owner) {

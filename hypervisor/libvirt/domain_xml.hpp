@@ -19,7 +19,10 @@ inline constexpr std::string_view k_metadata_ns = "https://litterbox.dev/xmlns/d
 struct domain_spec {
   std::string name;     ///< domain name (`sb-…`)
   std::string host_id;  ///< written into the metadata
-  std::string owner;    ///< owner tag in the metadata (which deployment made it)
+  /// A template guest (issue 9): host_id is the template id, tagged <lb:template-id> instead
+  /// of <lb:host-id> so that nothing that sweeps hosts ever takes it for one.
+  bool is_template = false;
+  std::string owner;  ///< owner tag in the metadata (which deployment made it)
   accel acceleration = accel::tcg;
   int vcpus = 1;
   int memory_mib = 1024;
@@ -52,6 +55,10 @@ bool host_has_hardware_kvm(const std::filesystem::path& sys_module = "/sys/modul
 /// interfaces) and `restrict=on` can be expressed. Errors: vm_create_failed for a spec that
 /// cannot be rendered (non-IPv4 ssh_host, port out of range, bad sizes).
 result<std::string> render_domain_xml(const domain_spec& spec);
+
+/// The template id from the metadata element of a template guest's domain (as
+/// virDomainGetMetadata returns it), or "" if it is not one of `owner`'s templates.
+std::string metadata_template_id(std::string_view metadata_xml, std::string_view owner);
 
 /// Reads the host id from a domain XML rendered by render_domain_xml (our metadata element),
 /// or "" if the XML carries no metadata of ours or another owner tag than `owner`.

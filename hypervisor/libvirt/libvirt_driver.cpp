@@ -2,8 +2,13 @@
 
 #include "base/process.hpp"
 #include "base/secret.hpp"
+#include "base/uuid.hpp"
 #include "cloud-init/seed.hpp"
 #include "hypervisor/errc.hpp"
+#include "hypervisor/libvirt/guest_agent.hpp"
+#include "hypervisor/libvirt/save_image.hpp"
+#include "hypervisor/libvirt/state_feed.hpp"
+#include "hypervisor/libvirt/template_store.hpp"
 #include "hypervisor/ssh/probe.hpp"
 
 #include <libvirt/libvirt.h>
@@ -19,6 +24,7 @@
 #include <fstream>
 #include <future>
 #include <grp.h>
+#include <iterator>
 #include <pwd.h>
 #include <stdexcept>
 #include <sys/stat.h>
@@ -274,8 +280,11 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     throw std::runtime_error("the libvirt driver needs a state directory");
   }
   fs::create_directories(config_.state_dir / "vms");
+  fs::create_directories(config_.state_dir / "templates");
   // QEMU runs as another user: it must be able to traverse down to its files.
   fs::permissions(config_.state_dir / "vms",
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  fs::permissions(config_.state_dir / "templates",
                   fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   qemu_user_ = config_.qemu_user;
   {
@@ -496,67 +505,10 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
     (void)destroy(spec.host_id);
     return make_error(code, std::move(message));
   };
-
-  const fs::path dir = host_dir(spec.host_id);
-  std::error_code ec;
-  fs::create_directory(dir, ec);
-  if (ec) {
-    return fail(errc::vm_create_failed, "cannot create the host directory: " + ec.message());
-  }
-  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
-
-  const fs::path disk = dir / "disk.qcow2";
-  if (auto made = images_.create_overlay(spec.image_digest, disk, spec.disk_gb); !made) {
-    (void)destroy(spec.host_id);
-    return made.error();
-  }
-  ::chmod(disk.c_str(), 0600);
-
-  cloudinit::seed_spec seed;
-  seed.instance_id = spec.host_id;
-  seed.hostname = spec.name;
-  seed.username = spec.ssh_username;
-  seed.authorized_keys = spec.authorized_keys;
-  seed.env = spec.env;
-  seed.host_private_key = spec.host_key.private_openssh;
-  seed.host_public_key = spec.host_key.public_line;
-  seed.ready_token = spec.ready_token;
-  auto files = cloudinit::render_seed(seed);
-  if (!files) {
-    return fail(errc::vm_create_failed, "cannot render the seed: " + files.error().message);
-  }
-  const fs::path seed_path = dir / "seed.iso";
-  if (auto ok = cloudinit::write_seed_image(*files, seed_path, k_seed_timeout); !ok) {
-    return fail(errc::vm_create_failed, ok.error().message);
-  }
-  const fs::path console_path = dir / "console.log";
-  if (!create_private_file(console_path)) {
-    return fail(errc::vm_create_failed, "cannot create the console file");
-  }
-  if (!chown_to(disk, qemu_uid_, qemu_gid_) || !chown_to(seed_path, qemu_uid_, qemu_gid_) ||
-      !chown_to(console_path, qemu_uid_, qemu_gid_)) {
-    return fail(errc::vm_create_failed, "cannot hand the guest files to " + config_.qemu_user);
-  }
-
-  domain_spec d;
-  d.name = spec.name;
-  d.host_id = spec.host_id;
-  d.owner = config_.owner;
-  d.acceleration = accel_;
-  d.vcpus = spec.cpus;
-  d.memory_mib = spec.memory_mib;
-  d.kernel = config_.kernel;
-  d.initrd = config_.initrd;
-  d.cmdline = config_.cmdline;
-  d.disk = disk;
-  d.seed = seed_path;
-  d.console = console_path;
-  d.ssh_host = spec.ssh_host;
-  d.ssh_port = spec.ssh_port;
-  d.restrict_network = !config_.guest_internet;
-  auto xml = render_domain_xml(d);
+  auto xml = make_guest(spec, host_dir(spec.host_id), false);
   if (!xml) {
-    return fail(errc::vm_create_failed, xml.error().message);
+    (void)destroy(spec.host_id);
+    return xml.error();
   }
   const domain_ptr dom(virDomainDefineXML(conn->ptr, xml->c_str()));
   if (!dom) {
@@ -581,8 +533,78 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   return {};
 }
 
+result<std::string> libvirt_driver::make_guest(const vm_spec& spec, const fs::path& dir,
+                                               bool is_template) {
+  std::error_code ec;
+  fs::create_directory(dir, ec);
+  if (ec) {
+    return make_error(errc::vm_create_failed, "cannot create the host directory: " + ec.message());
+  }
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+
+  const fs::path disk = dir / "disk.qcow2";
+  if (auto made = images_.create_overlay(spec.image_digest, disk, spec.disk_gb); !made) {
+    return made.error();
+  }
+  ::chmod(disk.c_str(), 0600);
+
+  cloudinit::seed_spec seed;
+  seed.instance_id = spec.host_id;
+  seed.hostname = spec.name;
+  seed.username = spec.ssh_username;
+  seed.authorized_keys = spec.authorized_keys;
+  seed.env = spec.env;
+  seed.host_private_key = spec.host_key.private_openssh;
+  seed.host_public_key = spec.host_key.public_line;
+  seed.ready_token = spec.ready_token;
+  auto files = cloudinit::render_seed(seed);
+  if (!files) {
+    return make_error(errc::vm_create_failed, "cannot render the seed: " + files.error().message);
+  }
+  const fs::path seed_path = dir / "seed.iso";
+  if (auto ok = cloudinit::write_seed_image(*files, seed_path, k_seed_timeout); !ok) {
+    return make_error(errc::vm_create_failed, ok.error().message);
+  }
+  const fs::path console_path = dir / "console.log";
+  if (!create_private_file(console_path)) {
+    return make_error(errc::vm_create_failed, "cannot create the console file");
+  }
+  if (!chown_to(disk, qemu_uid_, qemu_gid_) || !chown_to(seed_path, qemu_uid_, qemu_gid_) ||
+      !chown_to(console_path, qemu_uid_, qemu_gid_)) {
+    return make_error(errc::vm_create_failed,
+                      "cannot hand the guest files to " + config_.qemu_user);
+  }
+
+  domain_spec d;
+  d.name = spec.name;
+  d.host_id = spec.host_id;
+  d.is_template = is_template;
+  d.owner = config_.owner;
+  d.acceleration = accel_;
+  d.vcpus = spec.cpus;
+  d.memory_mib = spec.memory_mib;
+  d.kernel = config_.kernel;
+  d.initrd = config_.initrd;
+  d.cmdline = config_.cmdline;
+  d.disk = disk;
+  d.seed = seed_path;
+  d.console = console_path;
+  d.ssh_host = spec.ssh_host;
+  d.ssh_port = spec.ssh_port;
+  d.restrict_network = !config_.guest_internet;
+  auto xml = render_domain_xml(d);
+  if (!xml) {
+    return make_error(errc::vm_create_failed, xml.error().message);
+  }
+  return std::move(*xml);
+}
+
 result<void> libvirt_driver::wait_ready(const vm_spec& spec, steady_clock::time_point deadline) {
-  const fs::path console_path = host_dir(spec.host_id) / "console.log";
+  return await_ready(spec, host_dir(spec.host_id) / "console.log", deadline);
+}
+
+result<void> libvirt_driver::await_ready(const vm_spec& spec, const fs::path& console_path,
+                                         steady_clock::time_point deadline) {
   const std::string ready_line = std::string(cloudinit::k_ready_word) + " " + spec.ready_token;
   const std::string failed_line = std::string(cloudinit::k_failed_word) + " " + spec.ready_token;
   bool signalled = false;
@@ -916,6 +938,509 @@ std::vector<check_result> libvirt_driver::doctor() {
                               [this, held = hold_for_check()] { return isolation_check(); }));
   }
   return out;
+}
+
+// ---- Templates and clones (issue 9) ----
+//
+// A template is a guest booted once like any host, stripped of its identity through the guest
+// agent and saved by libvirt (virDomainSaveFlags) into <template dir>/state.sav; its disk is
+// frozen (read-only) from then on. A clone is a transient domain restored from a save image
+// made for it on the fly (state_feed): the template's header rewritten to name the clone,
+// followed by the template's migration stream, fed through a FIFO so nothing is copied.
+
+fs::path libvirt_driver::template_dir(std::string_view template_id) const {
+  return config_.state_dir / "templates" / std::string(template_id);
+}
+
+namespace {
+
+// The agent's "refused" means the image cannot be cloned at template time; on a clone of a
+// saved template it is just a failed restore.
+error as_restore_failure(error e) {
+  if (e.code == errc::clone_unsupported) {
+    e.code = errc::boot_failed;
+  }
+  return e;
+}
+
+long long ms_between(steady_clock::time_point a, steady_clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
+}
+
+std::string uuid_for(std::string_view host_id) {
+  if (auto u = parse_uuid(host_id)) {
+    return *u;
+  }
+  const std::string h = random_hex(16);
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-" + h.substr(12, 4) + "-" + h.substr(16, 4) +
+         "-" + h.substr(20);
+}
+
+bool write_file_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) {
+      return false;
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  return !ec;
+}
+
+std::optional<std::string> read_small_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return std::nullopt;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text;
+}
+
+}  // namespace
+
+result<void> libvirt_driver::await_host_key(const vm_spec& spec,
+                                            steady_clock::time_point deadline) {
+  std::string last_probe = "no SSH handshake yet";
+  while (true) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now());
+    if (left.count() <= 0) {
+      break;
+    }
+    const auto probe = probe_host_key(
+        spec.ssh_host, spec.ssh_port, spec.host_key.public_line,
+        std::clamp(left, std::chrono::milliseconds(200), std::chrono::milliseconds(5000)));
+    if (probe.status == probe_status::matched) {
+      return {};
+    }
+    if (probe.status == probe_status::mismatch) {
+      return make_error(errc::host_key_mismatch, "the SSH endpoint " + spec.ssh_host + ":" +
+                                                     std::to_string(spec.ssh_port) +
+                                                     " did not present the pinned key");
+    }
+    last_probe = probe.detail;
+    if (const auto conn = connect()) {
+      const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+      if (!dom && last_libvirt_code() == VIR_ERR_NO_DOMAIN) {
+        return make_error(errc::boot_failed, "the clone's domain disappeared");
+      }
+    }
+    std::this_thread::sleep_for(std::min(config_.poll_interval, std::chrono::milliseconds(50)));
+  }
+  return make_error(errc::boot_timeout, "the clone's SSH endpoint did not answer: " + last_probe);
+}
+
+result<void> libvirt_driver::build_template(const template_spec& spec,
+                                            steady_clock::time_point deadline) {
+  const std::string& id = spec.template_id;
+  if (!valid_host_id(id)) {
+    return make_error(errc::vm_create_failed, "malformed template id");
+  }
+  if (!spec.guest.authorized_keys.empty() || !spec.guest.env.empty()) {
+    return make_error(errc::vm_create_failed, "a template guest has no login keys and no env");
+  }
+  if (auto ok = validate_login(spec.guest); !ok) {
+    return ok.error();
+  }
+  {
+    const std::lock_guard lock(building_mutex_);
+    if (!building_.insert(id).second) {
+      return make_error(errc::vm_create_failed, "template " + id + " is being built already");
+    }
+  }
+  struct unmark {
+    libvirt_driver& d;
+    const std::string& id;
+    ~unmark() {
+      const std::lock_guard lock(d.building_mutex_);
+      d.building_.erase(id);
+    }
+  } const building_guard{*this, id};
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  if (auto gone = destroy_template(id); !gone) {
+    return gone.error();
+  }
+  std::error_code ec;
+  fs::create_directories(config_.state_dir / "templates", ec);
+  fs::permissions(config_.state_dir / "templates",
+                  fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+  auto fail = [&](error e) -> result<void> {
+    (void)destroy_template(id);
+    return e;
+  };
+
+  // The template guest boots as a host would, with the template id as its cloud-init
+  // instance id, so that the scrub below knows where cloud-init keeps its copy of the seed.
+  vm_spec boot = spec.guest;
+  boot.host_id = id;
+  const template_paths paths{template_dir(id)};
+  auto xml = make_guest(boot, paths.dir, true);
+  if (!xml) {
+    return fail(xml.error());
+  }
+  const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(), 0));
+  if (!dom) {
+    return fail(make_error(errc::vm_create_failed,
+                           "cannot start the template guest: " + last_libvirt_error()));
+  }
+  const auto t_started = steady_clock::now();
+  if (auto ready = await_ready(boot, paths.console(), deadline); !ready) {
+    return fail(ready.error());
+  }
+  const auto t_ready = steady_clock::now();
+
+  guest_agent agent(dom.get(), deadline);
+  const auto bound = config_.agent_connect_timeout;
+  if (auto up = agent.wait_connected(steady_clock::now() + bound); !up) {
+    return fail(make_error(
+        errc::clone_unsupported,
+        "the image cannot be cloned: its guest agent (qemu-guest-agent on the virtio-serial "
+        "channel org.qemu.guest_agent.0) did not answer within " +
+            std::to_string(bound.count() / 1000) + " s of the guest being ready (" +
+            up.error().message + ")"));
+  }
+  if (auto t = agent.set_time_now(); !t) {
+    if (t.error().code == errc::clone_unsupported) {
+      return fail(make_error(errc::clone_unsupported,
+                             "the image cannot be cloned: its guest agent cannot set the clock "
+                             "(guest-set-time needs /sbin/hwclock, package util-linux-extra): " +
+                                 t.error().message));
+    }
+    return fail(t.error());
+  }
+  for (const auto& path : template_scrub_paths(boot.ssh_username, id)) {
+    if (auto w = agent.write_file(path, ""); !w) {
+      if (w.error().code == errc::clone_unsupported) {
+        return fail(make_error(errc::clone_unsupported,
+                               "the image cannot be cloned: its guest agent does not allow "
+                               "writing files (guest-file-open/write/close): " +
+                                   w.error().message));
+      }
+      return fail(w.error());
+    }
+  }
+  // Best effort, both: fstrim discards the blocks the scrub freed (the clones' disks share
+  // them), and dropping clean page cache makes the state file, which every restore reads,
+  // smaller.
+  (void)agent.fstrim();
+  (void)agent.write_file("/proc/sys/vm/drop_caches", "1");
+
+  const auto t_scrubbed = steady_clock::now();
+  if (virDomainSaveFlags(dom.get(), paths.state().c_str(), nullptr, VIR_DOMAIN_SAVE_RUNNING) != 0) {
+    return fail(make_error(errc::vm_create_failed,
+                           "cannot save the template guest: " + last_libvirt_error()));
+  }
+  // Frozen: the saved memory holds this disk's page cache and filesystem state, so nothing
+  // may write it again. The seed held the template guest's throwaway key and token.
+  ::chmod(paths.disk().c_str(), 0444);
+  const auto seed_size = fs::file_size(paths.seed(), ec);
+  if (ec || ::truncate(paths.seed().c_str(), 0) != 0 ||
+      ::truncate(paths.seed().c_str(), static_cast<off_t>(seed_size)) != 0) {
+    return fail(make_error(errc::vm_create_failed, "cannot blank the template's seed"));
+  }
+  auto head = read_save_head(paths.state());
+  if (!head) {
+    return fail(make_error(
+        errc::vm_create_failed,
+        "libvirt wrote a state file clones cannot be made from: " + head.error().message));
+  }
+  // Whatever clone_domain_xml needs from the saved XML is checked now, not at the first clone.
+  clone_names probe_names{
+      id,           paths.disk(),        paths.console(),      id,          "probe",
+      uuid_for(id), "/probe/disk.qcow2", "/probe/console.log", "127.0.0.1", 1};
+  if (auto x = clone_domain_xml(head->xml, probe_names); !x) {
+    return fail(x.error());
+  } else if (auto h = render_save_head(*head, *x); !h) {
+    return fail(h.error());
+  }
+  template_info info{key_of(spec.guest), spec.guest.ssh_username, spec.guest.name};
+  if (!write_file_atomically(paths.info(), render_template_info(info))) {
+    return fail(make_error(errc::vm_create_failed, "cannot write the template's info file"));
+  }
+  spdlog::info("template {}: booted in {} ms, stripped in {} ms, saved in {} ms ({} MiB)", id,
+               ms_between(t_started, t_ready), ms_between(t_ready, t_scrubbed),
+               ms_between(t_scrubbed, steady_clock::now()),
+               fs::file_size(paths.state(), ec) >> 20U);
+  return {};
+}
+
+result<void> libvirt_driver::restore_clone(std::string_view template_id, const vm_spec& spec,
+                                           steady_clock::time_point deadline) {
+  if (!valid_host_id(spec.host_id)) {
+    return make_error(errc::vm_create_failed, "malformed host id");
+  }
+  if (!valid_host_id(template_id)) {
+    return make_error(errc::template_missing, "malformed template id");
+  }
+  const template_paths t{template_dir(template_id)};
+  const auto info_text = read_small_file(t.info());
+  if (!info_text) {
+    return make_error(errc::template_missing, "no saved template " + std::string(template_id));
+  }
+  auto info = parse_template_info(*info_text);
+  if (!info) {
+    return info.error();
+  }
+  if (info->key != key_of(spec) || info->ssh_username != spec.ssh_username) {
+    return make_error(errc::vm_create_failed,
+                      "the host's image, size or user differ from the template's");
+  }
+  // Everything the guest will be given is checked before anything is made.
+  auto files = identity_files(spec, random_hex(16));
+  if (!files) {
+    return files.error();
+  }
+  auto head = read_save_head(t.state());
+  if (!head) {
+    return head.error();
+  }
+  const auto t_started = steady_clock::now();
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  if (auto gone = destroy(spec.host_id); !gone) {
+    return gone.error();
+  }
+  auto fail = [&](error e) -> result<void> {
+    (void)destroy(spec.host_id);
+    return e;
+  };
+
+  const fs::path dir = host_dir(spec.host_id);
+  std::error_code ec;
+  fs::create_directory(dir, ec);
+  if (ec) {
+    return fail(
+        make_error(errc::vm_create_failed, "cannot create the host directory: " + ec.message()));
+  }
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
+  // Same virtual size as the template's disk: the guest's memory already knows that size.
+  const fs::path disk = dir / "disk.qcow2";
+  if (const auto r = run_process({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                                  t.disk().string(), disk.string()},
+                                 k_qemu_img_timeout);
+      !r || r->timed_out || r->exit_code != 0) {
+    const bool full = r && r->err.find("No space") != std::string::npos;
+    return fail(make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
+                           "cannot create the disk overlay: " + tool_failure_text(r)));
+  }
+  ::chmod(disk.c_str(), 0600);
+  const fs::path console_path = dir / "console.log";
+  if (!create_private_file(console_path) || !chown_to(disk, qemu_uid_, qemu_gid_) ||
+      !chown_to(console_path, qemu_uid_, qemu_gid_)) {
+    return fail(make_error(errc::vm_create_failed, "cannot prepare the clone's files"));
+  }
+
+  clone_names names{std::string(template_id), t.disk(), t.console(),  spec.host_id,  spec.name,
+                    uuid_for(spec.host_id),   disk,     console_path, spec.ssh_host, spec.ssh_port};
+  auto xml = clone_domain_xml(head->xml, names);
+  if (!xml) {
+    return fail(xml.error());
+  }
+  auto head_bytes = render_save_head(*head, *xml);
+  if (!head_bytes) {
+    return fail(head_bytes.error());
+  }
+  const auto t_prepared = steady_clock::now();
+  auto feed = state_feed::start(dir / "restore.fifo", std::move(*head_bytes), t.state(),
+                                head->stream_offset());
+  if (!feed) {
+    return fail(feed.error());
+  }
+  // libvirt waits for QEMU's incoming migration without a timeout of its own; a stalled one
+  // (QEMU or the feed stuck) is ended at the deadline by destroying the half-restored domain.
+  std::mutex watch_mutex;
+  std::condition_variable watch_cv;
+  bool restore_returned = false;
+  bool watchdog_fired = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(watch_mutex);
+    if (watch_cv.wait_until(lock, deadline, [&] { return restore_returned; })) {
+      return;
+    }
+    watchdog_fired = true;
+    const domain_ptr stuck(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+    if (stuck) {
+      (void)virDomainDestroy(stuck.get());
+    }
+  });
+  const int restored =
+      virDomainRestoreFlags(conn->ptr, ((*feed)->fifo()).c_str(), nullptr, VIR_DOMAIN_SAVE_RUNNING);
+  const std::string restore_error = restored != 0 ? last_libvirt_error() : std::string();
+  {
+    const std::lock_guard lock(watch_mutex);
+    restore_returned = true;
+  }
+  watch_cv.notify_all();
+  watchdog.join();
+  (*feed)->stop();
+  if (watchdog_fired) {
+    return fail(make_error(errc::boot_timeout, "the clone was not restored in time"));
+  }
+  if (restored != 0) {
+    return fail(make_error(errc::vm_create_failed, "cannot restore the clone: " + restore_error));
+  }
+  const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+  if (!dom) {
+    return fail(make_error(errc::boot_failed, "the restored clone is gone"));
+  }
+
+  const auto t_restored = steady_clock::now();
+  // Re-identification, before anything can log in: the saved guest has no host key (sshd
+  // refuses every connection) and no login until the files below are written.
+  guest_agent agent(dom.get(), deadline);
+  if (auto up = agent.wait_connected(deadline); !up) {
+    return fail(as_restore_failure(up.error()));
+  }
+  if (auto tm = agent.set_time_now(); !tm) {
+    return fail(as_restore_failure(tm.error()));
+  }
+  // libvirt gave the clone a new VM generation id, which makes the guest kernel reseed its
+  // RNG; host randomness mixed in on top costs one write.
+  std::string seed(64, '\0');
+  random_bytes(seed.data(), seed.size());
+  if (auto w = agent.write_file("/dev/urandom", seed); !w) {
+    return fail(as_restore_failure(w.error()));
+  }
+  for (const auto& f : *files) {
+    if (auto w = agent.write_file(f.path, f.content); !w) {
+      return fail(as_restore_failure(w.error()));
+    }
+  }
+  const auto t_identified = steady_clock::now();
+  if (auto ready = await_host_key(spec, deadline); !ready) {
+    return fail(ready.error());
+  }
+  spdlog::debug("host {}: clone of {}: files {} ms, restore {} ms, re-identify {} ms, SSH {} ms",
+                spec.host_id, template_id, ms_between(t_started, t_prepared),
+                ms_between(t_prepared, t_restored), ms_between(t_restored, t_identified),
+                ms_between(t_identified, steady_clock::now()));
+  return {};
+}
+
+result<void> libvirt_driver::apply_login(const vm_spec& spec, steady_clock::time_point deadline) {
+  if (!valid_host_id(spec.host_id)) {
+    return make_error(errc::not_found, "malformed host id");
+  }
+  auto files = login_files(spec);
+  if (!files) {
+    return files.error();
+  }
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
+  if (!dom || virDomainIsActive(dom.get()) != 1) {
+    return make_error(errc::not_found, "no running host " + spec.host_id);
+  }
+  char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                    std::string(k_metadata_ns).c_str(), 0);
+  const std::string owner_id = meta != nullptr ? metadata_host_id(meta, config_.owner) : "";
+  std::free(meta);
+  if (owner_id != spec.host_id) {
+    return make_error(errc::not_found, "no running host " + spec.host_id);
+  }
+  guest_agent agent(dom.get(), deadline);
+  for (const auto& f : *files) {
+    if (auto w = agent.write_file(f.path, f.content); !w) {
+      return as_restore_failure(w.error());
+    }
+  }
+  return {};
+}
+
+result<void> libvirt_driver::destroy_template(std::string_view template_id) {
+  if (!valid_host_id(template_id)) {
+    return make_error(errc::teardown_failed, "malformed template id");
+  }
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
+  if (n < 0) {
+    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
+  }
+  std::vector<domain_ptr> all;
+  for (int i = 0; i < n; ++i) {
+    all.emplace_back(doms[i]);
+  }
+  std::free(doms);
+  for (const auto& dom : all) {
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta == nullptr) {
+      continue;
+    }
+    const std::string id = metadata_template_id(meta, config_.owner);
+    std::free(meta);
+    if (id != template_id) {
+      continue;
+    }
+    if (virDomainIsActive(dom.get()) == 1 && virDomainDestroy(dom.get()) != 0 &&
+        last_libvirt_code() != VIR_ERR_OPERATION_INVALID &&
+        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
+      return make_error(errc::teardown_failed,
+                        "cannot stop the template guest: " + last_libvirt_error());
+    }
+    if (virDomainIsPersistent(dom.get()) == 1 && virDomainUndefine(dom.get()) != 0 &&
+        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
+      return make_error(errc::teardown_failed,
+                        "cannot undefine the template guest: " + last_libvirt_error());
+    }
+  }
+  std::error_code ec;
+  fs::remove_all(template_dir(template_id), ec);
+  if (ec) {
+    return make_error(errc::teardown_failed, "cannot remove the template files: " + ec.message());
+  }
+  return {};
+}
+
+result<std::vector<std::string>> libvirt_driver::list_templates() {
+  const auto conn = connect();
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+  }
+  std::vector<std::string> ids;
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
+  if (n < 0) {
+    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
+  }
+  for (int i = 0; i < n; ++i) {
+    const domain_ptr dom(doms[i]);
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta != nullptr) {
+      std::string id = metadata_template_id(meta, config_.owner);
+      std::free(meta);
+      if (!id.empty()) {
+        ids.push_back(std::move(id));
+      }
+    }
+  }
+  std::free(doms);
+  std::error_code ec;
+  for (fs::directory_iterator it(config_.state_dir / "templates", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string id = it->path().filename().string();
+    if (valid_host_id(id)) {
+      ids.push_back(id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
 }
 
 }  // namespace litterbox::hypervisor

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,6 +80,9 @@ struct libvirt_config {
   /// (and calls in progress fail) after about interval × (count + 1).
   std::chrono::seconds keepalive_interval{5};
   unsigned int keepalive_count = 3;
+  /// How long a template guest's agent may take to answer once the guest is ready before the
+  /// image counts as not clonable (it has no agent, or the agent is not on its channel).
+  std::chrono::milliseconds agent_connect_timeout{30000};
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -109,11 +113,21 @@ class libvirt_driver final : public driver {
   std::optional<std::uint64_t> known_image_bytes(std::string_view image) override {
     return images_.known_size(image);
   }
+  result<void> build_template(const template_spec& spec,
+                              std::chrono::steady_clock::time_point deadline) override;
+  result<void> restore_clone(std::string_view template_id, const vm_spec& spec,
+                             std::chrono::steady_clock::time_point deadline) override;
+  result<void> apply_login(const vm_spec& spec,
+                           std::chrono::steady_clock::time_point deadline) override;
+  result<void> destroy_template(std::string_view template_id) override;
+  result<std::vector<std::string>> list_templates() override;
 
   /// The accelerator guests run under.
   accel acceleration() const { return accel_; }
   /// Directory holding the per-host files of `host_id`.
   std::filesystem::path host_dir(std::string_view host_id) const;
+  /// Directory holding the files of template `template_id` (disk, state file, info).
+  std::filesystem::path template_dir(std::string_view template_id) const;
 
  private:
   struct connection;
@@ -130,6 +144,14 @@ class libvirt_driver final : public driver {
   /// Keeps the driver's destructor waiting until the returned token is dropped: for /doctor
   /// checks that use the driver from a thread that may outlive their time box.
   std::shared_ptr<void> hold_for_check();
+  /// Disk overlay, seed and console of a guest booted from `spec`, in `dir`; returns its
+  /// domain XML (tagged as a template guest if `is_template`).
+  result<std::string> make_guest(const vm_spec& spec, const std::filesystem::path& dir,
+                                 bool is_template);
+  result<void> await_ready(const vm_spec& spec, const std::filesystem::path& console_path,
+                           std::chrono::steady_clock::time_point deadline);
+  /// Probes spec's SSH forward until it presents spec.host_key (or the domain dies).
+  result<void> await_host_key(const vm_spec& spec, std::chrono::steady_clock::time_point deadline);
 
   libvirt_config config_;
   base_images& images_;
@@ -138,6 +160,8 @@ class libvirt_driver final : public driver {
   std::mutex mutex_;
   std::shared_ptr<connection> conn_;
   std::shared_ptr<open_attempt> opening_;  ///< the one open in progress, if any
+  std::mutex building_mutex_;
+  std::set<std::string> building_;  ///< template ids whose build_template is running
   std::optional<unsigned int> qemu_uid_;
   std::optional<unsigned int> qemu_gid_;
   std::string qemu_user_;  // the user QEMU runs as: qemu.conf's, else config_.qemu_user

@@ -39,11 +39,17 @@ fs::path from_env_or(const char* name, fs::path fallback) {
   return fallback;
 }
 
-// Keyed by the recipe's content, so a changed make-base-disk.sh builds a fresh disk.
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {(std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()};
+}
+
+// Keyed by the recipe's content (the script and the guest-agent config it installs), so a
+// changed recipe builds a fresh disk.
 fs::path cache_dir() {
-  const fs::path script = fs::path(LB_E2E_SOURCE_DIR) / "make-base-disk.sh";
-  std::ifstream in(script, std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const fs::path dir(LB_E2E_SOURCE_DIR);
+  const std::string text = file_text(dir / "make-base-disk.sh") +
+                           file_text(dir / "../../../cloud-init/images/files/qemu-ga.conf");
   return fs::path("/var/tmp/litterbox-e2e") / ("base-" + sha256_hex(text).substr(0, 12));
 }
 

@@ -26,7 +26,8 @@ struct command_result {
   int exit_code = -1;
   std::string output;
 };
-command_result run(const std::vector<std::string>& argv, std::chrono::seconds timeout);
+command_result run(const std::vector<std::string>& argv,
+                   std::chrono::seconds timeout = std::chrono::seconds(600));
 
 /// Writes `data` to `path` with mode 0600.
 void write_private_file(const std::filesystem::path& path, const std::string& data);

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Builds what the libvirt e2e test boots, into OUT_DIR (default /var/tmp/litterbox-e2e):
-#   base.qcow2  Debian 12 root filesystem with systemd, sshd and cloud-init (+ host kernel's modules)
+#   base.qcow2  Debian 12 root filesystem with systemd, sshd, cloud-init and the restricted guest
+#               agent (+ host kernel's modules)
 #   initrd.img  a small initrd for the host kernel that only loads what /dev/vda needs
 # Each is published atomically, so an interrupted build is redone next time.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/var/tmp/litterbox-e2e}
 kver=$(basename "$(ls -1 /boot/vmlinuz-* | sort -V | tail -n1)" | sed 's/^vmlinuz-//')
 mkdir -p "$out"
@@ -22,7 +24,7 @@ fi
 
 if [ ! -f "$out/base.qcow2" ]; then
   mmdebstrap --variant=minbase \
-    --include=systemd-sysv,udev,openssh-server,cloud-init,sudo,ifupdown,isc-dhcp-client,netbase,iproute2,kmod \
+    --include=systemd-sysv,udev,openssh-server,cloud-init,sudo,ifupdown,isc-dhcp-client,netbase,iproute2,kmod,qemu-guest-agent,util-linux-extra \
     bookworm "$work/rootfs.tar"
   mkdir "$work/root"
   tar -C "$work/root" --numeric-owner -xpf "$work/rootfs.tar"
@@ -30,6 +32,9 @@ if [ ! -f "$out/base.qcow2" ]; then
   cp -a "/lib/modules/$kver" "$work/root/lib/modules/"
   # Only the seed can configure these guests; probing other datasources costs boot time.
   printf 'datasource_list: [NoCloud, None]\n' > "$work/root/etc/cloud/cloud.cfg.d/90-litterbox.cfg"
+  # The guest agent restricted exactly as in the reference image (templates and clones).
+  mkdir -p "$work/root/etc/qemu"
+  cp "$here/../../../cloud-init/images/files/qemu-ga.conf" "$work/root/etc/qemu/qemu-ga.conf"
   # Jobs a disposable guest never needs.
   for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
               systemd-timesyncd.service; do

@@ -108,6 +108,39 @@ TEST(DomainXml, MetadataElementAsLibvirtReturnsItReadsBack) {
   EXPECT_EQ(metadata_host_id(meta, "other"), "");
 }
 
+TEST(DomainXml, EveryDomainHasAGenerationIdAndTheGuestAgentChannel) {
+  for (const bool is_template : {false, true}) {
+    auto d = sample();
+    d.is_template = is_template;
+    const auto xml = render_domain_xml(d);
+    ASSERT_TRUE(xml);
+    EXPECT_TRUE(contains(*xml, "  <genid/>\n"));
+    EXPECT_TRUE(contains(*xml,
+                         "<channel type='unix'>\n      <source mode='bind'/>\n"
+                         "      <target type='virtio' name='org.qemu.guest_agent.0'/>"));
+  }
+}
+
+TEST(DomainXml, ATemplateGuestIsTaggedAsTemplateAndIsNoHost) {
+  auto d = sample();
+  d.is_template = true;
+  const auto xml = render_domain_xml(d);
+  ASSERT_TRUE(xml);
+  EXPECT_TRUE(
+      contains(*xml, "<lb:template-id>0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b</lb:template-id>"));
+  EXPECT_FALSE(contains(*xml, "host-id"));
+  EXPECT_EQ(owned_host_id(*xml, "litterbox"), "");
+  const std::string meta =
+      "<litterbox><template-id>0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b</template-id>"
+      "<owner>litterbox</owner></litterbox>";
+  EXPECT_EQ(metadata_host_id(meta, "litterbox"), "");
+  EXPECT_EQ(metadata_template_id(meta, "litterbox"), "0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b");
+  EXPECT_EQ(metadata_template_id(meta, "other"), "");
+  const auto host = render_domain_xml(sample());
+  ASSERT_TRUE(host);
+  EXPECT_EQ(metadata_template_id(*host, "litterbox"), "");
+}
+
 TEST(DomainXml, EscapesEveryValue) {
   auto d = sample();
   d.name = "a<b>&'\"";

@@ -1,0 +1,187 @@
+#include "hypervisor/fake/fake_driver.hpp"
+
+#include "hypervisor/errc.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+namespace litterbox::hypervisor {
+namespace {
+
+using std::chrono::steady_clock;
+
+vm_spec host(std::string id, std::string image = "registry.test/base:1") {
+  vm_spec s;
+  s.host_id = id;
+  s.name = "sb-" + id;
+  s.image = std::move(image);
+  s.image_digest = "sha256:aaaa";
+  s.cpus = 2;
+  s.memory_mib = 1024;
+  s.ssh_username = "agent";
+  s.ssh_host = "127.0.0.1";
+  s.ssh_port = 30000;
+  return s;
+}
+
+template_spec tmpl(std::string id, std::string image = "registry.test/base:1") {
+  template_spec t;
+  t.template_id = id;
+  t.guest = host("t-" + id, std::move(image));
+  return t;
+}
+
+steady_clock::time_point soon() {
+  return steady_clock::now() + std::chrono::seconds(5);
+}
+
+TEST(FakeDriverTemplates, ACloneOfABuiltTemplateIsALiveVmRestoredFromIt) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  EXPECT_EQ(d.template_of("t1"), key_of(host("x")));
+  auto spec = host("h1");
+  spec.authorized_keys = {"ssh-ed25519 AAAA user"};
+  ASSERT_TRUE(d.restore_clone("t1", spec, soon()));
+  EXPECT_EQ(d.live_vms(), std::set<std::string>{"h1"});
+  EXPECT_EQ(d.cloned_from("h1"), "t1");
+  EXPECT_EQ(d.vm("h1")->authorized_keys, spec.authorized_keys);
+  EXPECT_EQ(*d.list_owned(), std::vector<std::string>{"h1"});
+  EXPECT_EQ(*d.list_templates(), std::vector<std::string>{"t1"});
+}
+
+TEST(FakeDriverTemplates, RestoreOfAnUnknownTemplateFailsWithTemplateMissingAndMakesNoVm) {
+  fake_driver d;
+  const auto r = d.restore_clone("nope", host("h1"), soon());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::template_missing);
+  EXPECT_TRUE(d.live_vms().empty());
+}
+
+TEST(FakeDriverTemplates, RestoreForAnotherImageSizeOrUserIsRefused) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  auto other_memory = host("h1");
+  other_memory.memory_mib = 2048;
+  auto other_digest = host("h2");
+  other_digest.image_digest = "sha256:bbbb";
+  auto other_disk = host("h3");
+  other_disk.disk_gb = 20;
+  auto other_user = host("h4");
+  other_user.ssh_username = "root";
+  for (const auto& spec : {other_memory, other_digest, other_disk, other_user}) {
+    const auto r = d.restore_clone("t1", spec, soon());
+    ASSERT_FALSE(r) << spec.host_id;
+    EXPECT_EQ(r.error().code, errc::vm_create_failed) << spec.host_id;
+  }
+  EXPECT_TRUE(d.live_vms().empty());
+}
+
+TEST(FakeDriverTemplates, AnImageWithoutAgentIsCloneUnsupportedAndLeavesNoTemplate) {
+  fake_driver d;
+  const auto r = d.build_template(tmpl("t1", "registry.test/no-agent:1"), soon());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::clone_unsupported);
+  EXPECT_NE(r.error().message.find("guest-agent"), std::string::npos);
+  EXPECT_TRUE(d.list_templates()->empty());
+}
+
+TEST(FakeDriverTemplates, ATemplateGuestWithLoginKeysOrEnvIsRefused) {
+  fake_driver d;
+  auto with_keys = tmpl("t1");
+  with_keys.guest.authorized_keys = {"ssh-ed25519 AAAA user"};
+  auto with_env = tmpl("t2");
+  with_env.guest.env = {{"A", "b"}};
+  EXPECT_EQ(d.build_template(with_keys, soon()).error().code, errc::vm_create_failed);
+  EXPECT_EQ(d.build_template(with_env, soon()).error().code, errc::vm_create_failed);
+  EXPECT_TRUE(d.list_templates()->empty());
+}
+
+TEST(FakeDriverTemplates, ARebuildReplacesTheTemplateOfThatId) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  auto bigger = tmpl("t1");
+  bigger.guest.memory_mib = 2048;
+  ASSERT_TRUE(d.build_template(bigger, soon()));
+  EXPECT_EQ(d.template_of("t1")->memory_mib, 2048);
+  EXPECT_EQ(*d.list_templates(), std::vector<std::string>{"t1"});
+}
+
+TEST(FakeDriverTemplates, ABuildThatCannotFinishBeforeTheDeadlineTimesOut) {
+  fake_options slow;
+  slow.template_delay = std::chrono::milliseconds(200);
+  fake_driver d(slow);
+  const auto r = d.build_template(tmpl("t1"), steady_clock::now() + std::chrono::milliseconds(20));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::boot_timeout);
+  EXPECT_TRUE(d.list_templates()->empty());
+}
+
+TEST(FakeDriverTemplates, ApplyLoginReplacesKeysAndEnvOfARunningCloneOnly) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  ASSERT_TRUE(d.restore_clone("t1", host("h1"), soon()));
+  EXPECT_TRUE(d.vm("h1")->authorized_keys.empty());
+  auto login = host("h1");
+  login.authorized_keys = {"ssh-ed25519 BBBB caller"};
+  login.env = {{"TOKEN", "a'b\"c $(x)"}};
+  ASSERT_TRUE(d.apply_login(login, soon()));
+  EXPECT_EQ(d.vm("h1")->authorized_keys, login.authorized_keys);
+  EXPECT_EQ(d.vm("h1")->env, login.env);
+  const auto r = d.apply_login(host("h2"), soon());
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::not_found);
+}
+
+TEST(FakeDriverTemplates, DestroyTemplateIsIdempotentAndRunningClonesSurviveIt) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  ASSERT_TRUE(d.restore_clone("t1", host("h1"), soon()));
+  ASSERT_TRUE(d.destroy_template("t1"));
+  ASSERT_TRUE(d.destroy_template("t1"));
+  EXPECT_TRUE(d.list_templates()->empty());
+  EXPECT_EQ(d.live_vms(), std::set<std::string>{"h1"});
+  EXPECT_EQ(d.restore_clone("t1", host("h2"), soon()).error().code, errc::template_missing);
+  ASSERT_TRUE(d.destroy("h1"));
+  EXPECT_FALSE(d.cloned_from("h1"));
+}
+
+TEST(FakeDriverTemplates, InjectedRestoreFailuresAreReturnedAndCounted) {
+  fake_driver d;
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  d.set_failure(fake_phase::restore_clone, make_error(errc::boot_failed, "injected"));
+  EXPECT_EQ(d.restore_clone("t1", host("h1"), soon()).error().code, errc::boot_failed);
+  d.set_failure(fake_phase::restore_clone, std::nullopt);
+  EXPECT_TRUE(d.restore_clone("t1", host("h1"), soon()));
+  EXPECT_EQ(d.calls(fake_phase::restore_clone), 2);
+}
+
+TEST(FakeDriverTemplates, SavedTemplatesAndClonesOutliveTheProcessWithAStateDir) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("lb-fake-" + std::to_string(std::random_device{}()));
+  fake_options persistent;
+  persistent.state_dir = dir;
+  {
+    fake_driver d(persistent);
+    auto t = tmpl("t1");
+    t.guest.disk_gb = 8;
+    ASSERT_TRUE(d.build_template(t, soon()));
+    auto h = host("h1");
+    h.disk_gb = 8;
+    ASSERT_TRUE(d.restore_clone("t1", h, soon()));
+  }
+  fake_driver again(persistent);
+  EXPECT_EQ(*again.list_templates(), std::vector<std::string>{"t1"});
+  EXPECT_EQ(again.template_of("t1")->disk_gb, 8);
+  EXPECT_EQ(*again.list_owned(), std::vector<std::string>{"h1"});
+  auto h2 = host("h2");
+  h2.disk_gb = 8;
+  EXPECT_TRUE(again.restore_clone("t1", h2, soon()));
+  ASSERT_TRUE(again.destroy_template("t1"));
+  EXPECT_TRUE(again.list_templates()->empty());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace litterbox::hypervisor
