@@ -41,19 +41,19 @@ TEST(FakeDriverTemplates, ACloneOfABuiltTemplateIsALiveVmRestoredFromIt) {
   fake_driver d;
   ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
   EXPECT_EQ(d.template_of("t1"), key_of(host("x")));
-  auto spec = host("h1");
+  auto spec = host("a1");
   spec.authorized_keys = {"ssh-ed25519 AAAA user"};
   ASSERT_TRUE(d.restore_clone("t1", spec, soon()));
-  EXPECT_EQ(d.live_vms(), std::set<std::string>{"h1"});
-  EXPECT_EQ(d.cloned_from("h1"), "t1");
-  EXPECT_EQ(d.vm("h1")->authorized_keys, spec.authorized_keys);
-  EXPECT_EQ(*d.list_owned(), std::vector<std::string>{"h1"});
+  EXPECT_EQ(d.live_vms(), std::set<std::string>{"a1"});
+  EXPECT_EQ(d.cloned_from("a1"), "t1");
+  EXPECT_EQ(d.vm("a1")->authorized_keys, spec.authorized_keys);
+  EXPECT_EQ(*d.list_owned(), std::vector<std::string>{"a1"});
   EXPECT_EQ(*d.list_templates(), std::vector<std::string>{"t1"});
 }
 
 TEST(FakeDriverTemplates, RestoreOfAnUnknownTemplateFailsWithTemplateMissingAndMakesNoVm) {
   fake_driver d;
-  const auto r = d.restore_clone("nope", host("h1"), soon());
+  const auto r = d.restore_clone("nope", host("a1"), soon());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::template_missing);
   EXPECT_TRUE(d.live_vms().empty());
@@ -62,13 +62,13 @@ TEST(FakeDriverTemplates, RestoreOfAnUnknownTemplateFailsWithTemplateMissingAndM
 TEST(FakeDriverTemplates, RestoreForAnotherImageSizeOrUserIsRefused) {
   fake_driver d;
   ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
-  auto other_memory = host("h1");
+  auto other_memory = host("a1");
   other_memory.memory_mib = 2048;
-  auto other_digest = host("h2");
+  auto other_digest = host("a2");
   other_digest.image_digest = "sha256:bbbb";
-  auto other_disk = host("h3");
+  auto other_disk = host("a3");
   other_disk.disk_gb = 20;
-  auto other_user = host("h4");
+  auto other_user = host("a4");
   other_user.ssh_username = "root";
   for (const auto& spec : {other_memory, other_digest, other_disk, other_user}) {
     const auto r = d.restore_clone("t1", spec, soon());
@@ -121,15 +121,15 @@ TEST(FakeDriverTemplates, ABuildThatCannotFinishBeforeTheDeadlineTimesOut) {
 TEST(FakeDriverTemplates, ApplyLoginReplacesKeysAndEnvOfARunningCloneOnly) {
   fake_driver d;
   ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
-  ASSERT_TRUE(d.restore_clone("t1", host("h1"), soon()));
-  EXPECT_TRUE(d.vm("h1")->authorized_keys.empty());
-  auto login = host("h1");
+  ASSERT_TRUE(d.restore_clone("t1", host("a1"), soon()));
+  EXPECT_TRUE(d.vm("a1")->authorized_keys.empty());
+  auto login = host("a1");
   login.authorized_keys = {"ssh-ed25519 BBBB caller"};
   login.env = {{"TOKEN", "a'b\"c $(x)"}};
   ASSERT_TRUE(d.apply_login(login, soon()));
-  EXPECT_EQ(d.vm("h1")->authorized_keys, login.authorized_keys);
-  EXPECT_EQ(d.vm("h1")->env, login.env);
-  const auto r = d.apply_login(host("h2"), soon());
+  EXPECT_EQ(d.vm("a1")->authorized_keys, login.authorized_keys);
+  EXPECT_EQ(d.vm("a1")->env, login.env);
+  const auto r = d.apply_login(host("a2"), soon());
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::not_found);
 }
@@ -137,23 +137,23 @@ TEST(FakeDriverTemplates, ApplyLoginReplacesKeysAndEnvOfARunningCloneOnly) {
 TEST(FakeDriverTemplates, DestroyTemplateIsIdempotentAndRunningClonesSurviveIt) {
   fake_driver d;
   ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
-  ASSERT_TRUE(d.restore_clone("t1", host("h1"), soon()));
+  ASSERT_TRUE(d.restore_clone("t1", host("a1"), soon()));
   ASSERT_TRUE(d.destroy_template("t1"));
   ASSERT_TRUE(d.destroy_template("t1"));
   EXPECT_TRUE(d.list_templates()->empty());
-  EXPECT_EQ(d.live_vms(), std::set<std::string>{"h1"});
-  EXPECT_EQ(d.restore_clone("t1", host("h2"), soon()).error().code, errc::template_missing);
-  ASSERT_TRUE(d.destroy("h1"));
-  EXPECT_FALSE(d.cloned_from("h1"));
+  EXPECT_EQ(d.live_vms(), std::set<std::string>{"a1"});
+  EXPECT_EQ(d.restore_clone("t1", host("a2"), soon()).error().code, errc::template_missing);
+  ASSERT_TRUE(d.destroy("a1"));
+  EXPECT_FALSE(d.cloned_from("a1"));
 }
 
 TEST(FakeDriverTemplates, InjectedRestoreFailuresAreReturnedAndCounted) {
   fake_driver d;
   ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
   d.set_failure(fake_phase::restore_clone, make_error(errc::boot_failed, "injected"));
-  EXPECT_EQ(d.restore_clone("t1", host("h1"), soon()).error().code, errc::boot_failed);
+  EXPECT_EQ(d.restore_clone("t1", host("a1"), soon()).error().code, errc::boot_failed);
   d.set_failure(fake_phase::restore_clone, std::nullopt);
-  EXPECT_TRUE(d.restore_clone("t1", host("h1"), soon()));
+  EXPECT_TRUE(d.restore_clone("t1", host("a1"), soon()));
   EXPECT_EQ(d.calls(fake_phase::restore_clone), 2);
 }
 
@@ -167,15 +167,15 @@ TEST(FakeDriverTemplates, SavedTemplatesAndClonesOutliveTheProcessWithAStateDir)
     auto t = tmpl("t1");
     t.guest.disk_gb = 8;
     ASSERT_TRUE(d.build_template(t, soon()));
-    auto h = host("h1");
+    auto h = host("a1");
     h.disk_gb = 8;
     ASSERT_TRUE(d.restore_clone("t1", h, soon()));
   }
   fake_driver again(persistent);
   EXPECT_EQ(*again.list_templates(), std::vector<std::string>{"t1"});
   EXPECT_EQ(again.template_of("t1")->disk_gb, 8);
-  EXPECT_EQ(*again.list_owned(), std::vector<std::string>{"h1"});
-  auto h2 = host("h2");
+  EXPECT_EQ(*again.list_owned(), std::vector<std::string>{"a1"});
+  auto h2 = host("a2");
   h2.disk_gb = 8;
   EXPECT_TRUE(again.restore_clone("t1", h2, soon()));
   ASSERT_TRUE(again.destroy_template("t1"));
