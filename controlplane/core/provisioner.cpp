@@ -317,6 +317,7 @@ void provisioner::fail(const provision_job& job, const std::string& last_error, 
 }
 
 void provisioner::shutdown(std::chrono::seconds drain) {
+  const std::lock_guard serial(shutdown_mutex_);  // a second caller waits for the first
   std::deque<provision_job> queued;
   {
     const std::lock_guard lock(mutex_);

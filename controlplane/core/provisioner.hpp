@@ -99,6 +99,7 @@ class provisioner {
   hypervisor::driver& driver_;
   const clock& clock_;
 
+  std::mutex shutdown_mutex_;
   mutable std::mutex mutex_;
   std::condition_variable work_cv_;
   std::condition_variable idle_cv_;

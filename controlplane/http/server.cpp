@@ -254,6 +254,9 @@ struct http_server::impl {
 
   ~impl() {
     ioc.stop();
+    if (drainer.joinable()) {
+      drainer.join();
+    }
     blocking.join();
     hypervisor_calls.join();
   }
@@ -275,6 +278,7 @@ struct http_server::impl {
   net::thread_pool hypervisor_calls;  ///< calls that may wait seconds on the hypervisor
   tcp::acceptor acceptor;
   std::optional<net::signal_set> signals;
+  std::thread drainer;  ///< runs the drain of a graceful stop
   int bound_port = 0;
   system_clock clock;
   std::atomic<int> connections{0};  ///< connections being served
@@ -814,13 +818,34 @@ int http_server::port() const {
   return impl_->bound_port;
 }
 
-void http_server::stop_on_signals() {
+void http_server::stop_on_signals(std::function<void()> drain) {
   impl_->signals.emplace(impl_->ioc, SIGINT, SIGTERM);
-  impl_->signals->async_wait([this](const beast::error_code& ec, int signal) {
-    if (!ec) {
+  impl_->signals->async_wait([this, drain = std::move(drain)](const beast::error_code& ec,
+                                                               int signal) {
+    if (ec) {
+      return;
+    }
+    beast::error_code ignored;
+    impl_->acceptor.close(ignored);
+    if (!drain) {
       spdlog::info("signal {} received, stopping", signal);
       stop();
+      return;
     }
+    spdlog::info("signal {} received: no new connections, draining (again to stop at once)",
+                 signal);
+    impl_->signals->async_wait([this](const beast::error_code& again, int) {
+      if (!again) {
+        stop();
+      }
+    });
+    impl_->drainer = std::thread([this, drain] {
+      drain();
+      // The answers of the waiters the drain woke are written by the I/O threads: give them
+      // a moment to reach their sockets before the I/O context stops.
+      auto flush = std::make_shared<net::steady_timer>(impl_->ioc, std::chrono::seconds(1));
+      flush->async_wait([this, flush](const beast::error_code&) { stop(); });
+    });
   });
 }
 
@@ -834,6 +859,9 @@ void http_server::run() {
   impl_->ioc.run();
   for (auto& t : threads) {
     t.join();
+  }
+  if (impl_->drainer.joinable()) {
+    impl_->drainer.join();
   }
 }
 

@@ -4,6 +4,7 @@
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/http/metrics.hpp"
 
+#include <functional>
 #include <memory>
 
 namespace litterbox::controlplane::http {
@@ -27,8 +28,11 @@ class http_server {
   /// The bound port; valid after start().
   int port() const;
 
-  /// Makes SIGINT and SIGTERM call stop(). Call before run().
-  void stop_on_signals();
+  /// On the first SIGINT or SIGTERM: stop accepting connections, run `drain` on a thread of
+  /// its own while requests in flight are still served (a create waiting for its host gets
+  /// its answer when the drain settles it), then stop(). A second signal stops at once.
+  /// Call before run().
+  void stop_on_signals(std::function<void()> drain = {});
 
   /// Serves on cfg.http_threads threads (this one included) until stop(); blocks.
   void run();

@@ -685,7 +685,12 @@ int serve(options& o) {
   if (!o.port_file.empty()) {
     write_port_file(o.port_file, server.port());
   }
-  server.stop_on_signals();
+  // SIGTERM: no new connections; queued creates fail, running ones get LITTERBOX_SHUTDOWN_DRAIN
+  // and the callers waiting for them their answers; then the server stops.
+  server.stop_on_signals([&reaper, &hosts] {
+    reaper.stop();
+    hosts.shutdown();
+  });
   reaper.start_loop();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());

@@ -2,6 +2,10 @@
 
 #include <sys/wait.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 namespace litterbox::test::api {
 namespace {
 
@@ -34,6 +38,47 @@ TEST_F(restart, TerminatedServerExitsCleanly) {
   EXPECT_EQ(WEXITSTATUS(*status), 0) << process().output_tail();
   start_server_on(database_url(), default_args());
   EXPECT_EQ(get("/healthz").status, 200);
+}
+
+TEST_F(restart, SigtermAnswersTheRunningCreateAndFailsTheQueuedOneBeforeExiting) {
+  auto args = default_args();
+  set_arg(args, "--fake-boot-delay-ms", "1500");
+  set_arg(args, "--max-provisioning", "1");
+  set_arg(args, "--provision-timeout", "60");
+  set_arg(args, "--shutdown-drain", "30");
+  start_server_on(database_url(), args);
+
+  // Waits (bounded) until GET /hosts shows `n` hosts, the first of them `status`.
+  const auto hosts_seen = [this](std::size_t n, std::string_view status) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+      const auto all = list_all();
+      if (all.is_array() && all.size() == n && all.back().value("status", "") == status) {
+        return true;
+      }
+      std::this_thread::yield();
+    }
+    return false;
+  };
+  auto running = std::async(std::launch::async, [this] { return create("{}"); });
+  ASSERT_TRUE(hosts_seen(1, "bootstrapping"));
+  auto queued = std::async(std::launch::async, [this] { return create("{}"); });
+  ASSERT_TRUE(hosts_seen(2, "bootstrapping"));
+
+  const auto status = process().stop(std::chrono::seconds(40));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << process().output_tail();
+
+  const auto r = running.get();
+  EXPECT_EQ(r.status, 201) << "a create under way finishes within the drain: " << r;
+  EXPECT_EQ(body_json(r).value("status", ""), "active") << r;
+  const auto q = queued.get();
+  EXPECT_EQ(q.status, 502) << q;
+  EXPECT_TRUE(body_json(q).value("detail", "").starts_with("ShuttingDown: ")) << q;
+
+  start_server_on(database_url(), default_args());
+  const auto failed = find_failed(body_json(q).value("detail", ""));
+  EXPECT_TRUE(failed.is_object()) << "the queued create's row is kept in error";
 }
 
 }  // namespace
