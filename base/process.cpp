@@ -224,4 +224,14 @@ result<process_output> run_process(const std::vector<std::string>& argv,
   return result_out;
 }
 
+std::string process_failure_text(const result<process_output>& r) {
+  if (!r) {
+    return r.error().message;
+  }
+  if (r->timed_out) {
+    return "timed out";
+  }
+  return r->err.substr(0, 300);
+}
+
 }  // namespace litterbox

@@ -45,4 +45,8 @@ result<process_output> run_process(const std::vector<std::string>& argv,
 result<process_output> run_process(const std::vector<std::string>& argv,
                                    std::chrono::milliseconds timeout);
 
+/// What a failed run says, for an error message: its stderr (first 300 bytes), "timed out",
+/// or why it could not be started.
+std::string process_failure_text(const result<process_output>& r);
+
 }  // namespace litterbox

@@ -3,8 +3,8 @@
 #include "base/result.hpp"
 
 #include <chrono>
-#include <cstdint>
 #include <compare>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -86,9 +86,13 @@ class driver {
 
   /// Resolves `image` to its manifest digest and makes the base disk for it available,
   /// pulling and converting unless that digest is cached. Concurrent calls for the same new
-  /// digest do the work once. Errors: image_not_found, registry_unavailable, image_corrupt,
-  /// image_invalid, insufficient_disk.
-  virtual result<std::string> prepare_image(std::string_view image) = 0;
+  /// digest do the work once. Every step (pull, conversion, waiting for another caller's
+  /// build) ends by `deadline` when one is given (the create's: admission + PROVISION_TIMEOUT).
+  /// Errors: image_not_found, registry_unavailable, image_corrupt, image_invalid,
+  /// insufficient_disk.
+  virtual result<std::string> prepare_image(
+      std::string_view image,
+      std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) = 0;
 
   /// Creates the host's disks and seed, then defines and starts the VM with its SSH forward on
   /// spec.ssh_host:spec.ssh_port. On failure releases whatever it made. Errors:

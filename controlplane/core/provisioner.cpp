@@ -244,7 +244,7 @@ void provisioner::run(const provision_job& job) {
   if (past_deadline() || !step(host_status::pulling_image, {})) {
     return;
   }
-  auto digest = driver_.prepare_image(spec.image);
+  auto digest = driver_.prepare_image(spec.image, job.deadline);
   if (!digest) {
     fail(job, last_error_text(digest.error()), vm_made);
     return;

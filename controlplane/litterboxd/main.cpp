@@ -15,6 +15,7 @@
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "hypervisor/image/image_store.hpp"
+#include "hypervisor/image/image_store_bases.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
 #include <spdlog/spdlog.h>
@@ -532,52 +533,6 @@ void resolve_guest_kernel(config& c) {
   }
 }
 
-/// Base disks for the libvirt driver, from the image pipeline.
-class image_store_bases final : public hypervisor::base_images {
- public:
-  explicit image_store_bases(hypervisor::image::image_store& store) : store_(store) {}
-  result<std::string> prepare(std::string_view image) override {
-    auto base = store_.ensure_base(image);
-    if (!base) {
-      return base.error();
-    }
-    return base->digest;
-  }
-  result<std::filesystem::path> base_disk(std::string_view digest) override {
-    auto base = store_.cached(digest);
-    if (!base) {
-      return make_error(hypervisor::errc::not_found,
-                        "no cached base image for " + std::string(digest));
-    }
-    return base->path;
-  }
-  std::optional<std::uint64_t> known_size(std::string_view image) override {
-    return store_.known_virtual_bytes(image);
-  }
-  result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,
-                              std::optional<int> disk_gb) override {
-    auto base = store_.cached(digest);
-    if (!base) {
-      return make_error(hypervisor::errc::vm_create_failed,
-                        "no cached base image for " + std::string(digest));
-    }
-    return store_.create_overlay(*base, disk, disk_gb);
-  }
-  result<int> collect(const std::set<std::string>& in_use) override {
-    auto report = store_.collect_garbage(in_use);
-    if (!report) {
-      return report.error();
-    }
-    for (const auto& digest : report->removed) {
-      spdlog::info("image cache: removed unused base {}", digest);
-    }
-    return static_cast<int>(report->removed.size());
-  }
-
- private:
-  hypervisor::image::image_store& store_;
-};
-
 /// The hypervisor named by cfg.hypervisor with everything it needs to outlive it.
 struct hypervisor_stack {
   std::unique_ptr<hypervisor::image::image_store> images;
@@ -598,7 +553,7 @@ hypervisor_stack make_hypervisor(const options& o) {
     ic.max_image_entries = static_cast<std::uint64_t>(o.image_max_entries);
     ic.overlay_max_bytes = static_cast<std::uint64_t>(o.overlay_max_gb) << 30U;
     stack.images = std::make_unique<hypervisor::image::image_store>(std::move(ic));
-    stack.bases = std::make_unique<image_store_bases>(*stack.images);
+    stack.bases = std::make_unique<hypervisor::image::image_store_bases>(*stack.images);
     hypervisor::libvirt_config lv;
     lv.uri = o.cfg.libvirt_uri;
     lv.accel = o.cfg.accel;

@@ -90,7 +90,8 @@ void fake_driver::wait(std::chrono::milliseconds d) const {
   }
 }
 
-result<std::string> fake_driver::prepare_image(std::string_view image) {
+result<std::string> fake_driver::prepare_image(
+    std::string_view image, std::optional<std::chrono::steady_clock::time_point> /*deadline*/) {
   if (auto e = injected(fake_phase::prepare_image)) {
     return *e;
   }

@@ -60,7 +60,9 @@ class fake_driver final : public driver {
   explicit fake_driver(fake_options options = {});
 
   std::string_view provider() const override { return "fake"; }
-  result<std::string> prepare_image(std::string_view image) override;
+  result<std::string> prepare_image(
+      std::string_view image,
+      std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) override;
   result<void> create_vm(const vm_spec& spec) override;
   result<void> wait_ready(const vm_spec& spec,
                           std::chrono::steady_clock::time_point deadline) override;

@@ -43,17 +43,6 @@ constexpr std::size_t k_tail_bytes = 2048;
 constexpr std::chrono::seconds k_qemu_img_timeout{60};
 constexpr std::chrono::seconds k_seed_timeout{60};
 
-/// What a failed tool run says, for an error message: its stderr, or why it did not finish.
-std::string tool_failure_text(const result<process_output>& r) {
-  if (!r) {
-    return r.error().message;
-  }
-  if (r->timed_out) {
-    return "timed out";
-  }
-  return r->err.substr(0, 300);
-}
-
 void ignore_libvirt_error(void* /*user*/, virErrorPtr /*err*/) {}
 
 void init_libvirt_once() {
@@ -230,42 +219,6 @@ class libvirt_driver::event_loop {
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
-
-result<std::string> fixed_base_image::prepare(std::string_view /*image*/) {
-  std::error_code ec;
-  if (!fs::is_regular_file(disk_, ec)) {
-    return make_error(errc::image_not_found, "base disk " + disk_.string() + " is missing");
-  }
-  return "sha256:" + sha256_hex(disk_.string());
-}
-
-result<void> base_images::create_overlay(std::string_view digest, const fs::path& disk,
-                                         std::optional<int> disk_gb) {
-  auto base = base_disk(digest);
-  if (!base) {
-    return make_error(errc::vm_create_failed, "no base disk for " + std::string(digest));
-  }
-  std::vector<std::string> argv{"qemu-img", "create", "-q", "-f",           "qcow2",
-                                "-F",       "qcow2",  "-b", base->string(), disk.string()};
-  if (disk_gb) {
-    argv.push_back(std::to_string(*disk_gb) + "G");
-  }
-  if (const auto r = run_process(argv, k_qemu_img_timeout);
-      !r || r->timed_out || r->exit_code != 0) {
-    const bool full = r && r->err.find("No space") != std::string::npos;
-    return make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
-                      "cannot create the disk overlay: " + tool_failure_text(r));
-  }
-  return {};
-}
-
-result<fs::path> fixed_base_image::base_disk(std::string_view /*digest*/) {
-  std::error_code ec;
-  if (!fs::is_regular_file(disk_, ec)) {
-    return make_error(errc::not_found, "base disk " + disk_.string() + " is missing");
-  }
-  return disk_;
-}
 
 libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     : config_(std::move(config)), images_(images), accel_(accel::tcg) {
@@ -478,8 +431,9 @@ void libvirt_driver::firewall_loop() {
   }
 }
 
-result<std::string> libvirt_driver::prepare_image(std::string_view image) {
-  return images_.prepare(image);
+result<std::string> libvirt_driver::prepare_image(
+    std::string_view image, std::optional<std::chrono::steady_clock::time_point> deadline) {
+  return images_.prepare(image, deadline);
 }
 
 result<void> libvirt_driver::create_vm(const vm_spec& spec) {
@@ -1229,7 +1183,7 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
       !r || r->timed_out || r->exit_code != 0) {
     const bool full = r && r->err.find("No space") != std::string::npos;
     return fail(make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
-                           "cannot create the disk overlay: " + tool_failure_text(r)));
+                           "cannot create the disk overlay: " + process_failure_text(r)));
   }
   ::chmod(disk.c_str(), 0600);
   const fs::path console_path = dir / "console.log";

@@ -1,9 +1,10 @@
 // The libvirt driver's create_vm takes its overlay from the image store, so the store's
 // checks (disk_gb against the base, the cap on all overlays) end a create at once. libvirt's
 // test:///default driver needs no daemon; qemu-img makes the disks.
+#include "base/process.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/image_store.hpp"
-#include "base/process.hpp"
+#include "hypervisor/image/image_store_bases.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
@@ -21,37 +22,6 @@ using json = nlohmann::json;
 using namespace testing;
 
 constexpr std::uint64_t k_gib = std::uint64_t{1} << 30;
-
-// The same wiring litterboxd uses (image_store_bases), minus pulling.
-class store_bases final : public base_images {
- public:
-  explicit store_bases(image_store& store) : store_(store) {}
-  result<std::string> prepare(std::string_view image) override {
-    return make_error(errc::image_not_found, "no registry in this test: " + std::string(image));
-  }
-  result<fs::path> base_disk(std::string_view digest) override {
-    auto base = store_.cached(digest);
-    if (!base) {
-      return make_error(errc::not_found, "not cached");
-    }
-    return base->path;
-  }
-  result<int> collect(const std::set<std::string>& /*in_use*/) override { return 0; }
-  std::optional<std::uint64_t> known_size(std::string_view image) override {
-    return store_.known_virtual_bytes(image);
-  }
-  result<void> create_overlay(std::string_view digest, const fs::path& disk,
-                              std::optional<int> disk_gb) override {
-    auto base = store_.cached(digest);
-    if (!base) {
-      return make_error(errc::vm_create_failed, "not cached");
-    }
-    return store_.create_overlay(*base, disk, disk_gb);
-  }
-
- private:
-  image_store& store_;
-};
 
 class OverlayThroughTheDriver : public ::testing::Test {
  protected:
@@ -108,7 +78,7 @@ class OverlayThroughTheDriver : public ::testing::Test {
 
 TEST_F(OverlayThroughTheDriver, DiskGbBelowTheImageFailsTheCreateAtOnceAsImageInvalid) {
   auto store = make_store(0);
-  store_bases bases(store);
+  image_store_bases bases(store);
   libvirt_driver driver(driver_config(), bases);
   EXPECT_EQ(driver.known_image_bytes("registry.test/guest@" + digest_), 3 * k_gib);
 
@@ -124,7 +94,7 @@ TEST_F(OverlayThroughTheDriver, DiskGbBelowTheImageFailsTheCreateAtOnceAsImageIn
 
 TEST_F(OverlayThroughTheDriver, CreatePastTheOverlayCapFailsAsInsufficientDisk) {
   auto store = make_store(6 * k_gib);
-  store_bases bases(store);
+  image_store_bases bases(store);
   libvirt_driver driver(driver_config(), bases);
   // Another host's disk already promises 4 GiB of the 6.
   const std::string other = "0b1c2d3e-0000-4000-8000-0000000000aa";
