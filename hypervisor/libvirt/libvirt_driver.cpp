@@ -679,7 +679,9 @@ result<std::string> libvirt_driver::console(std::string_view host_id, std::size_
   return text;
 }
 
-result<std::vector<std::string>> libvirt_driver::list_owned() {
+result<std::vector<std::string>> libvirt_driver::owned_ids(
+    std::string (*id_of)(std::string_view metadata_xml, std::string_view owner),
+    const fs::path& dir) {
   std::vector<std::string> ids;
   std::string why;
   const auto conn = connect(&why);
@@ -696,7 +698,7 @@ result<std::vector<std::string>> libvirt_driver::list_owned() {
     char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
                                       std::string(k_metadata_ns).c_str(), 0);
     if (meta != nullptr) {
-      std::string id = metadata_host_id(meta, config_.owner);
+      std::string id = id_of(meta, config_.owner);
       std::free(meta);
       if (!id.empty()) {
         ids.push_back(std::move(id));
@@ -705,8 +707,7 @@ result<std::vector<std::string>> libvirt_driver::list_owned() {
   }
   std::free(doms);
   std::error_code ec;
-  for (fs::directory_iterator it(config_.state_dir / "vms", ec), end; !ec && it != end;
-       it.increment(ec)) {
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string id = it->path().filename().string();
     if (valid_host_id(id)) {
       ids.push_back(id);
@@ -715,6 +716,10 @@ result<std::vector<std::string>> libvirt_driver::list_owned() {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;
+}
+
+result<std::vector<std::string>> libvirt_driver::list_owned() {
+  return owned_ids(metadata_host_id, config_.state_dir / "vms");
 }
 
 result<int> libvirt_driver::collect_images(const std::set<std::string>& in_use) {
@@ -1013,9 +1018,10 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
       d.building_.erase(id);
     }
   } const building_guard{*this, id};
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   if (auto gone = destroy_template(id); !gone) {
     return gone.error();
@@ -1155,9 +1161,10 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
     return head.error();
   }
   const auto t_started = steady_clock::now();
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   if (auto gone = destroy(spec.host_id); !gone) {
     return gone.error();
@@ -1287,9 +1294,10 @@ result<void> libvirt_driver::apply_login(const vm_spec& spec, steady_clock::time
   if (!files) {
     return files.error();
   }
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
   if (!dom || virDomainIsActive(dom.get()) != 1) {
@@ -1315,9 +1323,10 @@ result<void> libvirt_driver::destroy_template(std::string_view template_id) {
   if (!valid_host_id(template_id)) {
     return make_error(errc::teardown_failed, "malformed template id");
   }
-  const auto conn = connect();
+  std::string why;
+  const auto conn = connect(&why);
   if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
   virDomainPtr* doms = nullptr;
   const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
@@ -1361,40 +1370,7 @@ result<void> libvirt_driver::destroy_template(std::string_view template_id) {
 }
 
 result<std::vector<std::string>> libvirt_driver::list_templates() {
-  const auto conn = connect();
-  if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + last_libvirt_error());
-  }
-  std::vector<std::string> ids;
-  virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
-  if (n < 0) {
-    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
-  }
-  for (int i = 0; i < n; ++i) {
-    const domain_ptr dom(doms[i]);
-    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
-                                      std::string(k_metadata_ns).c_str(), 0);
-    if (meta != nullptr) {
-      std::string id = metadata_template_id(meta, config_.owner);
-      std::free(meta);
-      if (!id.empty()) {
-        ids.push_back(std::move(id));
-      }
-    }
-  }
-  std::free(doms);
-  std::error_code ec;
-  for (fs::directory_iterator it(config_.state_dir / "templates", ec), end; !ec && it != end;
-       it.increment(ec)) {
-    const std::string id = it->path().filename().string();
-    if (valid_host_id(id)) {
-      ids.push_back(id);
-    }
-  }
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  return ids;
+  return owned_ids(metadata_template_id, config_.state_dir / "templates");
 }
 
 }  // namespace litterbox::hypervisor

@@ -104,6 +104,11 @@ class libvirt_driver final : public driver {
   result<void> assert_firewall(std::optional<unsigned> observed_uid);
   check_result isolation_check();
   std::vector<std::string> owned_domain_names();
+  /// Ids that `id_of` reads from our metadata on any domain, and every id-named entry of
+  /// `dir`: what list_owned and list_templates report. Errors: unavailable.
+  result<std::vector<std::string>> owned_ids(std::string (*id_of)(std::string_view metadata_xml,
+                                                                  std::string_view owner),
+                                             const std::filesystem::path& dir);
   void firewall_loop();
   struct open_attempt;
   class event_loop;
