@@ -1,6 +1,4 @@
-#include "tests/integration/api/api_fixture.hpp"
-#include "tests/support/pg_cluster.hpp"
-#include "tests/support/pg_database.hpp"
+#include "tests/integration/api/private_cluster.hpp"
 
 #include <chrono>
 #include <thread>
@@ -25,43 +23,10 @@ void expect_unavailable(const http_response& r) {
 }
 
 // The server runs against a private cluster that the test stops and starts under it.
-class database_outage : public api_test {
- protected:
-  static void SetUpTestSuite() {
-    try {
-      // The cluster is running once constructed.
-      cluster_ = std::make_unique<test_cluster>();
-      database_ = std::make_unique<test_database>(cluster_->url());
-      start_server_on(database_->url(), default_args());
-    } catch (const std::exception& e) {
-      setup_error_ = e.what();
-    }
-  }
-  static void TearDownTestSuite() {
-    api_test::TearDownTestSuite();
-    if (cluster_ && !cluster_->running()) {
-      try {
-        cluster_->start();
-      } catch (const std::exception&) {
-        // The cluster directory is removed either way.
-      }
-    }
-    database_.reset();
-    cluster_.reset();
-  }
-  void SetUp() override {
-    ASSERT_TRUE(setup_error_.empty()) << setup_error_;
-    api_test::SetUp();
-  }
-
-  static std::unique_ptr<test_cluster> cluster_;
-  static std::unique_ptr<test_database> database_;
-  static std::string setup_error_;
+class database_outage : public private_cluster_test<database_outage> {
+ public:
+  static std::vector<std::string> server_args() { return default_args(); }
 };
-
-std::unique_ptr<test_cluster> database_outage::cluster_;
-std::unique_ptr<test_database> database_outage::database_;
-std::string database_outage::setup_error_;
 
 TEST_F(database_outage, StoppedDatabaseIs503UnavailableAndRecoveryKeepsTheData) {
   const auto created = create_active(R"({"expires_at": null})");

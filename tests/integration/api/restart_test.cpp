@@ -1,9 +1,8 @@
 #include "tests/integration/api/api_fixture.hpp"
 
-#include <sys/wait.h>
-
 #include <chrono>
 #include <future>
+#include <sys/wait.h>
 #include <thread>
 
 namespace litterbox::test::api {

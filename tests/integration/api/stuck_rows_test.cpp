@@ -1,8 +1,6 @@
 // A create must reach active or error within PROVISION_TIMEOUT plus a bounded grace, whatever
 // happens to the database meanwhile (issue: rows stuck forever with a live owner).
-#include "tests/integration/api/api_fixture.hpp"
-#include "tests/support/pg_cluster.hpp"
-#include "tests/support/pg_database.hpp"
+#include "tests/integration/api/private_cluster.hpp"
 
 #include <chrono>
 #include <thread>
@@ -15,49 +13,19 @@ using namespace std::chrono_literals;
 constexpr int k_timeout_s = 3;
 constexpr int k_grace_s = 2;
 
-class stuck_rows : public api_test {
- protected:
-  static void SetUpTestSuite() {
-    try {
-      cluster_ = std::make_unique<test_cluster>();
-      database_ = std::make_unique<test_database>(cluster_->url());
-      auto args = default_args();
-      set_arg(args, "--provision-timeout", std::to_string(k_timeout_s));
-      set_arg(args, "--provision-grace", std::to_string(k_grace_s));
-      set_arg(args, "--reap-interval", "1");
-      set_arg(args, "--heartbeat-interval", "1");
-      // The guest "boots" for 2 s: the create sits in bootstrapping when the database goes.
-      set_arg(args, "--fake-boot-delay-ms", "2000");
-      start_server_on(database_->url(), args);
-    } catch (const std::exception& e) {
-      setup_error_ = e.what();
-    }
+class stuck_rows : public private_cluster_test<stuck_rows> {
+ public:
+  static std::vector<std::string> server_args() {
+    auto args = default_args();
+    set_arg(args, "--provision-timeout", std::to_string(k_timeout_s));
+    set_arg(args, "--provision-grace", std::to_string(k_grace_s));
+    set_arg(args, "--reap-interval", "1");
+    set_arg(args, "--heartbeat-interval", "1");
+    // The guest "boots" for 2 s: the create sits in bootstrapping when the database goes.
+    set_arg(args, "--fake-boot-delay-ms", "2000");
+    return args;
   }
-  static void TearDownTestSuite() {
-    api_test::TearDownTestSuite();
-    if (cluster_ && !cluster_->running()) {
-      try {
-        cluster_->start();
-      } catch (const std::exception&) {
-        // The cluster directory is removed either way.
-      }
-    }
-    database_.reset();
-    cluster_.reset();
-  }
-  void SetUp() override {
-    ASSERT_TRUE(setup_error_.empty()) << setup_error_;
-    api_test::SetUp();
-  }
-
-  static std::unique_ptr<test_cluster> cluster_;
-  static std::unique_ptr<test_database> database_;
-  static std::string setup_error_;
 };
-
-std::unique_ptr<test_cluster> stuck_rows::cluster_;
-std::unique_ptr<test_database> stuck_rows::database_;
-std::string stuck_rows::setup_error_;
 
 TEST_F(stuck_rows, DatabaseAwayLongerThanTheRetryWindowStillEndsTheCreateInErrorOnceItReturns) {
   const auto accepted = create("{}", {{"Prefer", "respond-async"}, {"Idempotency-Key", "stuck"}});
