@@ -820,33 +820,33 @@ int http_server::port() const {
 
 void http_server::stop_on_signals(std::function<void()> drain) {
   impl_->signals.emplace(impl_->ioc, SIGINT, SIGTERM);
-  impl_->signals->async_wait([this, drain = std::move(drain)](const beast::error_code& ec,
-                                                               int signal) {
-    if (ec) {
-      return;
-    }
-    beast::error_code ignored;
-    impl_->acceptor.close(ignored);
-    if (!drain) {
-      spdlog::info("signal {} received, stopping", signal);
-      stop();
-      return;
-    }
-    spdlog::info("signal {} received: no new connections, draining (again to stop at once)",
-                 signal);
-    impl_->signals->async_wait([this](const beast::error_code& again, int) {
-      if (!again) {
-        stop();
-      }
-    });
-    impl_->drainer = std::thread([this, drain] {
-      drain();
-      // The answers of the waiters the drain woke are written by the I/O threads: give them
-      // a moment to reach their sockets before the I/O context stops.
-      auto flush = std::make_shared<net::steady_timer>(impl_->ioc, std::chrono::seconds(1));
-      flush->async_wait([this, flush](const beast::error_code&) { stop(); });
-    });
-  });
+  impl_->signals->async_wait(
+      [this, drain = std::move(drain)](const beast::error_code& ec, int signal) {
+        if (ec) {
+          return;
+        }
+        beast::error_code ignored;
+        impl_->acceptor.close(ignored);
+        if (!drain) {
+          spdlog::info("signal {} received, stopping", signal);
+          stop();
+          return;
+        }
+        spdlog::info("signal {} received: no new connections, draining (again to stop at once)",
+                     signal);
+        impl_->signals->async_wait([this](const beast::error_code& again, int) {
+          if (!again) {
+            stop();
+          }
+        });
+        impl_->drainer = std::thread([this, drain] {
+          drain();
+          // The answers of the waiters the drain woke are written by the I/O threads: give them
+          // a moment to reach their sockets before the I/O context stops.
+          auto flush = std::make_shared<net::steady_timer>(impl_->ioc, std::chrono::seconds(1));
+          flush->async_wait([this, flush](const beast::error_code&) { stop(); });
+        });
+      });
 }
 
 void http_server::run() {

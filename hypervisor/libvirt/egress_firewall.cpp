@@ -525,10 +525,11 @@ iptables_egress_firewall::iptables_egress_firewall(egress_policy policy, std::st
                                                    std::chrono::milliseconds tool_timeout)
     : policy_(std::move(policy)),
       resolv_conf_(std::move(resolv_conf)),
-      run_(run ? std::move(run) : command_runner([](const std::vector<std::string>& argv,
-                                         std::chrono::milliseconds timeout) {
-        return run_process(argv, timeout);
-      })),
+      run_(run ? std::move(run)
+               : command_runner(
+                     [](const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+                       return run_process(argv, timeout);
+                     })),
       tool_timeout_(tool_timeout) {
   std::error_code ec;
   ipv6_ = fs::exists("/proc/net/if_inet6", ec);

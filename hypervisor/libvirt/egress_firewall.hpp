@@ -1,7 +1,7 @@
 #pragma once
 
-#include "base/result.hpp"
 #include "base/process.hpp"
+#include "base/result.hpp"
 
 #include <array>
 #include <chrono>
@@ -144,8 +144,8 @@ class egress_firewall {
 };
 
 /// Runs a tool: litterbox::run_process (when empty), or a script in tests.
-using command_runner = std::function<result<process_output>(
-    const std::vector<std::string>& argv, std::chrono::milliseconds timeout)>;
+using command_runner = std::function<result<process_output>(const std::vector<std::string>& argv,
+                                                            std::chrono::milliseconds timeout)>;
 
 /// egress_firewall over iptables/ip6tables (either backend). The policy's resolvers are
 /// re-read from `resolv_conf` on each apply, as QEMU's DNS forwarder re-reads them. On a

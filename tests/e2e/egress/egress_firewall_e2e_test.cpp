@@ -1,5 +1,5 @@
-#include "hypervisor/errc.hpp"
 #include "base/process.hpp"
+#include "hypervisor/errc.hpp"
 #include "hypervisor/libvirt/egress_firewall.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 

@@ -296,8 +296,8 @@ struct scripted_tools {
         restored.push_back(s.str());
       }
       const auto it = answers.find(argv[0] + " " + argv.back());
-      return result<process_output>(
-          it == answers.end() ? process_output{0, false, "", ""} : it->second);
+      return result<process_output>(it == answers.end() ? process_output{0, false, "", ""}
+                                                        : it->second);
     };
   }
 };
