@@ -619,7 +619,11 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
   if (created->created) {
     h.private_key = created->host.private_key;
   }
-  co_return json_reply(201, host_body(h));
+  reply r = json_reply(201, host_body(h));
+  // API.md "How a create was served": every create is booted from scratch so far (templates
+  // and the warm pool are not wired into the control plane yet), replays included.
+  r.headers.emplace_back("X-Litterbox-Create-Path", "boot");
+  co_return r;
 }
 
 net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::string& id,

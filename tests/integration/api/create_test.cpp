@@ -25,6 +25,16 @@ TEST_F(create_host, BlockingCreateReturns201ActiveHostOfTheDocumentedShape) {
   EXPECT_NE(h["ssh_username"], "");
 }
 
+TEST_F(create_host, A201AndItsReplaySayHowTheCreateWasServed) {
+  const auto r = create("{}", {{"Idempotency-Key", "served-how"}});
+  ASSERT_EQ(r.status, 201) << r;
+  EXPECT_EQ(r.header("X-Litterbox-Create-Path").value_or(""), "boot") << r;
+  const auto replay = create("{}", {{"Idempotency-Key", "served-how"}});
+  ASSERT_EQ(replay.status, 201) << replay;
+  EXPECT_EQ(replay.header("X-Litterbox-Create-Path").value_or(""), "boot") << replay;
+  EXPECT_TRUE(body_json(replay)["private_key"].is_null()) << replay;
+}
+
 TEST_F(create_host, EmptyBodyMeansAllDefaults) {
   const auto r = call("POST", "/hosts", "");
   ASSERT_EQ(r.status, 201) << r;
