@@ -617,6 +617,13 @@ result<void> libvirt_driver::destroy(std::string_view host_id) {
   if (!valid_host_id(host_id)) {
     return make_error(errc::teardown_failed, "malformed host id");
   }
+  return remove_tagged(metadata_host_id, host_id, "domain", host_dir(host_id));
+}
+
+result<void> libvirt_driver::remove_tagged(std::string (*id_of)(std::string_view metadata_xml,
+                                                                std::string_view owner),
+                                           std::string_view id, std::string_view what,
+                                           const fs::path& dir) {
   std::string why;
   const auto conn = connect(&why);
   if (!conn) {
@@ -638,24 +645,30 @@ result<void> libvirt_driver::destroy(std::string_view host_id) {
     if (meta == nullptr) {
       continue;
     }
-    const std::string id = metadata_host_id(meta, config_.owner);
+    const std::string owned = id_of(meta, config_.owner);
     std::free(meta);
-    if (id != host_id) {
+    if (owned != id) {
       continue;
     }
+    // A transient domain (a clone) is gone once stopped; one that went away meanwhile is
+    // gone too: both are what teardown wants.
     if (virDomainIsActive(dom.get()) == 1 && virDomainDestroy(dom.get()) != 0 &&
-        last_libvirt_code() != VIR_ERR_OPERATION_INVALID) {
-      return make_error(errc::teardown_failed, "cannot stop the domain: " + last_libvirt_error());
-    }
-    if (virDomainUndefine(dom.get()) != 0 && last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
+        last_libvirt_code() != VIR_ERR_OPERATION_INVALID &&
+        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
       return make_error(errc::teardown_failed,
-                        "cannot undefine the domain: " + last_libvirt_error());
+                        "cannot stop the " + std::string(what) + ": " + last_libvirt_error());
+    }
+    if (virDomainIsPersistent(dom.get()) == 1 && virDomainUndefine(dom.get()) != 0 &&
+        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
+      return make_error(errc::teardown_failed,
+                        "cannot undefine the " + std::string(what) + ": " + last_libvirt_error());
     }
   }
   std::error_code ec;
-  fs::remove_all(host_dir(host_id), ec);
+  fs::remove_all(dir, ec);
   if (ec) {
-    return make_error(errc::teardown_failed, "cannot remove the host files: " + ec.message());
+    return make_error(errc::teardown_failed,
+                      "cannot remove the " + std::string(what) + "'s files: " + ec.message());
   }
   return {};
 }
@@ -1323,50 +1336,8 @@ result<void> libvirt_driver::destroy_template(std::string_view template_id) {
   if (!valid_host_id(template_id)) {
     return make_error(errc::teardown_failed, "malformed template id");
   }
-  std::string why;
-  const auto conn = connect(&why);
-  if (!conn) {
-    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
-  }
-  virDomainPtr* doms = nullptr;
-  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
-  if (n < 0) {
-    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
-  }
-  std::vector<domain_ptr> all;
-  for (int i = 0; i < n; ++i) {
-    all.emplace_back(doms[i]);
-  }
-  std::free(doms);
-  for (const auto& dom : all) {
-    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
-                                      std::string(k_metadata_ns).c_str(), 0);
-    if (meta == nullptr) {
-      continue;
-    }
-    const std::string id = metadata_template_id(meta, config_.owner);
-    std::free(meta);
-    if (id != template_id) {
-      continue;
-    }
-    if (virDomainIsActive(dom.get()) == 1 && virDomainDestroy(dom.get()) != 0 &&
-        last_libvirt_code() != VIR_ERR_OPERATION_INVALID &&
-        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
-      return make_error(errc::teardown_failed,
-                        "cannot stop the template guest: " + last_libvirt_error());
-    }
-    if (virDomainIsPersistent(dom.get()) == 1 && virDomainUndefine(dom.get()) != 0 &&
-        last_libvirt_code() != VIR_ERR_NO_DOMAIN) {
-      return make_error(errc::teardown_failed,
-                        "cannot undefine the template guest: " + last_libvirt_error());
-    }
-  }
-  std::error_code ec;
-  fs::remove_all(template_dir(template_id), ec);
-  if (ec) {
-    return make_error(errc::teardown_failed, "cannot remove the template files: " + ec.message());
-  }
-  return {};
+  return remove_tagged(metadata_template_id, template_id, "template guest",
+                       template_dir(template_id));
 }
 
 result<std::vector<std::string>> libvirt_driver::list_templates() {

@@ -106,6 +106,12 @@ class libvirt_driver final : public driver {
   std::vector<std::string> owned_domain_names();
   /// Ids that `id_of` reads from our metadata on any domain, and every id-named entry of
   /// `dir`: what list_owned and list_templates report. Errors: unavailable.
+  /// Stops and undefines every domain whose metadata `id_of` reads as `id`, then removes
+  /// `dir`; `what` names them in errors. Idempotent. Errors: unavailable, teardown_failed.
+  result<void> remove_tagged(std::string (*id_of)(std::string_view metadata_xml,
+                                                  std::string_view owner),
+                             std::string_view id, std::string_view what,
+                             const std::filesystem::path& dir);
   result<std::vector<std::string>> owned_ids(std::string (*id_of)(std::string_view metadata_xml,
                                                                   std::string_view owner),
                                              const std::filesystem::path& dir);
