@@ -43,9 +43,9 @@ std::string with_database(const std::string& url, const std::string& dbname) {
   return url.substr(0, end_of_host) + "/" + dbname + rest;
 }
 
-test_database::test_database() : test_database(admin_database_url()) {}
+test_database::test_database(schema s) : test_database(admin_database_url(), s) {}
 
-test_database::test_database(const std::string& admin_url)
+test_database::test_database(const std::string& admin_url, schema s)
     : admin_url_(admin_url), name_("lbtest_" + random_hex(8)) {
   {
     pqxx::connection admin(admin_url_);
@@ -53,6 +53,9 @@ test_database::test_database(const std::string& admin_url)
     tx.exec("CREATE DATABASE " + tx.quote_name(name_));
   }
   url_ = with_database(admin_url_, name_);
+  if (s == schema::empty) {
+    return;
+  }
   const auto migrated = controlplane::pg::migrate(url_);
   if (!migrated) {
     const std::string msg = "migrating test database failed: " + migrated.error().message;

@@ -9,9 +9,12 @@ namespace litterbox::test {
 /// destroyed. Without the variable the calling test fails: integration tests never skip.
 class test_database {
  public:
-  test_database();
+  /// Whether the new database gets the schema (every migration) or stays empty.
+  enum class schema { migrated, empty };
+
+  explicit test_database(schema s = schema::migrated);
   /// Uses `admin_url` instead of the environment (e.g. a test_cluster's url()).
-  explicit test_database(const std::string& admin_url);
+  explicit test_database(const std::string& admin_url, schema s = schema::migrated);
   test_database(const test_database&) = delete;
   test_database& operator=(const test_database&) = delete;
   ~test_database();

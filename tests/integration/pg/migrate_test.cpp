@@ -13,32 +13,9 @@
 namespace litterbox::controlplane::pg {
 namespace {
 
-/// An empty database (not migrated), dropped at the end of the test.
-class bare_database {
- public:
-  bare_database() : admin_(test::admin_database_url()), name_("lbtest_bare_" + random_hex(8)) {
-    pqxx::connection c(admin_);
-    pqxx::nontransaction tx(c);
-    tx.exec("CREATE DATABASE " + tx.quote_name(name_));
-    url_ = test::with_database(admin_, name_);
-  }
-  bare_database(const bare_database&) = delete;
-  bare_database& operator=(const bare_database&) = delete;
-  ~bare_database() {
-    try {
-      pqxx::connection c(admin_);
-      pqxx::nontransaction tx(c);
-      tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(name_) + " WITH (FORCE)");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "dropping " << name_ << ": " << e.what();
-    }
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  std::string admin_;
-  std::string name_;
-  std::string url_;
+/// An empty database (no schema at all), dropped at the end of the test.
+struct bare_database : test::test_database {
+  bare_database() : test::test_database(schema::empty) {}
 };
 
 long long count(const std::string& url, const std::string& sql) {
