@@ -14,6 +14,14 @@
 
 namespace litterbox::controlplane {
 
+/// How a create was served (API.md "How a create was served"), fastest first.
+enum class create_path { pool, clone, boot };
+
+/// "pool", "clone", "boot".
+std::string_view to_string(create_path p);
+/// The inverse of to_string; nullopt for anything else.
+std::optional<create_path> create_path_from(std::string_view text);
+
 /// A host row: the wire Host (private_key always empty: it is never stored) plus the columns
 /// only the control plane sees.
 struct host_record {
@@ -25,6 +33,11 @@ struct host_record {
   /// While the host is being created: when the create must have reached active or error.
   /// Every process enforces it, whoever owns the create (DESIGN.md "Host lifecycle").
   std::optional<timestamp> provision_deadline;
+  /// A warm-pool member: restored and kept ready for a claim, not any caller's. Pooled rows
+  /// are hidden from list_hosts and count_by_status; the service answers 404 for them.
+  bool pooled = false;
+  /// How the create is being served; unset until the provisioner chose (or the claim).
+  std::optional<create_path> path;
 };
 
 /// An Idempotency-Key to reserve together with a new host.
@@ -72,6 +85,60 @@ struct host_patch {
   bool clear_owner = false;                            ///< owner_id := NULL
   bool release_idempotency_key = false;  ///< delete keys naming this host (after failure)
   bool release_port = false;             ///< delete this host's ssh_ports row
+  std::optional<create_path> path;
+};
+
+/// What a template serves: a clone of it can be the host of any create with this key.
+/// disk_gb null: the image's default size.
+struct template_key_row {
+  std::string image_digest;
+  int cpus = 1;
+  int memory_mib = 1024;
+  std::optional<int> disk_gb;
+  std::string ssh_username;
+
+  friend bool operator==(const template_key_row&, const template_key_row&) = default;
+  friend auto operator<=>(const template_key_row&, const template_key_row&) = default;
+};
+
+enum class template_status { building, ready, failed };
+
+/// "building", "ready", "failed".
+std::string_view to_string(template_status s);
+
+/// A template row: one per key, whatever its status. The template id names the driver's
+/// files; a rebuild reuses it.
+struct template_record {
+  std::string id;
+  template_key_row key;
+  std::string image;  ///< the reference of the create that first wanted it (for GC)
+  template_status status = template_status::building;
+  std::optional<std::string> owner_id;  ///< the instance building it; NULL otherwise
+  std::string last_error;               ///< why the last build failed ("<Kind>: …")
+  /// failed: not rebuilt before this (NULL: never — the image cannot be cloned).
+  std::optional<timestamp> retry_after;
+  int ssh_port = 0;  ///< while building: the port of the template guest's own boot
+  timestamp created_at{};
+  timestamp updated_at{};
+  std::optional<timestamp> ready_at;
+  timestamp last_used_at{};  ///< the last clone or pool refill from it
+};
+
+/// What a warm-pool claim asks for: a ready member of this key, handed to the caller with
+/// the caller's columns.
+struct pool_claim {
+  template_key_row key;
+  /// The claimer's row as it will be: image (as requested), instance_type, expires_at,
+  /// lease_seconds, owner_id, provision_deadline and created_at are copied onto the member;
+  /// its id, name, port and identity stay the member's.
+  host_record as;
+};
+
+/// Members of one pool key in one status (metrics, /doctor, refills).
+struct pool_count {
+  template_key_row key;
+  schema::host_status status{};
+  std::int64_t count = 0;
 };
 
 /// GET /hosts filters.
@@ -100,7 +167,7 @@ class store {
   /// One host. Errors: not_found.
   virtual result<host_record> get_host(std::string_view id) = 0;
 
-  /// Hosts newest first (by id), filtered and paged by `q`.
+  /// Hosts newest first (by id), filtered and paged by `q`; pool members are left out.
   virtual result<std::vector<host_record>> list_hosts(const list_query& q) = 0;
 
   /// Applies `patch` if the host's status is one of `from` (compare-and-set), stamping
@@ -121,7 +188,7 @@ class store {
   /// processes). Returns the port it already holds if any. Errors: capacity when none is free.
   virtual result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) = 0;
 
-  /// Number of hosts per status (for metrics).
+  /// Number of hosts per status (for metrics); pool members are left out (count_pool).
   virtual result<std::map<schema::host_status, std::int64_t>> count_by_status() = 0;
 
   /// Claims up to `limit` hosts that are due for reaping at `now` — active/bootstrapping
@@ -155,11 +222,86 @@ class store {
   /// Ids of all rows (any status): what an orphan sweep compares driver resources against.
   virtual result<std::vector<std::string>> all_host_ids() = 0;
 
-  /// Every image digest a row references (any status): bases the image cache must keep.
+  /// Every image digest a host row (pooled or not, any status) or a template references:
+  /// bases the image cache must keep.
   virtual result<std::vector<std::string>> image_digests_in_use() = 0;
 
   /// Cheap round trip for /doctor and readiness. Errors: unavailable.
   virtual result<void> ping() = 0;
+
+  // Templates (issue 9). One row per template_key_row; several processes agree through it on
+  // who builds which template. Every template digest counts as in use for image GC.
+
+  /// The template row of `key`, whatever its status; nullopt when there is none.
+  virtual result<std::optional<template_record>> find_template(const template_key_row& key) = 0;
+
+  /// Every template row (a small table: one per image digest and size).
+  virtual result<std::vector<template_record>> list_templates() = 0;
+
+  /// Takes the build of `want.key` for instance `want.owner_id`, leasing a port of `ports`
+  /// for the template guest's boot in the same transaction: inserts `want` (status
+  /// building) when the key has no row, or takes over the existing row (keeping its id)
+  /// when it is failed with retry_after <= now, or building with an owner that is gone (no
+  /// beat within three of its intervals). Returns the row now building (ssh_port set), or
+  /// nullopt when someone else has it (ready, building by a live owner, failed and not yet
+  /// retryable). Errors: capacity when no port is free (nothing changed), unavailable.
+  virtual result<std::optional<template_record>> claim_template_build(const template_record& want,
+                                                                      port_range ports,
+                                                                      timestamp now) = 0;
+
+  /// Ends the build of template `id` by `owner_id`: ready (ready_at = last_used_at = now) or
+  /// failed with `last_error` and `retry_after`; the build's port is released either way.
+  /// Errors: not_found; host_state when the row is no longer building by `owner_id` (someone
+  /// took it over: this build's result is not recorded).
+  virtual result<template_record> finish_template(std::string_view id, std::string_view owner_id,
+                                                  bool ready, const std::string& last_error,
+                                                  std::optional<timestamp> retry_after,
+                                                  timestamp now) = 0;
+
+  /// Fails every building row whose owner is gone (last_error `last_error`, retry_after =
+  /// now, port released) and returns those rows, so their leftovers can be destroyed.
+  virtual result<std::vector<template_record>> claim_stale_template_builds(
+      timestamp now, const std::string& last_error) = 0;
+
+  /// last_used_at := now (a clone or a refill used it). Missing is success.
+  virtual result<void> touch_template(std::string_view id, timestamp now) = 0;
+
+  /// Deletes the row of template `id` if its status is one of `from` (its port goes with it).
+  /// False when there was no such row.
+  virtual result<bool> remove_template(std::string_view id,
+                                       const std::vector<template_status>& from) = 0;
+
+  // The warm pool. Members are host rows with pooled = true; a claim turns one into the
+  // claimer's host in one transaction.
+
+  /// Inserts pool member `h` (pooled, status provisioning) with a leased port if fewer than
+  /// `target` live members (any status but error and deleting) of `key` exist, counted and
+  /// inserted under a lock on the key so that several processes never overfill it. Returns
+  /// the outcome with created = false when the pool is full. Errors: capacity (no port),
+  /// unavailable, outcome_unknown.
+  virtual result<insert_outcome> insert_pool_member(const host_record& h,
+                                                    const template_key_row& key, int target,
+                                                    port_range ports, timestamp now) = 0;
+
+  /// Claims one active member of `c.key` for a create, atomically with reserving `key`:
+  /// when `key` is held (and not expired) nothing is claimed and the outcome names the host
+  /// the key holds (created = false, fingerprint_matches as for insert_host); otherwise a
+  /// member is locked (FOR UPDATE SKIP LOCKED), reserved under `key`, and becomes the
+  /// claimer's host: pooled = false, status bootstrapping, path pool, the columns of `c.as`.
+  /// nullopt when no member was free (nothing changed, the key stays free). Errors:
+  /// unavailable; outcome_unknown (the claim may have landed; it then ends by its deadline).
+  virtual result<std::optional<insert_outcome>> claim_pool_member(
+      const pool_claim& c, const std::optional<idempotency_claim>& key, timestamp now) = 0;
+
+  /// Moves pool member `id` to deleting if it is still pooled and active or error (so that a
+  /// member just claimed is never retired). False when it was not.
+  virtual result<bool> retire_pool_member(std::string_view id, timestamp now) = 0;
+
+  /// Pooled rows (any status), oldest first.
+  virtual result<std::vector<host_record>> list_pool_members() = 0;
+
+  /// Pooled rows counted per key and status.
+  virtual result<std::vector<pool_count>> count_pool() = 0;
 };
 
 }  // namespace litterbox::controlplane

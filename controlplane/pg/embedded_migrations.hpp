@@ -7,6 +7,7 @@
 namespace litterbox::schema::embedded {
 extern const std::string_view migration_0001;
 extern const std::string_view migration_0002;
+extern const std::string_view migration_0003;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -23,6 +24,7 @@ struct migration {
 inline constexpr std::array migrations{
     migration{1, "0001_init", &schema::embedded::migration_0001},
     migration{2, "0002_lifecycle_bounds", &schema::embedded::migration_0002},
+    migration{3, "0003_templates_and_pool", &schema::embedded::migration_0003},
 };
 
 }  // namespace litterbox::controlplane::pg
