@@ -23,6 +23,9 @@ class base_images {
   virtual result<std::string> prepare(
       std::string_view image,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) = 0;
+  /// The digest `image` names now, pulling nothing (see driver::resolve_image). Default: what
+  /// prepare() returns, for sources whose prepare is cheap.
+  virtual result<std::string> resolve(std::string_view image) { return prepare(image); }
   /// The read-only qcow2 base disk of a prepared digest. Errors: not_found.
   virtual result<std::filesystem::path> base_disk(std::string_view digest) = 0;
   /// Removes bases no host uses while over budget (see driver::collect_images); returns how

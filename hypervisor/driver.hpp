@@ -94,6 +94,12 @@ class driver {
       std::string_view image,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) = 0;
 
+  /// The manifest digest `image` names now, always asking the registry (a tag may have
+  /// moved) but pulling nothing; bounded by the registry's inspect timeout. For deciding
+  /// whether a warm-pool member of that digest can serve a create. Errors: as prepare_image's
+  /// resolution (image_not_found, registry_unavailable, image_corrupt, image_invalid).
+  virtual result<std::string> resolve_image(std::string_view image) = 0;
+
   /// Creates the host's disks and seed, then defines and starts the VM with its SSH forward on
   /// spec.ssh_host:spec.ssh_port. On failure releases whatever it made. Errors:
   /// vm_create_failed, insufficient_disk, unavailable.

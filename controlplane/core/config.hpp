@@ -1,10 +1,13 @@
 #pragma once
 
+#include "base/result.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace litterbox::controlplane {
@@ -15,6 +18,15 @@ struct instance_type_spec {
   int cpus = 1;
   int memory_mib = 1024;
   std::optional<int> disk_gb;
+};
+
+/// One warm pool: `size` restored clones of `image` at one size kept ready for claims.
+struct pool_spec {
+  std::string image;
+  int cpus = 1;
+  int memory_mib = 1024;
+  std::optional<int> disk_gb;
+  int size = 0;
 };
 
 /// Everything litterboxd can be told (DESIGN.md "Configuration"). Each field is an
@@ -87,7 +99,27 @@ struct config {
   std::chrono::seconds db_lock_timeout{5};
   std::chrono::seconds db_idle_in_transaction_timeout{60};
   std::chrono::seconds db_tcp_timeout{15};
+
+  /// LITTERBOX_TEMPLATES: creates are cloned from saved templates (built in the background
+  /// once per image digest and size) when one exists; off: every create boots from scratch.
+  bool templates = true;
+  /// LITTERBOX_TEMPLATE_TTL: a template nothing has cloned for this long is collected.
+  std::chrono::seconds template_ttl{7 * 86400};
+  /// LITTERBOX_TEMPLATE_RETRY: after a failed build, how long until it is tried again (an
+  /// image that cannot be cloned is not tried again at all).
+  std::chrono::seconds template_retry{600};
+  /// LITTERBOX_POOL: warm pools, "count[:instance_type][@image]" comma-separated (default
+  /// image and size when left out); empty: no pool.
+  std::vector<pool_spec> pools;
+  /// LITTERBOX_POOL_MAX_AGE: a pool member unclaimed this long is replaced.
+  std::chrono::seconds pool_max_age{3600};
+  /// LITTERBOX_POOL_REFILL_PER_MINUTE: members restored per minute at most, per process.
+  int pool_refill_per_minute = 12;
 };
+
+/// Parses LITTERBOX_POOL ("2", "4:medium@registry/repo:tag,1") against the instance types
+/// and default image and size of `cfg`. Errors: validation naming the bad entry.
+result<std::vector<pool_spec>> parse_pools(std::string_view text, const config& cfg);
 
 /// The sizes every deployment offers unless LITTERBOX_INSTANCE_TYPES says otherwise.
 std::vector<instance_type_spec> default_instance_types();

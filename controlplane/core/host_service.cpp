@@ -6,6 +6,8 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/instance_heartbeat.hpp"
 #include "controlplane/core/provisioner.hpp"
+#include "controlplane/core/templates.hpp"
+#include "controlplane/core/warm_pool.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/ssh/keys.hpp"
 
@@ -36,15 +38,41 @@ host_service::host_service(const config& cfg, store& db, hypervisor::driver& dri
   probe_key_ = std::move(*probe);
   heartbeat_ = std::make_unique<instance_heartbeat>(db_, clock_, std::move(instance_id),
                                                     cfg_.heartbeat_interval);
-  provisioner_ = std::make_unique<provisioner>(cfg_, db_, driver_, clock_);
+  if (cfg_.templates) {
+    templates_ = std::make_unique<template_builder>(cfg_, db_, driver_, clock_, *heartbeat_,
+                                                    probe_key_.public_line);
+  }
+  provisioner_ = std::make_unique<provisioner>(cfg_, db_, driver_, clock_, templates_.get());
+  if (templates_ && !cfg_.pools.empty()) {
+    pool_ = std::make_unique<warm_pool>(
+        cfg_, db_, driver_, *provisioner_, *templates_, *heartbeat_, clock_,
+        probe_key_.public_line, [this](std::string_view id) { return teardown(id); });
+  }
 }
 
 host_service::~host_service() {
   shutdown();
 }
 
+void host_service::start_background() {
+  if (templates_) {
+    templates_->start();
+  }
+  if (pool_) {
+    pool_->start();
+  }
+}
+
 void host_service::shutdown() {
+  // A template build is abandoned (it would outlast any drain); creates get their drain;
+  // a pool refill under way is one of them.
+  if (templates_) {
+    templates_->stop();
+  }
   provisioner_->shutdown(cfg_.shutdown_drain);
+  if (pool_) {
+    pool_->stop();
+  }
   heartbeat_->stop();
 }
 
@@ -55,6 +83,114 @@ std::string_view host_service::provider() const {
 result<void> host_service::heartbeat() {
   return heartbeat_->beat();
 }
+
+namespace {
+
+result<create_result> replay(const insert_outcome& found) {
+  if (!found.fingerprint_matches) {
+    error e = make_error(errc::idempotency_mismatch,
+                         "Idempotency-Key was already used with a different request");
+    e.issues.push_back({{"header", "Idempotency-Key"},
+                        "Idempotency-Key was already used with a different request",
+                        "value_error"});
+    return e;
+  }
+  return create_result{found.existing.host, false, found.existing.path};
+}
+
+/// "ssh-ed25519 AAAA…" of a known_hosts line "[host]:port ssh-ed25519 AAAA…".
+std::string public_key_of(const std::string& known_hosts) {
+  const auto first = known_hosts.find(' ');
+  if (first == std::string::npos) {
+    return {};
+  }
+  std::string rest = known_hosts.substr(first + 1);
+  while (!rest.empty() && (rest.back() == '\n' || rest.back() == ' ')) {
+    rest.pop_back();
+  }
+  return rest;
+}
+
+}  // namespace
+
+result<std::optional<insert_outcome>> host_service::claim_from_pool(
+    const host_record& rec, const std::optional<idempotency_claim>& key) {
+  if (!pool_ || !pool_->serves(rec.host.cpus, rec.host.memory_mib, rec.host.disk_gb)) {
+    return std::optional<insert_outcome>();
+  }
+  // The digest the request's reference names now, never a cached one: a tag pushed anew
+  // must not be served by members of the old image. A registry that does not answer leaves
+  // the create to the provisioner, which reports it.
+  auto digest = driver_.resolve_image(rec.host.image);
+  if (!digest) {
+    return std::optional<insert_outcome>();
+  }
+  pool_claim c;
+  c.key = {*digest, rec.host.cpus, rec.host.memory_mib, rec.host.disk_gb, rec.host.ssh_username};
+  c.as = rec;
+  auto out = db_.claim_pool_member(c, key, clock_.now());
+  if (!out && out.error().code == errc::outcome_unknown) {
+    // A claim that did land is bootstrapping under this live process with no job behind it:
+    // the deadline sweep fails and releases it, and the key is free again then.
+    return make_error(errc::unavailable, "database unavailable while claiming a pooled host");
+  }
+  return out;
+}
+
+namespace {
+
+/// Hands a claimed pool member to the provisioner's claim lane (or answers the replay the
+/// claim found instead).
+result<create_result> finish_claim(const config& cfg, provisioner& provisioning, warm_pool& pool,
+                                   insert_outcome claimed, resolved_create& req,
+                                   provisioner::admission place) {
+  if (!claimed.created) {
+    return replay(claimed);
+  }
+  const host_record& row = claimed.existing;
+  provision_job job;
+  job.kind = job_kind::claim;
+  job.id = row.host.id;
+  job.lease_seconds = row.lease_seconds;
+  job.deadline = std::chrono::steady_clock::now() + cfg.provision_timeout;
+  auto spec = std::make_shared<hypervisor::vm_spec>();
+  spec->host_id = row.host.id;
+  spec->name = row.host.name;
+  spec->image = row.host.image;
+  spec->image_digest = row.host.image_digest.value_or("");
+  spec->cpus = row.host.cpus;
+  spec->memory_mib = row.host.memory_mib;
+  spec->disk_gb = row.host.disk_gb;
+  spec->ssh_username = row.host.ssh_username;
+  spec->ssh_host = row.host.ssh_host;
+  spec->ssh_port = row.host.ssh_port;
+  // The member's own host key, pinned when it was restored; only its public half is needed
+  // (and kept) to prove the claim ready.
+  spec->host_key.public_line = public_key_of(row.host.known_hosts);
+  spec->env = std::move(req.env);
+  std::optional<hypervisor::ssh_key_pair> minted;
+  if (req.authorized_keys.empty()) {
+    auto pair = hypervisor::generate_ed25519(row.host.ssh_username + "@" + row.host.name);
+    if (pair) {
+      minted = std::move(*pair);
+      spec->authorized_keys = {minted->public_line};
+    } else {
+      job.preset_failure = "Internal: could not generate a login key";
+    }
+  } else {
+    spec->authorized_keys = req.authorized_keys;
+  }
+  job.spec = std::move(spec);
+  provisioning.submit(std::move(place), std::move(job));
+  pool.poke();
+  create_result out{row.host, true, create_path::pool};
+  if (minted) {
+    out.host.private_key = std::move(minted->private_openssh);
+  }
+  return out;
+}
+
+}  // namespace
 
 result<create_result> host_service::create(const schema::create_host_request& req,
                                            const std::optional<std::string>& idempotency_key) {
@@ -139,6 +275,17 @@ result<create_result> host_service::create(const schema::create_host_request& re
     minted = std::move(*pair);
   }
 
+  // A warm-pool member of this digest and size serves any env and keys: they are applied at
+  // the claim. The claim and the key are one transaction, as the insert below.
+  auto claimed = claim_from_pool(rec, claim);
+  if (!claimed) {
+    return claimed.error();
+  }
+  if (*claimed) {
+    return finish_claim(cfg_, *provisioner_, *pool_, std::move(**claimed), *resolved,
+                        std::move(*place));
+  }
+
   // The SSH port is leased in the insert's transaction: running out of ports is the caller's
   // 503 CAPACITY with nothing kept, and a row never exists without its port.
   auto inserted = db_.insert_host(rec, claim, {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
@@ -160,15 +307,7 @@ result<create_result> host_service::create(const schema::create_host_request& re
     return inserted.error();
   }
   if (!inserted->created) {
-    if (!inserted->fingerprint_matches) {
-      error e = make_error(errc::idempotency_mismatch,
-                           "Idempotency-Key was already used with a different request");
-      e.issues.push_back({{"header", "Idempotency-Key"},
-                          "Idempotency-Key was already used with a different request",
-                          "value_error"});
-      return e;
-    }
-    return create_result{inserted->existing.host, false};
+    return replay(*inserted);
   }
 
   auto spec = std::make_shared<hypervisor::vm_spec>();
@@ -193,7 +332,7 @@ result<create_result> host_service::create(const schema::create_host_request& re
   job.deadline = std::chrono::steady_clock::now() + cfg_.provision_timeout;
   provisioner_->submit(std::move(*place), std::move(job));
 
-  create_result out{inserted->existing.host, true};
+  create_result out{inserted->existing.host, true, std::nullopt};
   if (minted) {
     out.host.private_key = std::move(minted->private_openssh);
   }
@@ -209,7 +348,19 @@ result<host_record> host_service::find_host(std::string_view raw_id) {
   if (!id) {
     return id.error();
   }
-  return db_.get_host(*id);
+  auto rec = db_.get_host(*id);
+  if (rec && rec->pooled) {
+    return make_error(errc::not_found, "host not found");
+  }
+  return rec;
+}
+
+result<create_path> host_service::served_by(std::string_view raw_id) {
+  auto rec = find_host(raw_id);
+  if (!rec) {
+    return rec.error();
+  }
+  return rec->path.value_or(create_path::boot);
 }
 
 result<schema::host> host_service::get(std::string_view raw_id) {
@@ -259,6 +410,9 @@ result<schema::host> host_service::renew(std::string_view raw_id,
         {{"body", "expires_at"}, "Value error, expires_at must be in the future", "value_error"});
     return e;
   }
+  if (auto found = find_host(*id); !found) {
+    return found.error();
+  }
   auto rec = db_.renew(*id, expires, now);
   if (!rec) {
     return rec.error();
@@ -275,6 +429,9 @@ result<void> host_service::remove(std::string_view raw_id) {
   // cancellation): a create owns its resources until it settles, so a concurrent teardown
   // could race it and leak. The caller retries once the host is active or error; every
   // create settles within PROVISION_TIMEOUT + LITTERBOX_PROVISION_GRACE.
+  if (auto found = find_host(*id); !found) {
+    return found.error();  // pool members are no caller's to delete
+  }
   host_patch to_deleting;
   to_deleting.status = host_status::deleting;
   auto moved = db_.transition(*id, {host_status::active, host_status::error, host_status::deleting},
@@ -343,6 +500,12 @@ schema::doctor_report host_service::doctor() {
     report.checks.push_back(schema::doctor_check{std::move(c.name), c.ok, std::move(c.detail),
                                                  c.latency_ms, std::move(c.hint)});
   }
+  if (templates_) {
+    report.checks.push_back(templates_check());
+  }
+  if (pool_) {
+    report.checks.push_back(pool_check());
+  }
   report.ok =
       std::all_of(report.checks.begin(), report.checks.end(), [](const auto& c) { return c.ok; });
   return report;
@@ -350,6 +513,82 @@ schema::doctor_report host_service::doctor() {
 
 result<std::map<host_status, std::int64_t>> host_service::count_by_status() {
   return db_.count_by_status();
+}
+
+std::vector<pool_state> host_service::pool_states() {
+  return pool_ ? pool_->states() : std::vector<pool_state>();
+}
+
+result<std::map<template_status, std::int64_t>> host_service::count_templates() {
+  auto rows = db_.list_templates();
+  if (!rows) {
+    return rows.error();
+  }
+  std::map<template_status, std::int64_t> out{
+      {template_status::building, 0}, {template_status::ready, 0}, {template_status::failed, 0}};
+  for (const auto& t : *rows) {
+    ++out[t.status];
+  }
+  return out;
+}
+
+schema::doctor_check host_service::templates_check() {
+  const auto start = std::chrono::steady_clock::now();
+  schema::doctor_check c{"templates", true, "", 0, ""};
+  auto rows = db_.list_templates();
+  if (!rows) {
+    c.ok = false;
+    c.detail = rows.error().message;
+  } else {
+    int ready = 0;
+    int building = 0;
+    std::string cold;
+    for (const auto& t : *rows) {
+      ready += t.status == template_status::ready ? 1 : 0;
+      building += t.status == template_status::building ? 1 : 0;
+      if (t.status == template_status::failed) {
+        // Informational: such creates still work, only slower.
+        cold += "; " + t.image + " (" + std::to_string(t.key.cpus) + " cpus, " +
+                std::to_string(t.key.memory_mib) + " MiB) boots from scratch" +
+                (t.retry_after ? " until a rebuild" : "") + ": " + t.last_error;
+      }
+    }
+    c.detail = std::to_string(ready) + " ready, " + std::to_string(building) + " building" + cold;
+    if (!cold.empty()) {
+      c.hint = "images need qemu-guest-agent and util-linux-extra to be cloned (README: "
+               "fast creates)";
+    }
+  }
+  c.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                           start)
+                     .count();
+  return c;
+}
+
+schema::doctor_check host_service::pool_check() {
+  const auto start = std::chrono::steady_clock::now();
+  schema::doctor_check c{"warm_pool", true, "", 0, ""};
+  for (const auto& p : pool_->states()) {
+    if (!c.detail.empty()) {
+      c.detail += "; ";
+    }
+    c.detail += p.spec.image + " (" + std::to_string(p.spec.cpus) + " cpus, " +
+                std::to_string(p.spec.memory_mib) + " MiB): " + std::to_string(p.ready) + "/" +
+                std::to_string(p.spec.size) + " ready, " + std::to_string(p.filling) + " filling";
+    if (!p.problem.empty()) {
+      c.detail += " (" + p.problem + ")";
+    }
+    // Filling up (a template being built, members being restored) is healthy; a pool that
+    // cannot fill is not.
+    if (!p.problem.empty() && p.problem.rfind("waiting", 0) != 0) {
+      c.ok = false;
+      c.hint = "check LITTERBOX_POOL's image and the templates check";
+    }
+  }
+  c.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                           start)
+                     .count();
+  return c;
 }
 
 }  // namespace litterbox::controlplane

@@ -23,6 +23,9 @@ namespace litterbox::controlplane {
 
 class instance_heartbeat;
 class provisioner;
+class template_builder;
+class warm_pool;
+struct pool_state;
 
 /// What POST /hosts got.
 struct create_result {
@@ -31,6 +34,8 @@ struct create_result {
   schema::host host;
   /// True when this call inserted the row; false for an idempotent replay.
   bool created = false;
+  /// pool when a warm-pool member was claimed; otherwise the provisioner decides (served_by).
+  std::optional<create_path> path;
 };
 
 /// One page of GET /hosts.
@@ -52,12 +57,13 @@ class host_service {
   host_service(const host_service&) = delete;
   host_service& operator=(const host_service&) = delete;
 
-  /// POST /hosts. Validates, takes a provisioning place, inserts the row (reserving
-  /// `idempotency_key` and leasing an SSH port in the same transaction) and starts
-  /// provisioning in the background; returns at once with the host in its current state. A
-  /// replayed key returns the original host (created = false). Errors: validation (incl. a
-  /// malformed key), idempotency_mismatch, bad_request, capacity (no provisioning place or
-  /// no port: nothing was kept), unavailable.
+  /// POST /hosts. Validates, takes a provisioning place, then either claims a warm-pool
+  /// member of the request's image digest and size or inserts a new row (either reserving
+  /// `idempotency_key` and the SSH port in the same transaction), and starts provisioning in
+  /// the background; returns at once with the host in its current state. A replayed key
+  /// returns the original host (created = false). Errors: validation (incl. a malformed key),
+  /// idempotency_mismatch, bad_request, capacity (no provisioning place or no port: nothing
+  /// was kept), unavailable.
   result<create_result> create(const schema::create_host_request& req,
                                const std::optional<std::string>& idempotency_key);
 
@@ -68,6 +74,10 @@ class host_service {
 
   /// GET /hosts/{id}. Errors: validation (malformed UUID, loc path/host_id), not_found.
   result<schema::host> get(std::string_view id);
+
+  /// How host `id` was served (X-Litterbox-Create-Path); boot for rows that predate the
+  /// column. Errors: as get().
+  result<create_path> served_by(std::string_view id);
 
   /// GET /hosts. Errors: validation (loc query/status|limit|after).
   result<host_page> list(const list_params& params);
@@ -90,6 +100,15 @@ class host_service {
   /// Hosts per status, for metrics.
   result<std::map<schema::host_status, std::int64_t>> count_by_status();
 
+  /// Each configured warm pool as it is now, for metrics (empty without pools).
+  std::vector<pool_state> pool_states();
+
+  /// Template rows per status, for metrics. Errors: unavailable.
+  result<std::map<template_status, std::int64_t>> count_templates();
+
+  /// Starts the background work of a serving process: template builds and pool refills.
+  void start_background();
+
   /// The provider name hosts are created with.
   std::string_view provider() const;
 
@@ -100,12 +119,26 @@ class host_service {
   /// Refreshes this process's heartbeat row; hosts it provisions stay owned while it beats.
   result<void> heartbeat();
 
-  /// Stops taking creates, fails queued ones, gives running ones LITTERBOX_SHUTDOWN_DRAIN to
-  /// finish (then fails and releases them), and stops the heartbeat. Idempotent.
+  /// Stops template builds and pool refills, stops taking creates, fails queued ones, gives
+  /// running ones LITTERBOX_SHUTDOWN_DRAIN to finish (then fails and releases them), and stops
+  /// the heartbeat. Idempotent.
   void shutdown();
 
+  /// The template builder (null when LITTERBOX_TEMPLATES is off), for maintenance and tests.
+  template_builder* templates() { return templates_.get(); }
+  /// The warm pool (null without LITTERBOX_POOL), for tests.
+  warm_pool* pool() { return pool_.get(); }
+
  private:
+  /// The caller's row of `raw_id`: pool members are no caller's (not_found).
   result<host_record> find_host(std::string_view raw_id);
+  schema::doctor_check templates_check();
+  schema::doctor_check pool_check();
+  /// Claims a warm-pool member for the create `rec` when a pool serves its size and a member
+  /// of its image's digest is free (or finds the host its key already names); nullopt to go
+  /// on with a new row.
+  result<std::optional<insert_outcome>> claim_from_pool(const host_record& rec,
+                                                        const std::optional<idempotency_claim>& key);
 
   const config& cfg_;
   store& db_;
@@ -114,7 +147,9 @@ class host_service {
   lifecycle_observer* observer_;
   hypervisor::ssh_key_pair probe_key_;
   std::unique_ptr<instance_heartbeat> heartbeat_;
+  std::unique_ptr<template_builder> templates_;
   std::unique_ptr<provisioner> provisioner_;
+  std::unique_ptr<warm_pool> pool_;
 };
 
 }  // namespace litterbox::controlplane

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <set>
 
 namespace litterbox::controlplane {
@@ -87,6 +88,86 @@ result<int> maintenance::collect_images() {
 
 result<int> maintenance::prune_instances() {
   return db_.prune_instances(clock_.now());
+}
+
+result<int> maintenance::maintain_templates() {
+  int removed = 0;
+  auto stale = db_.claim_stale_template_builds(
+      clock_.now(), "Interrupted: the control plane building this template stopped");
+  if (!stale) {
+    return stale.error();
+  }
+  for (const auto& t : *stale) {
+    spdlog::warn("template {}: build interrupted; its leftovers are removed", t.id);
+    if (driver_.destroy_template(t.id)) {
+      ++removed;
+    }
+  }
+
+  // Collection: unused for the TTL, or superseded by a newer ready digest of the same
+  // reference and size (a tag pushed anew). Clones keep running: their disks hold the
+  // template's open.
+  auto rows = db_.list_templates();
+  if (!rows) {
+    return rows.error();
+  }
+  const timestamp now = clock_.now();
+  for (const auto& t : *rows) {
+    if (t.status == template_status::building) {
+      continue;
+    }
+    const bool unused = t.last_used_at < now - cfg_.template_ttl;
+    const bool superseded =
+        std::any_of(rows->begin(), rows->end(), [&](const template_record& other) {
+          return other.status == template_status::ready && other.image == t.image &&
+                 other.key.image_digest != t.key.image_digest && other.key.cpus == t.key.cpus &&
+                 other.key.memory_mib == t.key.memory_mib && other.key.disk_gb == t.key.disk_gb &&
+                 other.key.ssh_username == t.key.ssh_username &&
+                 other.created_at > t.created_at;
+        });
+    if (!unused && !superseded) {
+      continue;
+    }
+    // Row first: from now on no create picks it; then its files.
+    auto gone = db_.remove_template(t.id, {template_status::ready, template_status::failed});
+    if (!gone || !*gone) {
+      continue;
+    }
+    spdlog::info("template {}: collected ({})", t.id, unused ? "unused" : "superseded");
+    if (auto d = driver_.destroy_template(t.id); d) {
+      ++removed;
+    } else {
+      spdlog::error("template {}: removing its files failed: {}", t.id,
+                    log_escape(d.error().message));
+    }
+  }
+
+  // Files without a row: listed before the rows are read, as for hosts (a build inserts its
+  // row before it makes anything).
+  auto owned = driver_.list_templates();
+  if (!owned) {
+    return removed;
+  }
+  auto now_rows = db_.list_templates();
+  if (!now_rows) {
+    return now_rows.error();
+  }
+  std::set<std::string> live;
+  for (const auto& t : *now_rows) {
+    if (t.status != template_status::failed) {
+      live.insert(t.id);
+    }
+  }
+  for (const auto& id : *owned) {
+    if (live.count(id) != 0) {
+      continue;
+    }
+    if (driver_.destroy_template(id)) {
+      spdlog::warn("template {}: leftovers without a live row removed", id);
+      ++removed;
+    }
+  }
+  return removed;
 }
 
 }  // namespace litterbox::controlplane

@@ -32,6 +32,12 @@ class maintenance {
   /// Removes instance rows long dead. Returns how many went.
   result<int> prune_instances();
 
+  /// Templates: builds whose process is gone are failed (and rebuilt by whoever wants them
+  /// next); templates nothing cloned for LITTERBOX_TEMPLATE_TTL, and those superseded by a
+  /// newer digest of the same image and size, are removed; driver templates without a row
+  /// are destroyed. Returns how many templates' files were removed. Errors: unavailable.
+  result<int> maintain_templates();
+
  private:
   const config& cfg_;
   store& db_;

@@ -3,6 +3,7 @@
 #include "base/log.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/lifecycle.hpp"
+#include "controlplane/core/templates.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/ssh/keys.hpp"
 
@@ -39,11 +40,23 @@ provisioner::admission::~admission() {
   }
 }
 
-provisioner::provisioner(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk)
-    : cfg_(cfg), db_(db), driver_(driver), clock_(clk) {
+namespace {
+
+// Claims are a few guest-agent writes and an SSH handshake each; a handful at once keeps
+// their latency flat without competing with the boots for the CPU.
+constexpr int k_claim_workers = 4;
+
+}  // namespace
+
+provisioner::provisioner(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk,
+                         template_builder* templates)
+    : cfg_(cfg), db_(db), driver_(driver), clock_(clk), templates_(templates) {
   const auto workers = static_cast<std::size_t>(std::max(1, cfg.max_concurrent_provisions));
   for (std::size_t i = 0; i < workers; ++i) {
-    threads_.emplace_back([this] { work(); });
+    threads_.emplace_back([this] { work(false); });
+  }
+  for (int i = 0; i < k_claim_workers; ++i) {
+    threads_.emplace_back([this] { work(true); });
   }
 }
 
@@ -83,15 +96,38 @@ void provisioner::submit(admission place, provision_job job) {
     waiters_.emplace(job.id, std::vector<std::function<void()>>{});
     refused = stopping_;
     if (!refused) {
-      queue_.push_back(job);
+      (job.kind == job_kind::claim ? express_ : queue_).push_back(job);
+    }
+  }
+  if (refused) {
+    fail(job, "ShuttingDown: the control plane stopped before this create started",
+         job.kind == job_kind::claim);
+    settle(job.id);
+    return;
+  }
+  (job.kind == job_kind::claim ? express_cv_ : work_cv_).notify_one();
+}
+
+bool provisioner::provision_member(provision_job job) {
+  bool refused = false;
+  {
+    const std::lock_guard lock(mutex_);
+    refused = stopping_;
+    if (!refused) {
+      running_.insert(job.id);
     }
   }
   if (refused) {
     fail(job, "ShuttingDown: the control plane stopped before this create started", false);
-    settle(job.id);
-    return;
+    return false;
   }
-  work_cv_.notify_one();
+  run(job);
+  {
+    const std::lock_guard lock(mutex_);
+    running_.erase(job.id);
+  }
+  idle_cv_.notify_all();
+  return true;
 }
 
 bool provisioner::notify_when_settled(const std::string& id, std::function<void()> cb) {
@@ -126,17 +162,19 @@ void provisioner::settle(const std::string& id) {
   }
 }
 
-void provisioner::work() {
+void provisioner::work(bool express) {
+  auto& queue = express ? express_ : queue_;
+  auto& cv = express ? express_cv_ : work_cv_;
   for (;;) {
     provision_job job;
     {
       std::unique_lock lock(mutex_);
-      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) {
+      cv.wait(lock, [&] { return stopping_ || !queue.empty(); });
+      if (queue.empty()) {
         return;
       }
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      job = std::move(queue.front());
+      queue.pop_front();
       running_.insert(job.id);
     }
     run(job);
@@ -197,102 +235,180 @@ provisioner::write_outcome provisioner::apply(const std::string& id,
   }
 }
 
+bool provisioner::step(attempt& a, host_status to, host_patch patch) {
+  const std::string& id = a.job.id;
+  patch.status = to;
+  error why;
+  switch (apply(id, {a.at}, patch, write_deadline(a.job), &why)) {
+    case write_outcome::applied:
+      a.at = to;
+      return true;
+    case write_outcome::changed:
+      spdlog::warn("host {}: row changed while provisioning; releasing", id);
+      (void)driver_.destroy(id);
+      return false;
+    case write_outcome::failed:
+      fail(a.job, last_error_text(why), a.vm_made);
+      return false;
+    case write_outcome::gave_up:
+      // The database stayed away for the whole window: release the VM now; the deadline
+      // sweep of whichever process reaches the database first records the failure.
+      spdlog::error("host {}: database unreachable until the create's deadline: {}", id,
+                    log_escape(why.message));
+      (void)driver_.destroy(id);
+      return false;
+  }
+  return false;
+}
+
+bool provisioner::past_deadline(attempt& a) {
+  if (steady_clock::now() < a.job.deadline) {
+    return false;
+  }
+  fail(a.job,
+       last_error_text(make_error(hypervisor::errc::boot_timeout,
+                                  "provisioning did not finish within " +
+                                      std::to_string(cfg_.provision_timeout.count()) + " s")),
+       a.vm_made);
+  return true;
+}
+
+bool provisioner::activate(attempt& a, std::optional<std::string> known_hosts) {
+  const timestamp now = clock_.now();
+  host_patch to_active;
+  to_active.known_hosts = std::move(known_hosts);
+  to_active.activated_at = now;
+  to_active.clear_owner = true;
+  if (a.job.lease_seconds) {
+    to_active.expires_at =
+        std::optional<timestamp>(now + std::chrono::seconds(*a.job.lease_seconds));
+    to_active.clear_lease = true;
+  }
+  return step(a, host_status::active, to_active);
+}
+
 void provisioner::run(const provision_job& job) {
+  if (job.kind == job_kind::claim) {
+    run_claim(job);
+    return;
+  }
   const std::string& id = job.id;
   hypervisor::vm_spec& spec = *job.spec;
-  host_status at = host_status::provisioning;
-  bool vm_made = false;
+  const bool member = job.kind == job_kind::pool_member;
+  attempt a{job, host_status::provisioning};
 
-  // Moves the row on; false when provisioning must stop (and then everything is released).
-  auto step = [&](host_status to, host_patch patch) -> bool {
-    patch.status = to;
-    error why;
-    switch (apply(id, {at}, patch, write_deadline(job), &why)) {
-      case write_outcome::applied:
-        at = to;
-        return true;
-      case write_outcome::changed:
-        spdlog::warn("host {}: row changed while provisioning; releasing", id);
-        (void)driver_.destroy(id);
-        return false;
-      case write_outcome::failed:
-        fail(job, last_error_text(why), vm_made);
-        return false;
-      case write_outcome::gave_up:
-        // The database stayed away for the whole window: release the VM now; the deadline
-        // sweep of whichever process reaches the database first records the failure.
-        spdlog::error("host {}: database unreachable until the create's deadline: {}", id,
-                      log_escape(why.message));
-        (void)driver_.destroy(id);
-        return false;
-    }
-    return false;
-  };
-  auto past_deadline = [&] {
-    if (steady_clock::now() < job.deadline) {
-      return false;
-    }
-    fail(job,
-         last_error_text(make_error(hypervisor::errc::boot_timeout,
-                                    "provisioning did not finish within " +
-                                        std::to_string(cfg_.provision_timeout.count()) + " s")),
-         vm_made);
-    return true;
-  };
-
-  spdlog::info("host {}: provisioning image={}", id, spec.image);
-  if (past_deadline() || !step(host_status::pulling_image, {})) {
+  spdlog::info("host {}: provisioning image={}{}", id, spec.image, member ? " (pool)" : "");
+  if (past_deadline(a) || !step(a, host_status::pulling_image, {})) {
     return;
   }
   auto digest = driver_.prepare_image(spec.image, job.deadline);
   if (!digest) {
-    fail(job, last_error_text(digest.error()), vm_made);
+    fail(job, last_error_text(digest.error()), a.vm_made);
     return;
   }
   spec.image_digest = *digest;
+
+  // A clone when the template of this digest and size is ready; otherwise a boot, and the
+  // template is asked for so that the next create of this kind is fast.
+  std::optional<std::string> template_id;
+  if (templates_ != nullptr) {
+    const auto key = template_key_for(spec);
+    auto ready = templates_->ready(key);
+    if (ready && *ready) {
+      template_id = **ready;
+    } else if (ready) {
+      templates_->want(key, spec.image);
+    }
+  }
+  if (member && !template_id) {
+    fail(job, "TemplateMissing: no ready template of this image and size for a pool member",
+         a.vm_made);
+    return;
+  }
   host_patch to_creating;
   to_creating.image_digest = *digest;
-  if (past_deadline() || !step(host_status::creating_vm, to_creating)) {
+  to_creating.path = template_id ? create_path::clone : create_path::boot;
+  if (past_deadline(a) || !step(a, host_status::creating_vm, to_creating)) {
     return;
   }
   // The port was leased with the row; this returns it (or leases one for rows of older
   // versions that had none).
   auto port = db_.allocate_port(id, cfg_.ssh_port_min, cfg_.ssh_port_max, clock_.now());
   if (!port) {
-    fail(job, last_error_text(port.error()), vm_made);
+    fail(job, last_error_text(port.error()), a.vm_made);
     return;
   }
   spec.ssh_host = cfg_.ssh_host;
   spec.ssh_port = *port;
-  vm_made = true;  // from here on a half-made VM may exist
-  if (auto made = driver_.create_vm(spec); !made) {
-    fail(job, last_error_text(made.error()), vm_made);
-    return;
-  }
+  a.vm_made = true;  // from here on a half-made VM may exist
+
   host_patch to_boot;
   to_boot.ssh_host = spec.ssh_host;
   to_boot.ssh_port = spec.ssh_port;
-  if (past_deadline() || !step(host_status::bootstrapping, to_boot)) {
+  if (template_id) {
+    auto restored = driver_.restore_clone(*template_id, spec, job.deadline);
+    if (!restored && restored.error().code == hypervisor::errc::template_missing) {
+      // Its files are gone (collected, or a node without it): forget the row so that it is
+      // rebuilt, and serve a caller's create the slow way.
+      spdlog::warn("host {}: template {} is gone ({}){}", id, *template_id,
+                   log_escape(restored.error().message), member ? "" : "; booting instead");
+      (void)db_.remove_template(*template_id, {template_status::ready});
+      if (member) {
+        fail(job, last_error_text(restored.error()), a.vm_made);
+        return;
+      }
+      template_id.reset();
+      to_boot.path = create_path::boot;
+    } else if (!restored) {
+      fail(job, last_error_text(restored.error()), a.vm_made);
+      return;
+    } else {
+      (void)db_.touch_template(*template_id, clock_.now());
+    }
+  }
+  if (!template_id) {
+    if (auto made = driver_.create_vm(spec); !made) {
+      fail(job, last_error_text(made.error()), a.vm_made);
+      return;
+    }
+  }
+  if (past_deadline(a) || !step(a, host_status::bootstrapping, to_boot)) {
     return;
   }
-  if (auto ready = driver_.wait_ready(spec, job.deadline); !ready) {
-    fail(job, last_error_text(ready.error()), vm_made);
+  if (!template_id) {
+    if (auto ready = driver_.wait_ready(spec, job.deadline); !ready) {
+      fail(job, last_error_text(ready.error()), a.vm_made);
+      return;
+    }
+  }
+  if (!activate(a, hypervisor::known_hosts_line(spec.ssh_host, spec.ssh_port,
+                                                spec.host_key.public_line))) {
     return;
   }
-  const timestamp now = clock_.now();
-  host_patch to_active;
-  to_active.known_hosts =
-      hypervisor::known_hosts_line(spec.ssh_host, spec.ssh_port, spec.host_key.public_line);
-  to_active.activated_at = now;
-  to_active.clear_owner = true;
-  if (job.lease_seconds) {
-    to_active.expires_at = std::optional<timestamp>(now + std::chrono::seconds(*job.lease_seconds));
-    to_active.clear_lease = true;
-  }
-  if (!step(host_status::active, to_active)) {
+  spdlog::info("host {}: {} on {}:{} ({})", id, member ? "ready in the pool" : "active",
+               spec.ssh_host, spec.ssh_port, template_id ? "clone" : "boot");
+}
+
+void provisioner::run_claim(const provision_job& job) {
+  // The claim moved the member to bootstrapping with this process as its owner; the VM is
+  // running with its own identity and no login. The caller's login goes in now, then the
+  // same readiness proof as any create.
+  attempt a{job, host_status::bootstrapping, true};
+  if (!job.preset_failure.empty()) {
+    fail(job, job.preset_failure, a.vm_made);
     return;
   }
-  spdlog::info("host {}: active on {}:{}", id, spec.ssh_host, spec.ssh_port);
+  if (past_deadline(a)) {
+    return;
+  }
+  if (auto login = driver_.apply_login(*job.spec, job.deadline); !login) {
+    fail(job, last_error_text(login.error()), a.vm_made);
+    return;
+  }
+  if (!activate(a, std::nullopt)) {
+    return;
+  }
+  spdlog::info("host {}: active on {}:{} (pool)", job.id, job.spec->ssh_host, job.spec->ssh_port);
 }
 
 void provisioner::fail(const provision_job& job, const std::string& last_error, bool vm_made) {
@@ -326,10 +442,17 @@ void provisioner::shutdown(std::chrono::seconds drain) {
     }
     stopping_ = true;
     queued.swap(queue_);
+    for (auto& job : express_) {
+      queued.push_back(std::move(job));
+    }
+    express_.clear();
   }
   work_cv_.notify_all();
+  express_cv_.notify_all();
   for (const auto& job : queued) {
-    fail(job, "ShuttingDown: the control plane stopped before this create started", false);
+    // A queued claim holds a running pool member: it is released with the failure.
+    fail(job, "ShuttingDown: the control plane stopped before this create started",
+         job.kind == job_kind::claim);
     settle(job.id);
   }
 

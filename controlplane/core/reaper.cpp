@@ -99,6 +99,13 @@ reap_report reaper::run_once() {
     spdlog::error("reap: orphan sweep failed: {}", log_escape(swept.error().message));
   }
 
+  // Templates before images: a template collected here frees its digest for the image GC.
+  if (auto t = upkeep_.maintain_templates()) {
+    report.templates_removed = *t;
+  } else {
+    spdlog::error("reap: template upkeep failed: {}", log_escape(t.error().message));
+  }
+
   if (auto images = upkeep_.collect_images()) {
     report.images_collected = *images;
   } else {

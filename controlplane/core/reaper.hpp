@@ -24,6 +24,7 @@ struct reap_report {
   int recovered = 0;                    ///< interrupted or overdue creates failed and released
   int orphans_removed = 0;              ///< hosts whose leftover resources had no row
   int images_collected = 0;             ///< cached base images no host used, removed over budget
+  int templates_removed = 0;  ///< templates collected, interrupted builds and leftovers removed
   bool database_ok = true;              ///< false when the pass could not reach the database
   std::vector<std::string> reaped_ids;  ///< the hosts this pass tore down and removed
 };

@@ -1,6 +1,7 @@
 #include "controlplane/http/prometheus_metrics.hpp"
 
 #include <array>
+#include <map>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -25,6 +26,26 @@ struct prometheus_metrics::impl {
           .Register(registry);
   prometheus::Family<prometheus::Gauge>& hosts =
       prometheus::BuildGauge().Name("litterbox_hosts").Help("Hosts by status").Register(registry);
+  prometheus::Family<prometheus::Gauge>& pool_members =
+      prometheus::BuildGauge()
+          .Name("litterbox_pool_members")
+          .Help("Warm-pool members by pool and state (ready: claimable; filling: restoring)")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& pool_size =
+      prometheus::BuildGauge()
+          .Name("litterbox_pool_size")
+          .Help("Configured warm-pool size by pool")
+          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& templates =
+      prometheus::BuildGauge()
+          .Name("litterbox_templates")
+          .Help("Saved templates by status")
+          .Register(registry);
+  prometheus::Family<prometheus::Counter>& creates =
+      prometheus::BuildCounter()
+          .Name("litterbox_creates_total")
+          .Help("Creates answered 201, by how they were served (pool, clone, boot)")
+          .Register(registry);
   prometheus::Counter& reaped = prometheus::BuildCounter()
                                     .Name("litterbox_hosts_reaped_total")
                                     .Help("Hosts removed by the reaper")
@@ -114,6 +135,32 @@ void prometheus_metrics::set_hosts_by_status(
     impl_->hosts.Add({{"status", std::string(schema::to_string(s))}})
         .Set(it == counts.end() ? 0.0 : static_cast<double>(it->second));
   }
+}
+
+void prometheus_metrics::set_pools(const std::vector<pool_gauge>& pools) {
+  for (const auto& p : pools) {
+    const std::map<std::string, std::string> labels{{"image", p.image},
+                                                    {"cpus", std::to_string(p.cpus)},
+                                                    {"memory_mib", std::to_string(p.memory_mib)}};
+    auto with_state = [&labels](const char* state) {
+      auto l = labels;
+      l.emplace("state", state);
+      return l;
+    };
+    impl_->pool_members.Add(with_state("ready")).Set(static_cast<double>(p.ready));
+    impl_->pool_members.Add(with_state("filling")).Set(static_cast<double>(p.filling));
+    impl_->pool_size.Add(labels).Set(static_cast<double>(p.size));
+  }
+}
+
+void prometheus_metrics::set_templates(const std::map<std::string, std::int64_t>& by_status) {
+  for (const auto& [status, n] : by_status) {
+    impl_->templates.Add({{"status", status}}).Set(static_cast<double>(n));
+  }
+}
+
+void prometheus_metrics::create_served(std::string_view path) {
+  impl_->creates.Add({{"path", std::string(path)}}).Increment();
 }
 
 std::string prometheus_metrics::scrape() {

@@ -26,6 +26,9 @@ class prometheus_metrics final : public metrics {
   void create_recovered() override;
   void reap_pass(std::chrono::duration<double> seconds) override;
   void set_hosts_by_status(const std::map<schema::host_status, std::int64_t>& counts) override;
+  void set_pools(const std::vector<pool_gauge>& pools) override;
+  void set_templates(const std::map<std::string, std::int64_t>& by_status) override;
+  void create_served(std::string_view path) override;
   std::string scrape() override;
 
  private:

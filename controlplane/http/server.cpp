@@ -4,6 +4,7 @@
 #include "base/log.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
+#include "controlplane/core/warm_pool.hpp"
 #include "controlplane/http/auth.hpp"
 #include "controlplane/http/error_mapping.hpp"
 #include "controlplane/http/routes.hpp"
@@ -619,10 +620,18 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
   if (created->created) {
     h.private_key = created->host.private_key;
   }
+  // API.md "How a create was served": a replay says how the original was served. A claim
+  // knows at once; a clone or a boot is the provisioner's choice, kept in the row.
+  auto path = created->path;
+  if (!path) {
+    auto served = co_await offload(blocking, [this, &h] { return hosts.served_by(h.id); });
+    path = served ? *served : controlplane::create_path::boot;
+  }
   reply r = json_reply(201, host_body(h));
-  // API.md "How a create was served": every create is booted from scratch so far (templates
-  // and the warm pool are not wired into the control plane yet), replays included.
-  r.headers.emplace_back("X-Litterbox-Create-Path", "boot");
+  r.headers.emplace_back("X-Litterbox-Create-Path", std::string(controlplane::to_string(*path)));
+  if (created->created) {
+    stats.create_served(controlplane::to_string(*path));
+  }
   co_return r;
 }
 
@@ -786,6 +795,21 @@ net::awaitable<reply> http_server::impl::scrape() {
   // With the database down the gauge keeps its last values; the scrape itself still works.
   if (counts) {
     stats.set_hosts_by_status(*counts);
+  }
+  auto pools = co_await offload(blocking, [this] { return hosts.pool_states(); });
+  std::vector<metrics::pool_gauge> gauges;
+  for (const auto& p : pools) {
+    gauges.push_back({p.spec.image, p.spec.cpus, p.spec.memory_mib, p.spec.size, p.ready,
+                      p.filling});
+  }
+  stats.set_pools(gauges);
+  auto templates = co_await offload(blocking, [this] { return hosts.count_templates(); });
+  if (templates) {
+    std::map<std::string, std::int64_t> by_status;
+    for (const auto& [status, n] : *templates) {
+      by_status.emplace(controlplane::to_string(status), n);
+    }
+    stats.set_templates(by_status);
   }
   reply r = json_reply(200, stats.scrape());
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -93,6 +93,11 @@ struct options {
   std::string guest_egress;
   std::vector<hypervisor::egress_entry> guest_egress_entries;  ///< parsed by finish_config
   std::string owner = "litterbox";
+  std::string templates = "on";
+  std::int64_t template_ttl = 7 * 86400;
+  std::int64_t template_retry = 600;
+  std::string pool;
+  std::int64_t pool_max_age = 3600;
 };
 
 std::vector<std::string> split(std::string_view text, char sep) {
@@ -403,6 +408,35 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_LOG_FORMAT")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  cmd.add_option("--templates", o.templates,
+                 "Clone creates from saved templates built in the background: on | off")
+      ->envname("LITTERBOX_TEMPLATES")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  cmd.add_option("--template-ttl", o.template_ttl,
+                 "Seconds a template nothing clones is kept before it is collected")
+      ->envname("LITTERBOX_TEMPLATE_TTL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--template-retry", o.template_retry,
+                 "Seconds after a failed template build before it is tried again")
+      ->envname("LITTERBOX_TEMPLATE_RETRY")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--pool", o.pool,
+                 "Warm pools: count[:instance_type][@image],… (default image and size when "
+                 "left out; empty: none)")
+      ->envname("LITTERBOX_POOL");
+  cmd.add_option("--pool-max-age", o.pool_max_age,
+                 "Seconds an unclaimed pool member is kept before it is replaced")
+      ->envname("LITTERBOX_POOL_MAX_AGE")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--pool-refill-per-minute", c.pool_refill_per_minute,
+                 "Pool members restored per minute at most by this process")
+      ->envname("LITTERBOX_POOL_REFILL_PER_MINUTE")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--fake-pull-delay-ms", o.fake_pull_delay_ms)
       ->envname("LITTERBOX_FAKE_PULL_DELAY_MS")
       ->check(CLI::NonNegativeNumber);
@@ -465,6 +499,18 @@ void finish_config(options& o, bool needs_tokens) {
   c.db_idle_in_transaction_timeout = std::chrono::seconds(o.db_idle_tx_timeout);
   c.db_tcp_timeout = std::chrono::seconds(o.db_tcp_timeout);
   c.log_json = o.log_format == "json";
+  c.templates = o.templates == "on";
+  c.template_ttl = std::chrono::seconds(o.template_ttl);
+  c.template_retry = std::chrono::seconds(o.template_retry);
+  c.pool_max_age = std::chrono::seconds(o.pool_max_age);
+  auto pools = controlplane::parse_pools(o.pool, c);
+  if (!pools) {
+    throw startup_error(pools.error().message);
+  }
+  c.pools = std::move(*pools);
+  if (!c.pools.empty() && !c.templates) {
+    throw startup_error("LITTERBOX_POOL needs LITTERBOX_TEMPLATES=on (pool members are clones)");
+  }
   if (c.max_body_bytes == 0) {
     throw startup_error("LITTERBOX_MAX_BODY_BYTES must be positive");
   }
@@ -647,6 +693,7 @@ int serve(options& o) {
     hosts.shutdown();
   });
   reaper.start_loop();
+  hosts.start_background();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());
   server.run();

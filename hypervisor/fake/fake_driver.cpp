@@ -90,6 +90,29 @@ void fake_driver::wait(std::chrono::milliseconds d) const {
   }
 }
 
+result<std::string> fake_driver::resolve_image(std::string_view image) {
+  if (auto e = injected(fake_phase::resolve_image)) {
+    return *e;
+  }
+  if (image.find("missing") != std::string_view::npos) {
+    return make_error(errc::image_not_found, "manifest unknown: " + std::string(image));
+  }
+  return digest_of(image);
+}
+
+std::string fake_driver::digest_of(std::string_view image) const {
+  const std::lock_guard lock(mutex_);
+  if (const auto it = retagged_.find(std::string(image)); it != retagged_.end()) {
+    return it->second;
+  }
+  return "sha256:" + sha256_hex(image);
+}
+
+void fake_driver::retag(std::string image, std::string digest) {
+  const std::lock_guard lock(mutex_);
+  retagged_[std::move(image)] = std::move(digest);
+}
+
 result<std::string> fake_driver::prepare_image(
     std::string_view image, std::optional<std::chrono::steady_clock::time_point> /*deadline*/) {
   if (auto e = injected(fake_phase::prepare_image)) {
@@ -101,7 +124,7 @@ result<std::string> fake_driver::prepare_image(
   if (image.find("corrupt") != std::string_view::npos) {
     return make_error(errc::image_corrupt, "blob digest mismatch in " + std::string(image));
   }
-  const std::string digest = "sha256:" + sha256_hex(image);
+  const std::string digest = digest_of(image);
   std::unique_lock lock(mutex_);
   // Single flight, as the image store: a caller for a digest being converted waits for that
   // conversion instead of returning a base that is not there yet.

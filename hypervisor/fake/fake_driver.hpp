@@ -16,6 +16,7 @@ namespace litterbox::hypervisor {
 
 /// The driver operations a test can slow down, fail or count.
 enum class fake_phase {
+  resolve_image,
   prepare_image,
   create_vm,
   wait_ready,
@@ -63,6 +64,7 @@ class fake_driver final : public driver {
   result<std::string> prepare_image(
       std::string_view image,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) override;
+  result<std::string> resolve_image(std::string_view image) override;
   result<void> create_vm(const vm_spec& spec) override;
   result<void> wait_ready(const vm_spec& spec,
                           std::chrono::steady_clock::time_point deadline) override;
@@ -97,10 +99,14 @@ class fake_driver final : public driver {
   std::optional<std::string> cloned_from(std::string_view host_id) const;
   /// The key of a saved template, or nullopt.
   std::optional<template_key> template_of(std::string_view template_id) const;
+  /// From now on `image` names `digest` (a tag pushed anew); by default an image's digest is
+  /// "sha256:" + sha256(image).
+  void retag(std::string image, std::string digest);
 
  private:
   std::optional<error> injected(fake_phase phase);
   void wait(std::chrono::milliseconds d) const;
+  std::string digest_of(std::string_view image) const;
 
   fake_options options_;
   mutable std::mutex mutex_;
@@ -117,6 +123,7 @@ class fake_driver final : public driver {
   };
   std::map<std::string, saved_template> templates_;
   std::set<std::string> building_;  ///< template ids whose build_template is running
+  std::map<std::string, std::string> retagged_;  ///< image -> digest, set by retag()
   int conversions_ = 0;
   int destroyed_ = 0;
 };

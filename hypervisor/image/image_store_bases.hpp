@@ -14,6 +14,7 @@ class image_store_bases final : public base_images {
   result<std::string> prepare(
       std::string_view image,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) override;
+  result<std::string> resolve(std::string_view image) override { return store_.resolve(image); }
   result<std::filesystem::path> base_disk(std::string_view digest) override;
   std::optional<std::uint64_t> known_size(std::string_view image) override;
   result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,

@@ -436,6 +436,10 @@ result<std::string> libvirt_driver::prepare_image(
   return images_.prepare(image, deadline);
 }
 
+result<std::string> libvirt_driver::resolve_image(std::string_view image) {
+  return images_.resolve(image);
+}
+
 result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (!valid_host_id(spec.host_id)) {
     return make_error(errc::vm_create_failed, "malformed host id");

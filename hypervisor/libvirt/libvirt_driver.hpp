@@ -68,6 +68,7 @@ class libvirt_driver final : public driver {
   result<std::string> prepare_image(
       std::string_view image,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) override;
+  result<std::string> resolve_image(std::string_view image) override;
   result<void> create_vm(const vm_spec& spec) override;
   result<void> wait_ready(const vm_spec& spec,
                           std::chrono::steady_clock::time_point deadline) override;
