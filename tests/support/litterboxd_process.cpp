@@ -109,6 +109,10 @@ litterboxd_process::litterboxd_process(litterboxd_options options) {
   for (const auto& [k, v] : options.env) {
     env.push_back(k + "=" + v);
   }
+  // Every create boots unless a test asks for templates (LITTERBOX_TEMPLATES=on in `env`,
+  // which comes first and so wins: getenv takes the first entry of a name): a template built
+  // in the background would turn a test's later creates into clones behind its back.
+  env.emplace_back("LITTERBOX_TEMPLATES=off");
   // Everything the child needs is prepared before fork: after it only async-signal-safe
   // calls are allowed (the test process has threads).
   std::vector<char*> argv;

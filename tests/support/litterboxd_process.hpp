@@ -23,7 +23,7 @@ struct litterboxd_options {
   /// <path>`.
   std::vector<std::string> args;
   /// Extra environment (the child gets only PATH, DATABASE_URL, SERVICE_TOKENS,
-  /// LITTERBOX_CONFIG=/dev/null and these).
+  /// LITTERBOX_CONFIG=/dev/null, these, and LITTERBOX_TEMPLATES=off unless these set it).
   std::vector<std::pair<std::string, std::string>> env;
   /// How long to wait for the port file before giving up.
   std::chrono::milliseconds start_timeout = std::chrono::seconds(30);
