@@ -29,8 +29,35 @@ constexpr const char* host_columns =
     "(extract(epoch from h.updated_at) * 1000000)::bigint, "
     "(extract(epoch from h.activated_at) * 1000000)::bigint, "
     "(extract(epoch from h.expires_at) * 1000000)::bigint, "
-    "(extract(epoch from h.provision_deadline) * 1000000)::bigint";
-constexpr int host_column_count = 23;
+    "(extract(epoch from h.provision_deadline) * 1000000)::bigint, h.pooled, h.create_path";
+constexpr int host_column_count = 25;
+
+constexpr const char* template_columns =
+    "t.id::text, t.image_digest, t.cpus, t.memory_mib, t.disk_gb, t.ssh_username, t.image, "
+    "t.status, t.owner_id::text, t.last_error, "
+    "(extract(epoch from t.retry_after) * 1000000)::bigint, "
+    "(extract(epoch from t.created_at) * 1000000)::bigint, "
+    "(extract(epoch from t.updated_at) * 1000000)::bigint, "
+    "(extract(epoch from t.ready_at) * 1000000)::bigint, "
+    "(extract(epoch from t.last_used_at) * 1000000)::bigint, "
+    "(SELECT s.port FROM ssh_ports s WHERE s.template_id = t.id)";
+
+// The pool key's columns of a host row ($1..$5: digest, cpus, memory_mib, disk_gb, user).
+constexpr const char* host_key_match =
+    "h.image_digest = $1 AND h.cpus = $2::integer AND h.memory_mib = $3::integer AND "
+    "h.disk_gb IS NOT DISTINCT FROM $4::integer AND h.ssh_username = $5";
+// The same for a template row; templates_key_idx is on COALESCE(disk_gb, 0).
+constexpr const char* template_key_match =
+    "t.image_digest = $1 AND t.cpus = $2::integer AND t.memory_mib = $3::integer AND "
+    "COALESCE(t.disk_gb, 0) = COALESCE($4::integer, 0) AND t.ssh_username = $5";
+// An instance that beat within three of its own intervals before $1 (claim_interrupted's
+// rule for "the owner is gone", negated).
+constexpr const char* owner_alive =
+    "EXISTS (SELECT 1 FROM instances i WHERE i.id = t.owner_id AND i.heartbeat_at >= "
+    "$1::timestamptz - make_interval(secs => 3.0 * i.heartbeat_interval_s))";
+// The class of the two-key advisory locks that serialise refills of one pool key (the
+// two-key space does not overlap the migrations' single-key lock).
+constexpr int pool_lock_class = 0x706f6f6c;  // "pool"
 
 constexpr int max_attempts = 5;
 constexpr int port_attempts = 200;
@@ -39,18 +66,25 @@ std::string cols() {
   return host_columns;
 }
 
+std::string tcols() {
+  return template_columns;
+}
+
 // Statements prepared on every connection; the hot ones (get_host) cost one round trip.
 std::vector<std::pair<std::string, std::string>> statements() {
   const std::string c = cols();
+  const std::string tc = tcols();
+  const std::string owner_alive_at_1 = owner_alive;
   return {
       {"get_host", "SELECT " + c + " FROM hosts h WHERE h.id = $1::uuid"},
       {"insert_host",
        "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
        "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
        "known_hosts, last_error, lease_seconds, owner_id, created_at, updated_at, activated_at, "
-       "expires_at, provision_deadline) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-       "$11, $12, $13, $14, $15, $16, $17, $18::uuid, $19::timestamptz, $20::timestamptz, "
-       "$21::timestamptz, $22::timestamptz, $23::timestamptz) RETURNING " +
+       "expires_at, provision_deadline, pooled, create_path) VALUES ($1::uuid, $2, $3, $4, $5, "
+       "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::uuid, $19::timestamptz, "
+       "$20::timestamptz, $21::timestamptz, $22::timestamptz, $23::timestamptz, $24::boolean, "
+       "$25) RETURNING " +
            c},
       {"delete_expired_key",
        "DELETE FROM idempotency_keys WHERE namespace = $1 AND key = $2 AND expires_at <= "
@@ -64,7 +98,8 @@ std::vector<std::pair<std::string, std::string>> statements() {
                        "WHERE k.namespace = $1 AND k.key = $2"},
       {"list_hosts",
        "SELECT " + c +
-           " FROM hosts h WHERE ($1::text[] IS NULL OR h.status = ANY($1::text[])) "
+           " FROM hosts h WHERE NOT h.pooled AND ($1::text[] IS NULL OR h.status = "
+           "ANY($1::text[])) "
            "AND ($2::uuid IS NULL OR h.id < $2::uuid) ORDER BY h.id DESC LIMIT $3::bigint"},
       {"host_status", "SELECT status FROM hosts WHERE id = $1::uuid"},
       {"renew",
@@ -76,6 +111,7 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"release_keys", "DELETE FROM idempotency_keys WHERE host_id = $1::uuid"},
       {"release_port", "DELETE FROM ssh_ports WHERE host_id = $1::uuid"},
       {"port_of", "SELECT port FROM ssh_ports WHERE host_id = $1::uuid"},
+      {"port_of_template", "SELECT port FROM ssh_ports WHERE template_id = $1::uuid"},
       {"free_port",
        // Concurrent creates must not all race for the same port: each searches the range
        // from its own starting point ($3, derived from its host id), wrapping around.
@@ -85,7 +121,10 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"lease_port",
        "INSERT INTO ssh_ports (port, host_id, leased_at) VALUES ($1, $2::uuid, $3::timestamptz) "
        "ON CONFLICT DO NOTHING RETURNING port"},
-      {"count_by_status", "SELECT status, count(*) FROM hosts GROUP BY status"},
+      {"lease_template_port",
+       "INSERT INTO ssh_ports (port, template_id, leased_at) VALUES ($1, $2::uuid, "
+       "$3::timestamptz) ON CONFLICT DO NOTHING RETURNING port"},
+      {"count_by_status", "SELECT status, count(*) FROM hosts WHERE NOT pooled GROUP BY status"},
       // The due condition is evaluated again on the newest row version when the row lock is
       // taken (READ COMMITTED re-check), and once more by the UPDATE: a renewal that
       // committed first wins. SKIP LOCKED keeps concurrent reapers from waiting on each other.
@@ -126,8 +165,73 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "DELETE FROM instances WHERE heartbeat_at < $1::timestamptz - make_interval(secs => "
        "greatest(3.0 * heartbeat_interval_s, 3600.0))"},
       {"all_ids", "SELECT id::text FROM hosts ORDER BY id"},
-      {"digests_in_use", "SELECT DISTINCT image_digest FROM hosts WHERE image_digest IS NOT NULL"},
+      {"digests_in_use",
+       "SELECT image_digest FROM hosts WHERE image_digest IS NOT NULL UNION "
+       "SELECT image_digest FROM templates"},
       {"ping", "SELECT 1"},
+      {"find_template", "SELECT " + tc + " FROM templates t WHERE " + template_key_match},
+      {"get_template", "SELECT " + tc + " FROM templates t WHERE t.id = $1::uuid"},
+      {"list_templates", "SELECT " + tc + " FROM templates t ORDER BY t.created_at, t.id"},
+      {"insert_template",
+       "INSERT INTO templates (id, image_digest, cpus, memory_mib, disk_gb, ssh_username, image, "
+       "status, owner_id, last_error, retry_after, created_at, updated_at, ready_at, "
+       "last_used_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, 'building', $8::uuid, '', NULL, "
+       "$9::timestamptz, $9::timestamptz, NULL, $9::timestamptz) ON CONFLICT (image_digest, "
+       "cpus, memory_mib, (COALESCE(disk_gb, 0)), ssh_username) DO NOTHING RETURNING id::text"},
+      {"lock_template_of_key", "SELECT t.id::text FROM templates t WHERE " +
+                                   std::string(template_key_match) + " FOR UPDATE"},
+      // Runs with the row locked, in a snapshot newer than the lock: the owner's liveness
+      // is judged on the latest beat.
+      {"take_over_template",
+       "UPDATE templates t SET status = 'building', owner_id = $3::uuid, retry_after = NULL, "
+       "ready_at = NULL, updated_at = $1::timestamptz WHERE t.id = $2::uuid AND "
+       "((t.status = 'failed' AND t.retry_after <= $1::timestamptz) OR (t.status = 'building' "
+       "AND NOT " +
+           owner_alive_at_1 + ")) RETURNING t.id"},
+      {"finish_template",
+       "UPDATE templates t SET status = CASE WHEN $4::boolean THEN 'ready' ELSE 'failed' END, "
+       "owner_id = NULL, last_error = CASE WHEN $4::boolean THEN '' ELSE $5 END, "
+       "retry_after = CASE WHEN $4::boolean THEN NULL ELSE $6::timestamptz END, "
+       "ready_at = CASE WHEN $4::boolean THEN $1::timestamptz ELSE t.ready_at END, "
+       "last_used_at = CASE WHEN $4::boolean THEN $1::timestamptz ELSE t.last_used_at END, "
+       "updated_at = $1::timestamptz "
+       "WHERE t.id = $2::uuid AND t.status = 'building' AND t.owner_id = $3::uuid RETURNING t.id"},
+      {"template_status", "SELECT status FROM templates WHERE id = $1::uuid"},
+      {"release_template_ports", "DELETE FROM ssh_ports WHERE template_id = ANY($1::uuid[])"},
+      {"lock_stale_templates",
+       "SELECT t.id::text FROM templates t WHERE t.status = 'building' AND NOT " +
+           owner_alive_at_1 + " ORDER BY t.id FOR UPDATE SKIP LOCKED"},
+      {"fail_stale_templates",
+       "UPDATE templates t SET status = 'failed', last_error = $3, retry_after = "
+       "$1::timestamptz, owner_id = NULL, updated_at = $1::timestamptz WHERE t.id = "
+       "ANY($2::uuid[]) AND t.status = 'building' AND NOT " +
+           owner_alive_at_1 + " RETURNING t.id::text"},
+      {"templates_by_ids",
+       "SELECT " + tc + " FROM templates t WHERE t.id = ANY($1::uuid[]) ORDER BY t.id"},
+      {"touch_template", "UPDATE templates SET last_used_at = $2::timestamptz WHERE id = $1::uuid"},
+      {"remove_template",
+       "DELETE FROM templates WHERE id = $1::uuid AND status = ANY($2::text[]) RETURNING 1"},
+      {"lock_pool_key", "SELECT pg_advisory_xact_lock($1::integer, hashtext($2))"},
+      {"count_live_members", "SELECT count(*) FROM hosts h WHERE h.pooled AND " +
+                                 std::string(host_key_match) +
+                                 " AND h.status NOT IN ('error', 'deleting')"},
+      {"lock_free_member",
+       "SELECT h.id::text FROM hosts h WHERE h.pooled AND h.status = 'active' AND " +
+           std::string(host_key_match) + " ORDER BY h.id LIMIT 1 FOR UPDATE SKIP LOCKED"},
+      {"claim_member",
+       "UPDATE hosts h SET pooled = false, status = 'bootstrapping', create_path = 'pool', "
+       "image = $3, instance_type = $4, expires_at = $5::timestamptz, lease_seconds = "
+       "$6::bigint, owner_id = $7::uuid, provision_deadline = $8::timestamptz, created_at = "
+       "$9::timestamptz, activated_at = NULL, updated_at = $2::timestamptz "
+       "WHERE h.id = $1::uuid AND h.pooled AND h.status = 'active' RETURNING " +
+           c},
+      {"retire_member",
+       "UPDATE hosts SET status = 'deleting', updated_at = $2::timestamptz WHERE id = $1::uuid "
+       "AND pooled AND status IN ('active', 'error') RETURNING 1"},
+      {"list_pool_members", "SELECT " + c + " FROM hosts h WHERE h.pooled ORDER BY h.id"},
+      {"count_pool",
+       "SELECT COALESCE(image_digest, ''), cpus, memory_mib, disk_gb, ssh_username, status, "
+       "count(*) FROM hosts WHERE pooled GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"},
   };
 }
 
@@ -214,7 +318,54 @@ host_record read_host(const pqxx::row& r) {
   h.activated_at = opt_ts(r[20]);
   h.expires_at = opt_ts(r[21]);
   rec.provision_deadline = opt_ts(r[22]);
+  rec.pooled = r[23].as<bool>();
+  if (!r[24].is_null()) {
+    rec.path = create_path_from(r[24].as<std::string>());
+    if (!rec.path) {
+      throw std::runtime_error("unknown create path in database");
+    }
+  }
   return rec;
+}
+
+template_status parse_template_status(const pqxx::field& f) {
+  const auto text = f.as<std::string>();
+  for (auto s : {template_status::building, template_status::ready, template_status::failed}) {
+    if (text == to_string(s)) {
+      return s;
+    }
+  }
+  throw std::runtime_error("unknown template status in database");
+}
+
+template_record read_template(const pqxx::row& r) {
+  template_record t;
+  t.id = r[0].as<std::string>();
+  t.key.image_digest = r[1].as<std::string>();
+  t.key.cpus = r[2].as<int>();
+  t.key.memory_mib = r[3].as<int>();
+  t.key.disk_gb = opt<int>(r[4]);
+  t.key.ssh_username = r[5].as<std::string>();
+  t.image = r[6].as<std::string>();
+  t.status = parse_template_status(r[7]);
+  t.owner_id = opt<std::string>(r[8]);
+  t.last_error = r[9].as<std::string>();
+  t.retry_after = opt_ts(r[10]);
+  t.created_at = from_us(r[11].as<std::int64_t>());
+  t.updated_at = from_us(r[12].as<std::int64_t>());
+  t.ready_at = opt_ts(r[13]);
+  t.last_used_at = from_us(r[14].as<std::int64_t>());
+  t.ssh_port = opt<int>(r[15]).value_or(0);
+  return t;
+}
+
+std::vector<template_record> read_templates(const pqxx::result& res) {
+  std::vector<template_record> out;
+  out.reserve(res.size());
+  for (const auto& row : res) {
+    out.push_back(read_template(row));
+  }
+  return out;
 }
 
 std::vector<host_record> read_hosts(const pqxx::result& res) {
@@ -388,14 +539,19 @@ int port_search_start(std::string_view host_id, int lo, int hi) {
   return static_cast<int>(hash % static_cast<std::uint64_t>(hi - lo + 1));
 }
 
+// Who a port is leased to: a host, or the boot of a template guest (ssh_ports.template_id).
+enum class port_holder { host, template_build };
+
 // Leases a free port of [lo, hi] to `id` inside `tx`; nullopt when none is free. Another
 // transaction may take the port picked between the two statements: the primary key turns
 // that into an empty insert (after waiting for the other to finish) and we pick again.
+// Ports of both kinds of holder are one table, so a host never gets a template's port.
 std::optional<int> lease_free_port(pqxx::transaction_base& tx, const std::string& id, int lo,
-                                   int hi, timestamp now) {
+                                   int hi, timestamp now, port_holder holder = port_holder::host) {
+  const bool host = holder == port_holder::host;
   const int start = port_search_start(id, lo, hi);
   for (int attempt = 0; attempt < port_attempts; ++attempt) {
-    const auto held = tx.exec_prepared("port_of", id);
+    const auto held = tx.exec_prepared(host ? "port_of" : "port_of_template", id);
     if (!held.empty()) {
       return held[0][0].as<int>();
     }
@@ -403,7 +559,8 @@ std::optional<int> lease_free_port(pqxx::transaction_base& tx, const std::string
     if (free.empty()) {
       return std::nullopt;
     }
-    const auto leased = tx.exec_prepared("lease_port", free[0][0].as<int>(), id, ts(now));
+    const auto leased = tx.exec_prepared(host ? "lease_port" : "lease_template_port",
+                                         free[0][0].as<int>(), id, ts(now));
     if (!leased.empty()) {
       return leased[0][0].as<int>();
     }
@@ -413,6 +570,47 @@ std::optional<int> lease_free_port(pqxx::transaction_base& tx, const std::string
 
 error no_port() {
   return make_error(errc::capacity, "no SSH port left");
+}
+
+std::optional<std::string> path_text(const std::optional<create_path>& p) {
+  if (!p) {
+    return std::nullopt;
+  }
+  return std::string(to_string(*p));
+}
+
+// Inserts row `h` under `id` (owner `owner`, already checked to be a UUID) and leases its
+// port; false (and the caller rolls back) when no port is free, so that a row never exists
+// without its port and running out keeps nothing.
+bool insert_row(pqxx::transaction_base& tx, const std::string& id, const host_record& h,
+                const std::optional<std::string>& owner, port_range ports, timestamp now,
+                insert_outcome& out) {
+  const schema::host& w = h.host;
+  out.created = true;
+  out.existing = read_host(tx.exec_prepared1(
+      "insert_host", id, w.name, std::string(schema::to_string(w.status)), w.provider, w.image,
+      w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
+      w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
+      ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at),
+      ts(h.provision_deadline), h.pooled, path_text(h.path)));
+  const auto port = lease_free_port(tx, id, ports.lo, ports.hi, now);
+  if (!port) {
+    return false;
+  }
+  out.port = *port;
+  return true;
+}
+
+// The owner column of a row: NULL, or the owner's UUID; an owner that is no UUID is an error.
+result<std::optional<std::string>> owner_column(const std::optional<std::string>& owner) {
+  if (!owner) {
+    return std::optional<std::string>();
+  }
+  auto id = parse_uuid(*owner);
+  if (!id) {
+    return make_error(errc::internal, "owner id is not a UUID");
+  }
+  return id;
 }
 
 }  // namespace
@@ -427,31 +625,11 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
   if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi) {
     return no_port();
   }
-  std::optional<std::string> owner;
-  if (h.owner_id) {
-    owner = parse_uuid(*h.owner_id);
-    if (!owner) {
-      return make_error(errc::internal, "owner id is not a UUID");
-    }
+  const auto owner_col = owner_column(h.owner_id);
+  if (!owner_col) {
+    return owner_col.error();
   }
-  const schema::host& w = h.host;
-  // Inserts the row and leases its port; false (and the caller rolls back) when no port is
-  // free, so that a row never exists without its port and running out keeps nothing.
-  auto insert_row = [&](pqxx::transaction_base& tx, insert_outcome& out) {
-    out.created = true;
-    out.existing = read_host(tx.exec_prepared1(
-        "insert_host", *id, w.name, std::string(schema::to_string(w.status)), w.provider, w.image,
-        w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
-        w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
-        ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at),
-        ts(h.provision_deadline)));
-    const auto port = lease_free_port(tx, *id, ports.lo, ports.hi, now);
-    if (!port) {
-      return false;
-    }
-    out.port = *port;
-    return true;
-  };
+  const auto& owner = *owner_col;
   return run<insert_outcome>(
       *pool_, "insert_host", [&](pqxx::connection& conn) -> result<insert_outcome> {
         if (!key) {
@@ -459,7 +637,7 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           // commit would insert the row twice.
           pqxx::work tx(conn);
           insert_outcome out;
-          if (!insert_row(tx, out)) {
+          if (!insert_row(tx, *id, h, owner, ports, now, out)) {
             tx.abort();
             return no_port();
           }
@@ -476,7 +654,7 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
                                                 *id, ts(now), ts(key->expires_at));
           if (!claimed.empty()) {
             insert_outcome out;
-            if (!insert_row(tx, out)) {
+            if (!insert_row(tx, *id, h, owner, ports, now, out)) {
               tx.abort();  // the key goes with it: a retry is a fresh create
               return no_port();
             }
@@ -585,6 +763,9 @@ result<host_record> pg_store::transition(std::string_view id_text,
   }
   if (patch.clear_owner) {
     sets += ", owner_id = NULL";
+  }
+  if (patch.path) {
+    set("create_path", "", std::string(to_string(*patch.path)));
   }
   const std::string sql = "UPDATE hosts h SET " + sets +
                           " WHERE h.id = $1::uuid AND h.status = ANY($2::text[]) RETURNING " +
@@ -789,6 +970,389 @@ result<void> pg_store::ping() {
     tx.exec_prepared("ping");
     return {};
   });
+}
+
+namespace {
+
+error template_not_found() {
+  return make_error(errc::not_found, "template not found");
+}
+
+// The parameters $1..$5 of host_key_match / template_key_match.
+struct key_params {
+  std::string image_digest;
+  int cpus;
+  int memory_mib;
+  std::optional<int> disk_gb;
+  std::string ssh_username;
+};
+
+key_params params_of(const template_key_row& k) {
+  return key_params{k.image_digest, k.cpus, k.memory_mib, k.disk_gb, k.ssh_username};
+}
+
+// What names a pool key to the advisory lock (hashtext of it).
+std::string lock_name(const template_key_row& k) {
+  return k.image_digest + "\n" + std::to_string(k.cpus) + "\n" + std::to_string(k.memory_mib) +
+         "\n" + (k.disk_gb ? std::to_string(*k.disk_gb) : std::string()) + "\n" + k.ssh_username;
+}
+
+// A text[] / uuid[] literal of `ids` (UUIDs and status names: nothing to quote).
+std::string array_literal(const std::vector<std::string>& ids) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i != 0) {
+      out += ',';
+    }
+    out += ids[i];
+  }
+  out += '}';
+  return out;
+}
+
+std::string template_status_array(const std::vector<template_status>& statuses) {
+  std::vector<std::string> names;
+  names.reserve(statuses.size());
+  for (auto s : statuses) {
+    names.emplace_back(to_string(s));
+  }
+  return array_literal(names);
+}
+
+bool fingerprint_matches(const std::string& stored, const idempotency_claim& key) {
+  return stored == key.fingerprint ||
+         (!key.legacy_fingerprint.empty() && stored == key.legacy_fingerprint);
+}
+
+// The host an unexpired Idempotency-Key names, as a replay; nullopt when the key is free.
+std::optional<insert_outcome> key_replay(pqxx::transaction_base& tx, const idempotency_claim& key,
+                                         timestamp now) {
+  tx.exec_prepared("delete_expired_key", key.ns, key.key, ts(now));
+  const auto held = tx.exec_prepared("key_host", key.ns, key.key);
+  if (held.empty()) {
+    return std::nullopt;
+  }
+  insert_outcome out;
+  out.created = false;
+  out.existing = read_host(held[0]);
+  out.fingerprint_matches = fingerprint_matches(held[0][host_column_count].as<std::string>(), key);
+  return out;
+}
+
+}  // namespace
+
+result<std::optional<template_record>> pg_store::find_template(const template_key_row& key) {
+  const auto k = params_of(key);
+  return run<std::optional<template_record>>(
+      *pool_, "find_template",
+      [&](pqxx::connection& conn) -> result<std::optional<template_record>> {
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("find_template", k.image_digest, k.cpus, k.memory_mib,
+                                        k.disk_gb, k.ssh_username);
+        if (r.empty()) {
+          return std::optional<template_record>();
+        }
+        return std::optional<template_record>(read_template(r[0]));
+      });
+}
+
+result<std::vector<template_record>> pg_store::list_templates() {
+  return run<std::vector<template_record>>(
+      *pool_, "list_templates",
+      [&](pqxx::connection& conn) -> result<std::vector<template_record>> {
+        pqxx::nontransaction tx(conn);
+        return read_templates(tx.exec_prepared("list_templates"));
+      });
+}
+
+result<std::optional<template_record>> pg_store::claim_template_build(const template_record& want,
+                                                                      port_range ports,
+                                                                      timestamp now) {
+  const auto id = parse_uuid(want.id);
+  if (!id) {
+    return make_error(errc::internal, "template id is not a UUID");
+  }
+  const auto owner = want.owner_id ? parse_uuid(*want.owner_id) : std::nullopt;
+  if (!owner) {
+    return make_error(errc::internal, "owner id is not a UUID");
+  }
+  if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi) {
+    return no_port();
+  }
+  const auto k = params_of(want.key);
+  return run<std::optional<template_record>>(
+      *pool_, "claim_template_build",
+      [&](pqxx::connection& conn) -> result<std::optional<template_record>> {
+        for (int attempt = 0; attempt < max_attempts; ++attempt) {
+          // The key's unique index decides between concurrent first builds: ON CONFLICT waits
+          // for the other insert and yields to it. A row that exists is locked before its
+          // state is judged, so two takeovers never both win.
+          pqxx::work tx(conn);
+          const auto inserted =
+              tx.exec_prepared("insert_template", *id, k.image_digest, k.cpus, k.memory_mib,
+                               k.disk_gb, k.ssh_username, want.image, *owner, ts(now));
+          std::string row_id;
+          if (!inserted.empty()) {
+            row_id = inserted[0][0].as<std::string>();
+          } else {
+            const auto locked = tx.exec_prepared("lock_template_of_key", k.image_digest, k.cpus,
+                                                 k.memory_mib, k.disk_gb, k.ssh_username);
+            if (locked.empty()) {
+              continue;  // removed between the two statements: try to insert again
+            }
+            row_id = locked[0][0].as<std::string>();
+            if (tx.exec_prepared("take_over_template", ts(now), row_id, *owner).empty()) {
+              return std::optional<template_record>();  // someone else has it
+            }
+          }
+          if (!lease_free_port(tx, row_id, ports.lo, ports.hi, now, port_holder::template_build)) {
+            tx.abort();  // the insert or takeover goes with it
+            return no_port();
+          }
+          auto row = read_template(tx.exec_prepared1("get_template", row_id));
+          // Explicit commit: losing it is outcome_unknown, never a second claim by a retry.
+          tx.commit();
+          return std::optional<template_record>(std::move(row));
+        }
+        return make_error(errc::unavailable, "database unavailable: template contention");
+      });
+}
+
+result<template_record> pg_store::finish_template(std::string_view id_text,
+                                                  std::string_view owner_id, bool ready,
+                                                  const std::string& last_error,
+                                                  std::optional<timestamp> retry_after,
+                                                  timestamp now) {
+  const auto id = parse_uuid(id_text);
+  if (!id) {
+    return template_not_found();
+  }
+  // An owner that is no UUID owns nothing: the CAS fails and the row's state is reported.
+  const auto owner = parse_uuid(owner_id);
+  return run<template_record>(
+      *pool_, "finish_template", [&](pqxx::connection& conn) -> result<template_record> {
+        pqxx::work tx(conn);
+        const auto r = tx.exec_prepared("finish_template", ts(now), *id, owner, ready, last_error,
+                                        ts(retry_after));
+        if (r.empty()) {
+          const auto st = tx.exec_prepared("template_status", *id);
+          if (st.empty()) {
+            return template_not_found();
+          }
+          return make_error(errc::host_state, "template is " + st[0][0].as<std::string>() +
+                                                  " and no longer built by this instance");
+        }
+        tx.exec_prepared("release_template_ports", array_literal({*id}));
+        auto row = read_template(tx.exec_prepared1("get_template", *id));
+        tx.commit();
+        return row;
+      });
+}
+
+result<std::vector<template_record>> pg_store::claim_stale_template_builds(
+    timestamp now, const std::string& last_error) {
+  return run<std::vector<template_record>>(
+      *pool_, "claim_stale_template_builds",
+      [&](pqxx::connection& conn) -> result<std::vector<template_record>> {
+        // Lock first (SKIP LOCKED: concurrent sweeps and takeovers never wait on each other),
+        // then fail in a newer snapshot that re-judges each owner on its latest beat.
+        pqxx::work tx(conn);
+        std::vector<std::string> ids;
+        for (const auto& row : tx.exec_prepared("lock_stale_templates", ts(now))) {
+          ids.push_back(row[0].as<std::string>());
+        }
+        if (ids.empty()) {
+          return std::vector<template_record>{};
+        }
+        std::vector<std::string> failed;
+        for (const auto& row :
+             tx.exec_prepared("fail_stale_templates", ts(now), array_literal(ids), last_error)) {
+          failed.push_back(row[0].as<std::string>());
+        }
+        if (failed.empty()) {
+          return std::vector<template_record>{};
+        }
+        tx.exec_prepared("release_template_ports", array_literal(failed));
+        auto out = read_templates(tx.exec_prepared("templates_by_ids", array_literal(failed)));
+        tx.commit();
+        return out;
+      });
+}
+
+result<void> pg_store::touch_template(std::string_view id_text, timestamp now) {
+  const auto id = parse_uuid(id_text);
+  if (!id) {
+    return {};
+  }
+  return run<void>(*pool_, "touch_template", [&](pqxx::connection& conn) -> result<void> {
+    pqxx::nontransaction tx(conn);
+    tx.exec_prepared("touch_template", *id, ts(now));
+    return {};
+  });
+}
+
+result<bool> pg_store::remove_template(std::string_view id_text,
+                                       const std::vector<template_status>& from) {
+  const auto id = parse_uuid(id_text);
+  if (!id) {
+    return false;
+  }
+  const auto statuses = template_status_array(from);
+  return run<bool>(*pool_, "remove_template", [&](pqxx::connection& conn) -> result<bool> {
+    pqxx::work tx(conn);
+    const bool removed = !tx.exec_prepared("remove_template", *id, statuses).empty();
+    tx.commit();
+    return removed;
+  });
+}
+
+result<insert_outcome> pg_store::insert_pool_member(const host_record& h,
+                                                    const template_key_row& key, int target,
+                                                    port_range ports, timestamp now) {
+  const auto id = host_id(h.host.id);
+  if (!id) {
+    return make_error(errc::internal, "host id is not a UUID");
+  }
+  if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi) {
+    return no_port();
+  }
+  const auto owner_col = owner_column(h.owner_id);
+  if (!owner_col) {
+    return owner_col.error();
+  }
+  // A member is the key's by its columns: they are what claims and counts match on.
+  host_record member = h;
+  member.pooled = true;
+  member.host.status = host_status::provisioning;
+  member.host.image_digest = key.image_digest;
+  member.host.cpus = key.cpus;
+  member.host.memory_mib = key.memory_mib;
+  member.host.disk_gb = key.disk_gb;
+  member.host.ssh_username = key.ssh_username;
+  const auto k = params_of(key);
+  const auto name = lock_name(key);
+  return run<insert_outcome>(
+      *pool_, "insert_pool_member", [&](pqxx::connection& conn) -> result<insert_outcome> {
+        // Count and insert under one lock per key, held to the end of the transaction: two
+        // refills of one key (in any process) never both see room for the last member.
+        pqxx::work tx(conn);
+        tx.exec_prepared("lock_pool_key", pool_lock_class, name);
+        const auto live = tx.exec_prepared1("count_live_members", k.image_digest, k.cpus,
+                                            k.memory_mib, k.disk_gb, k.ssh_username)[0]
+                              .as<std::int64_t>();
+        if (live >= target) {
+          tx.abort();
+          return insert_outcome{false, {}, true, 0};
+        }
+        insert_outcome out;
+        if (!insert_row(tx, *id, member, *owner_col, ports, now, out)) {
+          tx.abort();
+          return no_port();
+        }
+        tx.commit();
+        return out;
+      });
+}
+
+result<std::optional<insert_outcome>> pg_store::claim_pool_member(
+    const pool_claim& c, const std::optional<idempotency_claim>& key, timestamp now) {
+  const auto owner_col = owner_column(c.as.owner_id);
+  if (!owner_col) {
+    return owner_col.error();
+  }
+  const auto k = params_of(c.key);
+  const schema::host& as = c.as.host;
+  return run<std::optional<insert_outcome>>(
+      *pool_, "claim_pool_member",
+      [&](pqxx::connection& conn) -> result<std::optional<insert_outcome>> {
+        for (int attempt = 0; attempt < max_attempts; ++attempt) {
+          {
+            pqxx::work tx(conn);
+            if (key) {
+              // The common replay touches no member.
+              if (auto held = key_replay(tx, *key, now)) {
+                tx.commit();
+                return held;
+              }
+            }
+            const auto free = tx.exec_prepared("lock_free_member", k.image_digest, k.cpus,
+                                               k.memory_mib, k.disk_gb, k.ssh_username);
+            if (free.empty()) {
+              return std::optional<insert_outcome>();  // rolled back: the key stays free
+            }
+            const auto member = free[0][0].as<std::string>();
+            if (key && tx.exec_prepared("insert_key", key->ns, key->key, key->fingerprint, member,
+                                        ts(now), ts(key->expires_at))
+                           .empty()) {
+              // A concurrent claim of the same key committed first (ON CONFLICT waited for
+              // it). This transaction rolls back, and the member with it; the winner's host
+              // is read in a fresh snapshot below.
+              tx.abort();
+            } else {
+              insert_outcome out;
+              out.created = true;
+              out.existing = read_host(tx.exec_prepared1(
+                  "claim_member", member, ts(now), as.image, as.instance_type, ts(as.expires_at),
+                  c.as.lease_seconds, *owner_col, ts(c.as.provision_deadline), ts(as.created_at)));
+              const auto port = tx.exec_prepared("port_of", member);
+              out.port = port.empty() ? 0 : port[0][0].as<int>();
+              // Explicit commit: losing it is outcome_unknown, never a second claim.
+              tx.commit();
+              return std::optional<insert_outcome>(std::move(out));
+            }
+          }
+          pqxx::work tx(conn);
+          auto replay = key_replay(tx, *key, now);
+          tx.commit();
+          if (replay) {
+            return replay;
+          }
+          // The winner's key went again (its create failed at once): claim afresh.
+        }
+        return make_error(errc::unavailable, "database unavailable: idempotency key contention");
+      });
+}
+
+result<bool> pg_store::retire_pool_member(std::string_view id_text, timestamp now) {
+  const auto id = host_id(id_text);
+  if (!id) {
+    return false;
+  }
+  return run<bool>(*pool_, "retire_pool_member", [&](pqxx::connection& conn) -> result<bool> {
+    // Explicit commit: a retry after an unseen commit would report a retired member as not.
+    pqxx::work tx(conn);
+    const bool retired = !tx.exec_prepared("retire_member", *id, ts(now)).empty();
+    tx.commit();
+    return retired;
+  });
+}
+
+result<std::vector<host_record>> pg_store::list_pool_members() {
+  return run<std::vector<host_record>>(
+      *pool_, "list_pool_members", [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
+        pqxx::nontransaction tx(conn);
+        return read_hosts(tx.exec_prepared("list_pool_members"));
+      });
+}
+
+result<std::vector<pool_count>> pg_store::count_pool() {
+  return run<std::vector<pool_count>>(
+      *pool_, "count_pool", [&](pqxx::connection& conn) -> result<std::vector<pool_count>> {
+        pqxx::nontransaction tx(conn);
+        std::vector<pool_count> out;
+        for (const auto& row : tx.exec_prepared("count_pool")) {
+          pool_count c;
+          c.key.image_digest = row[0].as<std::string>();
+          c.key.cpus = row[1].as<int>();
+          c.key.memory_mib = row[2].as<int>();
+          c.key.disk_gb = opt<int>(row[3]);
+          c.key.ssh_username = row[4].as<std::string>();
+          c.status = parse_status(row[5]);
+          c.count = row[6].as<std::int64_t>();
+          out.push_back(std::move(c));
+        }
+        return out;
+      });
 }
 
 }  // namespace litterbox::controlplane::pg

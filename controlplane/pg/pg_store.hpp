@@ -56,6 +56,27 @@ class pg_store final : public store {
   result<std::vector<std::string>> all_host_ids() override;
   result<std::vector<std::string>> image_digests_in_use() override;
   result<void> ping() override;
+  result<std::optional<template_record>> find_template(const template_key_row& key) override;
+  result<std::vector<template_record>> list_templates() override;
+  result<std::optional<template_record>> claim_template_build(const template_record& want,
+                                                              port_range ports,
+                                                              timestamp now) override;
+  result<template_record> finish_template(std::string_view id, std::string_view owner_id,
+                                          bool ready, const std::string& last_error,
+                                          std::optional<timestamp> retry_after,
+                                          timestamp now) override;
+  result<std::vector<template_record>> claim_stale_template_builds(
+      timestamp now, const std::string& last_error) override;
+  result<void> touch_template(std::string_view id, timestamp now) override;
+  result<bool> remove_template(std::string_view id,
+                               const std::vector<template_status>& from) override;
+  result<insert_outcome> insert_pool_member(const host_record& h, const template_key_row& key,
+                                            int target, port_range ports, timestamp now) override;
+  result<std::optional<insert_outcome>> claim_pool_member(
+      const pool_claim& c, const std::optional<idempotency_claim>& key, timestamp now) override;
+  result<bool> retire_pool_member(std::string_view id, timestamp now) override;
+  result<std::vector<host_record>> list_pool_members() override;
+  result<std::vector<pool_count>> count_pool() override;
 
  private:
   std::unique_ptr<connection_pool> pool_;

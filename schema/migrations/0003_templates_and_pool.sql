@@ -39,5 +39,5 @@ ALTER TABLE hosts ADD COLUMN create_path text CHECK (create_path IN ('pool', 'cl
 -- Rows created before this version were all booted.
 UPDATE hosts SET create_path = 'boot';
 
-CREATE INDEX hosts_pool_idx ON hosts (image_digest, cpus, memory_mib, id)
-  WHERE pooled AND status = 'active';
+-- A claim takes the oldest active member of a key; a refill counts the key's live members.
+CREATE INDEX hosts_pool_idx ON hosts (image_digest, cpus, memory_mib, status, id) WHERE pooled;

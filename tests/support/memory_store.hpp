@@ -25,6 +25,10 @@ class memory_store final : public store {
   bool lose_insert_commit = false;
   /// The next transition to this status lands but reports outcome_unknown.
   std::optional<schema::host_status> lose_commit_to;
+  /// The next insert_pool_member that inserts lands but reports outcome_unknown.
+  bool lose_pool_insert_commit = false;
+  /// The next claim_pool_member that claims lands but reports outcome_unknown.
+  bool lose_pool_claim_commit = false;
   /// Called (without the lock) at the start of claim_interrupted: lets a test act as an owner
   /// that wins the race against recovery.
   std::function<void()> before_claim;
@@ -99,7 +103,7 @@ class memory_store final : public store {
     std::vector<host_record> out;
     for (auto it = hosts_.rbegin(); it != hosts_.rend(); ++it) {
       const auto& h = it->second.host;
-      if (after && h.id >= *after)
+      if (it->second.pooled || (after && h.id >= *after))
         continue;
       if (!q.statuses.empty() &&
           std::find(q.statuses.begin(), q.statuses.end(), h.status) == q.statuses.end())
@@ -149,6 +153,8 @@ class memory_store final : public store {
     }
     if (p.release_port)
       ports_.erase(r.host.id);
+    if (p.path)
+      r.path = p.path;
     r.host.updated_at = now;
     if (lose_commit_to && p.status == lose_commit_to) {
       lose_commit_to.reset();
@@ -220,8 +226,10 @@ class memory_store final : public store {
           schema::host_status::creating_vm, schema::host_status::bootstrapping,
           schema::host_status::active, schema::host_status::deleting, schema::host_status::error})
       out[s] = 0;
-    for (const auto& [id, r] : hosts_)
-      ++out[r.host.status];
+    for (const auto& [id, r] : hosts_) {
+      if (!r.pooled)
+        ++out[r.host.status];
+    }
     return out;
   }
 
@@ -254,7 +262,8 @@ class memory_store final : public store {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    beats_[std::string(instance_id)] = beat{now, std::max(interval, std::chrono::seconds(1))};
+    beats_[parse_uuid(instance_id).value_or(std::string(instance_id))] =
+        beat{now, std::max(interval, std::chrono::seconds(1))};
     return {};
   }
 
@@ -273,10 +282,8 @@ class memory_store final : public store {
         break;
       if (!schema::is_provisioning(r.host.status))
         continue;
-      const auto b = r.owner_id ? beats_.find(*r.owner_id) : beats_.end();
-      const bool gone = b == beats_.end() || b->second.at < now - 3 * b->second.interval;
       const bool overdue = r.provision_deadline && *r.provision_deadline + grace < now;
-      if (!gone && !overdue)
+      if (!gone(r.owner_id, now) && !overdue)
         continue;
       interrupted_host h;
       h.was = r.host.status;
@@ -305,8 +312,11 @@ class memory_store final : public store {
           std::max<std::chrono::seconds>(3 * b->second.interval, std::chrono::hours(1));
       if (b->second.at < now - dead_after) {
         for (auto& [id, r] : hosts_)
-          if (r.owner_id == b->first)
+          if (r.owner_id && parse_uuid(*r.owner_id).value_or(*r.owner_id) == b->first)
             r.owner_id.reset();
+        for (auto& [id, t] : templates_)
+          if (t.owner_id == b->first)
+            t.owner_id.reset();
         b = beats_.erase(b);
         ++pruned;
       } else {
@@ -340,6 +350,8 @@ class memory_store final : public store {
       if (r.host.image_digest)
         out.insert(*r.host.image_digest);
     }
+    for (const auto& [id, t] : templates_)
+      out.insert(t.key.image_digest);
     return std::vector<std::string>(out.begin(), out.end());
   }
 
@@ -347,6 +359,276 @@ class memory_store final : public store {
     if (down)
       return unavailable();
     return {};
+  }
+
+  result<std::optional<template_record>> find_template(const template_key_row& key) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    for (const auto& [id, t] : templates_) {
+      if (t.key == key)
+        return std::optional<template_record>(with_port(t));
+    }
+    return std::optional<template_record>();
+  }
+
+  result<std::vector<template_record>> list_templates() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<template_record> out;
+    for (const auto& [id, t] : templates_)
+      out.push_back(with_port(t));
+    return out;
+  }
+
+  result<std::optional<template_record>> claim_template_build(const template_record& want,
+                                                              port_range ports,
+                                                              timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto id = parse_uuid(want.id);
+    if (!id)
+      return make_error(errc::internal, "template id is not a UUID");
+    const auto owner = want.owner_id ? parse_uuid(*want.owner_id) : std::nullopt;
+    if (!owner)
+      return make_error(errc::internal, "owner id is not a UUID");
+    if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi)
+      return make_error(errc::capacity, "no SSH port left");
+    auto it = std::find_if(templates_.begin(), templates_.end(),
+                           [&](const auto& e) { return e.second.key == want.key; });
+    if (it != templates_.end()) {
+      const auto& t = it->second;
+      const bool retryable =
+          t.status == template_status::failed && t.retry_after && *t.retry_after <= now;
+      const bool abandoned = t.status == template_status::building && gone(t.owner_id, now);
+      if (!retryable && !abandoned)
+        return std::optional<template_record>();
+    } else if (templates_.count(*id) != 0) {
+      return make_error(errc::internal, "database error");  // the primary key refuses it
+    }
+    const std::string row_id = it != templates_.end() ? it->first : *id;
+    const auto port = free_port(ports.lo, ports.hi, template_port_key(row_id));
+    if (!port)
+      return make_error(errc::capacity, "no SSH port left");
+    template_record row;
+    if (it != templates_.end()) {
+      row = it->second;  // a takeover keeps the id, the key, the image and the history
+    } else {
+      row = want;
+      row.id = *id;
+      row.last_error.clear();
+      row.created_at = now;
+      row.ready_at.reset();
+      row.last_used_at = now;
+    }
+    row.status = template_status::building;
+    row.owner_id = *owner;
+    row.retry_after.reset();
+    row.updated_at = now;
+    row.ssh_port = 0;
+    templates_[row_id] = row;
+    ports_[template_port_key(row_id)] = *port;
+    return std::optional<template_record>(with_port(row));
+  }
+
+  result<template_record> finish_template(std::string_view id, std::string_view owner_id,
+                                          bool ready, const std::string& last_error,
+                                          std::optional<timestamp> retry_after,
+                                          timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto canonical = parse_uuid(id);
+    auto it = canonical ? templates_.find(*canonical) : templates_.end();
+    if (it == templates_.end())
+      return make_error(errc::not_found, "template not found");
+    auto& t = it->second;
+    const auto owner = parse_uuid(owner_id);
+    if (t.status != template_status::building || !owner || t.owner_id != owner)
+      return make_error(errc::host_state, "template is " + std::string(to_string(t.status)) +
+                                              " and no longer built by this instance");
+    if (ready) {
+      t.status = template_status::ready;
+      t.last_error.clear();
+      t.retry_after.reset();
+      t.ready_at = now;
+      t.last_used_at = now;
+    } else {
+      t.status = template_status::failed;
+      t.last_error = last_error;
+      t.retry_after = retry_after;
+    }
+    t.owner_id.reset();
+    t.updated_at = now;
+    ports_.erase(template_port_key(t.id));
+    return with_port(t);
+  }
+
+  result<std::vector<template_record>> claim_stale_template_builds(
+      timestamp now, const std::string& last_error) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<template_record> out;
+    for (auto& [id, t] : templates_) {
+      if (t.status != template_status::building || !gone(t.owner_id, now))
+        continue;
+      t.status = template_status::failed;
+      t.last_error = last_error;
+      t.retry_after = now;
+      t.owner_id.reset();
+      t.updated_at = now;
+      ports_.erase(template_port_key(id));
+      out.push_back(with_port(t));
+    }
+    return out;
+  }
+
+  result<void> touch_template(std::string_view id, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto canonical = parse_uuid(id);
+    if (auto it = canonical ? templates_.find(*canonical) : templates_.end();
+        it != templates_.end())
+      it->second.last_used_at = now;
+    return {};
+  }
+
+  result<bool> remove_template(std::string_view id,
+                               const std::vector<template_status>& from) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto canonical = parse_uuid(id);
+    auto it = canonical ? templates_.find(*canonical) : templates_.end();
+    if (it == templates_.end() ||
+        std::find(from.begin(), from.end(), it->second.status) == from.end())
+      return false;
+    ports_.erase(template_port_key(it->first));
+    templates_.erase(it);
+    return true;
+  }
+
+  result<insert_outcome> insert_pool_member(const host_record& h, const template_key_row& key,
+                                            int target, port_range ports, timestamp) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto id = parse_uuid(h.host.id);
+    if (!id)
+      return make_error(errc::internal, "host id is not a UUID");
+    if (ports.lo < 1 || ports.hi > 65535 || ports.lo > ports.hi)
+      return make_error(errc::capacity, "no SSH port left");
+    const auto live = std::count_if(hosts_.begin(), hosts_.end(), [&](const auto& e) {
+      const auto s = e.second.host.status;
+      return e.second.pooled && key_of(e.second) == key && s != schema::host_status::error &&
+             s != schema::host_status::deleting;
+    });
+    if (live >= target)
+      return insert_outcome{false, {}, true, 0};
+    if (hosts_.count(*id) != 0)
+      return make_error(errc::internal, "database error");  // the primary key refuses it
+    const auto port = free_port(ports.lo, ports.hi);
+    if (!port)
+      return make_error(errc::capacity, "no SSH port left");
+    auto row = member_row(h, key);
+    row.host.id = *id;
+    hosts_[*id] = row;
+    ports_[*id] = *port;
+    insert_outcome out{true, row, true, *port};
+    if (std::exchange(lose_pool_insert_commit, false))
+      return make_error(errc::outcome_unknown, "commit outcome unknown");
+    return out;
+  }
+
+  result<std::optional<insert_outcome>> claim_pool_member(
+      const pool_claim& c, const std::optional<idempotency_claim>& key, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (key) {
+      auto it = keys_.find(key->ns + "\n" + key->key);
+      if (it != keys_.end() && it->second.claim.expires_at > now &&
+          hosts_.count(it->second.host_id) != 0) {
+        const auto& stored = it->second.claim.fingerprint;
+        return std::optional<insert_outcome>(insert_outcome{
+            false, hosts_.at(it->second.host_id),
+            stored == key->fingerprint ||
+                (!key->legacy_fingerprint.empty() && stored == key->legacy_fingerprint)});
+      }
+    }
+    auto m = std::find_if(hosts_.begin(), hosts_.end(), [&](const auto& e) {
+      return e.second.pooled && e.second.host.status == schema::host_status::active &&
+             key_of(e.second) == c.key;
+    });
+    if (m == hosts_.end())
+      return std::optional<insert_outcome>();
+    auto& r = m->second;
+    r.pooled = false;
+    r.path = create_path::pool;
+    r.host.status = schema::host_status::bootstrapping;
+    r.host.image = c.as.host.image;
+    r.host.instance_type = c.as.host.instance_type;
+    r.host.expires_at = c.as.host.expires_at;
+    r.host.activated_at.reset();
+    r.host.created_at = c.as.host.created_at;
+    r.host.updated_at = now;
+    r.lease_seconds = c.as.lease_seconds;
+    r.owner_id = c.as.owner_id;
+    r.provision_deadline = c.as.provision_deadline;
+    if (key)
+      keys_[key->ns + "\n" + key->key] = key_row{*key, m->first};
+    const auto port = ports_.find(m->first);
+    insert_outcome out{true, r, true, port == ports_.end() ? 0 : port->second};
+    if (std::exchange(lose_pool_claim_commit, false))
+      return make_error(errc::outcome_unknown, "commit outcome unknown");
+    return std::optional<insert_outcome>(out);
+  }
+
+  result<bool> retire_pool_member(std::string_view id, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto it = find(id);
+    if (it == hosts_.end())
+      return false;
+    auto& r = it->second;
+    if (!r.pooled || (r.host.status != schema::host_status::active &&
+                      r.host.status != schema::host_status::error))
+      return false;
+    r.host.status = schema::host_status::deleting;
+    r.host.updated_at = now;
+    return true;
+  }
+
+  result<std::vector<host_record>> list_pool_members() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<host_record> out;
+    for (const auto& [id, r] : hosts_) {
+      if (r.pooled)
+        out.push_back(r);
+    }
+    return out;
+  }
+
+  result<std::vector<pool_count>> count_pool() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::map<std::pair<template_key_row, schema::host_status>, std::int64_t> counts;
+    for (const auto& [id, r] : hosts_) {
+      if (r.pooled)
+        ++counts[{key_of(r), r.host.status}];
+    }
+    std::vector<pool_count> out;
+    for (const auto& [k, n] : counts)
+      out.push_back(pool_count{k.first, k.second, n});
+    return out;
   }
 
   std::size_t key_count() {
@@ -367,7 +649,10 @@ class memory_store final : public store {
     return canonical ? hosts_.find(*canonical) : hosts_.end();
   }
 
-  std::optional<int> free_port(int lo, int hi) const {
+  /// A free port of [lo, hi], or the one `holder` already leases.
+  std::optional<int> free_port(int lo, int hi, const std::string& holder = {}) const {
+    if (auto held = ports_.find(holder); !holder.empty() && held != ports_.end())
+      return held->second;
     for (int p = lo; p <= hi; ++p) {
       const bool used =
           std::any_of(ports_.begin(), ports_.end(), [p](const auto& e) { return e.second == p; });
@@ -375,6 +660,43 @@ class memory_store final : public store {
         return p;
     }
     return std::nullopt;
+  }
+
+  /// Ports leased to template builds share ports_ with hosts under a key no host id can be.
+  static std::string template_port_key(const std::string& template_id) {
+    return "template:" + template_id;
+  }
+
+  /// `t` with ssh_port = the port its build leases (0 when none).
+  template_record with_port(template_record t) const {
+    const auto p = ports_.find(template_port_key(t.id));
+    t.ssh_port = p == ports_.end() ? 0 : p->second;
+    return t;
+  }
+
+  /// No owner, or no beat within three of the owner's own intervals.
+  bool gone(const std::optional<std::string>& owner, timestamp now) const {
+    const auto b = owner ? beats_.find(parse_uuid(*owner).value_or(*owner)) : beats_.end();
+    return b == beats_.end() || b->second.at < now - 3 * b->second.interval;
+  }
+
+  /// The pool key a host row serves (the columns a template is keyed by).
+  static template_key_row key_of(const host_record& r) {
+    return template_key_row{r.host.image_digest.value_or(""), r.host.cpus, r.host.memory_mib,
+                            r.host.disk_gb, r.host.ssh_username};
+  }
+
+  /// `h` as a new pool member of `key`: pooled, provisioning, the key's columns.
+  static host_record member_row(const host_record& h, const template_key_row& key) {
+    auto row = h;
+    row.pooled = true;
+    row.host.status = schema::host_status::provisioning;
+    row.host.image_digest = key.image_digest;
+    row.host.cpus = key.cpus;
+    row.host.memory_mib = key.memory_mib;
+    row.host.disk_gb = key.disk_gb;
+    row.host.ssh_username = key.ssh_username;
+    return row;
   }
 
   struct beat {
@@ -389,8 +711,9 @@ class memory_store final : public store {
   std::mutex mutex_;
   std::map<std::string, host_record> hosts_;  // ids are UUIDv7: map order is creation order
   std::map<std::string, key_row> keys_;
-  std::map<std::string, int> ports_;
+  std::map<std::string, int> ports_;  // host id, or template_port_key of a template id
   std::map<std::string, beat> beats_;
+  std::map<std::string, template_record> templates_;  // by id
 };
 
 }  // namespace litterbox::controlplane::testing
