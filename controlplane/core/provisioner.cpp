@@ -359,6 +359,7 @@ void provisioner::run(const provision_job& job) {
       }
       template_id.reset();
       to_boot.path = create_path::boot;
+      templates_->want(template_key_for(spec), spec.image);
     } else if (!restored) {
       fail(job, last_error_text(restored.error()), a.vm_made);
       return;
