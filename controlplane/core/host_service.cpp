@@ -47,6 +47,7 @@ host_service::host_service(const config& cfg, store& db, hypervisor::driver& dri
     pool_ = std::make_unique<warm_pool>(
         cfg_, db_, driver_, *provisioner_, *templates_, *heartbeat_, clock_,
         probe_key_.public_line, [this](std::string_view id) { return teardown(id); });
+    templates_->on_ready([this] { pool_->poke(); });
   }
 }
 

@@ -203,6 +203,9 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
     return false;
   }
   spdlog::info("template {}: ready after {} s", row.id, seconds);
+  if (on_ready_) {
+    on_ready_();
+  }
   return true;
 }
 

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -49,6 +50,10 @@ class template_builder {
   /// Runs build_pending() on a background thread whenever something is wanted.
   void start();
 
+  /// `cb` runs (on the building thread) after each template that became ready, e.g. to wake
+  /// the warm pool. Set before start().
+  void on_ready(std::function<void()> cb) { on_ready_ = std::move(cb); }
+
   /// Stops the thread; a build under way is abandoned (its guest destroyed, its row failed
   /// for a retry) rather than waited for. Idempotent.
   void stop();
@@ -64,6 +69,7 @@ class template_builder {
   const clock& clock_;
   instance_heartbeat& instance_;
   const std::string probe_public_key_;
+  std::function<void()> on_ready_;
 
   std::mutex mutex_;
   std::condition_variable cv_;

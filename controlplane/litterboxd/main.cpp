@@ -82,6 +82,9 @@ struct options {
   std::int64_t fake_create_delay_ms = 0;
   std::int64_t fake_boot_delay_ms = 0;
   std::int64_t fake_destroy_delay_ms = 0;
+  std::int64_t fake_template_delay_ms = 0;
+  std::int64_t fake_restore_delay_ms = 0;
+  std::int64_t fake_login_delay_ms = 0;
   std::string fake_state_dir;
   std::string insecure_registries = "127.0.0.1:5000";
   std::string registry_auth_file;
@@ -449,6 +452,15 @@ void add_config_options(CLI::App& cmd, options& o) {
   cmd.add_option("--fake-destroy-delay-ms", o.fake_destroy_delay_ms)
       ->envname("LITTERBOX_FAKE_DESTROY_DELAY_MS")
       ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-template-delay-ms", o.fake_template_delay_ms)
+      ->envname("LITTERBOX_FAKE_TEMPLATE_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-restore-delay-ms", o.fake_restore_delay_ms)
+      ->envname("LITTERBOX_FAKE_RESTORE_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--fake-login-delay-ms", o.fake_login_delay_ms)
+      ->envname("LITTERBOX_FAKE_LOGIN_DELAY_MS")
+      ->check(CLI::NonNegativeNumber);
   cmd.add_option("--fake-state-dir", o.fake_state_dir,
                  "Where the fake hypervisor keeps its VMs (default <state-dir>/fake)")
       ->envname("LITTERBOX_FAKE_STATE_DIR");
@@ -617,6 +629,9 @@ hypervisor_stack make_hypervisor(const options& o) {
   f.create_delay = std::chrono::milliseconds(o.fake_create_delay_ms);
   f.boot_delay = std::chrono::milliseconds(o.fake_boot_delay_ms);
   f.destroy_delay = std::chrono::milliseconds(o.fake_destroy_delay_ms);
+  f.template_delay = std::chrono::milliseconds(o.fake_template_delay_ms);
+  f.restore_delay = std::chrono::milliseconds(o.fake_restore_delay_ms);
+  f.login_delay = std::chrono::milliseconds(o.fake_login_delay_ms);
   if (!o.fake_state_dir.empty()) {
     f.state_dir = std::filesystem::path(o.fake_state_dir);
   } else if (!o.cfg.state_dir.empty()) {
@@ -742,6 +757,13 @@ int run(int argc, char** argv) {
       "reap", "One reaper pass (expired hosts, interrupted creates, orphans), then exit");
   add_config_options(*reap_cmd, o);
 
+  // serve and reap bind the same variables. CLI11 reads the environment into every option of
+  // a subcommand without a parse-complete callback, parsed or not — so the unparsed one wrote
+  // the environment's value over a flag given to the parsed one. With a callback each
+  // subcommand reads the environment only when it is the one parsed: flags win.
+  for (auto* sub : {serve_cmd, migrate_cmd, reap_cmd}) {
+    sub->parse_complete_callback([] {});
+  }
   try {
     apply_config_file(app, argc, argv);
   } catch (const config_file_error& e) {

@@ -63,6 +63,16 @@ fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
     fs::create_directories(*options_.state_dir);
     for (const auto& entry : fs::directory_iterator(*options_.state_dir)) {
+      if (entry.path().extension() == ".vm") {
+        // A VM that outlived its process, as a libvirt domain does: its name and host key.
+        std::ifstream in(entry.path());
+        vm_spec vm;
+        vm.host_id = entry.path().stem().string();
+        std::getline(in, vm.name);
+        std::getline(in, vm.host_key.public_line);
+        vms_[vm.host_id] = std::move(vm);
+        continue;
+      }
       if (entry.path().extension() != k_template_ext) {
         continue;
       }
@@ -174,7 +184,9 @@ result<void> fake_driver::create_vm(const vm_spec& spec) {
   const std::lock_guard lock(mutex_);
   vms_[spec.host_id] = spec;
   if (options_.state_dir) {
-    std::ofstream(*options_.state_dir / (spec.host_id + ".vm")) << spec.name << '\n';
+    std::ofstream(*options_.state_dir / (spec.host_id + ".vm"))
+        << spec.name << '\n'
+        << spec.host_key.public_line << '\n';
   }
   return {};
 }
@@ -368,7 +380,9 @@ result<void> fake_driver::restore_clone(std::string_view template_id, const vm_s
   vms_[spec.host_id] = spec;
   clone_of_[spec.host_id] = std::string(template_id);
   if (options_.state_dir) {
-    std::ofstream(*options_.state_dir / (spec.host_id + ".vm")) << spec.name << '\n';
+    std::ofstream(*options_.state_dir / (spec.host_id + ".vm"))
+        << spec.name << '\n'
+        << spec.host_key.public_line << '\n';
   }
   return {};
 }

@@ -226,5 +226,26 @@ TEST(ConfigFile, MigrateReadsTheDatabaseUrlFromTheConfigFile) {
   fs::remove_all(dir);
 }
 
+TEST(ConfigFile, AFlagOverridesTheEnvironmentForEverySubcommand) {
+  // serve and reap share their options; the environment once overwrote a flag given to the
+  // subcommand that ran through the options of the one that did not.
+  const auto dir = fs::temp_directory_path() / ("litterbox-ops-" + random_hex(8));
+  fs::create_directories(dir);
+  for (const char* sub : {"reap", "serve"}) {
+    // Nothing listens on port 1: both exit once their configuration is read and the database
+    // refuses them, which is all this needs.
+    const auto r = run_with_env(
+        {LB_LITTERBOXD_PATH, sub, "--log-format", "text", "--hypervisor", "fake", "--templates",
+         "on", "--pool", "1", "--state-dir", dir.string()},
+        {"DATABASE_URL=postgresql://127.0.0.1:1/none?connect_timeout=2", "SERVICE_TOKENS=x",
+         "LITTERBOX_CONFIG=/dev/null", "LITTERBOX_LOG_FORMAT=json", "LITTERBOX_TEMPLATES=off"},
+        dir / (std::string(sub) + ".log"));
+    EXPECT_EQ(r.exit_code, 1) << sub << r.output;
+    EXPECT_EQ(r.output.find("LITTERBOX_POOL needs"), std::string::npos) << sub << r.output;
+    EXPECT_EQ(r.output.find("{\"ts\""), std::string::npos) << sub << ": " << r.output;
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace litterbox
