@@ -130,7 +130,8 @@ struct pool_claim {
   template_key_row key;
   /// The claimer's row as it will be: image (as requested), instance_type, expires_at,
   /// lease_seconds, owner_id, provision_deadline and created_at are copied onto the member;
-  /// its id, name, port and identity stay the member's.
+  /// its id, name, port and identity stay the member's. activated_at is cleared: the
+  /// claimer's host activates once it is re-identified.
   host_record as;
 };
 
@@ -274,11 +275,12 @@ class store {
   // The warm pool. Members are host rows with pooled = true; a claim turns one into the
   // claimer's host in one transaction.
 
-  /// Inserts pool member `h` (pooled, status provisioning) with a leased port if fewer than
-  /// `target` live members (any status but error and deleting) of `key` exist, counted and
-  /// inserted under a lock on the key so that several processes never overfill it. Returns
-  /// the outcome with created = false when the pool is full. Errors: capacity (no port),
-  /// unavailable, outcome_unknown.
+  /// Inserts pool member `h` (pooled, status provisioning, with the image digest, sizes and
+  /// user of `key` whatever `h` says) with a leased port if fewer than `target` live members
+  /// (any status but error and deleting) of `key` exist, counted and inserted under a lock on
+  /// the key so that several processes never overfill it. Returns the outcome with
+  /// created = false when the pool is full. Errors: capacity (no port), unavailable,
+  /// outcome_unknown.
   virtual result<insert_outcome> insert_pool_member(const host_record& h,
                                                     const template_key_row& key, int target,
                                                     port_range ports, timestamp now) = 0;

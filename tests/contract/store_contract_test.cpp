@@ -8,12 +8,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <latch>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 // The store contract (controlplane/core/store.hpp), run against every implementation: the
@@ -61,7 +66,7 @@ struct memory_backend {
 struct pg_backend {
   static constexpr const char* name = "pg";
   test::test_database db;
-  pg::pg_store store{db.url(), 4};
+  pg::pg_store store{db.url(), 8};
 };
 
 template <class Backend>
@@ -883,6 +888,940 @@ TYPED_TEST(store_contract, PruneInstancesRemovesOnlyLongDeadOnesAndDisownsTheirH
   EXPECT_EQ(this->store_.prune_instances(t0).value(), 0);
   // The slow one goes once three of its own intervals have passed.
   EXPECT_EQ(this->store_.prune_instances(t0 + 1h + 1s).value(), 2);
+}
+
+// Templates (issue 9).
+
+const std::string k_owner_a = "0190c0de-0000-7000-8000-0000000000a1";
+const std::string k_owner_b = "0190c0de-0000-7000-8000-0000000000b2";
+
+template_key_row make_key(std::string digest = "sha256:" + std::string(64, 'a'),
+                          std::optional<int> disk_gb = std::nullopt) {
+  // The sizes and user of make_host, so that its rows can be members of this key.
+  return template_key_row{std::move(digest), 1, 512, disk_gb, "agent"};
+}
+
+template_record make_template(const template_key_row& key, const std::string& owner,
+                              timestamp now) {
+  template_record t;
+  t.id = new_uuid_v7(now);
+  t.key = key;
+  t.image = "registry.test/debian:12";
+  t.owner_id = owner;
+  t.created_at = now;
+  t.updated_at = now;
+  t.last_used_at = now;
+  return t;
+}
+
+TYPED_TEST(store_contract, AKeyHasNoTemplateUntilABuildIsClaimed) {
+  const auto none = this->store_.find_template(make_key());
+  ASSERT_TRUE(none.has_value()) << none.error().message;
+  EXPECT_FALSE(none.value());
+  EXPECT_TRUE(this->store_.list_templates().value().empty());
+}
+
+TYPED_TEST(store_contract, ClaimTemplateBuildInsertsOneBuildingRowPerKeyWithAPort) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0));
+  const auto want = make_template(make_key(), k_owner_a, t0);
+  const auto first = this->store_.claim_template_build(want, k_ports, t0);
+  ASSERT_TRUE(first.has_value()) << first.error().message;
+  ASSERT_TRUE(first.value());
+  const auto& row = *first.value();
+  EXPECT_EQ(row.id, want.id);
+  EXPECT_EQ(row.key, want.key);
+  EXPECT_EQ(row.image, want.image);
+  EXPECT_EQ(row.status, template_status::building);
+  EXPECT_EQ(row.owner_id, k_owner_a);
+  EXPECT_EQ(row.last_error, "");
+  EXPECT_FALSE(row.retry_after);
+  EXPECT_FALSE(row.ready_at);
+  EXPECT_EQ(row.created_at, t0);
+  EXPECT_EQ(row.updated_at, t0);
+  EXPECT_GE(row.ssh_port, k_ports.lo);
+  EXPECT_LE(row.ssh_port, k_ports.hi);
+
+  // A live owner keeps it: the same key claimed again (by anyone) gets nothing.
+  const auto second =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_b, t0), k_ports, t0);
+  ASSERT_TRUE(second.has_value()) << second.error().message;
+  EXPECT_FALSE(second.value());
+  const auto found = this->store_.find_template(make_key());
+  ASSERT_TRUE(found.has_value());
+  ASSERT_TRUE(found.value());
+  EXPECT_EQ(found.value()->id, want.id);
+  EXPECT_EQ(found.value()->owner_id, k_owner_a);
+  EXPECT_EQ(found.value()->ssh_port, row.ssh_port);
+  EXPECT_EQ(this->store_.list_templates().value().size(), 1U);
+}
+
+TYPED_TEST(store_contract, TemplateKeysDifferingInAnyColumnAreDistinctTemplates) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  auto cpus = make_key();
+  cpus.cpus = 2;
+  auto memory = make_key();
+  memory.memory_mib = 1024;
+  auto user = make_key();
+  user.ssh_username = "root";
+  const std::vector<template_key_row> keys = {make_key(),
+                                              make_key("sha256:" + std::string(64, 'b')),
+                                              make_key(make_key().image_digest, 10),
+                                              cpus,
+                                              memory,
+                                              user};
+  std::set<int> ports;
+  for (const auto& k : keys) {
+    const auto claimed =
+        this->store_.claim_template_build(make_template(k, k_owner_a, t0), k_ports, t0);
+    ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+    ASSERT_TRUE(claimed.value());
+    ports.insert(claimed.value()->ssh_port);
+  }
+  EXPECT_EQ(ports.size(), keys.size());
+  const auto all = this->store_.list_templates().value();
+  ASSERT_EQ(all.size(), keys.size());
+  for (const auto& k : keys) {
+    const auto found = this->store_.find_template(k).value();
+    ASSERT_TRUE(found);
+    EXPECT_EQ(found->key, k);
+  }
+}
+
+TYPED_TEST(store_contract, FinishTemplateReadyStampsItAndReleasesTheBuildsPort) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto built = this->store_
+                         .claim_template_build(make_template(make_key(), k_owner_a, t0),
+                                               port_range{20000, 20000}, t0)
+                         .value();
+  ASSERT_TRUE(built);
+  EXPECT_EQ(built->ssh_port, 20000);
+  // While the build runs its port is taken for hosts.
+  const auto full = this->store_.insert_host(make_host(t0), std::nullopt, {20000, 20000}, t0);
+  ASSERT_FALSE(full.has_value());
+  EXPECT_EQ(full.error().code, errc::capacity);
+
+  const auto done =
+      this->store_.finish_template(built->id, k_owner_a, true, "", std::nullopt, t0 + 1min);
+  ASSERT_TRUE(done.has_value()) << done.error().message;
+  EXPECT_EQ(done.value().status, template_status::ready);
+  EXPECT_EQ(done.value().ready_at, t0 + 1min);
+  EXPECT_EQ(done.value().last_used_at, t0 + 1min);
+  EXPECT_EQ(done.value().updated_at, t0 + 1min);
+  EXPECT_EQ(done.value().created_at, t0);
+  EXPECT_FALSE(done.value().owner_id);
+  EXPECT_EQ(done.value().ssh_port, 0);
+  EXPECT_EQ(this->insert_with_port(make_host(t0), {20000, 20000}), 20000);
+  // Ready is final: nobody builds it again.
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 1h));
+  EXPECT_FALSE(
+      this->store_
+          .claim_template_build(make_template(make_key(), k_owner_b, t0 + 1h), k_ports, t0 + 1h)
+          .value());
+}
+
+TYPED_TEST(store_contract, FinishTemplateByAnotherOwnerIsHostStateAndChangesNothing) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  for (const std::string& owner : {k_owner_b, std::string("not-a-uuid")}) {
+    const auto other =
+        this->store_.finish_template(built->id, owner, true, "", std::nullopt, t0 + 1s);
+    ASSERT_FALSE(other.has_value());
+    EXPECT_EQ(other.error().code, errc::host_state);
+  }
+  const auto row = this->store_.find_template(make_key()).value();
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, template_status::building);
+  EXPECT_EQ(row->ssh_port, built->ssh_port);
+  // The owner's own finish still lands, once; a second finish finds it no longer building.
+  ASSERT_TRUE(
+      this->store_.finish_template(built->id, k_owner_a, false, "Boot: no", t0 + 1h, t0 + 2s));
+  const auto twice =
+      this->store_.finish_template(built->id, k_owner_a, true, "", std::nullopt, t0 + 3s);
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().code, errc::host_state);
+}
+
+TYPED_TEST(store_contract, FinishTemplateOfAnUnknownOrMalformedIdIsNotFound) {
+  for (const std::string& id : {new_uuid_v7(t0), std::string("x'; DROP TABLE templates; --")}) {
+    const auto out = this->store_.finish_template(id, k_owner_a, true, "", std::nullopt, t0);
+    ASSERT_FALSE(out.has_value());
+    EXPECT_EQ(out.error().code, errc::not_found);
+  }
+}
+
+TYPED_TEST(store_contract, AFailedTemplateIsTakenOverOnceItsRetryAfterHasPassed) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  const auto failed = this->store_.finish_template(built->id, k_owner_a, false,
+                                                   "Boot: guest never answered", t0 + 1min, t0);
+  ASSERT_TRUE(failed.has_value()) << failed.error().message;
+  EXPECT_EQ(failed.value().status, template_status::failed);
+  EXPECT_EQ(failed.value().last_error, "Boot: guest never answered");
+  EXPECT_EQ(failed.value().retry_after, t0 + 1min);
+  EXPECT_FALSE(failed.value().owner_id);
+  EXPECT_EQ(failed.value().ssh_port, 0);
+
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 1min));
+  const auto early = this->store_.claim_template_build(
+      make_template(make_key(), k_owner_b, t0 + 1min - 1us), k_ports, t0 + 1min - 1us);
+  ASSERT_TRUE(early.has_value()) << early.error().message;
+  EXPECT_FALSE(early.value());
+
+  const auto retry = this->store_.claim_template_build(
+      make_template(make_key(), k_owner_b, t0 + 1min), k_ports, t0 + 1min);
+  ASSERT_TRUE(retry.has_value()) << retry.error().message;
+  ASSERT_TRUE(retry.value());
+  EXPECT_EQ(retry.value()->id, built->id);  // a rebuild keeps the id (the driver's files)
+  EXPECT_EQ(retry.value()->status, template_status::building);
+  EXPECT_EQ(retry.value()->owner_id, k_owner_b);
+  EXPECT_EQ(retry.value()->created_at, t0);
+  EXPECT_EQ(retry.value()->updated_at, t0 + 1min);
+  EXPECT_FALSE(retry.value()->retry_after);
+  EXPECT_NE(retry.value()->ssh_port, 0);
+  EXPECT_EQ(this->store_.list_templates().value().size(), 1U);
+}
+
+TYPED_TEST(store_contract, AFailedTemplateWithoutRetryAfterIsNeverRebuilt) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  ASSERT_TRUE(this->store_.finish_template(built->id, k_owner_a, false,
+                                           "Unsupported: no guest agent", std::nullopt, t0));
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 24h));
+  EXPECT_FALSE(
+      this->store_
+          .claim_template_build(make_template(make_key(), k_owner_b, t0 + 24h), k_ports, t0 + 24h)
+          .value());
+  EXPECT_EQ(this->store_.find_template(make_key()).value()->status, template_status::failed);
+}
+
+TYPED_TEST(store_contract, ABuildIsTakenOverOnlyAfterThreeOfItsOwnersIntervalsWithoutABeat) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 31s));
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  EXPECT_FALSE(
+      this->store_
+          .claim_template_build(make_template(make_key(), k_owner_b, t0 + 30s), k_ports, t0 + 30s)
+          .value());
+  const auto taken = this->store_
+                         .claim_template_build(make_template(make_key(), k_owner_b, t0 + 31s),
+                                               k_ports, t0 + 30s + 1us)
+                         .value();
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(taken->id, built->id);
+  EXPECT_EQ(taken->owner_id, k_owner_b);
+  EXPECT_EQ(taken->status, template_status::building);
+  // The build keeps its port lease: one per template, never a second.
+  EXPECT_EQ(taken->ssh_port, built->ssh_port);
+  // The old owner, back from a stall, no longer records its result.
+  const auto late =
+      this->store_.finish_template(built->id, k_owner_a, true, "", std::nullopt, t0 + 32s);
+  ASSERT_FALSE(late.has_value());
+  EXPECT_EQ(late.error().code, errc::host_state);
+  ASSERT_TRUE(this->store_.finish_template(built->id, k_owner_b, true, "", std::nullopt, t0 + 33s));
+}
+
+TYPED_TEST(store_contract, TemplatePortsAndHostPortsNeverCollide) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const port_range two{21000, 21001};
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), two, t0).value();
+  ASSERT_TRUE(built);
+  const int host_port = this->insert_with_port(make_host(t0), two);
+  EXPECT_NE(host_port, built->ssh_port);
+  EXPECT_GE(host_port, two.lo);
+  EXPECT_LE(host_port, two.hi);
+  // The range is full: neither a host nor another template gets a port, and nothing is kept.
+  const auto host = make_host(t0);
+  const auto no_host = this->store_.insert_host(host, std::nullopt, two, t0);
+  ASSERT_FALSE(no_host.has_value());
+  EXPECT_EQ(no_host.error().code, errc::capacity);
+  EXPECT_EQ(this->store_.get_host(host.host.id).error().code, errc::not_found);
+  const auto other_key = make_key("sha256:" + std::string(64, 'c'));
+  const auto no_template =
+      this->store_.claim_template_build(make_template(other_key, k_owner_a, t0), two, t0);
+  ASSERT_FALSE(no_template.has_value());
+  EXPECT_EQ(no_template.error().code, errc::capacity);
+  EXPECT_FALSE(this->store_.find_template(other_key).value());
+  const auto pool_full = this->store_.insert_pool_member(make_host(t0), other_key, 4, two, t0);
+  ASSERT_FALSE(pool_full.has_value());
+  EXPECT_EQ(pool_full.error().code, errc::capacity);
+}
+
+TYPED_TEST(store_contract, ATakeoverWithNoFreePortLeavesTheFailedRowAsItWas) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const port_range one{21100, 21100};
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), one, t0).value();
+  ASSERT_TRUE(built);
+  ASSERT_TRUE(this->store_.finish_template(built->id, k_owner_a, false, "Boot: x", t0, t0));
+  this->insert_with_port(make_host(t0), one);  // takes the freed port
+  const auto retry = this->store_.claim_template_build(
+      make_template(make_key(), k_owner_a, t0 + 1s), one, t0 + 1s);
+  ASSERT_FALSE(retry.has_value());
+  EXPECT_EQ(retry.error().code, errc::capacity);
+  const auto row = this->store_.find_template(make_key()).value();
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, template_status::failed);
+  EXPECT_EQ(row->last_error, "Boot: x");
+  EXPECT_FALSE(row->owner_id);
+  EXPECT_EQ(row->ssh_port, 0);
+}
+
+TYPED_TEST(store_contract, ClaimStaleTemplateBuildsFailsOnlyBuildsWhoseOwnerIsGone) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0));
+  const auto dead_key = make_key();
+  const auto live_key = make_key("sha256:" + std::string(64, 'd'));
+  const auto dead =
+      this->store_.claim_template_build(make_template(dead_key, k_owner_a, t0), k_ports, t0)
+          .value();
+  const auto live =
+      this->store_.claim_template_build(make_template(live_key, k_owner_b, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(dead && live);
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 1min));
+  const auto stale = this->store_.claim_stale_template_builds(t0 + 1min, "Interrupted: build");
+  ASSERT_TRUE(stale.has_value()) << stale.error().message;
+  ASSERT_EQ(stale.value().size(), 1U);
+  const auto& s = stale.value()[0];
+  EXPECT_EQ(s.id, dead->id);
+  EXPECT_EQ(s.status, template_status::failed);
+  EXPECT_EQ(s.last_error, "Interrupted: build");
+  EXPECT_EQ(s.retry_after, t0 + 1min);
+  EXPECT_EQ(s.updated_at, t0 + 1min);
+  EXPECT_FALSE(s.owner_id);
+  EXPECT_EQ(s.ssh_port, 0);
+  EXPECT_EQ(this->store_.find_template(live_key).value()->status, template_status::building);
+  EXPECT_TRUE(this->store_.claim_stale_template_builds(t0 + 1min, "x").value().empty());
+  // Its port is free again, and the build may be retried at once.
+  const auto retry =
+      this->store_.claim_template_build(make_template(dead_key, k_owner_b, t0 + 1min),
+                                        port_range{dead->ssh_port, dead->ssh_port}, t0 + 1min);
+  ASSERT_TRUE(retry.has_value()) << retry.error().message;
+  ASSERT_TRUE(retry.value());
+  EXPECT_EQ(retry.value()->id, dead->id);
+  EXPECT_EQ(retry.value()->last_error, "Interrupted: build");  // why the last one failed
+}
+
+TYPED_TEST(store_contract, TouchTemplateStampsLastUsedAtAndAMissingOneIsSuccess) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  ASSERT_TRUE(this->store_.finish_template(built->id, k_owner_a, true, "", std::nullopt, t0));
+  ASSERT_TRUE(this->store_.touch_template(built->id, t0 + 5min));
+  const auto row = this->store_.find_template(make_key()).value();
+  EXPECT_EQ(row->last_used_at, t0 + 5min);
+  EXPECT_EQ(row->ready_at, t0);
+  EXPECT_TRUE(this->store_.touch_template(new_uuid_v7(t0), t0));
+  EXPECT_TRUE(this->store_.touch_template("not-a-uuid", t0));
+}
+
+TYPED_TEST(store_contract, RemoveTemplateDeletesOnlyFromTheGivenStatusesAndFreesItsPort) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const port_range one{21200, 21200};
+  const auto built =
+      this->store_.claim_template_build(make_template(make_key(), k_owner_a, t0), one, t0).value();
+  ASSERT_TRUE(built);
+  const auto kept =
+      this->store_.remove_template(built->id, {template_status::ready, template_status::failed});
+  ASSERT_TRUE(kept.has_value()) << kept.error().message;
+  EXPECT_FALSE(kept.value());
+  EXPECT_TRUE(this->store_.find_template(make_key()).value());
+  const auto removed = this->store_.remove_template(built->id, {template_status::building});
+  ASSERT_TRUE(removed.has_value()) << removed.error().message;
+  EXPECT_TRUE(removed.value());
+  EXPECT_FALSE(this->store_.find_template(make_key()).value());
+  EXPECT_EQ(this->insert_with_port(make_host(t0), one), 21200);
+  EXPECT_FALSE(this->store_.remove_template(built->id, {template_status::building}).value());
+  EXPECT_FALSE(this->store_.remove_template("not-a-uuid", {template_status::building}).value());
+}
+
+TYPED_TEST(store_contract, ImageDigestsInUseIncludeEveryTemplatesDigest) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  auto h = make_host(t0);
+  h.host.image_digest = "sha256:host";
+  this->insert(h);
+  const auto built =
+      this->store_
+          .claim_template_build(make_template(make_key("sha256:tmpl"), k_owner_a, t0), k_ports, t0)
+          .value();
+  ASSERT_TRUE(built);
+  // A failed template still names its digest until it is removed.
+  ASSERT_TRUE(this->store_.finish_template(built->id, k_owner_a, false, "x", std::nullopt, t0));
+  auto digests = this->store_.image_digests_in_use().value();
+  std::sort(digests.begin(), digests.end());
+  EXPECT_EQ(digests, (std::vector<std::string>{"sha256:host", "sha256:tmpl"}));
+}
+
+// The warm pool.
+
+/// Fills `key`'s pool by one member created at `created` and moves it to `status`; its id.
+std::string add_member(store& s, const template_key_row& key, timestamp created,
+                       host_status status = host_status::active) {
+  const auto out = s.insert_pool_member(make_host(created), key, 1000, k_ports, created);
+  EXPECT_TRUE(out.has_value()) << (out ? "" : out.error().message);
+  if (!out || !out.value().created) {
+    ADD_FAILURE() << "the pool member was not inserted";
+    return {};
+  }
+  const auto id = out.value().existing.host.id;
+  if (status != host_status::provisioning) {
+    host_patch p;
+    p.status = status;
+    p.path = create_path::clone;
+    if (status == host_status::active) {
+      p.activated_at = created + 1s;
+    }
+    EXPECT_TRUE(s.transition(id, {host_status::provisioning}, p, created + 1s));
+  }
+  return id;
+}
+
+/// Every column of two rows (host_record has no operator==: private_key is never stored).
+void expect_same_row(const host_record& a, const host_record& b) {
+  EXPECT_EQ(a.host, b.host);
+  EXPECT_EQ(a.lease_seconds, b.lease_seconds);
+  EXPECT_EQ(a.owner_id, b.owner_id);
+  EXPECT_EQ(a.provision_deadline, b.provision_deadline);
+  EXPECT_EQ(a.pooled, b.pooled);
+  EXPECT_EQ(a.path, b.path);
+}
+
+pool_claim make_pool_claim(const template_key_row& key, timestamp now,
+                           std::optional<std::string> owner = std::nullopt) {
+  pool_claim c;
+  c.key = key;
+  c.as = make_host(now, host_status::provisioning);
+  c.as.host.image = "registry.test/debian:12-slim";
+  c.as.host.instance_type = "small";
+  c.as.host.expires_at = now + 2h;
+  c.as.lease_seconds = 7200;
+  c.as.owner_id = std::move(owner);
+  c.as.provision_deadline = now + 10min;
+  return c;
+}
+
+TYPED_TEST(store_contract, InsertPoolMemberMakesAPooledProvisioningRowOfTheKey) {
+  auto h = make_host(t0, host_status::active);  // whatever it says, a member starts provisioning
+  h.host.cpus = 3;
+  const auto key = make_key();
+  const auto out = this->store_.insert_pool_member(h, key, 1, k_ports, t0);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  ASSERT_TRUE(out.value().created);
+  EXPECT_GE(out.value().port, k_ports.lo);
+  EXPECT_LE(out.value().port, k_ports.hi);
+  const auto got = this->store_.get_host(h.host.id);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(got.value().pooled);
+  EXPECT_EQ(got.value().host.status, host_status::provisioning);
+  EXPECT_EQ(got.value().host.image_digest, key.image_digest);
+  EXPECT_EQ(got.value().host.cpus, key.cpus);
+  EXPECT_EQ(got.value().host.memory_mib, key.memory_mib);
+  EXPECT_EQ(got.value().host.disk_gb, key.disk_gb);
+  EXPECT_EQ(got.value().host.ssh_username, key.ssh_username);
+  expect_same_row(got.value(), out.value().existing);
+}
+
+TYPED_TEST(store_contract, InsertPoolMemberNeverFillsAKeyPastItsTarget) {
+  const auto key = make_key();
+  const auto other = make_key("sha256:" + std::string(64, 'e'));
+  std::vector<std::string> members;
+  for (int i = 0; i < 3; ++i) {
+    const auto out = this->store_.insert_pool_member(make_host(t0), key, 2, k_ports, t0);
+    ASSERT_TRUE(out.has_value()) << out.error().message;
+    EXPECT_EQ(out.value().created, i < 2) << i;
+    if (out.value().created) {
+      members.push_back(out.value().existing.host.id);
+    }
+  }
+  ASSERT_EQ(members.size(), 2U);
+  // A full pool inserts nothing: no row, no port.
+  EXPECT_EQ(this->store_.list_pool_members().value().size(), 2U);
+  // Other keys have pools of their own.
+  EXPECT_TRUE(
+      this->store_.insert_pool_member(make_host(t0), other, 2, k_ports, t0).value().created);
+  // Members that failed or are being deleted leave room; every other status counts.
+  host_patch to_error;
+  to_error.status = host_status::error;
+  ASSERT_TRUE(this->store_.transition(members[0], {host_status::provisioning}, to_error, t0));
+  EXPECT_TRUE(this->store_.insert_pool_member(make_host(t0), key, 2, k_ports, t0).value().created);
+  EXPECT_FALSE(this->store_.insert_pool_member(make_host(t0), key, 2, k_ports, t0).value().created);
+  ASSERT_TRUE(this->store_.retire_pool_member(members[0], t0).value());  // error → deleting
+  EXPECT_FALSE(this->store_.insert_pool_member(make_host(t0), key, 2, k_ports, t0).value().created);
+  EXPECT_FALSE(this->store_.insert_pool_member(make_host(t0), key, 0, k_ports, t0).value().created);
+}
+
+TYPED_TEST(store_contract, PoolMembersAreHiddenFromListAndCountButNotFromSweepsOrIds) {
+  const auto key = make_key();
+  const auto host = this->insert(make_host(t0, host_status::active));
+  const auto member = add_member(this->store_, key, t0);
+  const auto listed = this->store_.list_hosts({}).value();
+  ASSERT_EQ(listed.size(), 1U);
+  EXPECT_EQ(listed[0].host.id, host.host.id);
+  list_query active;
+  active.statuses = {host_status::active};
+  EXPECT_EQ(this->store_.list_hosts(active).value().size(), 1U);
+  EXPECT_EQ(this->store_.count_by_status().value().at(host_status::active), 1);
+  auto ids = this->store_.all_host_ids().value();
+  std::sort(ids.begin(), ids.end());
+  auto want = std::vector<std::string>{host.host.id, member};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(ids, want);
+  const auto pooled = this->store_.list_pool_members().value();
+  ASSERT_EQ(pooled.size(), 1U);
+  EXPECT_EQ(pooled[0].host.id, member);
+  EXPECT_TRUE(pooled[0].pooled);
+}
+
+TYPED_TEST(store_contract, ExpiredAndInterruptedPoolMembersAreSweptLikeAnyHost) {
+  const auto key = make_key();
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto aged = add_member(this->store_, key, t0);
+  host_patch max_age;
+  max_age.expires_at = t0 + 1min;
+  ASSERT_TRUE(this->store_.transition(aged, {host_status::active}, max_age, t0));
+  auto refilling = make_host(t0);
+  refilling.owner_id = k_owner_a;
+  ASSERT_TRUE(this->store_.insert_pool_member(refilling, key, 10, k_ports, t0).value().created);
+
+  const auto expired = this->store_.claim_expired(t0 + 1min, t0 - 1h, 10);
+  ASSERT_TRUE(expired.has_value()) << expired.error().message;
+  ASSERT_EQ(expired.value().size(), 1U);
+  EXPECT_EQ(expired.value()[0].host.id, aged);
+  EXPECT_TRUE(expired.value()[0].pooled);
+  EXPECT_EQ(expired.value()[0].host.status, host_status::deleting);
+
+  const auto interrupted = this->store_.claim_interrupted(t0 + 1h, 60s, "I: ", "O: ", 10);
+  ASSERT_TRUE(interrupted.has_value()) << interrupted.error().message;
+  ASSERT_EQ(interrupted.value().size(), 1U);
+  EXPECT_EQ(interrupted.value()[0].host.host.id, refilling.host.id);
+  EXPECT_TRUE(interrupted.value()[0].host.pooled);
+  EXPECT_EQ(interrupted.value()[0].host.host.status, host_status::error);
+}
+
+TYPED_TEST(store_contract, AClaimTurnsTheOldestActiveMemberIntoTheClaimersHost) {
+  const auto key = make_key();
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  add_member(this->store_, key, t0 - 3s, host_status::provisioning);
+  const auto oldest = add_member(this->store_, key, t0 - 2s);
+  const auto newer = add_member(this->store_, key, t0 - 1s);
+  add_member(this->store_, make_key("sha256:" + std::string(64, 'f')), t0 - 4s);  // another key
+  const auto before = this->store_.get_host(oldest).value();
+  const int member_port = this->store_.allocate_port(oldest, k_ports.lo, k_ports.hi, t0).value();
+  const auto c = make_pool_claim(key, t0, k_owner_a);
+
+  const auto out = this->store_.claim_pool_member(c, std::nullopt, t0);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  ASSERT_TRUE(out.value());
+  const auto& o = *out.value();
+  EXPECT_TRUE(o.created);
+  EXPECT_TRUE(o.fingerprint_matches);
+  EXPECT_EQ(o.port, member_port);
+  const auto& r = o.existing;
+  // The member's identity stays…
+  EXPECT_EQ(r.host.id, oldest);
+  EXPECT_EQ(r.host.name, before.host.name);
+  EXPECT_EQ(r.host.image_digest, key.image_digest);
+  EXPECT_EQ(r.host.cpus, key.cpus);
+  EXPECT_EQ(r.host.ssh_username, key.ssh_username);
+  // …and it becomes the claimer's host, out of the pool.
+  EXPECT_FALSE(r.pooled);
+  EXPECT_EQ(r.path, create_path::pool);
+  EXPECT_EQ(r.host.status, host_status::bootstrapping);
+  EXPECT_EQ(r.host.image, c.as.host.image);
+  EXPECT_EQ(r.host.instance_type, c.as.host.instance_type);
+  EXPECT_EQ(r.host.expires_at, c.as.host.expires_at);
+  EXPECT_EQ(r.host.created_at, c.as.host.created_at);
+  EXPECT_EQ(r.host.updated_at, t0);
+  EXPECT_FALSE(r.host.activated_at);  // activated again once re-identified
+  EXPECT_EQ(r.lease_seconds, c.as.lease_seconds);
+  EXPECT_EQ(r.owner_id, k_owner_a);
+  EXPECT_EQ(r.provision_deadline, c.as.provision_deadline);
+  expect_same_row(this->store_.get_host(oldest).value(), r);
+  const auto listed = this->store_.list_hosts({}).value();
+  ASSERT_EQ(listed.size(), 1U);
+  EXPECT_EQ(listed[0].host.id, oldest);
+  EXPECT_EQ(this->store_.count_by_status().value().at(host_status::bootstrapping), 1);
+  // Its port lease stays with it: the forward is already in place.
+  EXPECT_EQ(this->store_.allocate_port(oldest, k_ports.lo, k_ports.hi, t0).value(), member_port);
+  // The next claim takes the next member.
+  const auto next = this->store_.claim_pool_member(make_pool_claim(key, t0), std::nullopt, t0);
+  ASSERT_TRUE(next.has_value()) << next.error().message;
+  ASSERT_TRUE(next.value());
+  EXPECT_EQ(next.value()->existing.host.id, newer);
+}
+
+TYPED_TEST(store_contract, AClaimWithNoActiveMemberChangesNothingAndLeavesTheKeyFree) {
+  const auto key = make_key();
+  add_member(this->store_, key, t0, host_status::provisioning);
+  add_member(this->store_, key, t0, host_status::error);
+  const auto k = make_claim("k", "fp", t0 + 1h);
+  const auto out = this->store_.claim_pool_member(make_pool_claim(key, t0), k, t0);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  EXPECT_FALSE(out.value());
+  for (const auto& m : this->store_.list_pool_members().value()) {
+    EXPECT_TRUE(m.pooled);
+    EXPECT_NE(m.host.status, host_status::bootstrapping);
+  }
+  const auto fresh = this->store_.insert_host(make_host(t0), k, k_ports, t0);
+  ASSERT_TRUE(fresh.has_value()) << fresh.error().message;
+  EXPECT_TRUE(fresh.value().created);
+}
+
+TYPED_TEST(store_contract, AClaimWithAHeldKeyReplaysItsHostAndClaimsNothing) {
+  const auto key = make_key();
+  const auto member = add_member(this->store_, key, t0);
+  const auto booted = make_host(t0);
+  ASSERT_TRUE(this->store_.insert_host(booted, make_claim("k", "fp", t0 + 1h), k_ports, t0));
+  const auto same =
+      this->store_.claim_pool_member(make_pool_claim(key, t0), make_claim("k", "fp", t0 + 1h), t0);
+  ASSERT_TRUE(same.has_value()) << same.error().message;
+  ASSERT_TRUE(same.value());
+  EXPECT_FALSE(same.value()->created);
+  EXPECT_TRUE(same.value()->fingerprint_matches);
+  EXPECT_EQ(same.value()->existing.host.id, booted.host.id);
+  const auto other = this->store_.claim_pool_member(make_pool_claim(key, t0),
+                                                    make_claim("k", "other", t0 + 1h), t0);
+  ASSERT_TRUE(other.has_value()) << other.error().message;
+  ASSERT_TRUE(other.value());
+  EXPECT_FALSE(other.value()->created);
+  EXPECT_FALSE(other.value()->fingerprint_matches);
+  const auto m = this->store_.get_host(member).value();
+  EXPECT_TRUE(m.pooled);
+  EXPECT_EQ(m.host.status, host_status::active);
+}
+
+TYPED_TEST(store_contract, AClaimReservesItsKeySoThatARetryReplaysTheClaimedHost) {
+  const auto key = make_key();
+  const auto first_member = add_member(this->store_, key, t0 - 2s);
+  const auto second_member = add_member(this->store_, key, t0 - 1s);
+  const auto k = make_claim("k", "fp", t0 + 1h);
+  const auto claimed = this->store_.claim_pool_member(make_pool_claim(key, t0), k, t0);
+  ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+  ASSERT_TRUE(claimed.value());
+  EXPECT_EQ(claimed.value()->existing.host.id, first_member);
+  const auto retry = this->store_.claim_pool_member(make_pool_claim(key, t0 + 1s), k, t0 + 1s);
+  ASSERT_TRUE(retry.has_value()) << retry.error().message;
+  ASSERT_TRUE(retry.value());
+  EXPECT_FALSE(retry.value()->created);
+  EXPECT_EQ(retry.value()->existing.host.id, first_member);
+  // A boot with the same key replays it too.
+  const auto boot = this->store_.insert_host(make_host(t0 + 2s), k, k_ports, t0 + 2s);
+  ASSERT_TRUE(boot.has_value()) << boot.error().message;
+  EXPECT_FALSE(boot.value().created);
+  EXPECT_EQ(boot.value().existing.host.id, first_member);
+  EXPECT_TRUE(this->store_.get_host(second_member).value().pooled);
+  // Once the key has expired it is replaced by the next claim.
+  const auto later = this->store_.claim_pool_member(make_pool_claim(key, t0 + 1h),
+                                                    make_claim("k", "fp", t0 + 2h), t0 + 1h);
+  ASSERT_TRUE(later.has_value()) << later.error().message;
+  ASSERT_TRUE(later.value());
+  EXPECT_TRUE(later.value()->created);
+  EXPECT_EQ(later.value()->existing.host.id, second_member);
+}
+
+TYPED_TEST(store_contract, RetireTakesOnlyPooledMembersThatAreActiveOrFailed) {
+  const auto key = make_key();
+  const auto active = add_member(this->store_, key, t0 - 3s);
+  const auto failed = add_member(this->store_, key, t0 - 2s, host_status::error);
+  const auto starting = add_member(this->store_, key, t0 - 1s, host_status::provisioning);
+  const auto claimed = add_member(this->store_, key, t0 - 4s);
+  ASSERT_EQ(this->store_.claim_pool_member(make_pool_claim(key, t0), std::nullopt, t0)
+                .value()
+                ->existing.host.id,
+            claimed);
+  const auto host = this->insert(make_host(t0, host_status::active));
+
+  EXPECT_FALSE(this->store_.retire_pool_member(claimed, t0 + 1s).value());
+  EXPECT_EQ(this->store_.get_host(claimed).value().host.status, host_status::bootstrapping);
+  EXPECT_FALSE(this->store_.retire_pool_member(starting, t0 + 1s).value());
+  EXPECT_FALSE(this->store_.retire_pool_member(host.host.id, t0 + 1s).value());
+  EXPECT_FALSE(this->store_.retire_pool_member(new_uuid_v7(t0), t0 + 1s).value());
+  EXPECT_FALSE(this->store_.retire_pool_member("not-a-uuid", t0 + 1s).value());
+  for (const auto& id : {active, failed}) {
+    const auto retired = this->store_.retire_pool_member(id, t0 + 1s);
+    ASSERT_TRUE(retired.has_value()) << retired.error().message;
+    EXPECT_TRUE(retired.value());
+    const auto row = this->store_.get_host(id).value();
+    EXPECT_EQ(row.host.status, host_status::deleting);
+    EXPECT_EQ(row.host.updated_at, t0 + 1s);
+    EXPECT_TRUE(row.pooled);
+  }
+  // A member being deleted is not claimed.
+  EXPECT_FALSE(
+      this->store_.claim_pool_member(make_pool_claim(key, t0 + 2s), std::nullopt, t0 + 2s).value());
+}
+
+TYPED_TEST(store_contract, CountPoolCountsMembersPerKeyAndStatus) {
+  const auto a = make_key();
+  const auto b = make_key("sha256:" + std::string(64, 'b'), 20);
+  add_member(this->store_, a, t0);
+  add_member(this->store_, a, t0);
+  add_member(this->store_, a, t0, host_status::provisioning);
+  add_member(this->store_, b, t0);
+  this->insert(make_host(t0, host_status::active));  // not pooled: not counted
+  const auto counts = this->store_.count_pool();
+  ASSERT_TRUE(counts.has_value()) << counts.error().message;
+  std::map<std::pair<template_key_row, host_status>, std::int64_t> got;
+  for (const auto& c : counts.value()) {
+    got[{c.key, c.status}] = c.count;
+  }
+  const std::map<std::pair<template_key_row, host_status>, std::int64_t> want = {
+      {{a, host_status::active}, 2},
+      {{a, host_status::provisioning}, 1},
+      {{b, host_status::active}, 1},
+  };
+  EXPECT_EQ(got, want);
+}
+
+TYPED_TEST(store_contract, InsertAndTransitionKeepPooledAndCreatePath) {
+  auto booted = make_host(t0);
+  booted.path = create_path::boot;
+  this->insert(booted);
+  auto got = this->store_.get_host(booted.host.id).value();
+  EXPECT_EQ(got.path, create_path::boot);
+  EXPECT_FALSE(got.pooled);
+  const auto undecided = this->insert(make_host(t0));
+  EXPECT_FALSE(this->store_.get_host(undecided.host.id).value().path);
+  host_patch p;
+  p.path = create_path::clone;
+  const auto moved = this->store_.transition(undecided.host.id, {host_status::provisioning}, p, t0);
+  ASSERT_TRUE(moved.has_value()) << moved.error().message;
+  EXPECT_EQ(moved.value().path, create_path::clone);
+  EXPECT_EQ(this->store_.get_host(undecided.host.id).value().path, create_path::clone);
+  // A patch without a path leaves it alone.
+  host_patch other;
+  other.last_error = "x";
+  ASSERT_TRUE(this->store_.transition(undecided.host.id, {host_status::provisioning}, other, t0));
+  EXPECT_EQ(this->store_.get_host(undecided.host.id).value().path, create_path::clone);
+}
+
+// Concurrency: what several processes sharing the database must never do. The memory store
+// serialises every call; pg_store must get the same answers from its locks.
+
+TYPED_TEST(store_contract, ConcurrentRefillsOfOneKeyInsertExactlyTheTarget) {
+  constexpr int threads = 8;
+  constexpr int per_thread = 3;
+  constexpr int target = 5;
+  const auto key = make_key();
+  std::atomic<int> created{0};
+  std::atomic<int> failures{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      start.arrive_and_wait();
+      for (int i = 0; i < per_thread; ++i) {
+        const auto out = this->store_.insert_pool_member(make_host(t0), key, target, k_ports, t0);
+        if (!out) {
+          ++failures;
+        } else if (out.value().created) {
+          ++created;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(created.load(), target);
+  EXPECT_EQ(this->store_.list_pool_members().value().size(), std::size_t{target});
+}
+
+TYPED_TEST(store_contract, ConcurrentClaimsOfKMembersGiveKDistinctHosts) {
+  constexpr int members = 4;
+  constexpr int threads = 8;
+  const auto key = make_key();
+  for (int i = 0; i < members; ++i) {
+    add_member(this->store_, key, t0 - std::chrono::seconds(i + 1));
+  }
+  std::vector<std::optional<std::string>> got(threads);
+  std::atomic<int> failures{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      start.arrive_and_wait();
+      const auto out = this->store_.claim_pool_member(make_pool_claim(key, t0), std::nullopt, t0);
+      if (!out) {
+        ++failures;
+      } else if (out.value()) {
+        got[static_cast<std::size_t>(t)] = out.value()->existing.host.id;
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  std::set<std::string> distinct;
+  int claims = 0;
+  for (const auto& g : got) {
+    if (g) {
+      ++claims;
+      distinct.insert(*g);
+    }
+  }
+  EXPECT_EQ(claims, members);
+  EXPECT_EQ(distinct.size(), std::size_t{members});
+  for (const auto& m : this->store_.list_pool_members().value()) {
+    ADD_FAILURE() << "still pooled after every member was claimed: " << m.host.id;
+  }
+}
+
+TYPED_TEST(store_contract, ConcurrentClaimsWithOneKeyGiveOneClaimAndReplaysOfIt) {
+  // More members than claimers: every claimer finds one to lock, so each answer is the claim
+  // or a replay of it, never "pool empty".
+  constexpr int threads = 8;
+  const auto key = make_key();
+  for (int i = 0; i < threads; ++i) {
+    add_member(this->store_, key, t0 - std::chrono::seconds(i + 1));
+  }
+  struct answer {
+    bool ok = false;
+    bool present = false;
+    bool created = false;
+    bool matches = false;
+    std::string id;
+  };
+  std::vector<answer> got(threads);
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      // Half of them send another body under the same key.
+      const auto k = make_claim("shared", t % 2 == 0 ? "fp-even" : "fp-odd", t0 + 1h);
+      start.arrive_and_wait();
+      const auto out = this->store_.claim_pool_member(make_pool_claim(key, t0), k, t0);
+      auto& a = got[static_cast<std::size_t>(t)];
+      a.ok = out.has_value();
+      if (out && out.value()) {
+        a.present = true;
+        a.created = out.value()->created;
+        a.matches = out.value()->fingerprint_matches;
+        a.id = out.value()->existing.host.id;
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  int winner = -1;
+  for (int t = 0; t < threads; ++t) {
+    const auto& a = got[static_cast<std::size_t>(t)];
+    ASSERT_TRUE(a.ok) << t;
+    ASSERT_TRUE(a.present) << t;
+    if (a.created) {
+      EXPECT_EQ(winner, -1) << "two claims for one key";
+      winner = t;
+    }
+  }
+  ASSERT_NE(winner, -1);
+  const auto& w = got[static_cast<std::size_t>(winner)];
+  for (int t = 0; t < threads; ++t) {
+    const auto& a = got[static_cast<std::size_t>(t)];
+    EXPECT_EQ(a.id, w.id) << t;
+    if (t != winner) {
+      EXPECT_EQ(a.matches, t % 2 == winner % 2) << t;
+    }
+  }
+  EXPECT_EQ(this->store_.list_pool_members().value().size(), std::size_t{threads - 1});
+  EXPECT_EQ(this->store_.list_hosts({}).value().size(), 1U);
+}
+
+TYPED_TEST(store_contract, ConcurrentFirstBuildsOfOneKeyGiveOneBuilder) {
+  constexpr int threads = 6;
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto key = make_key();
+  std::atomic<int> builders{0};
+  std::atomic<int> failures{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      const auto want = make_template(key, k_owner_a, t0);
+      start.arrive_and_wait();
+      const auto out = this->store_.claim_template_build(want, k_ports, t0);
+      if (!out) {
+        ++failures;
+      } else if (out.value()) {
+        ++builders;
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(builders.load(), 1);
+  EXPECT_EQ(this->store_.list_templates().value().size(), 1U);
+}
+
+TYPED_TEST(store_contract, ConcurrentTakeoversOfAnAbandonedBuildGiveOneBuilder) {
+  constexpr int threads = 6;
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto key = make_key();
+  const auto abandoned =
+      this->store_.claim_template_build(make_template(key, k_owner_a, t0), k_ports, t0).value();
+  ASSERT_TRUE(abandoned);
+  const timestamp later = t0 + 1min;
+  std::vector<std::string> owners;
+  for (int t = 0; t < threads; ++t) {
+    owners.push_back(new_uuid_v7(later));
+    ASSERT_TRUE(this->store_.heartbeat(owners.back(), "n", t, 10s, later));
+  }
+  std::vector<std::optional<std::string>> winners(threads);
+  std::atomic<int> failures{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      const auto want = make_template(key, owners[static_cast<std::size_t>(t)], later);
+      start.arrive_and_wait();
+      const auto out = this->store_.claim_template_build(want, k_ports, later);
+      if (!out) {
+        ++failures;
+      } else if (out.value()) {
+        winners[static_cast<std::size_t>(t)] = out.value()->owner_id;
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  EXPECT_EQ(failures.load(), 0);
+  std::vector<std::string> won;
+  for (const auto& w : winners) {
+    if (w) {
+      won.push_back(*w);
+    }
+  }
+  ASSERT_EQ(won.size(), 1U);
+  const auto row = this->store_.find_template(key).value();
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->id, abandoned->id);
+  EXPECT_EQ(row->owner_id, won[0]);
 }
 
 }  // namespace

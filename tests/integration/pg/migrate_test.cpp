@@ -1,13 +1,17 @@
 #include "controlplane/pg/migrate.hpp"
 
 #include "base/secret.hpp"
+#include "base/time.hpp"
 #include "controlplane/core/errc.hpp"
+#include "controlplane/pg/embedded_migrations.hpp"
+#include "controlplane/pg/pg_store.hpp"
 #include "tests/support/pg_database.hpp"
 
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
 #include <latch>
+#include <string>
 #include <thread>
 
 namespace litterbox::controlplane::pg {
@@ -24,15 +28,35 @@ long long count(const std::string& url, const std::string& sql) {
   return tx.exec(sql)[0][0].as<long long>();
 }
 
+constexpr int all_migrations = static_cast<int>(migrations.size());
+
+/// Applies migrations up to `version` the way migrate() records them, as an older
+/// litterboxd would have left the database.
+void apply_up_to(const std::string& url, int version) {
+  pqxx::connection c(url);
+  pqxx::work tx(c);
+  tx.exec(
+      "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+      "applied_at timestamptz NOT NULL DEFAULT now())");
+  for (const auto& m : migrations) {
+    if (m.version <= version) {
+      tx.exec(std::string(*m.sql));
+      tx.exec_params("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version,
+                     std::string(m.name));
+    }
+  }
+  tx.commit();
+}
+
 TEST(Migrate, AppliesEveryMigrationOnceAndNothingTheSecondTime) {
   bare_database db;
   const auto first = migrate(db.url());
   ASSERT_TRUE(first.has_value()) << first.error().message;
-  EXPECT_EQ(first.value(), 2);
+  EXPECT_EQ(first.value(), all_migrations);
   const auto second = migrate(db.url());
   ASSERT_TRUE(second.has_value()) << second.error().message;
   EXPECT_EQ(second.value(), 0);
-  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 2);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), all_migrations);
   EXPECT_EQ(count(db.url(),
                   "SELECT count(*) FROM schema_migrations WHERE version = 1 AND "
                   "name = '0001_init' AND applied_at IS NOT NULL"),
@@ -57,8 +81,68 @@ TEST(Migrate, TwoConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   tb.join();
   ASSERT_TRUE(a.has_value()) << a.error().message;
   ASSERT_TRUE(b.has_value()) << b.error().message;
-  EXPECT_EQ(a.value() + b.value(), 2);
-  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), 2);
+  EXPECT_EQ(a.value() + b.value(), all_migrations);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM schema_migrations"), all_migrations);
+}
+
+TEST(Migrate, UpgradingFromTheFirstSchemaKeepsEveryRowAsBootedAndUnpooled) {
+  bare_database db;
+  apply_up_to(db.url(), 1);
+  const std::string active = "0190c0de-0000-7000-8000-0000000000f1";
+  const std::string booting = "0190c0de-0000-7000-8000-0000000000f2";
+  {
+    pqxx::connection c(db.url());
+    pqxx::work tx(c);
+    tx.exec(
+        "INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at) VALUES "
+        "('0190c0de-0000-7000-8000-0000000000e1', 'old', 1, now(), now())");
+    for (const auto& [id, status] :
+         {std::pair{active, "active"}, std::pair{booting, "creating_vm"}}) {
+      tx.exec_params(
+          "INSERT INTO hosts (id, name, status, provider, image, image_digest, cpus, memory_mib, "
+          "ssh_username, created_at, updated_at) VALUES ($1::uuid, $2, $3, 'libvirt', "
+          "'registry.test/debian:12', 'sha256:old', 1, 512, 'agent', "
+          "'2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+          id, schema::host_name_for(id), std::string(status));
+    }
+    tx.exec_params(
+        "INSERT INTO ssh_ports (port, host_id, leased_at) VALUES (22000, $1::uuid, now())", active);
+    tx.exec_params(
+        "INSERT INTO idempotency_keys (namespace, key, fingerprint, host_id, created_at, "
+        "expires_at) VALUES ('default', 'k', 'fp', $1::uuid, now(), now() + interval '1 day')",
+        active);
+    tx.commit();
+  }
+
+  const auto applied = migrate(db.url());
+  ASSERT_TRUE(applied.has_value()) << applied.error().message;
+  EXPECT_EQ(applied.value(), all_migrations - 1);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM hosts WHERE create_path = 'boot' AND NOT pooled"),
+            2);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM ssh_ports WHERE template_id IS NULL"), 1);
+  EXPECT_EQ(count(db.url(), "SELECT count(*) FROM idempotency_keys"), 1);
+
+  // The store reads the upgraded rows, lists them, and keeps their ports from templates.
+  pg_store store(db.url(), 2);
+  const auto got = store.get_host(active);
+  ASSERT_TRUE(got.has_value()) << got.error().message;
+  EXPECT_EQ(got.value().path, create_path::boot);
+  EXPECT_FALSE(got.value().pooled);
+  EXPECT_EQ(got.value().host.status, schema::host_status::active);
+  EXPECT_TRUE(store.get_host(booting).value().provision_deadline);
+  EXPECT_EQ(store.list_hosts({}).value().size(), 2U);
+  const auto now = parse_rfc3339("2026-01-01T00:01:00Z").value();
+  ASSERT_TRUE(store.heartbeat("0190c0de-0000-7000-8000-0000000000e2", "new", 2,
+                              std::chrono::seconds(10), now));
+  template_record want;
+  want.id = "0190c0de-0000-7000-8000-0000000000d1";
+  want.key = template_key_row{"sha256:old", 1, 512, std::nullopt, "agent"};
+  want.image = "registry.test/debian:12";
+  want.owner_id = "0190c0de-0000-7000-8000-0000000000e2";
+  const auto built = store.claim_template_build(want, port_range{22000, 22001}, now);
+  ASSERT_TRUE(built.has_value()) << built.error().message;
+  ASSERT_TRUE(built.value());
+  EXPECT_EQ(built.value()->ssh_port, 22001);
 }
 
 TEST(Migrate, AnUnreachableDatabaseIsUnavailable) {

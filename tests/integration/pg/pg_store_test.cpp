@@ -251,6 +251,106 @@ TEST_F(pgstore, ConcurrentSweepsNeverClaimOneInterruptedCreateTwice) {
             static_cast<std::size_t>(k_hosts));
 }
 
+// A backend that dies while committing: the client cannot know whether the commit landed.
+// The server ends its own session from a deferred trigger, which runs inside COMMIT, when a
+// row matching `condition` (over NEW) was written; the transaction is then not committed.
+void lose_commits_when(const std::string& url, const std::string& table,
+                       const std::string& condition) {
+  pqxx::connection c(url);
+  pqxx::work tx(c);
+  tx.exec("CREATE FUNCTION lose_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF " +
+          condition + " THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; " +
+          "RETURN NULL; END $$");
+  tx.exec("CREATE CONSTRAINT TRIGGER lose_commit AFTER INSERT OR UPDATE ON " + table +
+          " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lose_commit()");
+  tx.commit();
+}
+
+template_key_row pool_key() {
+  return template_key_row{"sha256:pool", 1, 512, std::nullopt, "agent"};
+}
+
+TEST_F(pgstore, APoolClaimWhoseCommitIsLostIsOutcomeUnknownAndRetriesNothing) {
+  const auto member = make_host(t0);
+  ASSERT_TRUE(store_.insert_pool_member(member, pool_key(), 4, k_ports, t0).value().created);
+  host_patch active;
+  active.status = host_status::active;
+  ASSERT_TRUE(store_.transition(member.host.id, {host_status::provisioning}, active, t0));
+  lose_commits_when(db_.url(), "hosts", "NEW.create_path = 'pool' AND NOT NEW.pooled");
+
+  pool_claim c;
+  c.key = pool_key();
+  c.as = make_host(t0);
+  const auto out = store_.claim_pool_member(c, make_claim("k", "fp", t0 + 1h), t0);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::outcome_unknown);
+  // Here the commit did not land: the member is still in the pool and the key is free.
+  const auto after = store_.get_host(member.host.id);
+  ASSERT_TRUE(after.has_value()) << after.error().message;
+  EXPECT_TRUE(after.value().pooled);
+  EXPECT_EQ(after.value().host.status, host_status::active);
+  EXPECT_TRUE(store_.insert_host(make_host(t0), make_claim("k", "fp", t0 + 1h), k_ports, t0)
+                  .value()
+                  .created);
+}
+
+TEST_F(pgstore, ARefillWhoseCommitIsLostIsOutcomeUnknown) {
+  lose_commits_when(db_.url(), "hosts", "NEW.pooled");
+  const auto member = make_host(t0);
+  const auto out = store_.insert_pool_member(member, pool_key(), 4, k_ports, t0);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::outcome_unknown);
+  EXPECT_EQ(store_.get_host(member.host.id).error().code, errc::not_found);
+}
+
+TEST_F(pgstore, ATemplateBuildClaimWhoseCommitIsLostIsOutcomeUnknown) {
+  const std::string owner = "0190c0de-0000-7000-8000-0000000000a1";
+  ASSERT_TRUE(store_.heartbeat(owner, "a", 1, 10s, t0));
+  lose_commits_when(db_.url(), "templates", "NEW.status = 'building'");
+  template_record want;
+  want.id = new_uuid_v7(t0);
+  want.key = pool_key();
+  want.image = "registry.test/debian:12";
+  want.owner_id = owner;
+  const auto out = store_.claim_template_build(want, k_ports, t0);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::outcome_unknown);
+  EXPECT_FALSE(store_.find_template(pool_key()).value());
+}
+
+TEST_F(pgstore, ARetireWhoseCommitIsLostIsOutcomeUnknown) {
+  const auto member = make_host(t0);
+  ASSERT_TRUE(store_.insert_pool_member(member, pool_key(), 4, k_ports, t0).value().created);
+  host_patch active;
+  active.status = host_status::active;
+  ASSERT_TRUE(store_.transition(member.host.id, {host_status::provisioning}, active, t0));
+  lose_commits_when(db_.url(), "hosts", "NEW.status = 'deleting'");
+  const auto out = store_.retire_pool_member(member.host.id, t0);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::outcome_unknown);
+  EXPECT_EQ(store_.get_host(member.host.id).value().host.status, host_status::active);
+}
+
+TEST_F(pgstore, AFinishWhoseCommitIsLostIsOutcomeUnknownAndTheBuildKeepsItsPort) {
+  const std::string owner = "0190c0de-0000-7000-8000-0000000000a1";
+  ASSERT_TRUE(store_.heartbeat(owner, "a", 1, 10s, t0));
+  template_record want;
+  want.id = new_uuid_v7(t0);
+  want.key = pool_key();
+  want.image = "registry.test/debian:12";
+  want.owner_id = owner;
+  const auto built = store_.claim_template_build(want, k_ports, t0);
+  ASSERT_TRUE(built.has_value() && built.value());
+  lose_commits_when(db_.url(), "templates", "NEW.status = 'ready'");
+  const auto out = store_.finish_template(want.id, owner, true, "", std::nullopt, t0);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::outcome_unknown);
+  const auto row = store_.find_template(pool_key()).value();
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, template_status::building);
+  EXPECT_EQ(row->ssh_port, built.value()->ssh_port);
+}
+
 TEST(PgStoreDown, CallsFailWithUnavailableWhenNothingListens) {
   // A port that is bound but not listening refuses connections for as long as we hold it.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
