@@ -1,0 +1,18 @@
+#pragma once
+
+#include "controlplane/http/wire_profile.hpp"
+
+#include <string>
+
+namespace litterbox::controlplane::http {
+
+/// The OpenAPI 3 document profile `p` serves at <prefix>/openapi.json: exactly the operations
+/// the route table lists for `p`, described by schema/openapi.json (which describes every
+/// operation of the table once; its "x-profiles" section holds what a profile's document says
+/// differently), with the Host schema cut to host_fields(p). Throws std::logic_error when the
+/// table and the descriptions disagree (an operation without a description or the reverse,
+/// a Host schema that is not schema::to_json's): a build defect, caught by the unit tests and
+/// at server start-up.
+std::string openapi_document(wire_profile p);
+
+}  // namespace litterbox::controlplane::http
