@@ -1,7 +1,5 @@
 #include "controlplane/http/openapi.hpp"
 
-#include "controlplane/http/routes.hpp"
-
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -50,10 +48,10 @@ std::string upper(std::string_view text) {
 
 /// The path items of `p`: every route with an operation `p` lists, in table order, with the
 /// description of each listed operation.
-json paths_of(const json& described, wire_profile p) {
+json paths_of(const json& described, wire_profile p, const std::vector<route>& table) {
   json out = json::object();
   std::set<std::string> routed;
-  for (const auto& r : routes()) {
+  for (const auto& r : table) {
     const std::string path(r.path);
     routed.insert(path);
     const auto it = described.find(path);
@@ -148,7 +146,12 @@ json components_of(const json& described, const json& overlay, wire_profile p) {
 }  // namespace
 
 std::string openapi_document(wire_profile p) {
-  const auto source = json::parse(schema::embedded::openapi_json);
+  return openapi_document(p, routes(), schema::embedded::openapi_json);
+}
+
+std::string openapi_document(wire_profile p, const std::vector<route>& table,
+                             std::string_view descriptions) {
+  const auto source = json::parse(descriptions);
   const auto overlay =
       source.value("x-profiles", json::object()).value(std::string(to_string(p)), json::object());
   json out = json::object();
@@ -157,7 +160,7 @@ std::string openapi_document(wire_profile p) {
       continue;
     }
     if (key == "paths") {
-      out[key] = paths_of(value, p);
+      out[key] = paths_of(value, p, table);
     } else if (key == "components") {
       out[key] = components_of(value, overlay, p);
     } else {

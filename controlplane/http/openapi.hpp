@@ -1,8 +1,11 @@
 #pragma once
 
+#include "controlplane/http/routes.hpp"
 #include "controlplane/http/wire_profile.hpp"
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace litterbox::controlplane::http {
 
@@ -14,5 +17,9 @@ namespace litterbox::controlplane::http {
 /// a Host schema that is not schema::to_json's): a build defect, caught by the unit tests and
 /// at server start-up.
 std::string openapi_document(wire_profile p);
+
+/// The same from another route table and description text (for tests of the checks above).
+std::string openapi_document(wire_profile p, const std::vector<route>& table,
+                             std::string_view descriptions);
 
 }  // namespace litterbox::controlplane::http

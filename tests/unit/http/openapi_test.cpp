@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -169,6 +170,52 @@ TEST(OpenApi, DoctorSchemaOfEachProfileIsTheShapeItRenders) {
                                   .at("properties");
   EXPECT_EQ(drukbox_check.at("latency_ms").at("type"), "integer");
   EXPECT_EQ(drukbox_check.at("latency_ms").at("nullable"), true);
+}
+
+/// schema/openapi.json with its paths replaced by `paths`.
+std::string with_paths(const json& paths) {
+  auto source = json::parse(schema::embedded::openapi_json);
+  source["paths"] = paths;
+  return source.dump();
+}
+
+const std::vector<route>& one_route() {
+  static const std::vector<route> table{
+      {route_id::hosts, "/hosts", {{"GET", profiles::both, profiles::litterbox}}, true}};
+  return table;
+}
+
+TEST(OpenApi, OnlyTheProfilesThatListAnOperationDocumentIt) {
+  const auto text = with_paths(json::parse(R"({"/hosts": {"get": {"summary": "x"}}})"));
+  const auto litterbox = json::parse(openapi_document(wire_profile::litterbox, one_route(), text));
+  const auto drukbox = json::parse(openapi_document(wire_profile::drukbox, one_route(), text));
+  EXPECT_EQ(operations_of(litterbox), (operation_set{{"GET", "/hosts"}}));
+  EXPECT_EQ(operations_of(drukbox), operation_set{});
+}
+
+TEST(OpenApi, ARoutedOperationWithoutADescriptionFailsTheDocument) {
+  EXPECT_THROW(openapi_document(wire_profile::litterbox, one_route(), with_paths(json::object())),
+               std::logic_error);
+  EXPECT_THROW(openapi_document(wire_profile::litterbox, one_route(),
+                                with_paths(json::parse(R"({"/hosts": {"parameters": []}})"))),
+               std::logic_error);
+}
+
+TEST(OpenApi, ADescribedOperationThatIsNotRoutedFailsTheDocument) {
+  EXPECT_THROW(openapi_document(wire_profile::drukbox, one_route(),
+                                with_paths(json::parse(R"({"/hosts": {"get": {}, "put": {}}})"))),
+               std::logic_error);
+  EXPECT_THROW(openapi_document(wire_profile::drukbox, one_route(),
+                                with_paths(json::parse(R"({"/hosts": {"get": {}},
+                                                           "/extra": {"get": {}}})"))),
+               std::logic_error);
+}
+
+TEST(OpenApi, AHostSchemaThatIsNotTheRenderedHostFailsTheDocument) {
+  auto source = json::parse(schema::embedded::openapi_json);
+  source["components"]["schemas"]["Host"]["properties"].erase("cpus");
+  EXPECT_THROW(openapi_document(wire_profile::litterbox, routes(), source.dump()),
+               std::logic_error);
 }
 
 TEST(OpenApi, IsPrettyPrintedAsciiEndingInANewline) {
