@@ -80,7 +80,20 @@ std::vector<std::pair<std::string, std::string>> listed_operations(wire_profile 
   return out;
 }
 
+std::string_view route_match::param(std::string_view name) const {
+  for (const auto& [key, value] : params) {
+    if (key == name) {
+      return value;
+    }
+  }
+  return {};
+}
+
 std::optional<route_match> match_route(std::string_view path) {
+  return match_route(path, routes());
+}
+
+std::optional<route_match> match_route(std::string_view path, const std::vector<route>& table) {
   auto profile = wire_profile::litterbox;
   const auto drukbox = path_prefix(wire_profile::drukbox);
   if (path.size() > drukbox.size() && path.starts_with(drukbox) && path[drukbox.size()] == '/') {
@@ -88,7 +101,7 @@ std::optional<route_match> match_route(std::string_view path) {
     path.remove_prefix(drukbox.size());
   }
   const auto path_segments = split_segments(path);
-  for (const auto& r : routes()) {
+  for (const auto& r : table) {
     const bool in_profile =
         std::any_of(r.operations.begin(), r.operations.end(),
                     [profile](const operation& op) { return includes(op.served, profile); });
@@ -96,13 +109,17 @@ std::optional<route_match> match_route(std::string_view path) {
     if (!in_profile || tmpl_segments.size() != path_segments.size()) {
       continue;
     }
-    route_match m{&r, profile, {}};
+    route_match m{&r, profile, {}, {}};
     bool ok = true;
     for (std::size_t i = 0; ok && i < tmpl_segments.size(); ++i) {
       const auto t = tmpl_segments[i];
-      if (t.size() > 1 && t.front() == '{' && t.back() == '}') {
+      if (t.size() > 2 && t.front() == '{' && t.back() == '}') {
         ok = !path_segments[i].empty();
-        m.host_id = percent_decode(path_segments[i]);
+        const auto name = t.substr(1, t.size() - 2);
+        m.params.emplace_back(name, percent_decode(path_segments[i]));
+        if (name == "host_id") {
+          m.host_id = m.params.back().second;
+        }
       } else {
         ok = t == path_segments[i];
       }

@@ -64,12 +64,20 @@ struct route_match {
   const route* matched = nullptr;
   wire_profile profile = wire_profile::litterbox;
   std::string host_id;  ///< the percent-decoded {host_id} segment, when the template has one
+  /// Every `{param}` segment of the template by name ("host_id", "name", …), percent-decoded.
+  std::vector<std::pair<std::string, std::string>> params;
+
+  /// The value of `{name}`; "" when the template has no such segment.
+  std::string_view param(std::string_view name) const;
 };
 
 /// Resolves a path (no query string) to its route and profile: `/drukbox/<template>` is the
 /// drukbox profile, anything else the litterbox one. nullopt when no template serves the path
 /// in its profile (`/drukbox/metrics` is unknown, as drukbox has no such route).
 std::optional<route_match> match_route(std::string_view path);
+
+/// The same against another table (for tests); the match points into `table`.
+std::optional<route_match> match_route(std::string_view path, const std::vector<route>& table);
 
 /// The label of `m` in the request metrics: the template with its profile's prefix.
 std::string route_label(const route_match& m);

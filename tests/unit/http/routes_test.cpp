@@ -67,6 +67,27 @@ TEST(MatchRoute, DrukboxHasNoConsoleNorMetricsAndThePrefixAloneIsNoRoute) {
   }
 }
 
+TEST(MatchRoute, CapturesEveryTemplateParameterByName) {
+  // A row as the HTTP proxy operations will add it: two parameters, POST in both profiles,
+  // GET in litterbox's only.
+  const std::vector<route> table{{route_id::hosts,
+                                  "/http-proxies/{name}/hosts/{host_id}",
+                                  {{"GET", profiles::litterbox, profiles::litterbox},
+                                   {"POST", profiles::both, profiles::both}},
+                                  true}};
+  const auto m = match_route("/drukbox/http-proxies/open%2Dai/hosts/abc", table);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->matched, &table[0]);
+  EXPECT_EQ(m->profile, wire_profile::drukbox);
+  EXPECT_EQ(m->param("name"), "open-ai");
+  EXPECT_EQ(m->param("host_id"), "abc");
+  EXPECT_EQ(m->host_id, "abc");
+  EXPECT_EQ(m->param("nope"), "");
+  EXPECT_EQ(allow_header(*m->matched, wire_profile::drukbox), "POST");
+  EXPECT_EQ(allow_header(*m->matched, wire_profile::litterbox), "GET, POST");
+  EXPECT_FALSE(match_route("/http-proxies/x/hosts/", table));
+}
+
 TEST(RouteLabel, IsTheTemplateWithTheProfilePrefix) {
   EXPECT_EQ(route_label(*match_route("/hosts/abc")), "/hosts/{host_id}");
   EXPECT_EQ(route_label(*match_route("/drukbox/hosts/abc")), "/drukbox/hosts/{host_id}");
