@@ -1,5 +1,6 @@
 #include "controlplane/http/routes.hpp"
 
+#include <algorithm>
 #include <cstddef>
 
 namespace litterbox::controlplane::http {
@@ -33,16 +34,25 @@ std::vector<std::string_view> split_segments(std::string_view path) {
 
 }  // namespace
 
+bool includes(profiles set, wire_profile p) {
+  const auto bit = p == wire_profile::drukbox ? profiles::drukbox : profiles::litterbox;
+  return (static_cast<unsigned>(set) & static_cast<unsigned>(bit)) != 0U;
+}
+
 const std::vector<route>& routes() {
+  constexpr auto litterbox = profiles::litterbox;
+  constexpr auto both = profiles::both;
+  // The HTTP proxy operations of API.md join as rows served (and listed) in both profiles,
+  // except GET /http-proxies, which is litterbox's only.
   static const std::vector<route> table{
-      {route_id::hosts, "/hosts", {"GET", "POST"}, true},
-      {route_id::host, "/hosts/{host_id}", {"GET", "DELETE"}, true},
-      {route_id::host_renew, "/hosts/{host_id}/renew", {"POST"}, true},
-      {route_id::host_console, "/hosts/{host_id}/console", {"GET"}, true},
-      {route_id::healthz, "/healthz", {"GET"}, false},
-      {route_id::doctor, "/doctor", {"GET"}, true},
-      {route_id::metrics, "/metrics", {"GET"}, false},
-      {route_id::openapi, "/openapi.json", {"GET"}, false},
+      {route_id::hosts, "/hosts", {{"GET", both, both}, {"POST", both, both}}, true},
+      {route_id::host, "/hosts/{host_id}", {{"GET", both, both}, {"DELETE", both, both}}, true},
+      {route_id::host_renew, "/hosts/{host_id}/renew", {{"POST", both, both}}, true},
+      {route_id::host_console, "/hosts/{host_id}/console", {{"GET", litterbox, litterbox}}, true},
+      {route_id::healthz, "/healthz", {{"GET", both, litterbox}}, false},
+      {route_id::doctor, "/doctor", {{"GET", both, both}}, true},
+      {route_id::metrics, "/metrics", {{"GET", litterbox, litterbox}}, false},
+      {route_id::openapi, "/openapi.json", {{"GET", both, litterbox}}, false},
   };
   return table;
 }
@@ -58,30 +68,58 @@ std::string_view method_label(std::string_view method) {
   return "other";
 }
 
-std::vector<std::pair<std::string, std::string>> operations() {
+std::vector<std::pair<std::string, std::string>> listed_operations(wire_profile p) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& r : routes()) {
-    for (const auto m : r.methods) {
-      out.emplace_back(std::string(m), std::string(r.path));
+    for (const auto& op : r.operations) {
+      if (includes(op.listed, p)) {
+        out.emplace_back(std::string(op.method), std::string(r.path));
+      }
     }
   }
   return out;
 }
 
+std::string_view route_match::param(std::string_view name) const {
+  for (const auto& [key, value] : params) {
+    if (key == name) {
+      return value;
+    }
+  }
+  return {};
+}
+
 std::optional<route_match> match_route(std::string_view path) {
+  return match_route(path, routes());
+}
+
+std::optional<route_match> match_route(std::string_view path, const std::vector<route>& table) {
+  auto profile = wire_profile::litterbox;
+  const auto drukbox = path_prefix(wire_profile::drukbox);
+  if (path.size() > drukbox.size() && path.starts_with(drukbox) && path[drukbox.size()] == '/') {
+    profile = wire_profile::drukbox;
+    path.remove_prefix(drukbox.size());
+  }
   const auto path_segments = split_segments(path);
-  for (const auto& r : routes()) {
+  for (const auto& r : table) {
+    const bool in_profile =
+        std::any_of(r.operations.begin(), r.operations.end(),
+                    [profile](const operation& op) { return includes(op.served, profile); });
     const auto tmpl_segments = split_segments(r.path);
-    if (tmpl_segments.size() != path_segments.size()) {
+    if (!in_profile || tmpl_segments.size() != path_segments.size()) {
       continue;
     }
-    route_match m{&r, {}};
+    route_match m{&r, profile, {}, {}};
     bool ok = true;
     for (std::size_t i = 0; ok && i < tmpl_segments.size(); ++i) {
       const auto t = tmpl_segments[i];
-      if (t.size() > 1 && t.front() == '{' && t.back() == '}') {
+      if (t.size() > 2 && t.front() == '{' && t.back() == '}') {
         ok = !path_segments[i].empty();
-        m.host_id = percent_decode(path_segments[i]);
+        const auto name = t.substr(1, t.size() - 2);
+        m.params.emplace_back(name, percent_decode(path_segments[i]));
+        if (name == "host_id") {
+          m.host_id = m.params.back().second;
+        }
       } else {
         ok = t == path_segments[i];
       }
@@ -93,22 +131,26 @@ std::optional<route_match> match_route(std::string_view path) {
   return std::nullopt;
 }
 
-bool allows(const route& r, std::string_view method) {
-  for (const auto m : r.methods) {
-    if (m == method) {
-      return true;
-    }
-  }
-  return false;
+std::string route_label(const route_match& m) {
+  return std::string(path_prefix(m.profile)) + std::string(m.matched->path);
 }
 
-std::string allow_header(const route& r) {
+bool allows(const route& r, std::string_view method, wire_profile p) {
+  return std::any_of(r.operations.begin(), r.operations.end(), [&](const operation& op) {
+    return op.method == method && includes(op.served, p);
+  });
+}
+
+std::string allow_header(const route& r, wire_profile p) {
   std::string out;
-  for (const auto m : r.methods) {
+  for (const auto& op : r.operations) {
+    if (!includes(op.served, p)) {
+      continue;
+    }
     if (!out.empty()) {
       out += ", ";
     }
-    out += m;
+    out += op.method;
   }
   return out;
 }

@@ -7,7 +7,9 @@
 #include "controlplane/core/warm_pool.hpp"
 #include "controlplane/http/auth.hpp"
 #include "controlplane/http/error_mapping.hpp"
+#include "controlplane/http/openapi.hpp"
 #include "controlplane/http/routes.hpp"
+#include "controlplane/http/wire_profile.hpp"
 #include "schema/errors.hpp"
 #include "schema/host.hpp"
 #include "schema/requests.hpp"
@@ -50,10 +52,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-namespace litterbox::schema::embedded {
-extern const std::string_view openapi_json;
-}  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::http {
 namespace {
@@ -113,6 +111,7 @@ struct request_view {
   std::optional<std::string> idempotency_key;
   bool respond_async = false;
   std::string request_id;
+  wire_profile profile = wire_profile::litterbox;  ///< the shape the answer is rendered in
 };
 
 reply json_reply(unsigned status, std::string body) {
@@ -139,8 +138,8 @@ std::string dump(const nlohmann::ordered_json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string host_body(const schema::host& h) {
-  return dump(schema::to_json(h));
+std::string render_host(const schema::host& h, wire_profile p) {
+  return dump(host_json(h, p));
 }
 
 bool contains_token_ci(std::string_view haystack, std::string_view needle) {
@@ -251,7 +250,9 @@ struct http_server::impl {
         ioc(c.http_threads > 0 ? c.http_threads : 1),
         blocking(database_threads(c)),
         hypervisor_calls(static_cast<std::size_t>(std::max(1, c.hypervisor_threads))),
-        acceptor(net::make_strand(ioc)) {}
+        acceptor(net::make_strand(ioc)),
+        openapi_litterbox(openapi_document(wire_profile::litterbox)),
+        openapi_drukbox(openapi_document(wire_profile::drukbox)) {}
 
   ~impl() {
     ioc.stop();
@@ -285,6 +286,11 @@ struct http_server::impl {
   std::atomic<int> connections{0};  ///< connections being served
   std::atomic<int> rejections{0};   ///< 503 CAPACITY answers being written
 
+  // The /openapi.json of each profile, generated once (a route table that its descriptions
+  // disagree with fails here, at start-up).
+  const std::string openapi_litterbox;
+  const std::string openapi_drukbox;
+
   net::awaitable<void> accept_loop();
   net::awaitable<void> serve_connection(beast::tcp_stream stream, counted slot);
   net::awaitable<void> reject_connection(beast::tcp_stream stream, counted slot);
@@ -297,7 +303,7 @@ struct http_server::impl {
   net::awaitable<reply> delete_host(const std::string& id, request_view& rq);
   net::awaitable<reply> renew_host(const std::string& id, request_view& rq);
   net::awaitable<reply> console(const std::string& id, request_view& rq);
-  net::awaitable<reply> doctor();
+  net::awaitable<reply> doctor(const request_view& rq);
   net::awaitable<reply> scrape();
 };
 
@@ -441,7 +447,8 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
     try {
       const auto m = match_route(rq.path);
       if (m) {
-        route_label = std::string(m->matched->path);
+        route_label = http::route_label(*m);
+        rq.profile = m->profile;
       }
       const bool needs_auth = !m || m->matched->needs_auth;
       std::optional<reply> early;
@@ -459,9 +466,9 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
       if (!early && !m) {
         early = json_reply(404, schema::error_body("Not Found", "NOT_FOUND"));
       }
-      if (!early && !allows(*m->matched, rq.method)) {
+      if (!early && !allows(*m->matched, rq.method, m->profile)) {
         early = json_reply(405, schema::detail_body("Method Not Allowed"));
-        early->headers.emplace_back("Allow", allow_header(*m->matched));
+        early->headers.emplace_back("Allow", allow_header(*m->matched, m->profile));
       }
       const auto length = parser.content_length();
       if (!early && length && *length > cfg.max_body_bytes) {
@@ -574,16 +581,19 @@ net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_
     case route_id::healthz:
       co_return json_reply(200, R"({"status":"ok"})");
     case route_id::doctor:
-      co_return co_await doctor();
+      co_return co_await doctor(rq);
     case route_id::metrics:
       co_return co_await scrape();
     case route_id::openapi:
-      co_return json_reply(200, std::string(schema::embedded::openapi_json));
+      co_return json_reply(
+          200, m.profile == wire_profile::drukbox ? openapi_drukbox : openapi_litterbox);
   }
   co_return internal_reply(rq.request_id);
 }
 
 net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
+  // Every host this answers with is in the shape of the profile the request came in on.
+  const auto host_body = [&rq](const schema::host& h) { return render_host(h, rq.profile); };
   auto parsed = schema::parse_create_host_request(rq.body);
   if (!parsed) {
     co_return error_reply(parsed.error(), rq.request_id);
@@ -696,27 +706,30 @@ net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::
 
 net::awaitable<reply> http_server::impl::list_hosts(request_view& rq) {
   list_params params;
+  std::vector<std::string> statuses;
   for (auto& [name, value] : parse_query(rq.query)) {
     if (name == "status") {
-      params.statuses.push_back(std::move(value));
+      statuses.push_back(std::move(value));
     } else if (name == "limit") {
       params.limit = std::move(value);
     } else if (name == "after") {
       params.after = std::move(value);
     }
   }
+  params.statuses = status_filter(statuses, rq.profile);
   auto page = co_await offload(blocking, [this, &params] { return hosts.list(params); });
   if (!page) {
     co_return error_reply(page.error(), rq.request_id);
   }
   auto list = nlohmann::ordered_json::array();
   for (const auto& h : page->hosts) {
-    list.push_back(schema::to_json(h));
+    list.push_back(host_json(h, rq.profile));
   }
   reply r = json_reply(200, dump(list));
   if (page->next_after) {
-    std::string next = "/hosts?";
-    for (const auto& s : params.statuses) {
+    // The next page in the caller's profile, with the filter as the caller wrote it.
+    std::string next = std::string(path_prefix(rq.profile)) + "/hosts?";
+    for (const auto& s : statuses) {
       next += "status=" + percent_encode(s) + "&";
     }
     if (params.limit) {
@@ -733,7 +746,7 @@ net::awaitable<reply> http_server::impl::get_host(const std::string& id, request
   if (!h) {
     co_return error_reply(h.error(), rq.request_id);
   }
-  co_return json_reply(200, host_body(*h));
+  co_return json_reply(200, render_host(*h, rq.profile));
 }
 
 net::awaitable<reply> http_server::impl::delete_host(const std::string& id, request_view& rq) {
@@ -753,7 +766,7 @@ net::awaitable<reply> http_server::impl::renew_host(const std::string& id, reque
   if (!h) {
     co_return error_reply(h.error(), rq.request_id);
   }
-  co_return json_reply(200, host_body(*h));
+  co_return json_reply(200, render_host(*h, rq.profile));
 }
 
 net::awaitable<reply> http_server::impl::console(const std::string& id, request_view& rq) {
@@ -785,9 +798,9 @@ net::awaitable<reply> http_server::impl::console(const std::string& id, request_
   co_return r;
 }
 
-net::awaitable<reply> http_server::impl::doctor() {
+net::awaitable<reply> http_server::impl::doctor(const request_view& rq) {
   auto report = co_await offload(hypervisor_calls, [this] { return hosts.doctor(); });
-  co_return json_reply(200, schema::doctor_json(report));
+  co_return json_reply(200, doctor_body(report, rq.profile));
 }
 
 net::awaitable<reply> http_server::impl::scrape() {

@@ -9,7 +9,8 @@
 
 namespace litterbox::controlplane::http {
 
-/// The HTTP/1.1 API of API.md. Turns requests into host_service calls (always on a
+/// The HTTP/1.1 API of API.md, in both wire profiles (the root and /drukbox/, rendered by
+/// wire_profile.hpp from the same calls). Turns requests into host_service calls (always on a
 /// blocking pools — cfg.blocking_threads for database-only calls, cfg.hypervisor_threads for
 /// calls that reach the hypervisor — never on the I/O threads) and results into JSON;
 /// holds no business rules. `cfg`, `hosts` and `stats` must outlive the server.

@@ -1,50 +1,14 @@
 #include "controlplane/http/routes.hpp"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <set>
 #include <string>
 #include <utility>
-
-namespace litterbox::schema::embedded {
-extern const std::string_view openapi_json;
-}  // namespace litterbox::schema::embedded
+#include <vector>
 
 namespace litterbox::controlplane::http {
 namespace {
-
-TEST(OpenApi, ListsExactlyTheRouterOperations) {
-  const auto doc = nlohmann::json::parse(schema::embedded::openapi_json);
-  ASSERT_TRUE(doc.contains("paths"));
-  std::set<std::pair<std::string, std::string>> documented;
-  for (const auto& [path, item] : doc["paths"].items()) {
-    for (const auto& [key, op] : item.items()) {
-      // Path items also hold shared "parameters"; only HTTP verbs are operations.
-      static const std::set<std::string> verbs{"get",     "put",  "post",  "delete",
-                                               "options", "head", "patch", "trace"};
-      if (verbs.count(key) != 0) {
-        std::string method = key;
-        for (auto& c : method) {
-          c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-        }
-        documented.emplace(method, path);
-      }
-    }
-  }
-  const auto ops = operations();
-  const std::set<std::pair<std::string, std::string>> served(ops.begin(), ops.end());
-  EXPECT_EQ(documented, served);
-  EXPECT_EQ(served.size(), ops.size());
-}
-
-TEST(OpenApi, IsVersion3AndDescribesTheHost) {
-  const auto doc = nlohmann::json::parse(schema::embedded::openapi_json);
-  EXPECT_EQ(doc.at("openapi").get<std::string>().substr(0, 2), "3.");
-  const auto& host = doc.at("components").at("schemas").at("Host").at("properties");
-  EXPECT_TRUE(host.contains("private_key"));
-  EXPECT_TRUE(host.contains("known_hosts"));
-}
 
 TEST(MatchRoute, ResolvesEachTemplateAndExtractsTheHostId) {
   const auto hosts = match_route("/hosts");
@@ -67,6 +31,99 @@ TEST(MatchRoute, ResolvesEachTemplateAndExtractsTheHostId) {
 
   EXPECT_EQ(match_route("/openapi.json")->matched->id, route_id::openapi);
   EXPECT_EQ(match_route("/healthz")->matched->id, route_id::healthz);
+  EXPECT_EQ(hosts->profile, wire_profile::litterbox);
+  EXPECT_EQ(console->profile, wire_profile::litterbox);
+}
+
+TEST(MatchRoute, TheDrukboxPrefixSelectsTheDrukboxProfileOfTheSameRoutes) {
+  const auto hosts = match_route("/drukbox/hosts");
+  ASSERT_TRUE(hosts);
+  EXPECT_EQ(hosts->matched->id, route_id::hosts);
+  EXPECT_EQ(hosts->profile, wire_profile::drukbox);
+
+  const auto renew = match_route("/drukbox/hosts/x%2Dy/renew");
+  ASSERT_TRUE(renew);
+  EXPECT_EQ(renew->matched->id, route_id::host_renew);
+  EXPECT_EQ(renew->profile, wire_profile::drukbox);
+  EXPECT_EQ(renew->host_id, "x-y");
+
+  for (const auto& [path, id] : std::vector<std::pair<std::string, route_id>>{
+           {"/drukbox/hosts/abc", route_id::host},
+           {"/drukbox/doctor", route_id::doctor},
+           {"/drukbox/healthz", route_id::healthz},
+           {"/drukbox/openapi.json", route_id::openapi}}) {
+    const auto m = match_route(path);
+    ASSERT_TRUE(m) << path;
+    EXPECT_EQ(m->matched->id, id) << path;
+    EXPECT_EQ(m->profile, wire_profile::drukbox) << path;
+  }
+}
+
+TEST(MatchRoute, DrukboxHasNoConsoleNorMetricsAndThePrefixAloneIsNoRoute) {
+  for (const auto* path :
+       {"/drukbox/hosts/abc/console", "/drukbox/metrics", "/drukbox", "/drukbox/", "/drukboxhosts",
+        "/drukbox/drukbox/hosts", "/drukbox/hosts/", "/litterbox/hosts"}) {
+    EXPECT_FALSE(match_route(path)) << path;
+  }
+}
+
+TEST(MatchRoute, CapturesEveryTemplateParameterByName) {
+  // A row as the HTTP proxy operations will add it: two parameters, POST in both profiles,
+  // GET in litterbox's only.
+  const std::vector<route> table{{route_id::hosts,
+                                  "/http-proxies/{name}/hosts/{host_id}",
+                                  {{"GET", profiles::litterbox, profiles::litterbox},
+                                   {"POST", profiles::both, profiles::both}},
+                                  true}};
+  const auto m = match_route("/drukbox/http-proxies/open%2Dai/hosts/abc", table);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->matched, &table[0]);
+  EXPECT_EQ(m->profile, wire_profile::drukbox);
+  EXPECT_EQ(m->param("name"), "open-ai");
+  EXPECT_EQ(m->param("host_id"), "abc");
+  EXPECT_EQ(m->host_id, "abc");
+  EXPECT_EQ(m->param("nope"), "");
+  EXPECT_EQ(allow_header(*m->matched, wire_profile::drukbox), "POST");
+  EXPECT_EQ(allow_header(*m->matched, wire_profile::litterbox), "GET, POST");
+  EXPECT_FALSE(match_route("/http-proxies/x/hosts/", table));
+}
+
+TEST(RouteLabel, IsTheTemplateWithTheProfilePrefix) {
+  EXPECT_EQ(route_label(*match_route("/hosts/abc")), "/hosts/{host_id}");
+  EXPECT_EQ(route_label(*match_route("/drukbox/hosts/abc")), "/drukbox/hosts/{host_id}");
+  EXPECT_EQ(route_label(*match_route("/drukbox/healthz")), "/drukbox/healthz");
+}
+
+TEST(ListedOperations, LitterboxListsEveryOperationDrukboxOnlyItsOwn) {
+  using ops = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(listed_operations(wire_profile::litterbox), (ops{{"GET", "/hosts"},
+                                                             {"POST", "/hosts"},
+                                                             {"GET", "/hosts/{host_id}"},
+                                                             {"DELETE", "/hosts/{host_id}"},
+                                                             {"POST", "/hosts/{host_id}/renew"},
+                                                             {"GET", "/hosts/{host_id}/console"},
+                                                             {"GET", "/healthz"},
+                                                             {"GET", "/doctor"},
+                                                             {"GET", "/metrics"},
+                                                             {"GET", "/openapi.json"}}));
+  EXPECT_EQ(listed_operations(wire_profile::drukbox), (ops{{"GET", "/hosts"},
+                                                           {"POST", "/hosts"},
+                                                           {"GET", "/hosts/{host_id}"},
+                                                           {"DELETE", "/hosts/{host_id}"},
+                                                           {"POST", "/hosts/{host_id}/renew"},
+                                                           {"GET", "/doctor"}}));
+}
+
+TEST(ListedOperations, AreAllServedInTheirProfile) {
+  for (const auto& r : routes()) {
+    for (const auto& op : r.operations) {
+      for (const auto p : k_wire_profiles) {
+        if (includes(op.listed, p)) {
+          EXPECT_TRUE(includes(op.served, p)) << op.method << ' ' << r.path;
+        }
+      }
+    }
+  }
 }
 
 TEST(MatchRoute, RejectsUnknownPathsTrailingSlashesAndEmptyIds) {
@@ -89,13 +146,29 @@ TEST(MatchRoute, OnlyHealthMetricsAndOpenApiAreServedWithoutAuth) {
   EXPECT_EQ(open, (std::set<std::string>{"/healthz", "/metrics", "/openapi.json"}));
 }
 
-TEST(AllowHeader, ListsTheMethodsOfTheRoute) {
+TEST(AllowHeader, ListsTheMethodsOfTheRouteInTheProfile) {
   const auto m = match_route("/hosts/abc");
   ASSERT_TRUE(m);
-  EXPECT_EQ(allow_header(*m->matched), "GET, DELETE");
-  EXPECT_TRUE(allows(*m->matched, "DELETE"));
-  EXPECT_FALSE(allows(*m->matched, "POST"));
-  EXPECT_FALSE(allows(*m->matched, "get"));
+  for (const auto p : k_wire_profiles) {
+    EXPECT_EQ(allow_header(*m->matched, p), "GET, DELETE");
+    EXPECT_TRUE(allows(*m->matched, "DELETE", p));
+    EXPECT_FALSE(allows(*m->matched, "POST", p));
+    EXPECT_FALSE(allows(*m->matched, "get", p));
+  }
+  const auto console = match_route("/hosts/abc/console");
+  ASSERT_TRUE(console);
+  EXPECT_TRUE(allows(*console->matched, "GET", wire_profile::litterbox));
+  EXPECT_FALSE(allows(*console->matched, "GET", wire_profile::drukbox));
+  EXPECT_EQ(allow_header(*console->matched, wire_profile::drukbox), "");
+}
+
+TEST(Profiles, IncludesIsMembership) {
+  EXPECT_TRUE(includes(profiles::both, wire_profile::litterbox));
+  EXPECT_TRUE(includes(profiles::both, wire_profile::drukbox));
+  EXPECT_TRUE(includes(profiles::litterbox, wire_profile::litterbox));
+  EXPECT_FALSE(includes(profiles::litterbox, wire_profile::drukbox));
+  EXPECT_FALSE(includes(profiles::drukbox, wire_profile::litterbox));
+  EXPECT_FALSE(includes(profiles::none, wire_profile::litterbox));
 }
 
 TEST(MethodLabel, KeepsStandardMethodsAndFoldsEveryOtherIntoOne) {
