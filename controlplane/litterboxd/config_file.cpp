@@ -108,7 +108,9 @@ std::filesystem::path load_config_file(const config_file_choice& choice,
   }
   const auto settings = parse_config_file(text.str(), known_keys, path.string());
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
+  // Only a regular file can hold secrets; /dev/null (an empty configuration) is world-readable
+  // by nature.
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_IROTH) != 0) {
     std::fprintf(stderr,
                  "litterboxd: warning: %s is readable by every user but holds secrets; "
                  "chmod 0600 it\n",

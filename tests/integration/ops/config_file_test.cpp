@@ -241,6 +241,7 @@ TEST(ConfigFile, AFlagOverridesTheEnvironmentForEverySubcommand) {
          "LITTERBOX_CONFIG=/dev/null", "LITTERBOX_LOG_FORMAT=json", "LITTERBOX_TEMPLATES=off"},
         dir / (std::string(sub) + ".log"));
     EXPECT_EQ(r.exit_code, 1) << sub << r.output;
+    EXPECT_EQ(r.output.find("readable by every user"), std::string::npos) << sub << r.output;
     EXPECT_EQ(r.output.find("LITTERBOX_POOL needs"), std::string::npos) << sub << r.output;
     EXPECT_EQ(r.output.find("{\"ts\""), std::string::npos) << sub << ": " << r.output;
   }
