@@ -1329,7 +1329,8 @@ result<void> libvirt_driver::apply_login(const vm_spec& spec, steady_clock::time
       return as_restore_failure(w.error());
     }
   }
-  return {};
+  // Ready still means usable: the same proof as a boot's, through the address handed out.
+  return await_host_key(spec, deadline);
 }
 
 result<void> libvirt_driver::destroy_template(std::string_view template_id) {
