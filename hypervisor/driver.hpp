@@ -165,9 +165,13 @@ class driver {
                                      std::chrono::steady_clock::time_point deadline) = 0;
 
   /// Replaces the login of the running clone spec.host_id with spec.authorized_keys and
-  /// spec.env (byte-exact), e.g. when a warm-pool member is claimed; other fields of spec are
-  /// not used. Errors: not_found (no such running host), boot_failed (the guest agent did not
-  /// answer or failed), unavailable.
+  /// spec.env (byte-exact), e.g. when a warm-pool member is claimed, then waits until an SSH
+  /// handshake to spec.ssh_host:spec.ssh_port presents spec.host_key, as wait_ready, or until
+  /// `deadline`. spec.name, host_key, ssh_host and ssh_port must be the ones the clone was
+  /// restored with; its other fields are not used. A failed call may leave the new login in
+  /// place: the caller destroys the host. Errors: not_found (no such running host),
+  /// boot_failed (the guest agent did not answer or failed, or the guest stopped),
+  /// boot_timeout, host_key_mismatch, unavailable.
   virtual result<void> apply_login(const vm_spec& spec,
                                    std::chrono::steady_clock::time_point deadline) = 0;
 

@@ -1,12 +1,13 @@
 // Templates and clones on the libvirt driver (TCG): one template build, then N sequential
 // clones restore → ready, apply_login on live clones, memory and disk per clone, a cold boot
 // of the same spec for comparison, and what a per-clone copy of the state file would cost.
-//   clone_bench <work-dir> <base-disk> <kernel> <initrd> [clones] [live]
+//   clone_bench <work-dir> <base-disk> <kernel> <initrd> [clones] [live] [cold]
 // Prints Markdown. Needs root and libvirtd; domains carry the owner tag litterbox-clone-bench.
 #include "base/secret.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 #include "hypervisor/ssh/keys.hpp"
 
+#include <spdlog/cfg/env.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -103,14 +104,18 @@ double allocated_mib(const fs::path& p) {
 int main(int argc, char** argv) {
   if (argc < 5) {
     std::fprintf(stderr,
-                 "usage: clone_bench <work-dir> <base-disk> <kernel> <initrd> [clones] [live]\n");
+                 "usage: clone_bench <work-dir> <base-disk> <kernel> <initrd> [clones] [live] "
+                 "[cold]\n");
     return 2;
   }
   // The driver logs the phases of each build and restore at debug level, on stderr.
   spdlog::set_level(spdlog::level::debug);
+  // SPDLOG_LEVEL=trace adds the time of every guest-agent command.
+  spdlog::cfg::load_env_levels();
   const fs::path work = argv[1];
   const int clones = argc > 5 ? std::stoi(argv[5]) : 20;
   const int live_count = argc > 6 ? std::stoi(argv[6]) : 4;
+  const bool cold_boot = argc > 7 ? std::stoi(argv[7]) != 0 : true;
   fs::create_directories(work);
   fs::permissions(work, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   fixed_base_image images(argv[2]);
@@ -120,6 +125,8 @@ int main(int argc, char** argv) {
   cfg.kernel = argv[3];
   cfg.initrd = argv[4];
   cfg.owner = "litterbox-clone-bench";
+  std::vector<clone_timing> timings;  // only the bench's own thread calls the driver
+  cfg.on_timing = [&](const clone_timing& t) { timings.push_back(t); };
   libvirt_driver driver(cfg, images);
   const std::string digest = driver.prepare_image("bench").value();
   const auto login = generate_ed25519("bench").value();
@@ -166,6 +173,7 @@ int main(int argc, char** argv) {
   const double copy_s = seconds_since(t0);
   fs::remove(copy);
 
+  timings.clear();
   std::vector<double> restore_s;
   int failures = 0;
   for (int i = 0; i < clones; ++i) {
@@ -182,17 +190,22 @@ int main(int argc, char** argv) {
     (void)driver.destroy(s.host_id);
   }
 
+  const std::vector<clone_timing> restore_timings = timings;
+
   // One cold boot of the same spec, for comparison (the path clones replace), while no clone
   // runs.
   auto cold = spec_for(700);
   t0 = steady_clock::now();
   double cold_s = -1;
-  if (driver.create_vm(cold) &&
-      driver.wait_ready(cold, steady_clock::now() + std::chrono::minutes(10))) {
-    cold_s = seconds_since(t0);
+  std::pair<double, double> cold_memory{0, 0};
+  if (cold_boot) {
+    if (driver.create_vm(cold) &&
+        driver.wait_ready(cold, steady_clock::now() + std::chrono::minutes(10))) {
+      cold_s = seconds_since(t0);
+    }
+    cold_memory = qemu_memory_mib(cold.name);
+    (void)driver.destroy(cold.host_id);
   }
-  const auto cold_memory = qemu_memory_mib(cold.name);
-  (void)driver.destroy(cold.host_id);
 
   std::vector<vm_spec> live;
   std::vector<double> login_s;
@@ -210,6 +223,7 @@ int main(int argc, char** argv) {
     }
     live.push_back(s);
   }
+  timings.clear();
   for (auto& s : live) {
     for (int round = 0; round < 5; ++round) {
       s.authorized_keys = {login.public_line};
@@ -246,16 +260,45 @@ int main(int argc, char** argv) {
   if (!login_s.empty()) {
     const auto l = summarize(login_s);
     std::printf(
-        "| apply_login on a live clone, n=%zu | p50 %.0f ms, p99 %.0f ms (min %.0f, max %.0f) "
-        "|\n",
-        login_s.size(), l.p50 * 1000, l.p99 * 1000, l.min * 1000, l.max * 1000);
+        "| apply_login + readiness on a live clone, n=%zu | p50 %.0f ms, p99 %.0f ms (min %.0f, "
+        "max %.0f, mean %.0f ± %.0f) |\n",
+        login_s.size(), l.p50 * 1000, l.p99 * 1000, l.min * 1000, l.max * 1000, l.mean * 1000,
+        l.sd * 1000);
+  }
+  // Where the time went: the p50 of each phase (the phases' p50s need not add up to the
+  // total's).
+  const auto phase = [](const std::vector<clone_timing>& ts, long long clone_timing::*field) {
+    std::vector<double> v;
+    for (const auto& one : ts) {
+      v.push_back(static_cast<double>(one.*field));
+    }
+    return v.empty() ? 0.0 : summarize(v).p50;
+  };
+  if (!restore_timings.empty()) {
+    const auto& r = restore_timings;
+    std::printf(
+        "| clone phases, p50 | files %.0f, restore %.0f, agent up %.0f, seed + host key %.0f, "
+        "clock %.0f, identity %.0f, SSH %.0f ms; %d agent commands |\n",
+        phase(r, &clone_timing::prepare_ms), phase(r, &clone_timing::restore_ms),
+        phase(r, &clone_timing::agent_ms), phase(r, &clone_timing::host_key_ms),
+        phase(r, &clone_timing::clock_ms), phase(r, &clone_timing::files_ms),
+        phase(r, &clone_timing::ssh_ms), r.front().agent_commands);
+  }
+  if (!timings.empty()) {
+    std::printf(
+        "| apply_login phases, p50 | lookup %.0f, login files %.0f, SSH %.0f ms; %d agent "
+        "commands |\n",
+        phase(timings, &clone_timing::prepare_ms), phase(timings, &clone_timing::files_ms),
+        phase(timings, &clone_timing::ssh_ms), timings.front().agent_commands);
   }
   for (std::size_t i = 0; i < memory.size(); ++i) {
     std::printf(
         "| live clone %zu: QEMU PSS / RSS, overlay allocated | %.0f / %.0f MiB, %.1f MiB |\n",
         i + 1, memory[i].first, memory[i].second, disk[i]);
   }
-  std::printf("| cold boot create_vm → ready (same spec) | %.1f s, QEMU PSS %.0f MiB |\n", cold_s,
-              cold_memory.first);
+  if (cold_boot) {
+    std::printf("| cold boot create_vm → ready (same spec) | %.1f s, QEMU PSS %.0f MiB |\n", cold_s,
+                cold_memory.first);
+  }
   return failures == 0 ? 0 : 1;
 }

@@ -3,23 +3,26 @@
 # sequential clones restore → ready (p50/p99 with spread), apply_login, memory and disk per
 # live clone, one cold boot of the same spec. One run, as root; prints a Markdown table.
 #
-#   bench/clone/run.sh [--no-build] [--clones N] [--live K]
+#   bench/clone/run.sh [--no-build] [--clones N] [--live K] [--no-cold]
 #
 # LB_BUILD_DIR picks the build tree (default build/release). The guest is the libvirt e2e
 # base disk (tests/e2e/libvirt/make-base-disk.sh, cached under /var/tmp/litterbox-e2e) with
 # the host's kernel and the small initrd built next to it.
+# --no-cold skips the cold boot (SPDLOG_LEVEL=trace times every guest-agent command).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
 
 build=1
 clones=20
 live=4
+cold=1
 while (($#)); do
   case "$1" in
     --no-build) build=0; shift ;;
     --clones) clones="$2"; shift 2 ;;
     --live) live="$2"; shift 2 ;;
-    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+    --no-cold) cold=0; shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     *) lb_die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -50,5 +53,5 @@ work="$(mktemp -d /var/tmp/litterbox-clonebench.XXXXXX)"
 chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 lb_log "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin" "$work" "$cache/base.qcow2" "$kernel" "$cache/initrd.img" "$clones" "$live"
+"$bin" "$work" "$cache/base.qcow2" "$kernel" "$cache/initrd.img" "$clones" "$live" "$cold"
 lb_log "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -404,6 +404,12 @@ result<void> fake_driver::apply_login(const vm_spec& spec, steady_clock::time_po
   }
   it->second.authorized_keys = spec.authorized_keys;
   it->second.env = spec.env;
+  // The readiness proof: the guest's SSH endpoint presents the key it was restored with.
+  if (it->second.host_key.public_line != spec.host_key.public_line) {
+    return make_error(errc::host_key_mismatch, "the SSH endpoint " + spec.ssh_host + ":" +
+                                                   std::to_string(spec.ssh_port) +
+                                                   " did not present the pinned key");
+  }
   return {};
 }
 

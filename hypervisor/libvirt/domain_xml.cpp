@@ -153,7 +153,11 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
   x += "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n";
   x += "    </channel>\n";
   x += "    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\n";
-  x += "    <memballoon model='none'/>\n";
+  // A template guest (and so every clone restored from it) hands the pages it frees back to
+  // QEMU, which drops them: they are zero in the saved state, and a clone's memory shrinks
+  // as it frees. Booted hosts keep the device-free machine of the cold path.
+  x += spec.is_template ? "    <memballoon model='virtio' freePageReporting='on'/>\n"
+                        : "    <memballoon model='none'/>\n";
   x += "  </devices>\n";
   // The NIC sits at a fixed slot at the end of pci.0, away from the slots libvirt assigns.
   std::string netdev = "user,id=lbnet0,ipv6=off,hostfwd=tcp:" + spec.ssh_host + ":" +

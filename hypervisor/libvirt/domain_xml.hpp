@@ -20,7 +20,8 @@ struct domain_spec {
   std::string name;     ///< domain name (`sb-…`)
   std::string host_id;  ///< written into the metadata
   /// A template guest (issue 9): host_id is the template id, tagged <lb:template-id> instead
-  /// of <lb:host-id> so that nothing that sweeps hosts ever takes it for one.
+  /// of <lb:host-id> so that nothing that sweeps hosts ever takes it for one. It also gets a
+  /// virtio balloon with free page reporting, so that freed guest memory is not saved.
   bool is_template = false;
   std::string owner;  ///< owner tag in the metadata (which deployment made it)
   accel acceleration = accel::tcg;

@@ -7,6 +7,7 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
@@ -78,8 +79,13 @@ result<std::string> guest_agent::command(std::string_view execute,
                       "the guest agent did not finish in time (" + std::string(execute) + ")");
   }
   const std::string request = agent_request(execute, arguments_json);
+  const auto sent = steady_clock::now();
   char* reply = virDomainQemuAgentCommand(domain_, request.c_str(),
                                           static_cast<int>(std::min<long long>(left, 60)), 0);
+  ++commands_;
+  spdlog::trace(
+      "guest agent {}: {} us", execute,
+      std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - sent).count());
   if (reply == nullptr) {
     const virErrorPtr e = virGetLastError();
     const std::string message = e != nullptr && e->message != nullptr ? e->message : "no reply";

@@ -51,9 +51,13 @@ class guest_agent {
   /// clone_unsupported (refused), boot_failed (no answer in time, agent error).
   result<std::string> command(std::string_view execute, std::string_view arguments_json = {});
 
+  /// Number of commands sent so far (each is two round trips: libvirt syncs first).
+  int commands() const { return commands_; }
+
  private:
   _virDomain* domain_;
   std::chrono::steady_clock::time_point deadline_;
+  int commands_ = 0;
 };
 
 }  // namespace litterbox::hypervisor

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,24 @@
 #include <vector>
 
 namespace litterbox::hypervisor {
+
+class ssh_connection;
+
+/// Where the time of one successful restore_clone or apply_login went, in milliseconds of the
+/// calling thread (a phase the call does not have is 0).
+struct clone_timing {
+  bool is_restore = true;  ///< false: apply_login
+  std::string host_id;
+  long long prepare_ms = 0;   ///< restore: overlay, console, save head; login: the lookup
+  long long restore_ms = 0;   ///< restore: virDomainRestoreFlags until the domain runs
+  long long agent_ms = 0;     ///< restore: until the guest agent answers
+  long long host_key_ms = 0;  ///< restore: the RNG seed and the host key
+  long long clock_ms = 0;     ///< restore: the clock
+  long long files_ms = 0;     ///< the rest of the identity (restore) or the login (apply_login)
+  long long ssh_ms = 0;       ///< the readiness handshake after the last write
+  long long total_ms = 0;
+  int agent_commands = 0;  ///< guest-agent commands sent (each is two round trips)
+};
 
 /// Settings of the libvirt driver; litterboxd fills it from its config.
 struct libvirt_config {
@@ -47,6 +66,9 @@ struct libvirt_config {
   /// How long a template guest's agent may take to answer once the guest is ready before the
   /// image counts as not clonable (it has no agent, or the agent is not on its channel).
   std::chrono::milliseconds agent_connect_timeout{30000};
+  /// Called (on the calling thread) after each successful restore_clone and apply_login with
+  /// where its time went; the same numbers are logged at debug level. For benchmarks.
+  std::function<void(const clone_timing&)> on_timing;
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
@@ -128,8 +150,11 @@ class libvirt_driver final : public driver {
                                  bool is_template);
   result<void> await_ready(const vm_spec& spec, const std::filesystem::path& console_path,
                            std::chrono::steady_clock::time_point deadline);
-  /// Probes spec's SSH forward until it presents spec.host_key (or the domain dies).
-  result<void> await_host_key(const vm_spec& spec, std::chrono::steady_clock::time_point deadline);
+  /// Probes spec's SSH forward until it presents spec.host_key (or the domain dies). The
+  /// first handshake runs on `early` when given and open (a connection opened before the
+  /// last guest-agent writes, so that sshd's start-up for it overlapped them).
+  result<void> await_host_key(const vm_spec& spec, std::chrono::steady_clock::time_point deadline,
+                              ssh_connection* early = nullptr);
 
   libvirt_config config_;
   base_images& images_;

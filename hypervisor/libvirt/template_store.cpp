@@ -175,7 +175,13 @@ result<std::vector<guest_file>> identity_files(const vm_spec& spec, std::string_
   if (!login) {
     return login.error();
   }
+  std::string private_key = spec.host_key.private_openssh;
+  if (private_key.back() != '\n') {
+    private_key += '\n';
+  }
   std::vector<guest_file> files;
+  files.push_back({"/etc/ssh/ssh_host_ed25519_key.pub", spec.host_key.public_line + "\n"});
+  files.push_back({"/etc/ssh/ssh_host_ed25519_key", std::move(private_key)});
   files.push_back({"/etc/machine-id", std::string(machine_id) + "\n"});
   files.push_back({"/etc/hostname", spec.name + "\n"});
   // What cloud-init's manage_etc_hosts renders on Debian for this hostname.
@@ -188,12 +194,6 @@ result<std::vector<guest_file>> identity_files(const vm_spec& spec, std::string_
   for (auto& f : *login) {
     files.push_back(std::move(f));
   }
-  std::string private_key = spec.host_key.private_openssh;
-  if (private_key.back() != '\n') {
-    private_key += '\n';
-  }
-  files.push_back({"/etc/ssh/ssh_host_ed25519_key.pub", spec.host_key.public_line + "\n"});
-  files.push_back({"/etc/ssh/ssh_host_ed25519_key", std::move(private_key)});
   return files;
 }
 

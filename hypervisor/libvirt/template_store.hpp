@@ -3,6 +3,7 @@
 #include "base/result.hpp"
 #include "hypervisor/driver.hpp"
 
+#include <cstddef>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -50,11 +51,17 @@ std::vector<std::string> template_scrub_paths(std::string_view ssh_username,
                                               std::string_view instance_id);
 
 /// The files that give a clone the identity of the host of `spec`, in the order they must be
-/// written: machine-id, hostname (/etc/hostname, /etc/hosts, the kernel's), then the login
-/// (login_files), and the host key last, so that the first SSH handshake finds everything
-/// else in place. `machine_id` is 32 lowercase hex digits. Errors: vm_create_failed for a
-/// spec whose values cannot be written as they are (see validate_login, hostname, key).
+/// written: the host key first (k_host_key_files of them), then machine-id, hostname
+/// (/etc/hostname, /etc/hosts, the kernel's) and the login (login_files) last. The saved
+/// guest has no host key, so sshd refuses every connection until the key is in; with it in
+/// first, the readiness probe's connection can be opened (sshd starts a process for it,
+/// which reads the key) while the rest is written, and its handshake runs once all is in
+/// place. Nobody can log in before the login, written last. `machine_id` is 32 lowercase hex
+/// digits. Errors: vm_create_failed for a spec whose values cannot be written as they are
+/// (see validate_login, hostname, key).
 result<std::vector<guest_file>> identity_files(const vm_spec& spec, std::string_view machine_id);
+/// How many of identity_files' first files are the host key.
+inline constexpr std::size_t k_host_key_files = 2;
 
 /// The login user's ~/.ssh/environment and authorized_keys for `spec` (in that order), byte
 /// for byte as a cold boot's seed writes them. Errors: vm_create_failed (see validate_login).

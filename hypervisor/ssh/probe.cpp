@@ -2,8 +2,19 @@
 
 #include <libssh/libssh.h>
 
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fcntl.h>
 #include <memory>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <type_traits>
+#include <unistd.h>
+#include <utility>
 
 namespace litterbox::hypervisor {
 namespace {
@@ -44,10 +55,19 @@ probe_result unreachable(std::string detail) {
   return {probe_status::unreachable, std::move(detail)};
 }
 
-}  // namespace
-
-probe_result probe_host_key(std::string_view host, int port, std::string_view expected_public_line,
-                            std::chrono::milliseconds timeout) {
+// The key exchange on `fd` (owned) or, for -1, on a connection libssh opens itself. libssh
+// 0.10 leaves a socket it was handed open when the session ends, except when it closes it
+// itself on a failed connect: whichever it did, the socket is closed exactly once.
+probe_result handshake(int fd, std::string_view host, int port,
+                       std::string_view expected_public_line, std::chrono::milliseconds timeout) {
+  struct fd_guard {
+    int fd;
+    ~fd_guard() {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+  } owned{fd};
   const key_ptr expected = import_public(expected_public_line);
   if (!expected) {
     return {probe_status::mismatch, "the expected host key cannot be parsed"};
@@ -70,7 +90,17 @@ probe_result probe_host_key(std::string_view host, int port, std::string_view ex
   ssh_options_set(session.get(), SSH_OPTIONS_HOSTKEYS, "ssh-ed25519");
   ssh_options_set(session.get(), SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
   ssh_options_set(session.get(), SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
-  if (ssh_connect(session.get()) != SSH_OK) {
+  if (owned.fd >= 0) {
+    socket_t handed = owned.fd;
+    if (ssh_options_set(session.get(), SSH_OPTIONS_FD, &handed) != SSH_OK) {
+      return unreachable("libssh does not take the connection");
+    }
+  }
+  const int connected = ssh_connect(session.get());
+  if (owned.fd >= 0 && ssh_get_fd(session.get()) != owned.fd) {
+    owned.fd = -1;  // libssh closed it
+  }
+  if (connected != SSH_OK) {
     return unreachable(std::string("ssh handshake failed: ") + ssh_get_error(session.get()));
   }
   ssh_key raw = nullptr;
@@ -82,6 +112,92 @@ probe_result probe_host_key(std::string_view host, int port, std::string_view ex
     return {probe_status::mismatch, "the server presented a host key other than the pinned one"};
   }
   return {probe_status::matched, "host key matches"};
+}
+
+}  // namespace
+
+probe_result probe_host_key(std::string_view host, int port, std::string_view expected_public_line,
+                            std::chrono::milliseconds timeout) {
+  return handshake(-1, host, port, expected_public_line, timeout);
+}
+
+probe_result probe_host_key(ssh_connection connection, std::string_view host, int port,
+                            std::string_view expected_public_line,
+                            std::chrono::milliseconds timeout) {
+  if (!connection.is_open()) {
+    return unreachable(connection.detail());
+  }
+  return handshake(connection.release(), host, port, expected_public_line, timeout);
+}
+
+ssh_connection::ssh_connection(ssh_connection&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), detail_(std::move(other.detail_)) {}
+
+ssh_connection& ssh_connection::operator=(ssh_connection&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+    fd_ = std::exchange(other.fd_, -1);
+    detail_ = std::move(other.detail_);
+  }
+  return *this;
+}
+
+ssh_connection::~ssh_connection() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
+int ssh_connection::release() {
+  return std::exchange(fd_, -1);
+}
+
+ssh_connection ssh_connection::open(std::string_view host, int port,
+                                    std::chrono::milliseconds timeout) {
+  ssh_connection c;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  const std::string host_str(host);
+  if (port <= 0 || port > 65535 || ::inet_pton(AF_INET, host_str.c_str(), &addr.sin_addr) != 1) {
+    c.detail_ = "not an IPv4 address and port: " + host_str + ":" + std::to_string(port);
+    return c;
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    c.detail_ = std::string("socket: ") + std::strerror(errno);
+    return c;
+  }
+  c.fd_ = fd;
+  auto fail = [&](std::string why) {
+    ::close(c.fd_);
+    c.fd_ = -1;
+    c.detail_ = std::move(why);
+    return std::move(c);
+  };
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno != EINPROGRESS) {
+      return fail(std::string("connect: ") + std::strerror(errno));
+    }
+    pollfd p{fd, POLLOUT, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, timeout.count())));
+    if (ready <= 0) {
+      return fail(ready == 0 ? "connect: timed out" : std::string("poll: ") + std::strerror(errno));
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+      return fail(std::string("connect: ") + std::strerror(err != 0 ? err : errno));
+    }
+  }
+  // libssh expects a blocking socket, as one it connected itself.
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return fail(std::string("fcntl: ") + std::strerror(errno));
+  }
+  return c;
 }
 
 }  // namespace litterbox::hypervisor

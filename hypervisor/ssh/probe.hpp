@@ -25,4 +25,38 @@ struct probe_result {
 probe_result probe_host_key(std::string_view host, int port, std::string_view expected_public_line,
                             std::chrono::milliseconds timeout);
 
+/// A TCP connection to an SSH endpoint opened ahead of its handshake, so that the server's
+/// start-up for this connection overlaps other work: OpenSSH 9.2 forks and re-executes sshd
+/// for every connection, which costs hundreds of milliseconds in an emulated guest, and the
+/// new process reads the host key files then. Move-only; closes its socket when destroyed.
+class ssh_connection {
+ public:
+  ssh_connection() = default;
+  ssh_connection(ssh_connection&& other) noexcept;
+  ssh_connection& operator=(ssh_connection&& other) noexcept;
+  ssh_connection(const ssh_connection&) = delete;
+  ssh_connection& operator=(const ssh_connection&) = delete;
+  ~ssh_connection();
+
+  /// Connects to host:port (an IPv4 literal) within `timeout`. A failure gives an object
+  /// that is not open; `detail` says why.
+  static ssh_connection open(std::string_view host, int port, std::chrono::milliseconds timeout);
+
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& detail() const { return detail_; }
+  /// Hands the socket over (the object is no longer open).
+  int release();
+
+ private:
+  int fd_ = -1;
+  std::string detail_;
+};
+
+/// probe_host_key over `connection`, which it consumes: the SSH version exchange and key
+/// exchange run now, on the connection opened earlier. A connection that is not open is
+/// unreachable.
+probe_result probe_host_key(ssh_connection connection, std::string_view host, int port,
+                            std::string_view expected_public_line,
+                            std::chrono::milliseconds timeout);
+
 }  // namespace litterbox::hypervisor

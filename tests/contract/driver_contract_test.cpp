@@ -282,6 +282,16 @@ TYPED_TEST(driver_contract, WaitReadyOfAVmThatIsNotThereFailsAtOnceWithBootFaile
   EXPECT_EQ(out.error().code, errc::boot_failed);
 }
 
+TYPED_TEST(driver_contract, ApplyLoginOfAHostThatIsNotRunningIsNotFound) {
+  auto spec = this->prepared_spec();
+  ASSERT_TRUE(this->driver_.create_vm(spec));
+  ASSERT_TRUE(this->driver_.destroy(spec.host_id));
+  const auto out = this->driver_.apply_login(spec, std::chrono::steady_clock::now() + 30s);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::not_found);
+  EXPECT_TRUE(this->owned().empty());
+}
+
 TYPED_TEST(driver_contract, MalformedHostIdsAreRejectedAndTouchNothing) {
   const std::vector<std::string> malformed = {
       "", "../../etc", "0190c0de-0000-7000-8000-00000000000g", "a/b", std::string(65, 'a')};
@@ -407,6 +417,52 @@ TEST(fake_driver_prepare, AConcurrentPrepareOfOneImageReturnsOnlyOnceItsConversi
   EXPECT_EQ(a.value(), b.value());
   EXPECT_TRUE(after_conversion) << "returned while the conversion was still running";
   EXPECT_EQ(fake.conversions(), 1);
+}
+
+// The fake on its own: apply_login ends with the readiness proof a real guest gives, an SSH
+// handshake presenting the host key the clone was restored with (real guests: the clone e2e).
+
+template_spec contract_template(const std::string& digest) {
+  template_spec t;
+  t.template_id = new_uuid_v7(system_clock{}.now());
+  t.guest = make_spec(digest);
+  t.guest.authorized_keys.clear();
+  return t;
+}
+
+TEST(fake_driver_apply_login, ApplyLoginSucceedsOnceTheHandshakePresentsTheClonesHostKey) {
+  fake_driver fake;
+  const auto digest = fake.prepare_image("registry.test/debian:12");
+  ASSERT_TRUE(digest.has_value());
+  const auto t = contract_template(digest.value());
+  ASSERT_TRUE(fake.build_template(t, std::chrono::steady_clock::now() + 30s));
+  auto spec = make_spec(digest.value());
+  spec.authorized_keys.clear();
+  ASSERT_TRUE(fake.restore_clone(t.template_id, spec, std::chrono::steady_clock::now() + 30s));
+  spec.authorized_keys = {"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGNhbGxlcg caller"};
+  spec.env = {{"TOKEN", "a'b"}};
+  const auto out = fake.apply_login(spec, std::chrono::steady_clock::now() + 30s);
+  ASSERT_TRUE(out.has_value()) << out.error().message;
+  EXPECT_EQ(fake.vm(spec.host_id)->authorized_keys, spec.authorized_keys);
+  EXPECT_EQ(fake.vm(spec.host_id)->env, spec.env);
+}
+
+TEST(fake_driver_apply_login, ApplyLoginWithAHostKeyOtherThanTheClonesIsHostKeyMismatch) {
+  fake_driver fake;
+  const auto digest = fake.prepare_image("registry.test/debian:12");
+  ASSERT_TRUE(digest.has_value());
+  const auto t = contract_template(digest.value());
+  ASSERT_TRUE(fake.build_template(t, std::chrono::steady_clock::now() + 30s));
+  auto spec = make_spec(digest.value());
+  spec.authorized_keys.clear();
+  ASSERT_TRUE(fake.restore_clone(t.template_id, spec, std::chrono::steady_clock::now() + 30s));
+  auto other = spec;
+  const auto key = generate_ed25519("other");
+  ASSERT_TRUE(key.has_value());
+  other.host_key = key.value();
+  const auto out = fake.apply_login(other, std::chrono::steady_clock::now() + 30s);
+  ASSERT_FALSE(out.has_value());
+  EXPECT_EQ(out.error().code, errc::host_key_mismatch);
 }
 
 }  // namespace

@@ -310,6 +310,13 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
     }
     EXPECT_EQ(ssh(pool, key, "test ! -e /tmp/pwned && echo clean").output, "clean\n");
 
+    SCOPED_TRACE("apply_login ends with a handshake that must present the clone's host key");
+    auto wrong_key = pool;
+    wrong_key.host_key = generate_ed25519("not-the-clone").value();
+    const auto mismatch = driver_->apply_login(wrong_key, steady_clock::now() + 30s);
+    ASSERT_FALSE(mismatch);
+    EXPECT_EQ(mismatch.error().code, errc::host_key_mismatch) << mismatch.error().message;
+
     SCOPED_TRACE("the guest agent refuses every RPC the driver does not use");
     for (const auto* cmd : {R"({"execute":"guest-exec","arguments":{"path":"/bin/true"}})",
                             R"({"execute":"guest-file-read","arguments":{"handle":1}})",

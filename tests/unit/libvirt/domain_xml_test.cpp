@@ -141,6 +141,19 @@ TEST(DomainXml, ATemplateGuestIsTaggedAsTemplateAndIsNoHost) {
   EXPECT_EQ(metadata_template_id(*host, "litterbox"), "");
 }
 
+TEST(DomainXml, OnlyATemplateGuestReportsFreePagesThroughABalloon) {
+  auto t = sample();
+  t.is_template = true;
+  const auto tmpl = render_domain_xml(t);
+  ASSERT_TRUE(tmpl);
+  EXPECT_TRUE(contains(*tmpl, "<memballoon model='virtio' freePageReporting='on'/>"));
+  EXPECT_FALSE(contains(*tmpl, "<memballoon model='none'/>"));
+  const auto host = render_domain_xml(sample());
+  ASSERT_TRUE(host);
+  EXPECT_TRUE(contains(*host, "<memballoon model='none'/>"));
+  EXPECT_FALSE(contains(*host, "freePageReporting"));
+}
+
 TEST(DomainXml, EscapesEveryValue) {
   auto d = sample();
   d.name = "a<b>&'\"";

@@ -66,7 +66,7 @@ TEST(TemplateScrub, EmptiesHostKeysLoginSeedCopiesRandomSeedAndReadyScript) {
   EXPECT_TRUE(has("/usr/local/lib/litterbox/ready"));
 }
 
-TEST(CloneIdentity, WritesMachineIdHostnameLoginAndTheHostKeyLast) {
+TEST(CloneIdentity, WritesTheHostKeyFirstThenMachineIdHostnameAndTheLoginLast) {
   const auto files = identity_files(clone_spec(), k_machine_id);
   ASSERT_TRUE(files) << files.error().message;
   std::vector<std::string> order;
@@ -75,8 +75,10 @@ TEST(CloneIdentity, WritesMachineIdHostnameLoginAndTheHostKeyLast) {
     order.push_back(f.path);
     content[f.path] = f.content;
   }
-  ASSERT_GE(order.size(), 2U);
-  EXPECT_EQ(order.back(), "/etc/ssh/ssh_host_ed25519_key");
+  ASSERT_GE(order.size(), k_host_key_files + 2);
+  EXPECT_EQ(order[0], "/etc/ssh/ssh_host_ed25519_key.pub");
+  EXPECT_EQ(order[1], "/etc/ssh/ssh_host_ed25519_key");
+  EXPECT_EQ(order.back(), "/home/agent/.ssh/authorized_keys");
   EXPECT_EQ(content["/etc/machine-id"], std::string(k_machine_id) + "\n");
   EXPECT_EQ(content["/etc/hostname"], "sb-0000000000aa\n");
   EXPECT_EQ(content["/proc/sys/kernel/hostname"], "sb-0000000000aa");
