@@ -59,6 +59,17 @@ bool valid_host_id(std::string_view id) {
 
 }  // namespace
 
+namespace {
+
+/// "type base64" of an authorized_keys or known_hosts style line, without its comment.
+std::string key_material(std::string_view line) {
+  const auto sp1 = line.find(' ');
+  const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  return std::string(line.substr(0, sp2));
+}
+
+}  // namespace
+
 fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
     fs::create_directories(*options_.state_dir);
@@ -404,8 +415,9 @@ result<void> fake_driver::apply_login(const vm_spec& spec, steady_clock::time_po
   }
   it->second.authorized_keys = spec.authorized_keys;
   it->second.env = spec.env;
-  // The readiness proof: the guest's SSH endpoint presents the key it was restored with.
-  if (it->second.host_key.public_line != spec.host_key.public_line) {
+  // The readiness proof: the guest's SSH endpoint presents the key it was restored with. A
+  // handshake shows the key, never the comment of its public line.
+  if (key_material(it->second.host_key.public_line) != key_material(spec.host_key.public_line)) {
     return make_error(errc::host_key_mismatch, "the SSH endpoint " + spec.ssh_host + ":" +
                                                    std::to_string(spec.ssh_port) +
                                                    " did not present the pinned key");
