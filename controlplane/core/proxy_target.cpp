@@ -90,21 +90,42 @@ ip_network v6_net(std::uint8_t first, std::uint8_t second, int prefix) {
   return n;
 }
 
+ip_network v6_text(const char* text, int prefix) {
+  ip_network n;
+  in6_addr v6{};
+  inet_pton(AF_INET6, text, &v6);
+  n.address = from_v6(v6);
+  n.prefix = prefix;
+  return n;
+}
+
+// What the guest egress firewall denies by default (README "What guests can reach"): a
+// proxy must not reach what the guest itself may not.
 const std::vector<ip_network>& restricted_networks() {
   static const std::vector<ip_network> nets = [] {
     std::vector<ip_network> out{
-        v4_net(0, 0, 0, 0, 8),       // "this network", unspecified
-        v4_net(10, 0, 0, 0, 8),      // RFC 1918
-        v4_net(100, 64, 0, 0, 10),   // RFC 6598 shared address space
-        v4_net(127, 0, 0, 0, 8),     // loopback
-        v4_net(169, 254, 0, 0, 16),  // link-local
-        v4_net(172, 16, 0, 0, 12),   // RFC 1918
-        v4_net(192, 168, 0, 0, 16),  // RFC 1918
-        v4_net(224, 0, 0, 0, 4),     // multicast
-        v4_net(240, 0, 0, 0, 4),     // reserved, broadcast
-        v6_net(0xfc, 0x00, 7),       // unique local
-        v6_net(0xfe, 0x80, 10),      // link-local
-        v6_net(0xff, 0x00, 8),       // multicast
+        v4_net(0, 0, 0, 0, 8),        // "this network", unspecified
+        v4_net(10, 0, 0, 0, 8),       // RFC 1918
+        v4_net(100, 64, 0, 0, 10),    // RFC 6598 shared address space
+        v4_net(127, 0, 0, 0, 8),      // loopback
+        v4_net(169, 254, 0, 0, 16),   // link-local
+        v4_net(172, 16, 0, 0, 12),    // RFC 1918
+        v4_net(192, 168, 0, 0, 16),   // RFC 1918
+        v4_net(192, 0, 0, 0, 24),     // IETF protocol assignments
+        v4_net(192, 0, 2, 0, 24),     // documentation
+        v4_net(198, 18, 0, 0, 15),    // benchmarking
+        v4_net(198, 51, 100, 0, 24),  // documentation
+        v4_net(203, 0, 113, 0, 24),   // documentation
+        v4_net(224, 0, 0, 0, 4),      // multicast
+        v4_net(240, 0, 0, 0, 4),      // reserved, broadcast
+        v6_net(0xfc, 0x00, 7),        // unique local
+        v6_net(0xfe, 0x80, 10),       // link-local
+        v6_net(0xff, 0x00, 8),        // multicast
+        v6_text("2001:db8::", 32),    // documentation
+        v6_text("100::", 64),         // discard-only
+        v6_text("64:ff9b:1::", 48),   // local-use NAT64
+        v6_net(0xfe, 0xc0, 10),       // site-local (deprecated)
+
     };
     ip_network loopback6;  // ::1
     loopback6.address[15] = 1;
@@ -262,7 +283,7 @@ result<std::vector<address16>> permitted_addresses(const schema::origin& target,
                                      [&](const ip_network& n) { return in_network(a, n); });
     if (!allowed && restricted_address(a)) {
       return target_error("target " + target.host +
-                          " is a loopback, link-local, private or local address; list it in "
+                          " is a loopback, link-local, private, special-purpose or local address; list it in "
                           "LITTERBOX_HTTP_PROXY_ALLOW to allow it");
     }
   }

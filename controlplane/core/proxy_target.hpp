@@ -30,8 +30,9 @@ struct proxy_allow_list {
 result<proxy_allow_list> parse_proxy_allow(std::string_view text);
 
 /// True if `address` (16 bytes, IPv4 mapped) is loopback, link-local, private (RFC 1918,
-/// RFC 6598 shared, IPv6 unique-local), unspecified, multicast or broadcast, or any address
-/// of this machine's interfaces.
+/// RFC 6598 shared, IPv6 unique-local), unspecified, multicast, broadcast or another
+/// special-purpose range the guest egress firewall denies (documentation, benchmarking…), or
+/// any address of this machine's interfaces.
 bool restricted_address(const std::array<std::uint8_t, 16>& address);
 
 /// Decides whether `target` may be proxied to: allowed when listed as host:port, otherwise

@@ -39,8 +39,8 @@ TEST(ProxyTarget, LoopbackLinkLocalPrivateAndSpecialAddressesAreRestricted) {
 }
 
 TEST(ProxyTarget, PublicAddressesAreNotRestricted) {
-  for (const auto* a :
-       {"1.1.1.1", "8.8.8.8", "172.32.0.1", "192.169.0.1", "100.128.0.1", "2606:4700:4700::1111"}) {
+  for (const auto* a : {"1.1.1.1", "8.8.8.8", "172.32.0.1", "192.169.0.1", "100.128.0.1",
+                        "2606:4700:4700::1111", "2001:4860:4860::8888", "::ffff:1.1.1.1"}) {
     EXPECT_FALSE(restricted_address(addr(a))) << a;
   }
 }
