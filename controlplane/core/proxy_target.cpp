@@ -282,9 +282,10 @@ result<std::vector<address16>> permitted_addresses(const schema::origin& target,
     const bool allowed = std::any_of(allow.networks.begin(), allow.networks.end(),
                                      [&](const ip_network& n) { return in_network(a, n); });
     if (!allowed && restricted_address(a)) {
-      return target_error("target " + target.host +
-                          " is a loopback, link-local, private, special-purpose or local address; list it in "
-                          "LITTERBOX_HTTP_PROXY_ALLOW to allow it");
+      return target_error(
+          "target " + target.host +
+          " is a loopback, link-local, private, special-purpose or local address; list it in "
+          "LITTERBOX_HTTP_PROXY_ALLOW to allow it");
     }
   }
   return addresses;
