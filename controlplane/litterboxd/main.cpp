@@ -525,6 +525,9 @@ void finish_config(options& o, bool needs_tokens) {
     throw startup_error(pools.error().message);
   }
   c.pools = std::move(*pools);
+  if (auto allow = controlplane::parse_proxy_allow(c.http_proxy_allow); !allow) {
+    throw startup_error(allow.error().message);
+  }
   if (!c.pools.empty() && !c.templates) {
     throw startup_error("LITTERBOX_POOL needs LITTERBOX_TEMPLATES=on (pool members are clones)");
   }
