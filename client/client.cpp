@@ -466,4 +466,99 @@ result<doctor_report> client::doctor() {
   return std::move(*report);
 }
 
+namespace {
+
+/// `status` is one of `ok`, or a 404/409 confirming an attempt that got no answer.
+result<void> expect_status(const http_response& r, std::initializer_list<int> ok,
+                           bool unanswered_before, int confirms) {
+  if (std::find(ok.begin(), ok.end(), r.status) != ok.end() ||
+      (unanswered_before && r.status == confirms)) {
+    return {};
+  }
+  return error_from_response(r.status, r.body);
+}
+
+}  // namespace
+
+result<void> client::create_http_proxy(
+    std::string_view name, std::string_view target,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  nlohmann::json h = nlohmann::json::object();
+  for (const auto& [k, v] : headers) {
+    h[k] = v;
+  }
+  const auto body =
+      nlohmann::json{{"name", name}, {"target", target}, {"headers", std::move(h)}}.dump();
+  bool unanswered_before = false;
+  auto r = call("POST", "/http-proxies", body, {}, config_.request_timeout, &unanswered_before);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {201}, unanswered_before, 409);
+}
+
+result<void> client::delete_http_proxy(std::string_view name) {
+  bool unanswered_before = false;
+  auto r = call("DELETE", "/http-proxies/" + encode(name), "", {}, config_.request_timeout,
+                &unanswered_before);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {204, 200}, unanswered_before, 404);
+}
+
+result<void> client::attach_http_proxy(std::string_view name, std::string_view host_id) {
+  auto r = call("POST", "/http-proxies/" + encode(name) + "/hosts/" + encode(host_id), "", {},
+                config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {200}, false, 200);
+}
+
+result<void> client::detach_http_proxy(std::string_view name, std::string_view host_id) {
+  bool unanswered_before = false;
+  auto r = call("DELETE", "/http-proxies/" + encode(name) + "/hosts/" + encode(host_id), "", {},
+                config_.request_timeout, &unanswered_before);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {204, 200}, unanswered_before, 404);
+}
+
+result<std::vector<http_proxy_info>> client::list_http_proxies() {
+  auto r = call("GET", "/http-proxies", "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(r->status, r->body);
+  }
+  const auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (!j.is_array()) {
+    return make_error(errc::bad_response, "the service sent a malformed proxy list");
+  }
+  std::vector<http_proxy_info> out;
+  for (const auto& item : j) {
+    if (!item.is_object() || !item.value("name", nlohmann::json()).is_string() ||
+        !item.value("target", nlohmann::json()).is_string() ||
+        !item.value("host_ids", nlohmann::json()).is_array() ||
+        !item.value("created_at", nlohmann::json()).is_string()) {
+      return make_error(errc::bad_response, "the service sent a malformed proxy list");
+    }
+    http_proxy_info p;
+    p.name = item["name"].get<std::string>();
+    p.target = item["target"].get<std::string>();
+    for (const auto& id : item["host_ids"]) {
+      if (!id.is_string()) {
+        return make_error(errc::bad_response, "the service sent a malformed proxy list");
+      }
+      p.host_ids.push_back(id.get<std::string>());
+    }
+    p.created_at = item["created_at"].get<std::string>();
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 }  // namespace litterbox::client

@@ -63,6 +63,14 @@ struct renew_options {
 using schema::doctor_check;
 using schema::doctor_report;
 
+/// An HTTP proxy as GET /http-proxies lists it (never its headers).
+struct http_proxy_info {
+  std::string name;
+  std::string target;
+  std::vector<std::string> host_ids;
+  std::string created_at;  ///< RFC 3339, as the server wrote it
+};
+
 /// Turns a non-success response into the matching error: 401/403 auth, 404 not_found,
 /// 409 conflict, 502 provisioning_failed, 503 unavailable, else api_error (message carries
 /// the status). The message is the body's `detail`; a 422 list also fills `issues`.
@@ -105,6 +113,25 @@ class client {
   result<std::string> console(std::string_view id, std::optional<std::size_t> bytes = {});
   /// GET /doctor.
   result<doctor_report> doctor();
+
+  // HTTP proxies (API.md "HTTP proxies"). `headers` are sent once and never come back.
+
+  /// POST /http-proxies. A 409 answering a retry whose earlier attempt got no answer is
+  /// success (that attempt created it). Errors: conflict (name taken), api_error (422: the
+  /// message lists the problems), auth, unavailable.
+  result<void> create_http_proxy(std::string_view name, std::string_view target,
+                                 const std::vector<std::pair<std::string, std::string>>& headers);
+  /// DELETE /http-proxies/{name}; a 404 after an unanswered attempt is success. Errors:
+  /// not_found, auth, unavailable.
+  result<void> delete_http_proxy(std::string_view name);
+  /// POST /http-proxies/{name}/hosts/{host_id} (idempotent). Errors: not_found, conflict
+  /// (the host has no VM), auth, unavailable.
+  result<void> attach_http_proxy(std::string_view name, std::string_view host_id);
+  /// DELETE /http-proxies/{name}/hosts/{host_id}; a 404 after an unanswered attempt is
+  /// success. Errors: not_found (not attached), auth, unavailable.
+  result<void> detach_http_proxy(std::string_view name, std::string_view host_id);
+  /// GET /http-proxies, by name.
+  result<std::vector<http_proxy_info>> list_http_proxies();
 
   const client_config& config() const { return config_; }
 

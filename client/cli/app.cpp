@@ -9,6 +9,8 @@
 #include "client/duration.hpp"
 #include "client/errc.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -64,6 +66,11 @@ struct options {
   std::string src;
   std::string dst;
   std::string shell;
+  // proxy
+  std::string proxy_name;
+  std::string target;
+  std::vector<std::string> header_envs;
+  std::vector<std::string> proxy_names;
 };
 
 int fail(const error& e) {
@@ -351,6 +358,106 @@ int cmd_doctor() {
   return report->ok ? exit_code::ok : exit_code::api;
 }
 
+/// `--header-env NAME=VAR` entries as (header, value of $VAR): values are read from the
+/// environment so that the credential never sits in argv (visible in ps) or shell history.
+result<std::vector<std::pair<std::string, std::string>>> headers_from_env(
+    const std::vector<std::string>& entries) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& entry : entries) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == entry.size()) {
+      return make_error(errc::invalid_argument,
+                        "--header-env wants HEADER=ENVVAR, e.g. Authorization=OPENAI_AUTH");
+    }
+    const auto var = entry.substr(eq + 1);
+    const char* value = std::getenv(var.c_str());
+    if (value == nullptr) {
+      return make_error(errc::invalid_argument, "environment variable " + var + " is not set");
+    }
+    out.emplace_back(entry.substr(0, eq), value);
+  }
+  return out;
+}
+
+int cmd_proxy_create(const options& o) {
+  auto headers = headers_from_env(o.header_envs);
+  if (!headers) {
+    return fail(headers.error());
+  }
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  if (auto r = c->create_http_proxy(o.proxy_name, o.target, *headers); !r) {
+    return fail(r.error());
+  }
+  std::cout << o.proxy_name << "\n";
+  return exit_code::ok;
+}
+
+int cmd_proxy_rm(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  int code = exit_code::ok;
+  for (const auto& name : o.proxy_names) {
+    if (auto r = c->delete_http_proxy(name); !r) {
+      const int this_code = fail(r.error());
+      code = code == exit_code::ok ? this_code : code;
+      continue;
+    }
+    std::cout << name << "\n";
+  }
+  return code;
+}
+
+int cmd_proxy_attach(const options& o, bool attach) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  auto r =
+      attach ? c->attach_http_proxy(o.proxy_name, o.id) : c->detach_http_proxy(o.proxy_name, o.id);
+  if (!r) {
+    return fail(r.error());
+  }
+  std::cout << o.proxy_name << " " << (attach ? "attached to " : "detached from ") << o.id << "\n";
+  return exit_code::ok;
+}
+
+int cmd_proxy_ls(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  auto proxies = c->list_http_proxies();
+  if (!proxies) {
+    return fail(proxies.error());
+  }
+  if (o.json) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
+    for (const auto& p : *proxies) {
+      out.push_back({{"name", p.name},
+                     {"target", p.target},
+                     {"host_ids", p.host_ids},
+                     {"created_at", p.created_at}});
+    }
+    std::cout << out.dump(2) << "\n";
+    return exit_code::ok;
+  }
+  std::cout << "NAME\tTARGET\tHOSTS\tCREATED\n";
+  for (const auto& p : *proxies) {
+    std::string hosts;
+    for (const auto& id : p.host_ids) {
+      hosts += (hosts.empty() ? "" : ",") + id;
+    }
+    std::cout << p.name << "\t" << p.target << "\t" << (hosts.empty() ? "-" : hosts) << "\t"
+              << p.created_at << "\n";
+  }
+  return exit_code::ok;
+}
+
 /// The host to log in to; it must be active (only then is known_hosts set).
 result<schema::host> active_host(client& c, const std::string& id) {
   auto h = c.get_host(id);
@@ -596,6 +703,29 @@ int run(int argc, char** argv) {
   cp->add_option("src", o.src, "Source: local path or ID:path")->required();
   cp->add_option("dst", o.dst, "Destination: local path or ID:path")->required();
 
+  auto* proxy =
+      app.add_subcommand("proxy", "HTTP proxies: forwarders that add credentials guests never see");
+  proxy->require_subcommand(1);
+  auto* proxy_create = proxy->add_subcommand("create", "Create an HTTP proxy");
+  proxy_create->add_option("name", o.proxy_name, "Proxy name (a-z, 0-9, -)")->required();
+  proxy_create->add_option("target", o.target, "Origin to forward to: https://host[:port]")
+      ->required();
+  proxy_create
+      ->add_option("--header-env", o.header_envs,
+                   "HEADER=ENVVAR: add HEADER with the value of $ENVVAR (repeatable; values "
+                   "never go on the command line)")
+      ->required();
+  auto* proxy_rm = proxy->add_subcommand("rm", "Delete HTTP proxies (detaching them everywhere)");
+  proxy_rm->add_option("names", o.proxy_names, "Proxy names")->required();
+  auto* proxy_attach = proxy->add_subcommand("attach", "Let a host's guest use a proxy");
+  proxy_attach->add_option("name", o.proxy_name, "Proxy name")->required();
+  proxy_attach->add_option("id", o.id, "Host id")->required();
+  auto* proxy_detach = proxy->add_subcommand("detach", "Take a proxy away from a host");
+  proxy_detach->add_option("name", o.proxy_name, "Proxy name")->required();
+  proxy_detach->add_option("id", o.id, "Host id")->required();
+  auto* proxy_ls = proxy->add_subcommand("ls", "List HTTP proxies (never their headers)");
+  add_json(proxy_ls, o);
+
   auto* completion = app.add_subcommand("completion", "Print a shell completion script");
   completion->add_option("shell", o.shell, "Shell (bash)")
       ->required()
@@ -633,6 +763,16 @@ int run(int argc, char** argv) {
     return cmd_exec(o);
   if (cp->parsed())
     return cmd_cp(o);
+  if (proxy_create->parsed())
+    return cmd_proxy_create(o);
+  if (proxy_rm->parsed())
+    return cmd_proxy_rm(o);
+  if (proxy_attach->parsed())
+    return cmd_proxy_attach(o, true);
+  if (proxy_detach->parsed())
+    return cmd_proxy_attach(o, false);
+  if (proxy_ls->parsed())
+    return cmd_proxy_ls(o);
   if (completion->parsed()) {
     std::cout << bash_completion(app);
     return exit_code::ok;

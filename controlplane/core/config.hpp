@@ -115,6 +115,9 @@ struct config {
   std::chrono::seconds pool_max_age{3600};
   /// LITTERBOX_POOL_REFILL_PER_MINUTE: members restored per minute at most, per process.
   int pool_refill_per_minute = 12;
+  /// LITTERBOX_HTTP_PROXY_ALLOW: comma-separated CIDRs, addresses or host:port that HTTP
+  /// proxy targets may use although loopback, link-local, private or this machine's.
+  std::string http_proxy_allow;
 };
 
 /// Parses LITTERBOX_POOL ("2", "4:medium@registry/repo:tag,1") against the instance types

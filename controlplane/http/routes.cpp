@@ -42,13 +42,22 @@ bool includes(profiles set, wire_profile p) {
 const std::vector<route>& routes() {
   constexpr auto litterbox = profiles::litterbox;
   constexpr auto both = profiles::both;
-  // The HTTP proxy operations of API.md join as rows served (and listed) in both profiles,
-  // except GET /http-proxies, which is litterbox's only.
+  // The HTTP proxy operations of API.md are served (and listed) in both profiles, except
+  // GET /http-proxies, which is litterbox's only.
   static const std::vector<route> table{
       {route_id::hosts, "/hosts", {{"GET", both, both}, {"POST", both, both}}, true},
       {route_id::host, "/hosts/{host_id}", {{"GET", both, both}, {"DELETE", both, both}}, true},
       {route_id::host_renew, "/hosts/{host_id}/renew", {{"POST", both, both}}, true},
       {route_id::host_console, "/hosts/{host_id}/console", {{"GET", litterbox, litterbox}}, true},
+      {route_id::http_proxies,
+       "/http-proxies",
+       {{"GET", litterbox, litterbox}, {"POST", both, both}},
+       true},
+      {route_id::http_proxy, "/http-proxies/{name}", {{"DELETE", both, both}}, true},
+      {route_id::http_proxy_host,
+       "/http-proxies/{name}/hosts/{host_id}",
+       {{"POST", both, both}, {"DELETE", both, both}},
+       true},
       {route_id::healthz, "/healthz", {{"GET", both, litterbox}}, false},
       {route_id::doctor, "/doctor", {{"GET", both, both}}, true},
       {route_id::metrics, "/metrics", {{"GET", litterbox, litterbox}}, false},

@@ -12,14 +12,17 @@ namespace litterbox::controlplane::http {
 
 /// The operations the server answers (API.md); one value per path template.
 enum class route_id {
-  hosts,         ///< /hosts
-  host,          ///< /hosts/{host_id}
-  host_renew,    ///< /hosts/{host_id}/renew
-  host_console,  ///< /hosts/{host_id}/console
-  healthz,       ///< /healthz
-  doctor,        ///< /doctor
-  metrics,       ///< /metrics
-  openapi,       ///< /openapi.json
+  hosts,            ///< /hosts
+  host,             ///< /hosts/{host_id}
+  host_renew,       ///< /hosts/{host_id}/renew
+  host_console,     ///< /hosts/{host_id}/console
+  http_proxies,     ///< /http-proxies
+  http_proxy,       ///< /http-proxies/{name}
+  http_proxy_host,  ///< /http-proxies/{name}/hosts/{host_id}
+  healthz,          ///< /healthz
+  doctor,           ///< /doctor
+  metrics,          ///< /metrics
+  openapi,          ///< /openapi.json
 };
 
 /// A set of wire profiles (a bit per wire_profile).

@@ -7,6 +7,7 @@
 #include "controlplane/core/warm_pool.hpp"
 #include "controlplane/http/auth.hpp"
 #include "controlplane/http/error_mapping.hpp"
+#include "controlplane/http/http_proxy_handlers.hpp"
 #include "controlplane/http/openapi.hpp"
 #include "controlplane/http/routes.hpp"
 #include "controlplane/http/wire_profile.hpp"
@@ -243,10 +244,11 @@ class counted {
 }  // namespace
 
 struct http_server::impl {
-  impl(const config& c, host_service& h, metrics& m)
+  impl(const config& c, host_service& h, metrics& m, proxy_service* p)
       : cfg(c),
         hosts(h),
         stats(m),
+        proxies(p),
         ioc(c.http_threads > 0 ? c.http_threads : 1),
         blocking(database_threads(c)),
         hypervisor_calls(static_cast<std::size_t>(std::max(1, c.hypervisor_threads))),
@@ -275,6 +277,7 @@ struct http_server::impl {
   const config& cfg;
   host_service& hosts;
   metrics& stats;
+  proxy_service* proxies;  ///< null: the HTTP proxy routes are not served
   net::io_context ioc;
   net::thread_pool blocking;          ///< database-only calls: short, never wait on libvirt
   net::thread_pool hypervisor_calls;  ///< calls that may wait seconds on the hypervisor
@@ -305,6 +308,7 @@ struct http_server::impl {
   net::awaitable<reply> console(const std::string& id, request_view& rq);
   net::awaitable<reply> doctor(const request_view& rq);
   net::awaitable<reply> scrape();
+  net::awaitable<reply> http_proxy(const route_match& m, request_view& rq);
 };
 
 namespace {
@@ -587,8 +591,24 @@ net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_
     case route_id::openapi:
       co_return json_reply(
           200, m.profile == wire_profile::drukbox ? openapi_drukbox : openapi_litterbox);
+    case route_id::http_proxies:
+    case route_id::http_proxy:
+    case route_id::http_proxy_host:
+      co_return co_await http_proxy(m, rq);
   }
   co_return internal_reply(rq.request_id);
+}
+
+net::awaitable<reply> http_server::impl::http_proxy(const route_match& m, request_view& rq) {
+  if (proxies == nullptr) {
+    co_return json_reply(404, schema::error_body("Not Found", "NOT_FOUND"));
+  }
+  auto answered = co_await offload(
+      blocking, [this, &m, &rq] { return handle_http_proxy(*proxies, m, rq.method, rq.body); });
+  if (!answered) {
+    co_return error_reply(answered.error(), rq.request_id);
+  }
+  co_return json_reply(answered->status, std::move(answered->body));
 }
 
 net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
@@ -812,8 +832,8 @@ net::awaitable<reply> http_server::impl::scrape() {
   auto pools = co_await offload(blocking, [this] { return hosts.pool_states(); });
   std::vector<metrics::pool_gauge> gauges;
   for (const auto& p : pools) {
-    gauges.push_back({p.spec.image, p.spec.cpus, p.spec.memory_mib, p.spec.size, p.ready,
-                      p.filling});
+    gauges.push_back(
+        {p.spec.image, p.spec.cpus, p.spec.memory_mib, p.spec.size, p.ready, p.filling});
   }
   stats.set_pools(gauges);
   auto templates = co_await offload(blocking, [this] { return hosts.count_templates(); });
@@ -829,8 +849,9 @@ net::awaitable<reply> http_server::impl::scrape() {
   co_return r;
 }
 
-http_server::http_server(const config& cfg, host_service& hosts, metrics& stats)
-    : impl_(std::make_unique<impl>(cfg, hosts, stats)) {}
+http_server::http_server(const config& cfg, host_service& hosts, metrics& stats,
+                         proxy_service* proxies)
+    : impl_(std::make_unique<impl>(cfg, hosts, stats, proxies)) {}
 
 http_server::~http_server() = default;
 

@@ -2,6 +2,7 @@
 
 #include "controlplane/core/config.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/proxy_service.hpp"
 #include "controlplane/http/metrics.hpp"
 
 #include <functional>
@@ -13,10 +14,12 @@ namespace litterbox::controlplane::http {
 /// wire_profile.hpp from the same calls). Turns requests into host_service calls (always on a
 /// blocking pools — cfg.blocking_threads for database-only calls, cfg.hypervisor_threads for
 /// calls that reach the hypervisor — never on the I/O threads) and results into JSON;
-/// holds no business rules. `cfg`, `hosts` and `stats` must outlive the server.
+/// holds no business rules. `cfg`, `hosts`, `stats` and `proxies` must outlive the server.
 class http_server {
  public:
-  http_server(const config& cfg, host_service& hosts, metrics& stats);
+  /// Without `proxies` the HTTP proxy routes answer 404 like unknown ones.
+  http_server(const config& cfg, host_service& hosts, metrics& stats,
+              proxy_service* proxies = nullptr);
   ~http_server();
   http_server(const http_server&) = delete;
   http_server& operator=(const http_server&) = delete;

@@ -6,6 +6,7 @@
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/observer.hpp"
+#include "controlplane/core/proxy_service.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
@@ -440,6 +441,10 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_POOL_REFILL_PER_MINUTE")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd.add_option("--http-proxy-allow", c.http_proxy_allow,
+                 "HTTP proxy targets allowed although loopback, link-local, private or local: "
+                 "comma-separated CIDRs or host:port")
+      ->envname("LITTERBOX_HTTP_PROXY_ALLOW");
   cmd.add_option("--fake-pull-delay-ms", o.fake_pull_delay_ms)
       ->envname("LITTERBOX_FAKE_PULL_DELAY_MS")
       ->check(CLI::NonNegativeNumber);
@@ -520,6 +525,9 @@ void finish_config(options& o, bool needs_tokens) {
     throw startup_error(pools.error().message);
   }
   c.pools = std::move(*pools);
+  if (auto allow = controlplane::parse_proxy_allow(c.http_proxy_allow); !allow) {
+    throw startup_error(allow.error().message);
+  }
   if (!c.pools.empty() && !c.templates) {
     throw startup_error("LITTERBOX_POOL needs LITTERBOX_TEMPLATES=on (pool members are clones)");
   }
@@ -696,7 +704,12 @@ int serve(options& o) {
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
   controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
   controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
-  controlplane::http::http_server server(o.cfg, hosts, stats);
+  auto proxy_allow = controlplane::parse_proxy_allow(o.cfg.http_proxy_allow);
+  if (!proxy_allow) {
+    throw startup_error(proxy_allow.error().message);
+  }
+  controlplane::proxy_service proxies(db, clock, std::move(*proxy_allow));
+  controlplane::http::http_server server(o.cfg, hosts, stats, &proxies);
   server.start();
   if (!o.port_file.empty()) {
     write_port_file(o.port_file, server.port());

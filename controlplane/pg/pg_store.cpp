@@ -6,6 +6,7 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/pg/connection_pool.hpp"
 
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
@@ -1352,6 +1353,171 @@ result<std::vector<pool_count>> pg_store::count_pool() {
           out.push_back(std::move(c));
         }
         return out;
+      });
+}
+
+// HTTP proxies. Rare, small statements: run unprepared rather than on every connection.
+
+namespace {
+
+std::string headers_json(const header_list& headers) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [name, value] : headers) {
+    out[name] = value;
+  }
+  return out.dump();
+}
+
+header_list parse_headers(const std::string& text) {
+  header_list out;
+  const auto parsed = nlohmann::json::parse(text);
+  for (const auto& [name, value] : parsed.items()) {
+    out.emplace_back(name, value.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<std::string> parse_text_array(const pqxx::field& f) {
+  std::vector<std::string> out;
+  if (f.is_null()) {
+    return out;
+  }
+  auto parser = f.as_array();
+  for (auto [kind, value] = parser.get_next(); kind != pqxx::array_parser::juncture::done;
+       std::tie(kind, value) = parser.get_next()) {
+    if (kind == pqxx::array_parser::juncture::string_value) {
+      out.push_back(value);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+result<bool> pg_store::insert_proxy(const http_proxy_record& p) {
+  return run<bool>(*pool_, "insert_proxy", [&](pqxx::connection& conn) -> result<bool> {
+    pqxx::work tx(conn);
+    const auto inserted = tx.exec_params(
+        "INSERT INTO http_proxies (namespace, name, target, headers, created_at) VALUES ($1, $2, "
+        "$3, $4::jsonb, $5::timestamptz) ON CONFLICT DO NOTHING RETURNING 1",
+        p.ns, p.name, p.target, headers_json(p.headers), ts(p.created_at));
+    tx.commit();
+    return !inserted.empty();
+  });
+}
+
+result<bool> pg_store::remove_proxy(std::string_view ns, std::string_view name) {
+  return run<bool>(*pool_, "remove_proxy", [&](pqxx::connection& conn) -> result<bool> {
+    pqxx::nontransaction tx(conn);
+    return !tx.exec_params(
+                  "DELETE FROM http_proxies WHERE namespace = $1 AND name = $2 RETURNING 1",
+                  std::string(ns), std::string(name))
+                .empty();
+  });
+}
+
+result<attach_outcome> pg_store::attach_proxy(std::string_view ns, std::string_view name,
+                                              std::string_view host_id_text, timestamp now) {
+  const auto host_id = parse_uuid(host_id_text);
+  return run<attach_outcome>(
+      *pool_, "attach_proxy", [&](pqxx::connection& conn) -> result<attach_outcome> {
+        pqxx::work tx(conn);
+        // The proxy row is locked against a concurrent delete, the host row against a
+        // concurrent status change (a delete moves it to deleting first).
+        if (tx.exec_params("SELECT 1 FROM http_proxies WHERE namespace = $1 AND name = $2 "
+                           "FOR SHARE",
+                           std::string(ns), std::string(name))
+                .empty()) {
+          return attach_outcome::no_proxy;
+        }
+        if (!host_id) {
+          return attach_outcome::no_host;
+        }
+        const auto host = tx.exec_params(
+            "SELECT status FROM hosts WHERE id = $1::uuid AND NOT pooled FOR SHARE", *host_id);
+        if (host.empty()) {
+          return attach_outcome::no_host;
+        }
+        const auto status = parse_status(host[0][0]);
+        if (status != host_status::bootstrapping && status != host_status::active) {
+          return attach_outcome::host_not_live;
+        }
+        tx.exec_params(
+            "INSERT INTO http_proxy_hosts (namespace, proxy_name, host_id, attached_at) VALUES "
+            "($1, $2, $3::uuid, $4::timestamptz) ON CONFLICT DO NOTHING",
+            std::string(ns), std::string(name), *host_id, ts(now));
+        tx.commit();
+        return attach_outcome::attached;
+      });
+}
+
+result<bool> pg_store::detach_proxy(std::string_view ns, std::string_view name,
+                                    std::string_view host_id_text) {
+  const auto host_id = parse_uuid(host_id_text);
+  if (!host_id) {
+    return false;
+  }
+  return run<bool>(*pool_, "detach_proxy", [&](pqxx::connection& conn) -> result<bool> {
+    pqxx::nontransaction tx(conn);
+    return !tx.exec_params(
+                  "DELETE FROM http_proxy_hosts WHERE namespace = $1 AND proxy_name = "
+                  "$2 AND host_id = $3::uuid RETURNING 1",
+                  std::string(ns), std::string(name), *host_id)
+                .empty();
+  });
+}
+
+result<std::vector<http_proxy_record>> pg_store::list_proxies(std::string_view ns) {
+  return run<std::vector<http_proxy_record>>(
+      *pool_, "list_proxies",
+      [&](pqxx::connection& conn) -> result<std::vector<http_proxy_record>> {
+        pqxx::nontransaction tx(conn);
+        std::vector<http_proxy_record> out;
+        for (const auto& row : tx.exec_params(
+                 "SELECT p.name, p.target, (extract(epoch from p.created_at) * 1000000)::bigint, "
+                 "(SELECT array_agg(a.host_id::text ORDER BY a.host_id) FROM http_proxy_hosts a "
+                 "WHERE a.namespace = p.namespace AND a.proxy_name = p.name) "
+                 "FROM http_proxies p WHERE p.namespace = $1 ORDER BY p.name",
+                 std::string(ns))) {
+          http_proxy_record p;
+          p.ns = std::string(ns);
+          p.name = row[0].as<std::string>();
+          p.target = row[1].as<std::string>();
+          p.created_at = from_us(row[2].as<std::int64_t>());
+          p.host_ids = parse_text_array(row[3]);
+          out.push_back(std::move(p));
+        }
+        return out;
+      });
+}
+
+result<std::optional<http_proxy_record>> pg_store::find_attached_proxy(
+    std::string_view host_id_text, std::string_view name) {
+  const auto host_id = parse_uuid(host_id_text);
+  if (!host_id) {
+    return std::optional<http_proxy_record>();
+  }
+  return run<std::optional<http_proxy_record>>(
+      *pool_, "find_attached_proxy",
+      [&](pqxx::connection& conn) -> result<std::optional<http_proxy_record>> {
+        pqxx::nontransaction tx(conn);
+        const auto rows = tx.exec_params(
+            "SELECT p.namespace, p.name, p.target, p.headers::text, "
+            "(extract(epoch from p.created_at) * 1000000)::bigint FROM http_proxy_hosts a "
+            "JOIN http_proxies p ON p.namespace = a.namespace AND p.name = a.proxy_name "
+            "WHERE a.host_id = $1::uuid AND a.proxy_name = $2 LIMIT 1",
+            *host_id, std::string(name));
+        if (rows.empty()) {
+          return std::optional<http_proxy_record>();
+        }
+        http_proxy_record p;
+        p.ns = rows[0][0].as<std::string>();
+        p.name = rows[0][1].as<std::string>();
+        p.target = rows[0][2].as<std::string>();
+        p.headers = parse_headers(rows[0][3].as<std::string>());
+        p.created_at = from_us(rows[0][4].as<std::int64_t>());
+        p.host_ids = {*host_id};
+        return std::optional<http_proxy_record>(std::move(p));
       });
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "base/result.hpp"
+#include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/store.hpp"
 #include "controlplane/pg/session_limits.hpp"
 
@@ -15,8 +16,9 @@ class connection_pool;
 
 /// The PostgreSQL `store` (libpqxx). Holds a bounded connection pool that is filled lazily,
 /// so constructing one never touches the network; a database that is down makes calls fail
-/// with errc::unavailable, and later calls reconnect by themselves. Thread-safe.
-class pg_store final : public store {
+/// with errc::unavailable, and later calls reconnect by themselves. Thread-safe. It is also
+/// the `proxy_store`, on the same connections.
+class pg_store final : public store, public proxy_store {
  public:
   /// `url` is a libpq connection string or URI; `pool_size` bounds open connections;
   /// `acquire_timeout` bounds how long a call waits for a free connection; `limits` bound
@@ -77,6 +79,16 @@ class pg_store final : public store {
   result<bool> retire_pool_member(std::string_view id, timestamp now) override;
   result<std::vector<host_record>> list_pool_members() override;
   result<std::vector<pool_count>> count_pool() override;
+
+  result<bool> insert_proxy(const http_proxy_record& p) override;
+  result<bool> remove_proxy(std::string_view ns, std::string_view name) override;
+  result<attach_outcome> attach_proxy(std::string_view ns, std::string_view name,
+                                      std::string_view host_id, timestamp now) override;
+  result<bool> detach_proxy(std::string_view ns, std::string_view name,
+                            std::string_view host_id) override;
+  result<std::vector<http_proxy_record>> list_proxies(std::string_view ns) override;
+  result<std::optional<http_proxy_record>> find_attached_proxy(std::string_view host_id,
+                                                               std::string_view name) override;
 
  private:
   std::unique_ptr<connection_pool> pool_;

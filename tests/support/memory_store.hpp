@@ -2,6 +2,7 @@
 
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
+#include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/store.hpp"
 
 #include <algorithm>
@@ -18,7 +19,7 @@ namespace litterbox::controlplane::testing {
 /// the database's uuid type takes them. `down` makes every call fail as a dead database would. The
 /// `lose_…` knobs make one write apply and then report outcome_unknown, as a connection lost during
 /// COMMIT does.
-class memory_store final : public store {
+class memory_store final : public store, public proxy_store {
  public:
   std::atomic<bool> down = false;
   /// The next insert_host lands but reports outcome_unknown.
@@ -191,6 +192,9 @@ class memory_store final : public store {
     ports_.erase(*canonical);
     for (auto k = keys_.begin(); k != keys_.end();) {
       k = k->second.host_id == *canonical ? keys_.erase(k) : std::next(k);
+    }
+    for (auto& [key, p] : proxies_) {
+      std::erase(p.host_ids, *canonical);
     }
     return {};
   }
@@ -640,6 +644,91 @@ class memory_store final : public store {
     return ports_.size();
   }
 
+  // proxy_store
+
+  result<bool> insert_proxy(const http_proxy_record& p) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto row = p;
+    row.host_ids.clear();
+    return proxies_.emplace(proxy_key(p.ns, p.name), std::move(row)).second;
+  }
+
+  result<bool> remove_proxy(std::string_view ns, std::string_view name) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    return proxies_.erase(proxy_key(ns, name)) != 0;
+  }
+
+  result<attach_outcome> attach_proxy(std::string_view ns, std::string_view name,
+                                      std::string_view host_id, timestamp) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto p = proxies_.find(proxy_key(ns, name));
+    if (p == proxies_.end())
+      return attach_outcome::no_proxy;
+    const auto h = find(host_id);
+    if (h == hosts_.end() || h->second.pooled)
+      return attach_outcome::no_host;
+    const auto status = h->second.host.status;
+    if (status != schema::host_status::bootstrapping && status != schema::host_status::active)
+      return attach_outcome::host_not_live;
+    auto& ids = p->second.host_ids;
+    if (std::find(ids.begin(), ids.end(), h->first) == ids.end()) {
+      ids.push_back(h->first);
+      std::sort(ids.begin(), ids.end());
+    }
+    return attach_outcome::attached;
+  }
+
+  result<bool> detach_proxy(std::string_view ns, std::string_view name,
+                            std::string_view host_id) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto p = proxies_.find(proxy_key(ns, name));
+    const auto canonical = parse_uuid(host_id);
+    if (p == proxies_.end() || !canonical)
+      return false;
+    return std::erase(p->second.host_ids, *canonical) != 0;
+  }
+
+  result<std::vector<http_proxy_record>> list_proxies(std::string_view ns) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<http_proxy_record> out;
+    for (const auto& [key, p] : proxies_) {
+      if (p.ns == ns) {
+        out.push_back(p);
+        out.back().headers.clear();
+      }
+    }
+    return out;
+  }
+
+  result<std::optional<http_proxy_record>> find_attached_proxy(std::string_view host_id,
+                                                               std::string_view name) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto canonical = parse_uuid(host_id);
+    if (!canonical)
+      return std::optional<http_proxy_record>();
+    for (const auto& [key, p] : proxies_) {
+      if (p.name == name &&
+          std::find(p.host_ids.begin(), p.host_ids.end(), *canonical) != p.host_ids.end()) {
+        auto out = p;
+        out.host_ids = {*canonical};
+        return std::optional<http_proxy_record>(std::move(out));
+      }
+    }
+    return std::optional<http_proxy_record>();
+  }
+
  private:
   static error unavailable() { return make_error(errc::unavailable, "database unavailable"); }
 
@@ -714,6 +803,12 @@ class memory_store final : public store {
   std::map<std::string, int> ports_;  // host id, or template_port_key of a template id
   std::map<std::string, beat> beats_;
   std::map<std::string, template_record> templates_;  // by id
+  // HTTP proxies by proxy_key (namespace and name, which is the list order).
+  std::map<std::string, http_proxy_record> proxies_;
+
+  static std::string proxy_key(std::string_view ns, std::string_view name) {
+    return std::string(ns) + "\n" + std::string(name);
+  }
 };
 
 }  // namespace litterbox::controlplane::testing

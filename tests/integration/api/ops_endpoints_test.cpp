@@ -17,6 +17,11 @@ const std::set<std::string>& documented_operations() {
                                          "DELETE /hosts/{host_id}",
                                          "POST /hosts/{host_id}/renew",
                                          "GET /hosts/{host_id}/console",
+                                         "GET /http-proxies",
+                                         "POST /http-proxies",
+                                         "DELETE /http-proxies/{name}",
+                                         "POST /http-proxies/{name}/hosts/{host_id}",
+                                         "DELETE /http-proxies/{name}/hosts/{host_id}",
                                          "GET /healthz",
                                          "GET /doctor",
                                          "GET /metrics"};
@@ -126,6 +131,9 @@ TEST_F(operational, OpenApiIsJsonListingExactlyTheServedOperations) {
     auto target = op.substr(space + 1);
     if (const auto p = target.find("{host_id}"); p != std::string::npos) {
       target.replace(p, 9, k_unknown_id);
+    }
+    if (const auto p = target.find("{name}"); p != std::string::npos) {
+      target.replace(p, 6, "no-such-proxy");
     }
     const auto resp = call(op.substr(0, space), target, op.starts_with("POST") ? "{}" : "");
     EXPECT_NE(resp.status, 405) << op << '\n' << resp;

@@ -88,6 +88,54 @@ TEST_F(CliAgainstServer, CreateGetLsRmKeepAndRemoveTheMintedKey) {
   EXPECT_EQ(gone.out, "");
 }
 
+TEST_F(CliAgainstServer, ProxyCreateAttachLsDetachRmAndTheHeaderNeverShows) {
+  const std::string secret = "Bearer sk-cli-5b0e7d2a9c41-never-printed";
+  auto env = env_;
+  env.push_back("LB_TEST_AUTH=" + secret);
+  const auto run_env = [&](const std::vector<std::string>& args) {
+    auto r = run_cli(dir_, env, args);
+    EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+    return r;
+  };
+  const auto created = run_env({"proxy", "create", "cli-proxy", "https://1.1.1.1", "--header-env",
+                                "Authorization=LB_TEST_AUTH"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_EQ(created.out, "cli-proxy\n");
+  const auto again = run_env({"proxy", "create", "cli-proxy", "https://1.1.1.1", "--header-env",
+                              "Authorization=LB_TEST_AUTH"});
+  EXPECT_EQ(again.exit_code, 7) << again.err;  // conflict
+  EXPECT_NE(again.err.find("http proxy already exists"), std::string::npos) << again.err;
+
+  const auto host = run_env({"create", "--json"});
+  ASSERT_EQ(host.exit_code, 0) << host.err;
+  const auto id = nlohmann::json::parse(host.out)["id"].get<std::string>();
+  const auto attached = run_env({"proxy", "attach", "cli-proxy", id});
+  ASSERT_EQ(attached.exit_code, 0) << attached.err;
+  const auto listed = run_env({"proxy", "ls", "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const auto proxies = nlohmann::json::parse(listed.out);
+  ASSERT_EQ(proxies.size(), 1U) << listed.out;
+  EXPECT_EQ(proxies[0]["name"], "cli-proxy");
+  EXPECT_EQ(proxies[0]["target"], "https://1.1.1.1");
+  EXPECT_EQ(proxies[0]["host_ids"], nlohmann::json::array({id}));
+  const auto table = run_env({"proxy", "ls"});
+  EXPECT_TRUE(table.out.starts_with("NAME\tTARGET\tHOSTS\tCREATED\n")) << table.out;
+
+  EXPECT_EQ(run_env({"proxy", "detach", "cli-proxy", id}).exit_code, 0);
+  EXPECT_EQ(run_env({"proxy", "detach", "cli-proxy", id}).exit_code, 3);  // not attached
+  EXPECT_EQ(run_env({"proxy", "rm", "cli-proxy"}).exit_code, 0);
+  EXPECT_EQ(run_env({"proxy", "rm", "cli-proxy"}).exit_code, 3);
+  EXPECT_EQ(run_env({"rm", id}).exit_code, 0);
+}
+
+TEST_F(CliAgainstServer, ProxyCreateRefusesAHeaderWhoseVariableIsUnset) {
+  const auto r = run({"proxy", "create", "p", "https://1.1.1.1", "--header-env", "X-Key=LB_UNSET"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("LB_UNSET is not set"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"proxy", "create", "p", "https://1.1.1.1", "--header-env", "X-Key"}).exit_code, 1);
+}
+
 TEST_F(CliAgainstServer, WrongTokenExitsWithTheAuthCode) {
   env_.back() = "SANDBOX_SERVICE_TOKEN=wrong";
   const auto r = run({"ls"});
@@ -129,7 +177,7 @@ TEST_F(CliAgainstServer, UsageErrorsExitWithOne) {
 
 TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   for (const char* cmd : {"create", "ls", "get", "renew", "rm", "console", "doctor", "ssh", "exec",
-                          "cp", "completion"}) {
+                          "cp", "proxy", "completion"}) {
     const auto r = run({cmd, "--help"});
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage:"), std::string::npos) << cmd;
@@ -140,8 +188,9 @@ TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   ASSERT_EQ(completion.exit_code, 0);
   EXPECT_NE(completion.out.find("complete -F _litterbox litterbox"), std::string::npos);
   EXPECT_NE(completion.out.find("--expires-in"), std::string::npos);
-  EXPECT_NE(completion.out.find("create ls get renew rm console doctor ssh exec cp completion"),
-            std::string::npos);
+  EXPECT_NE(
+      completion.out.find("create ls get renew rm console doctor ssh exec cp proxy completion"),
+      std::string::npos);
 }
 
 TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {

@@ -90,13 +90,17 @@ TEST(OpenApi, EveryListedOperationIsServedInItsProfile) {
 }
 
 TEST(OpenApi, DrukboxListsExactlyDrukboxOperationsRootedUnderItsPrefix) {
-  // API.md "Wire profiles": drukbox's operations (the HTTP proxy ones join when served).
+  // API.md "Wire profiles": drukbox's ten operations.
   const operation_set drukbox{{"POST", "/hosts"},
                               {"GET", "/hosts"},
                               {"GET", "/hosts/{host_id}"},
                               {"DELETE", "/hosts/{host_id}"},
                               {"POST", "/hosts/{host_id}/renew"},
-                              {"GET", "/doctor"}};
+                              {"GET", "/doctor"},
+                              {"POST", "/http-proxies"},
+                              {"DELETE", "/http-proxies/{name}"},
+                              {"POST", "/http-proxies/{name}/hosts/{host_id}"},
+                              {"DELETE", "/http-proxies/{name}/hosts/{host_id}"}};
   const auto doc = document(wire_profile::drukbox);
   EXPECT_EQ(operations_of(doc), drukbox);
   ASSERT_TRUE(doc.contains("servers")) << doc.dump();

@@ -96,22 +96,33 @@ TEST(RouteLabel, IsTheTemplateWithTheProfilePrefix) {
 
 TEST(ListedOperations, LitterboxListsEveryOperationDrukboxOnlyItsOwn) {
   using ops = std::vector<std::pair<std::string, std::string>>;
-  EXPECT_EQ(listed_operations(wire_profile::litterbox), (ops{{"GET", "/hosts"},
-                                                             {"POST", "/hosts"},
-                                                             {"GET", "/hosts/{host_id}"},
-                                                             {"DELETE", "/hosts/{host_id}"},
-                                                             {"POST", "/hosts/{host_id}/renew"},
-                                                             {"GET", "/hosts/{host_id}/console"},
-                                                             {"GET", "/healthz"},
-                                                             {"GET", "/doctor"},
-                                                             {"GET", "/metrics"},
-                                                             {"GET", "/openapi.json"}}));
-  EXPECT_EQ(listed_operations(wire_profile::drukbox), (ops{{"GET", "/hosts"},
-                                                           {"POST", "/hosts"},
-                                                           {"GET", "/hosts/{host_id}"},
-                                                           {"DELETE", "/hosts/{host_id}"},
-                                                           {"POST", "/hosts/{host_id}/renew"},
-                                                           {"GET", "/doctor"}}));
+  EXPECT_EQ(listed_operations(wire_profile::litterbox),
+            (ops{{"GET", "/hosts"},
+                 {"POST", "/hosts"},
+                 {"GET", "/hosts/{host_id}"},
+                 {"DELETE", "/hosts/{host_id}"},
+                 {"POST", "/hosts/{host_id}/renew"},
+                 {"GET", "/hosts/{host_id}/console"},
+                 {"GET", "/http-proxies"},
+                 {"POST", "/http-proxies"},
+                 {"DELETE", "/http-proxies/{name}"},
+                 {"POST", "/http-proxies/{name}/hosts/{host_id}"},
+                 {"DELETE", "/http-proxies/{name}/hosts/{host_id}"},
+                 {"GET", "/healthz"},
+                 {"GET", "/doctor"},
+                 {"GET", "/metrics"},
+                 {"GET", "/openapi.json"}}));
+  EXPECT_EQ(listed_operations(wire_profile::drukbox),
+            (ops{{"GET", "/hosts"},
+                 {"POST", "/hosts"},
+                 {"GET", "/hosts/{host_id}"},
+                 {"DELETE", "/hosts/{host_id}"},
+                 {"POST", "/hosts/{host_id}/renew"},
+                 {"POST", "/http-proxies"},
+                 {"DELETE", "/http-proxies/{name}"},
+                 {"POST", "/http-proxies/{name}/hosts/{host_id}"},
+                 {"DELETE", "/http-proxies/{name}/hosts/{host_id}"},
+                 {"GET", "/doctor"}}));
 }
 
 TEST(ListedOperations, AreAllServedInTheirProfile) {
