@@ -349,11 +349,11 @@ e2e_service::e2e_service(std::vector<std::string> extra_args)
 
 e2e_service::e2e_service(std::vector<std::string> extra_args, const fs::path& state_dir)
     : settings_(load_settings()) {
+  fs::create_directories(state_dir.empty() ? fs::path(settings_.state_dir) : state_dir);
   if (!state_dir.empty()) {
     settings_.state_dir = state_dir.string();
+    ::chmod(settings_.state_dir.c_str(), 0755);  // the libvirt-qemu user reads guests' files
   }
-  fs::create_directories(settings_.state_dir);
-  ::chmod(settings_.state_dir.c_str(), 0755);
   ssh_ports_ = free_port_range(16);
   db_ = std::make_unique<test::test_database>(settings_.database_url);
   const auto help = run_process({LB_LITTERBOXD_PATH, "serve", "--help"}, {k_path}, 30s);

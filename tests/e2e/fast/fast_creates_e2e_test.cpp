@@ -294,10 +294,14 @@ class FastCreatesRealGuests : public ::testing::Test {
         s << "skopeo copy to the suite's repository failed: " << copied;
         throw std::runtime_error(s.str());
       }
+      // A process counts as dead after three missed heartbeats, and a live one judges its
+      // own work by the same rule: at 1 s, a busy 2-core machine (a late PostgreSQL commit)
+      // made litterboxd fail its own template build twice in one run. 5 s keeps that away
+      // and still lets a restart recover a killed process's work within 15 s.
       service_ = std::make_unique<e2e_service>(
           std::vector<std::string>{"--templates", "on", "--pool", std::to_string(k_pool_size),
                                    "--default-image", image_, "--pool-refill-per-minute", "60",
-                                   "--heartbeat-interval", "1", "--reap-interval", "2"},
+                                   "--heartbeat-interval", "5", "--reap-interval", "2"},
           work_->path() / "state");
       // The first pass builds the template (a cold boot, stripped and saved), then restores
       // the members.
@@ -648,14 +652,20 @@ TEST_F(FastCreatesRealGuests, NewDigestBehindTheSameTagIsNeverServedByAnOldClone
   ASSERT_FALSE(old_digest.empty());
 
   const auto dir = work_->path() / "changed-image";
-  fs::create_directories(dir);
+  const auto rootfs = dir / "root";
+  const std::string marker_rel = std::string(k_marker_path).substr(1);
+  fs::create_directories((rootfs / marker_rel).parent_path());
   const auto layout = (dir / "oci").string() + ":12";
   const std::string marker = "digest-" + fs::path(work_->path()).filename().string();
-  write_private_file(dir / "marker", marker);
+  write_private_file(rootfs / marker_rel, marker);
+  // The layer is made by GNU tar and added verbatim: umoci 0.4.7's `insert` writes a tar
+  // without its padding and end blocks, which every unpacker (tar included) rejects.
   for (const auto& step : std::vector<std::vector<std::string>>{
            {"skopeo", "copy", "--quiet", "--src-tls-verify=false", "docker://" + image_,
             "oci:" + layout},
-           {"umoci", "insert", "--image", layout, (dir / "marker").string(), k_marker_path},
+           {"tar", "-C", rootfs.string(), "--owner=0", "--group=0", "--numeric-owner",
+            "--mode=0644", "-cf", (dir / "layer.tar").string(), marker_rel},
+           {"umoci", "raw", "add-layer", "--image", layout, (dir / "layer.tar").string()},
            {"skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:" + layout,
             "docker://" + image_}}) {
     const auto r = tool(step);
