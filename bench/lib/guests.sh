@@ -237,7 +237,7 @@ bench_timers() {
 }
 nap() { read -r -t "$1" -u "$nap_fd" _ || true; }
 now_us() { echo "${EPOCHREALTIME/./}"; } # outside loops only: $(...) forks
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "—"; else printf "%.2f", (b - a) / 1e6 }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "") print "—"; else printf "%.2f\n", (b - a) / 1e6 }'; }
 
 # http_open: a keep-alive connection to litterboxd for http_get (again after a restart).
 http_fd=""
