@@ -344,8 +344,16 @@ e2e_settings load_settings() {
   return s;
 }
 
-e2e_service::e2e_service(std::vector<std::string> extra_args) : settings_(load_settings()) {
-  fs::create_directories(settings_.state_dir);
+e2e_service::e2e_service(std::vector<std::string> extra_args)
+    : e2e_service(std::move(extra_args), fs::path()) {}
+
+e2e_service::e2e_service(std::vector<std::string> extra_args, const fs::path& state_dir)
+    : settings_(load_settings()) {
+  fs::create_directories(state_dir.empty() ? fs::path(settings_.state_dir) : state_dir);
+  if (!state_dir.empty()) {
+    settings_.state_dir = state_dir.string();
+    ::chmod(settings_.state_dir.c_str(), 0755);  // the libvirt-qemu user reads guests' files
+  }
   ssh_ports_ = free_port_range(16);
   db_ = std::make_unique<test::test_database>(settings_.database_url);
   const auto help = run_process({LB_LITTERBOXD_PATH, "serve", "--help"}, {k_path}, 30s);
@@ -368,6 +376,7 @@ e2e_service::e2e_service(std::vector<std::string> extra_args) : settings_(load_s
   }
   // Start-up connects to libvirt and may install the guest firewall rule.
   o.start_timeout = std::chrono::seconds(120);
+  options_ = o;
   server_ = std::make_unique<test::litterboxd_process>(std::move(o));
   // A blocking create waits for a whole TCG boot, two of them at once on a busy machine.
   http_ =
@@ -378,6 +387,17 @@ e2e_service::~e2e_service() {
   http_.reset();
   server_.reset();
   db_.reset();
+}
+
+const std::string& e2e_service::database_url() const {
+  return db_->url();
+}
+
+void e2e_service::kill_and_restart() {
+  server_->kill();
+  server_.reset();
+  server_ = std::make_unique<test::litterboxd_process>(options_);
+  http_ = std::make_unique<test::http_client>("127.0.0.1", server_->port(), http_->timeout());
 }
 
 std::string e2e_service::url() const {

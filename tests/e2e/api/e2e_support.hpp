@@ -125,6 +125,9 @@ class e2e_service {
   /// Starts the service; `extra_args` are appended to `serve`. Throws std::runtime_error
   /// with the reason (a missing variable, litterboxd's output) when it cannot start.
   explicit e2e_service(std::vector<std::string> extra_args = {});
+  /// As above, but with `state_dir` (created when missing) as its state directory instead of
+  /// LITTERBOX_STATE_DIR: image cache, templates and per-host files that no other suite shares.
+  e2e_service(std::vector<std::string> extra_args, const std::filesystem::path& state_dir);
   ~e2e_service();
   e2e_service(const e2e_service&) = delete;
   e2e_service& operator=(const e2e_service&) = delete;
@@ -148,6 +151,12 @@ class e2e_service {
   const std::string& owner() const { return owner_; }
   /// Per-host files of `host_id` (<state>/vms/<id>).
   std::filesystem::path host_dir(const std::string& host_id) const;
+  /// The connection URL of this service's own database.
+  const std::string& database_url() const;
+  /// SIGKILLs litterboxd (a crash: no drain, no cleanup) and starts a new one on the same
+  /// database, state directory, SSH ports, owner tag and arguments; http() then talks to the
+  /// new process. Throws std::runtime_error when the new one cannot start.
+  void kill_and_restart();
 
   /// POST /hosts with `body`, blocking until the host is active or failed.
   test::http_response create(const nlohmann::json& body) const;
@@ -160,6 +169,7 @@ class e2e_service {
   std::string owner_ = "litterbox";
   bool owner_configurable_ = false;
   std::unique_ptr<test::test_database> db_;
+  test::litterboxd_options options_;
   std::unique_ptr<test::litterboxd_process> server_;
   std::unique_ptr<test::http_client> http_;
 };

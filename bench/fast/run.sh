@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Fast-creates benchmark (TCG): create → active through the API for each way a create is
+# served — pool claim, clone, cold boot — side by side with a bare qemu boot of the same image,
+# plus the pool's refill rate and what a pooled guest and a template cost in memory and disk.
+# One run, as root; prints Markdown tables.
+#
+#   bench/fast/run.sh [--no-build] [--pool-claims N] [--clones N] [--boots N]
+#                     [--pool-size P] [--refill-per-minute R] [--runs K] [--keep DIR]
+#
+#   --pool-claims N  sequential pool claims per run (default 50)
+#   --clones N       sequential clone creates per run (default 50)
+#   --boots N        sequential cold boots (default 5: each is a minute or more under TCG)
+#   --pool-size P    warm-pool size while claims are measured (default 2, as scripts/up)
+#   --refill-per-minute R  the pool server's LITTERBOX_POOL_REFILL_PER_MINUTE (default 12,
+#                    litterboxd's default)
+#   --runs K         repeats the pool-claim and clone series K times (default 1) and prints
+#                    each run's p50 and p99
+#   --keep DIR       copies raw outputs (litterboxd log, per-create timings) to DIR
+#
+# LB_BUILD_DIR picks the build tree (default build/release); FASTBENCH_DIR the work root
+# (default /var/tmp/litterbox-fastbench; the built reference image and guest initrd are
+# cached under it); FASTBENCH_SSH_PORTS the forward range (default 24100-24199).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
+# shellcheck source=../lib/guests.sh
+source "$LB_ROOT/bench/lib/guests.sh"
+
+build=1
+n_pool=50
+n_clone=50
+n_boot=5
+pool_size=2
+refill_per_minute=12
+runs=1
+keep=""
+args=("$@")
+while (($#)); do
+  case "$1" in
+    --no-build) build=0; shift ;;
+    --pool-claims) n_pool="$2"; shift 2 ;;
+    --clones) n_clone="$2"; shift 2 ;;
+    --boots) n_boot="$2"; shift 2 ;;
+    --pool-size) pool_size="$2"; shift 2 ;;
+    --refill-per-minute) refill_per_minute="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --keep) keep="$2"; shift 2 ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) lb_die "unknown argument $1 (see --help)" ;;
+  esac
+done
+for v in "$n_pool" "$n_clone" "$n_boot" "$pool_size" "$refill_per_minute" "$runs"; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || lb_die "every count and rate takes a number ≥ 1 (see --help)"
+done
+((EUID == 0)) || lb_die "run as root (libvirtd, the cluster and qemu need it)"
+bench_require_tools curl jq qemu-img qemu-system-x86_64 libvirtd virtlogd virsh unshare skopeo
+
+bench_name=fastbench
+bench_root="${FASTBENCH_DIR:-/var/tmp/litterbox-fastbench}"
+bench_ssh_ports="${FASTBENCH_SSH_PORTS:-24100-24199}"
+bench_enter_namespace "$build" "${args[@]}"
+bench_prepare_dirs
+bench_install_traps
+bench_start_libvirtd
+bench_prepare_image
+bench_start_pg
+bench_server_env
+bench_timers
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- helpers ------------------------------------------------------------------------------------
+# serve [FLAG...]: (re)starts litterboxd with FLAGs on the run's database and state dir.
+serve() {
+  bench_stop_server
+  lb_log "litterboxd serve $*"
+  bench_start_server "$@"
+  http_open
+}
+
+# create LABEL PATH: one blocking POST /hosts timed by curl; dies unless it answers 201 with
+# X-Litterbox-Create-Path: PATH. Sets took (seconds) and made (the host id), and appends
+# "LABEL took" to $work/raw/creates.txt.
+create() {
+  local label="$1" want="$2" code got
+  read -r code took < <(curl -sS -o "$work/raw/$label.json" -D "$work/raw/$label.headers" \
+    -w '%{http_code} %{time_total}\n' --max-time 1800 -X POST -H "$auth" \
+    -H 'Content-Type: application/json' -d '{}' "$url/hosts")
+  made="$(jq -r '.id // empty' "$work/raw/$label.json" 2>/dev/null || true)"
+  if [[ -n "$made" ]]; then
+    hosts_made+=("$made")
+    domain_names+=("$(jq -r .name "$work/raw/$label.json")")
+  fi
+  [[ "$code" == 201 ]] || lb_die "$label: POST /hosts → $code: $(head -c 400 "$work/raw/$label.json")"
+  got="$(sed -n 's/^[Xx]-[Ll]itterbox-[Cc]reate-[Pp]ath: *\([a-z]*\).*/\1/p' "$work/raw/$label.headers")"
+  [[ "$got" == "$want" ]] ||
+    lb_die "$label: served by '${got:-no X-Litterbox-Create-Path}', not $want (see $label.headers)"
+  echo "$label $took" >>"$work/raw/creates.txt"
+}
+
+# metric NAME SELECTOR: sets mval to the value of the first sample of NAME whose labels contain
+# SELECTOR (e.g. state="ready"), 0 when there is none. One GET on the keep-alive connection.
+metric() {
+  local line
+  mval=0
+  if ! http_get /metrics || [[ "$http_code" != 200 ]]; then
+    http_open
+    http_get /metrics || lb_die "GET /metrics failed"
+  fi
+  while IFS= read -r line; do
+    if [[ "$line" == "$1{"* && "$line" == *"$2"* ]]; then
+      mval="${line##* }"
+      mval="${mval%%.*}"
+      return 0
+    fi
+  done <<<"$http_body"
+}
+
+# wait_pool_full TIMEOUT_S: polls /metrics every 50 ms until P members are ready; sets full_us.
+wait_pool_full() {
+  local deadline=$((${EPOCHREALTIME/./} + $1 * 1000000))
+  while :; do
+    metric litterbox_pool_members 'state="ready"'
+    if ((mval >= pool_size)); then
+      full_us="${EPOCHREALTIME/./}"
+      return 0
+    fi
+    ((${EPOCHREALTIME/./} < deadline)) ||
+      lb_die "the pool did not fill to $pool_size within $1 s (see litterboxd.log, /doctor)"
+    nap 0.05
+  done
+}
+
+# stats FILE: p50, p99 (nearest rank), min, max and mean of the numbers in FILE, one per line;
+# sets st_n st_p50 st_p99 st_min st_max st_mean (seconds, 3 decimals).
+stats() {
+  read -r st_n st_p50 st_p99 st_min st_max st_mean < <(sort -g "$1" | awk '
+    { v[NR] = $1; s += $1 }
+    END {
+      if (NR == 0) { print "0 — — — — —"; exit }
+      r50 = int(0.50 * NR); if (r50 < 0.50 * NR) r50++
+      r99 = int(0.99 * NR); if (r99 < 0.99 * NR) r99++
+      printf "%d %.3f %.3f %.3f %.3f %.3f\n", NR, v[r50], v[r99], v[1], v[NR], s / NR
+    }')
+}
+srow() { printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$st_n" "$st_p50" "$st_p99" \
+  "$st_min" "$st_max" "$st_mean" "$2"; }
+mib() { awk -v b="$1" 'BEGIN { if (b == "") print "?"; else printf "%.1f MiB", b / 1048576 }'; }
+met() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 <= b + 0) ? "met" : "MISSED" }'; }
+
+# --- 1. cold boots (--templates off), and the bare qemu boot of the same image -----------------
+serve --templates off
+lb_log "first create: the image is pulled and converted (not counted among the boots)"
+create first-boot boot
+first_s="$took"
+first_id="$made"
+# The bare boot reuses this host's seed, overlay size, base, size and kernel command line.
+bench_bare_source "$first_id" "$(jq -r .name "$work/raw/first-boot.json")"
+delete_host "$first_id"
+: >"$work/raw/boot.txt"
+for ((i = 1; i <= n_boot; i++)); do
+  lb_log "cold boot $i of $n_boot"
+  create "boot-$i" boot
+  echo "$took" >>"$work/raw/boot.txt"
+  delete_host "$made"
+done
+# The bare boot runs while no guest does, in a cpu cgroup under `machine` beside where libvirt
+# puts its guests (bench/boot/README.md: on a loaded machine the placement matters).
+bench_machine_cgroup
+lb_log "bare qemu boot in the cpu cgroup ${bare_cgroup:-of this script}"
+bare_boot bare "$LITTERBOX_INITRD" "$bare_cgroup"
+
+# --- 2. clones: templates on, no pool ------------------------------------------------------------
+serve --templates on
+lb_log "a create with no template yet boots and asks for one; waiting for the template"
+t_trigger="$(now_us)"
+create template-trigger boot
+delete_host "$made"
+while :; do
+  metric litterbox_templates 'status="ready"'
+  ((mval >= 1)) && break
+  metric litterbox_templates 'status="failed"'
+  ((mval == 0)) || lb_die "the template build failed (see litterboxd.log, /doctor)"
+  nap 0.5
+done
+template_s="$(secs "$t_trigger" "$(now_us)")"
+infos=("$state"/templates/*/info)
+[[ -f "${infos[0]}" ]] || lb_die "the template is ready but no template directory holds an info file"
+tdir="$(dirname "${infos[0]}")"
+template_state_bytes="$(stat -c %s "$tdir/state.sav")"
+template_disk_bytes="$(du -B1 "$tdir/disk.qcow2" | cut -f1)"
+for ((r = 1; r <= runs; r++)); do
+  : >"$work/raw/clone-$r.txt"
+  for ((i = 1; i <= n_clone; i++)); do
+    lb_log "run $r of $runs: clone $i of $n_clone"
+    create "clone-$r-$i" clone
+    echo "$took" >>"$work/raw/clone-$r.txt"
+    delete_host "$made"
+  done
+done
+
+# --- 3. pool claims: templates on, a pool of P -----------------------------------------------------
+t_serve="$(now_us)"
+serve --templates on --pool "$pool_size" --pool-refill-per-minute "$refill_per_minute"
+wait_pool_full 1800
+fill_s="$(secs "$t_serve" "$full_us")"
+: >"$work/raw/refill.txt"
+for ((r = 1; r <= runs; r++)); do
+  : >"$work/raw/pool-$r.txt"
+  for ((i = 1; i <= n_pool; i++)); do
+    lb_log "run $r of $runs: pool claim $i of $n_pool"
+    create "pool-$r-$i" pool
+    echo "$took" >>"$work/raw/pool-$r.txt"
+    t_claimed="$(now_us)"
+    delete_host "$made"
+    # Refill: from the claim's answer until the pool is full again (the DELETE of the claimed
+    # host runs meanwhile, as it would for a caller).
+    wait_pool_full 1800
+    secs "$t_claimed" "$full_us" >>"$work/raw/refill.txt"
+  done
+done
+
+# Memory and disk of each pooled guest while the pool is full and nothing else runs.
+mem_rows=""
+total_pss=0 total_rss=0 total_overlay=0 members=0
+for dom in $(virsh -q -c qemu:///system list --name); do
+  pid="$(cat "/run/libvirt/qemu/$dom.pid" 2>/dev/null || true)"
+  [[ -n "$pid" && -r "/proc/$pid/smaps_rollup" ]] || continue
+  pss_kib="$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup")"
+  rss_kib="$(awk '/^Rss:/ { print $2 }' "/proc/$pid/smaps_rollup")"
+  overlay="$(virsh -q -c qemu:///system domblklist "$dom" --details |
+    awk '$2 == "disk" && $3 == "vda" { print $4 }')"
+  overlay_bytes="$(du -B1 "$overlay" | cut -f1)"
+  members=$((members + 1))
+  total_pss=$((total_pss + pss_kib * 1024))
+  total_rss=$((total_rss + rss_kib * 1024))
+  total_overlay=$((total_overlay + overlay_bytes))
+  mem_rows+="| pool member $members ($dom) | $(mib $((pss_kib * 1024))) | $(mib $((rss_kib * 1024))) | $(mib "$overlay_bytes") |"$'\n'
+done
+((members == pool_size)) || lb_warn "$members running guests measured, pool size $pool_size"
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- report ----------------------------------------------------------------------------------------
+stats "$work/raw/boot.txt"
+boot_p50="$st_p50"
+boot_table="$(srow "cold boot (\`--templates off\`)" "—")"
+stats "$work/raw/clone-1.txt"
+clone_table="$(srow "clone (template ready, no pool)" "p50 ≤ 3 s: $(met "$st_p50" 3)")"
+stats "$work/raw/pool-1.txt"
+pool_table="$(srow "pool claim (pool of $pool_size, full before each claim)" \
+  "p50 ≤ 0.150 s: $(met "$st_p50" 0.150); p99 ≤ 1 s: $(met "$st_p99" 1)")"
+ratio="$(awk -v a="$boot_p50" -v b="$bare_ready_s" 'BEGIN { printf "%.3f", a / b }')"
+stats "$work/raw/refill.txt"
+refill_table="$(srow "refill: claim answered → pool full again" "—")"
+refill_rate="$(awk -v m="$st_mean" 'BEGIN { if (m > 0) printf "%.1f", 60 / m; else print "?" }')"
+
+cat <<TABLE
+
+litterbox fast-creates benchmark — TCG, $(nproc) cores, load average before $load_before, after $load_after
+guest: $cpus vCPU, $memory MiB; kernel $(basename "$LITTERBOX_KERNEL"); image $image
+
+Create → active, blocking \`POST /hosts\` timed by curl (time_total), sequential, each host
+deleted before the next; every 201 checked for its \`X-Litterbox-Create-Path\`. Seconds;
+p50/p99 are nearest-rank (with n < 100 the p99 is the maximum):
+
+| path | n | p50 | p99 | min | max | mean | target |
+|---|---:|---:|---:|---:|---:|---:|---|
+$pool_table
+$clone_table
+$boot_table
+| first create (image pulled, then booted) | 1 | $(printf '%.3f' "$first_s") | | | | | not counted above |
+| bare qemu → ready line (same base, seed, kernel, initrd, cmdline) | 1 | $bare_ready_s | | | | | machine cgroup; SSH banner at $bare_ssh_s s; qemu CPU $bare_cpu s |
+| **ratio cold boot p50 / bare qemu** | | **$ratio** | | | | | ≤ 1.05: $(met "$ratio" 1.05) |
+
+Pool refill (one member restored per claim, \`LITTERBOX_POOL_REFILL_PER_MINUTE\` $refill_per_minute):
+
+| measurement | n | p50 | p99 | min | max | mean | notes |
+|---|---:|---:|---:|---:|---:|---:|---|
+$refill_table
+| refill rate | | | | | | | $refill_rate members/min (60 s / mean refill) |
+| initial fill: serve → $pool_size ready | 1 | $fill_s | | | | | template already saved |
+| template: first create → template ready | 1 | $template_s | | | | | a cold boot of the template guest, strip, save, beside the first create's boot |
+
+Memory and disk per pooled guest (QEMU's \`/proc/<pid>/smaps_rollup\`: PSS splits the pages
+shared between QEMUs; overlay: allocated bytes of the member's qcow2 on the frozen template disk):
+
+| guest | QEMU PSS | QEMU RSS | overlay on disk |
+|---|---:|---:|---:|
+${mem_rows}| **total, $members members** | **$(mib "$total_pss")** | $(mib "$total_rss") | $(mib "$total_overlay") |
+| template (shared by all clones) | state file $(mib "$template_state_bytes") | | frozen disk $(mib "$template_disk_bytes") |
+TABLE
+
+if ((runs > 1)); then
+  printf '\nHeadline figures per run (same servers, series repeated; seconds):\n\n'
+  printf '| run | pool claim p50 | pool claim p99 | clone p50 | clone p99 |\n|---:|---:|---:|---:|---:|\n'
+  for ((r = 1; r <= runs; r++)); do
+    stats "$work/raw/pool-$r.txt"
+    row="| $r | $st_p50 | $st_p99 |"
+    stats "$work/raw/clone-$r.txt"
+    printf '%s %s | %s |\n' "$row" "$st_p50" "$st_p99"
+  done
+fi
