@@ -15,8 +15,9 @@ constexpr std::size_t k_batch = 64;
 
 }  // namespace
 
-maintenance::maintenance(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk)
-    : cfg_(cfg), db_(db), driver_(driver), clock_(clk) {}
+maintenance::maintenance(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk,
+                         std::string self_instance)
+    : cfg_(cfg), db_(db), driver_(driver), clock_(clk), self_(std::move(self_instance)) {}
 
 result<int> maintenance::recover_interrupted() {
   int claimed = 0;
@@ -24,7 +25,7 @@ result<int> maintenance::recover_interrupted() {
     auto batch = db_.claim_interrupted(
         clock_.now(), cfg_.provision_grace,
         "Interrupted: the control plane creating this host stopped during ",
-        "ProvisionTimeout: the create did not finish by its deadline; it was in ", k_batch);
+        "ProvisionTimeout: the create did not finish by its deadline; it was in ", k_batch, self_);
     if (!batch) {
       return batch.error();
     }
@@ -93,7 +94,7 @@ result<int> maintenance::prune_instances() {
 result<int> maintenance::maintain_templates() {
   int removed = 0;
   auto stale = db_.claim_stale_template_builds(
-      clock_.now(), "Interrupted: the control plane building this template stopped");
+      clock_.now(), "Interrupted: the control plane building this template stopped", self_);
   if (!stale) {
     return stale.error();
   }

@@ -6,6 +6,8 @@
 #include "controlplane/core/store.hpp"
 #include "hypervisor/driver.hpp"
 
+#include <string>
+
 namespace litterbox::controlplane {
 
 /// What no request asks for but every deployment needs: creates nobody will finish are
@@ -14,7 +16,11 @@ namespace litterbox::controlplane {
 /// Blocking; thread-safe.
 class maintenance {
  public:
-  maintenance(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk);
+  /// `self_instance`: the id of the calling process's instance row (empty: none). Work it owns
+  /// is never taken for its late heartbeat (a loaded machine can delay a beat past three
+  /// intervals while the process is very much alive); only deadlines apply to it.
+  maintenance(const config& cfg, store& db, hypervisor::driver& driver, const clock& clk,
+              std::string self_instance = {});
 
   /// Claims, then releases, every create whose owner is gone or that is past its deadline
   /// plus LITTERBOX_PROVISION_GRACE whoever owns it: row to `error` first (so a slow owner's
@@ -43,6 +49,7 @@ class maintenance {
   store& db_;
   hypervisor::driver& driver_;
   const clock& clock_;
+  const std::string self_;
 };
 
 }  // namespace litterbox::controlplane

@@ -212,9 +212,11 @@ class store {
   /// passed, whoever owns them. Sets last_error to `interrupted_prefix` or `overdue_prefix`
   /// followed by the status it was in, clears owner and lease, releases the Idempotency-Key;
   /// the port stays leased until the caller has destroyed the VM.
+  /// `self` (may be empty) is the calling instance: it is alive by definition, so its own
+  /// creates are never taken for its being late with a beat (its overdue ones still are).
   virtual result<std::vector<interrupted_host>> claim_interrupted(
       timestamp now, std::chrono::seconds grace, const std::string& interrupted_prefix,
-      const std::string& overdue_prefix, std::size_t limit) = 0;
+      const std::string& overdue_prefix, std::size_t limit, std::string_view self) = 0;
 
   /// Removes instance rows that have not beaten for three of their intervals and an hour.
   /// Returns how many went.
@@ -261,8 +263,9 @@ class store {
 
   /// Fails every building row whose owner is gone (last_error `last_error`, retry_after =
   /// now, port released) and returns those rows, so their leftovers can be destroyed.
+  /// Builds of `self` (the calling instance; may be empty) are never stale.
   virtual result<std::vector<template_record>> claim_stale_template_builds(
-      timestamp now, const std::string& last_error) = 0;
+      timestamp now, const std::string& last_error, std::string_view self) = 0;
 
   /// last_used_at := now (a clone or a refill used it). Missing is success.
   virtual result<void> touch_template(std::string_view id, timestamp now) = 0;

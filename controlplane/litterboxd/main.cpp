@@ -702,7 +702,7 @@ int serve(options& o) {
   auto hv = make_hypervisor(o);
   const auto instance_id = new_uuid_v7(clock.now());
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
-  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
+  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock, instance_id);
   controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
   auto proxy_allow = controlplane::parse_proxy_allow(o.cfg.http_proxy_allow);
   if (!proxy_allow) {

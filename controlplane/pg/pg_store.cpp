@@ -153,8 +153,9 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "h.provision_deadline + make_interval(secs => $2::double precision) < $1::timestamptz) "
        "AS overdue FROM hosts h LEFT JOIN instances i ON i.id = h.owner_id WHERE h.status IN "
        "('provisioning', 'pulling_image', 'creating_vm', 'bootstrapping') AND "
-       "(h.owner_id IS NULL OR i.id IS NULL OR i.heartbeat_at < $1::timestamptz - "
-       "make_interval(secs => 3.0 * i.heartbeat_interval_s) OR (h.provision_deadline IS NOT "
+       "(h.owner_id IS NULL OR ((i.id IS NULL OR i.heartbeat_at < $1::timestamptz - "
+       "make_interval(secs => 3.0 * i.heartbeat_interval_s)) AND h.owner_id IS DISTINCT FROM "
+       "NULLIF($6, '')::uuid) OR (h.provision_deadline IS NOT "
        "NULL AND h.provision_deadline + make_interval(secs => $2::double precision) < "
        "$1::timestamptz)) ORDER BY h.id LIMIT $5::bigint FOR UPDATE OF h SKIP LOCKED) "
        "UPDATE hosts h SET status = 'error', last_error = (CASE WHEN due.overdue THEN $4 ELSE "
@@ -200,12 +201,14 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"template_status", "SELECT status FROM templates WHERE id = $1::uuid"},
       {"release_template_ports", "DELETE FROM ssh_ports WHERE template_id = ANY($1::uuid[])"},
       {"lock_stale_templates",
-       "SELECT t.id::text FROM templates t WHERE t.status = 'building' AND NOT " +
+       "SELECT t.id::text FROM templates t WHERE t.status = 'building' AND t.owner_id IS "
+       "DISTINCT FROM NULLIF($2, '')::uuid AND NOT " +
            owner_alive_at_1 + " ORDER BY t.id FOR UPDATE SKIP LOCKED"},
       {"fail_stale_templates",
        "UPDATE templates t SET status = 'failed', last_error = $3, retry_after = "
        "$1::timestamptz, owner_id = NULL, updated_at = $1::timestamptz WHERE t.id = "
-       "ANY($2::uuid[]) AND t.status = 'building' AND NOT " +
+       "ANY($2::uuid[]) AND t.status = 'building' AND t.owner_id IS DISTINCT FROM "
+       "NULLIF($4, '')::uuid AND NOT " +
            owner_alive_at_1 + " RETURNING t.id::text"},
       {"templates_by_ids",
        "SELECT " + tc + " FROM templates t WHERE t.id = ANY($1::uuid[]) ORDER BY t.id"},
@@ -894,7 +897,7 @@ result<void> pg_store::heartbeat(std::string_view instance_id, std::string_view 
 
 result<std::vector<interrupted_host>> pg_store::claim_interrupted(
     timestamp now, std::chrono::seconds grace, const std::string& interrupted_prefix,
-    const std::string& overdue_prefix, std::size_t limit) {
+    const std::string& overdue_prefix, std::size_t limit, std::string_view self) {
   if (limit == 0) {
     return std::vector<interrupted_host>{};
   }
@@ -906,7 +909,7 @@ result<std::vector<interrupted_host>> pg_store::claim_interrupted(
         // Explicit commit: the claim and the release of the keys land together or not at all.
         pqxx::work tx(conn);
         const auto r = tx.exec_prepared("claim_interrupted", ts(now), grace_s, interrupted_prefix,
-                                        overdue_prefix, n);
+                                        overdue_prefix, n, std::string(self));
         std::vector<interrupted_host> out;
         out.reserve(r.size());
         std::string ids = "{";
@@ -1151,7 +1154,7 @@ result<template_record> pg_store::finish_template(std::string_view id_text,
 }
 
 result<std::vector<template_record>> pg_store::claim_stale_template_builds(
-    timestamp now, const std::string& last_error) {
+    timestamp now, const std::string& last_error, std::string_view self) {
   return run<std::vector<template_record>>(
       *pool_, "claim_stale_template_builds",
       [&](pqxx::connection& conn) -> result<std::vector<template_record>> {
@@ -1159,7 +1162,7 @@ result<std::vector<template_record>> pg_store::claim_stale_template_builds(
         // then fail in a newer snapshot that re-judges each owner on its latest beat.
         pqxx::work tx(conn);
         std::vector<std::string> ids;
-        for (const auto& row : tx.exec_prepared("lock_stale_templates", ts(now))) {
+        for (const auto& row : tx.exec_prepared("lock_stale_templates", ts(now), std::string(self))) {
           ids.push_back(row[0].as<std::string>());
         }
         if (ids.empty()) {
@@ -1167,7 +1170,8 @@ result<std::vector<template_record>> pg_store::claim_stale_template_builds(
         }
         std::vector<std::string> failed;
         for (const auto& row :
-             tx.exec_prepared("fail_stale_templates", ts(now), array_literal(ids), last_error)) {
+             tx.exec_prepared("fail_stale_templates", ts(now), array_literal(ids), last_error,
+                                     std::string(self))) {
           failed.push_back(row[0].as<std::string>());
         }
         if (failed.empty()) {

@@ -776,7 +776,7 @@ TYPED_TEST(store_contract, ClaimInterruptedTakesCreatesWithoutALiveOwnerAndRelea
   ASSERT_TRUE(stale_insert.has_value());
 
   const auto claimed =
-      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64);
+      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64, "");
   ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
   std::map<std::string, interrupted_host> by_id;
   for (const auto& h : claimed.value()) {
@@ -807,7 +807,7 @@ TYPED_TEST(store_contract, ClaimInterruptedTakesCreatesWithoutALiveOwnerAndRelea
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again.value(), stale_insert.value().port);
   // Claimed once: a second sweep finds nothing more.
-  EXPECT_TRUE(this->store_.claim_interrupted(t0, 60s, "I", "O", 64).value().empty());
+  EXPECT_TRUE(this->store_.claim_interrupted(t0, 60s, "I", "O", 64, "").value().empty());
 }
 
 TYPED_TEST(store_contract, ClaimInterruptedTakesOverdueCreatesWhoeverOwnsThem) {
@@ -826,7 +826,7 @@ TYPED_TEST(store_contract, ClaimInterruptedTakesOverdueCreatesWhoeverOwnsThem) {
   this->insert(in_grace);
   this->insert(at_grace);
   const auto claimed =
-      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64);
+      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64, "");
   ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
   ASSERT_EQ(claimed.value().size(), 1U);
   EXPECT_EQ(claimed.value()[0].host.host.id, due.host.id);
@@ -837,13 +837,38 @@ TYPED_TEST(store_contract, ClaimInterruptedTakesOverdueCreatesWhoeverOwnsThem) {
   EXPECT_EQ(this->store_.get_host(at_grace.host.id).value().host.status, host_status::creating_vm);
 }
 
+TYPED_TEST(store_contract, ClaimInterruptedNeverTakesTheCallersOwnCreatesForALateBeat) {
+  // The caller is alive by definition: on a loaded machine its beat can be late by more than
+  // three intervals, and it once failed its own creates (and template builds) for that.
+  const std::string me = "0190c0de-0000-7000-8000-00000000000d";
+  ASSERT_TRUE(this->store_.heartbeat(me, "me", 1, 1s, t0 - 1min));
+  auto mine = make_host(t0, host_status::creating_vm);
+  mine.owner_id = me;
+  auto mine_overdue = make_host(t0 - 10min, host_status::bootstrapping);
+  mine_overdue.owner_id = me;
+  mine_overdue.provision_deadline = t0 - 61s;
+  this->insert(mine);
+  this->insert(mine_overdue);
+  const auto claimed =
+      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64, me);
+  ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+  ASSERT_EQ(claimed.value().size(), 1U);  // only the overdue one: deadlines bind everyone
+  EXPECT_EQ(claimed.value()[0].host.host.id, mine_overdue.host.id);
+  // Another process judges the same late beat as gone.
+  const auto other =
+      this->store_.claim_interrupted(t0, 60s, "Interrupted: in ", "Overdue: in ", 64, "");
+  ASSERT_TRUE(other.has_value());
+  ASSERT_EQ(other.value().size(), 1U);
+  EXPECT_EQ(other.value()[0].host.host.id, mine.host.id);
+}
+
 TYPED_TEST(store_contract, ClaimInterruptedClaimsAtMostLimitHosts) {
   for (int i = 0; i < 5; ++i) {
     this->insert(make_host(t0 + std::chrono::milliseconds(i), host_status::creating_vm));
   }
-  EXPECT_TRUE(this->store_.claim_interrupted(t0, 60s, "I", "O", 0).value().empty());
-  EXPECT_EQ(this->store_.claim_interrupted(t0, 60s, "I", "O", 3).value().size(), 3U);
-  EXPECT_EQ(this->store_.claim_interrupted(t0, 60s, "I", "O", 3).value().size(), 2U);
+  EXPECT_TRUE(this->store_.claim_interrupted(t0, 60s, "I", "O", 0, "").value().empty());
+  EXPECT_EQ(this->store_.claim_interrupted(t0, 60s, "I", "O", 3, "").value().size(), 3U);
+  EXPECT_EQ(this->store_.claim_interrupted(t0, 60s, "I", "O", 3, "").value().size(), 2U);
 }
 
 TYPED_TEST(store_contract, AnOwnerIsGoneAfterThreeOfItsOwnIntervalsWithoutABeat) {
@@ -852,8 +877,8 @@ TYPED_TEST(store_contract, AnOwnerIsGoneAfterThreeOfItsOwnIntervalsWithoutABeat)
   auto h = make_host(t0, host_status::creating_vm);
   h.owner_id = owner;
   this->insert(h);
-  EXPECT_TRUE(this->store_.claim_interrupted(t0 + 30s, 60s, "I", "O", 8).value().empty());
-  EXPECT_EQ(this->store_.claim_interrupted(t0 + 30s + 1us, 60s, "I", "O", 8).value().size(), 1U);
+  EXPECT_TRUE(this->store_.claim_interrupted(t0 + 30s, 60s, "I", "O", 8, "").value().empty());
+  EXPECT_EQ(this->store_.claim_interrupted(t0 + 30s + 1us, 60s, "I", "O", 8, "").value().size(), 1U);
 }
 
 TYPED_TEST(store_contract, AHeartbeatIntervalBelowASecondCountsAsOneSecond) {
@@ -862,8 +887,8 @@ TYPED_TEST(store_contract, AHeartbeatIntervalBelowASecondCountsAsOneSecond) {
   auto h = make_host(t0, host_status::creating_vm);
   h.owner_id = owner;
   this->insert(h);
-  EXPECT_TRUE(this->store_.claim_interrupted(t0 + 3s, 60s, "I", "O", 8).value().empty());
-  EXPECT_EQ(this->store_.claim_interrupted(t0 + 3s + 1us, 60s, "I", "O", 8).value().size(), 1U);
+  EXPECT_TRUE(this->store_.claim_interrupted(t0 + 3s, 60s, "I", "O", 8, "").value().empty());
+  EXPECT_EQ(this->store_.claim_interrupted(t0 + 3s + 1us, 60s, "I", "O", 8, "").value().size(), 1U);
 }
 
 TYPED_TEST(store_contract, PruneInstancesRemovesOnlyLongDeadOnesAndDisownsTheirHosts) {
@@ -1180,6 +1205,18 @@ TYPED_TEST(store_contract, ATakeoverWithNoFreePortLeavesTheFailedRowAsItWas) {
   EXPECT_EQ(row->ssh_port, 0);
 }
 
+TYPED_TEST(store_contract, ClaimStaleTemplateBuildsNeverTakesTheCallersOwnBuild) {
+  ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto key = make_key();
+  ASSERT_TRUE(
+      this->store_.claim_template_build(make_template(key, k_owner_a, t0), k_ports, t0).value());
+  const auto own = this->store_.claim_stale_template_builds(t0 + 1min, "x", k_owner_a);
+  ASSERT_TRUE(own.has_value()) << own.error().message;
+  EXPECT_TRUE(own.value().empty());
+  EXPECT_EQ(this->store_.find_template(key).value()->status, template_status::building);
+  EXPECT_EQ(this->store_.claim_stale_template_builds(t0 + 1min, "x", "").value().size(), 1U);
+}
+
 TYPED_TEST(store_contract, ClaimStaleTemplateBuildsFailsOnlyBuildsWhoseOwnerIsGone) {
   ASSERT_TRUE(this->store_.heartbeat(k_owner_a, "a", 1, 10s, t0));
   ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0));
@@ -1193,7 +1230,7 @@ TYPED_TEST(store_contract, ClaimStaleTemplateBuildsFailsOnlyBuildsWhoseOwnerIsGo
           .value();
   ASSERT_TRUE(dead && live);
   ASSERT_TRUE(this->store_.heartbeat(k_owner_b, "b", 2, 10s, t0 + 1min));
-  const auto stale = this->store_.claim_stale_template_builds(t0 + 1min, "Interrupted: build");
+  const auto stale = this->store_.claim_stale_template_builds(t0 + 1min, "Interrupted: build", "");
   ASSERT_TRUE(stale.has_value()) << stale.error().message;
   ASSERT_EQ(stale.value().size(), 1U);
   const auto& s = stale.value()[0];
@@ -1205,7 +1242,7 @@ TYPED_TEST(store_contract, ClaimStaleTemplateBuildsFailsOnlyBuildsWhoseOwnerIsGo
   EXPECT_FALSE(s.owner_id);
   EXPECT_EQ(s.ssh_port, 0);
   EXPECT_EQ(this->store_.find_template(live_key).value()->status, template_status::building);
-  EXPECT_TRUE(this->store_.claim_stale_template_builds(t0 + 1min, "x").value().empty());
+  EXPECT_TRUE(this->store_.claim_stale_template_builds(t0 + 1min, "x", "").value().empty());
   // Its port is free again, and the build may be retried at once.
   const auto retry =
       this->store_.claim_template_build(make_template(dead_key, k_owner_b, t0 + 1min),
@@ -1406,7 +1443,7 @@ TYPED_TEST(store_contract, ExpiredAndInterruptedPoolMembersAreSweptLikeAnyHost) 
   EXPECT_TRUE(expired.value()[0].pooled);
   EXPECT_EQ(expired.value()[0].host.status, host_status::deleting);
 
-  const auto interrupted = this->store_.claim_interrupted(t0 + 1h, 60s, "I: ", "O: ", 10);
+  const auto interrupted = this->store_.claim_interrupted(t0 + 1h, 60s, "I: ", "O: ", 10, "");
   ASSERT_TRUE(interrupted.has_value()) << interrupted.error().message;
   ASSERT_EQ(interrupted.value().size(), 1U);
   EXPECT_EQ(interrupted.value()[0].host.host.id, refilling.host.id);

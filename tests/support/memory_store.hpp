@@ -274,9 +274,11 @@ class memory_store final : public store, public proxy_store {
   result<std::vector<interrupted_host>> claim_interrupted(timestamp now, std::chrono::seconds grace,
                                                           const std::string& interrupted_prefix,
                                                           const std::string& overdue_prefix,
-                                                          std::size_t limit) override {
+                                                          std::size_t limit,
+                                                          std::string_view self) override {
     if (before_claim)
       before_claim();
+    const auto me = parse_uuid(self);
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
@@ -287,7 +289,8 @@ class memory_store final : public store, public proxy_store {
       if (!schema::is_provisioning(r.host.status))
         continue;
       const bool overdue = r.provision_deadline && *r.provision_deadline + grace < now;
-      if (!gone(r.owner_id, now) && !overdue)
+      const bool mine = me && r.owner_id && parse_uuid(*r.owner_id) == me;
+      if ((mine || !gone(r.owner_id, now)) && !overdue)
         continue;
       interrupted_host h;
       h.was = r.host.status;
@@ -471,13 +474,15 @@ class memory_store final : public store, public proxy_store {
   }
 
   result<std::vector<template_record>> claim_stale_template_builds(
-      timestamp now, const std::string& last_error) override {
+      timestamp now, const std::string& last_error, std::string_view self) override {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
+    const auto me = parse_uuid(self);
     std::vector<template_record> out;
     for (auto& [id, t] : templates_) {
-      if (t.status != template_status::building || !gone(t.owner_id, now))
+      const bool mine = me && t.owner_id && parse_uuid(*t.owner_id) == me;
+      if (t.status != template_status::building || mine || !gone(t.owner_id, now))
         continue;
       t.status = template_status::failed;
       t.last_error = last_error;

@@ -231,7 +231,7 @@ TEST_F(pgstore, ConcurrentSweepsNeverClaimOneInterruptedCreateTwice) {
     sweeps.emplace_back([&] {
       pg_store mine(db_.url(), 1);
       for (;;) {
-        auto batch = mine.claim_interrupted(t0, 60s, "I", "O", 16);
+        auto batch = mine.claim_interrupted(t0, 60s, "I", "O", 16, "");
         ASSERT_TRUE(batch.has_value());
         if (batch.value().empty()) {
           return;
