@@ -50,6 +50,9 @@ struct config {
   std::chrono::seconds provision_timeout{600};                       ///< PROVISION_TIMEOUT
   std::chrono::seconds reap_interval{30};                            ///< LITTERBOX_REAP_INTERVAL
   std::chrono::seconds error_retention{600};                         ///< LITTERBOX_ERROR_RETENTION
+  /// LITTERBOX_EVENT_RETENTION: host events older than this are pruned; resuming a stream
+  /// from before the window is 410.
+  std::chrono::seconds event_retention{86400};
   int reap_concurrency = 8;  ///< LITTERBOX_REAP_CONCURRENCY: teardowns run at once per pass
   std::chrono::seconds heartbeat_interval{10};     ///< LITTERBOX_HEARTBEAT_INTERVAL
   std::string ssh_username = "agent";              ///< LITTERBOX_SSH_USERNAME

@@ -69,6 +69,7 @@ struct options {
   std::int64_t provision_timeout = 600;
   std::int64_t reap_interval = 30;
   std::int64_t error_retention = 600;
+  std::int64_t event_retention = 86400;
   std::int64_t heartbeat_interval = 10;
   std::int64_t provision_grace = 60;
   std::int64_t shutdown_drain = 30;
@@ -288,6 +289,11 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_ERROR_RETENTION")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd.add_option("--event-retention", o.event_retention,
+                 "Seconds host events are kept for streams to resume from")
+      ->envname("LITTERBOX_EVENT_RETENTION")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--heartbeat-interval", o.heartbeat_interval, "Seconds between heartbeats")
       ->envname("LITTERBOX_HEARTBEAT_INTERVAL")
       ->check(CLI::PositiveNumber)
@@ -502,6 +508,7 @@ void finish_config(options& o, bool needs_tokens) {
   c.provision_timeout = std::chrono::seconds(o.provision_timeout);
   c.reap_interval = std::chrono::seconds(o.reap_interval);
   c.error_retention = std::chrono::seconds(o.error_retention);
+  c.event_retention = std::chrono::seconds(o.event_retention);
   c.heartbeat_interval = std::chrono::seconds(o.heartbeat_interval);
   c.provision_grace = std::chrono::seconds(o.provision_grace);
   c.shutdown_drain = std::chrono::seconds(o.shutdown_drain);

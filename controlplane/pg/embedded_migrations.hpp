@@ -8,6 +8,7 @@ namespace litterbox::schema::embedded {
 extern const std::string_view migration_0001;
 extern const std::string_view migration_0002;
 extern const std::string_view migration_0003;
+extern const std::string_view migration_0004;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -25,6 +26,7 @@ inline constexpr std::array migrations{
     migration{1, "0001_init", &schema::embedded::migration_0001},
     migration{2, "0002_lifecycle_bounds", &schema::embedded::migration_0002},
     migration{3, "0003_templates_and_pool", &schema::embedded::migration_0003},
+    migration{4, "0004_events", &schema::embedded::migration_0004},
 };
 
 }  // namespace litterbox::controlplane::pg
