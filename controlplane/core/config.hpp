@@ -53,6 +53,9 @@ struct config {
   /// LITTERBOX_EVENT_RETENTION: host events older than this are pruned; resuming a stream
   /// from before the window is 410.
   std::chrono::seconds event_retention{86400};
+  /// LITTERBOX_RECONCILE_INTERVAL: at least this often every active or bootstrapping host's
+  /// VM is checked (besides each libvirt lifecycle event and reconnect).
+  std::chrono::seconds reconcile_interval{10};
   int reap_concurrency = 8;  ///< LITTERBOX_REAP_CONCURRENCY: teardowns run at once per pass
   std::chrono::seconds heartbeat_interval{10};     ///< LITTERBOX_HEARTBEAT_INTERVAL
   std::string ssh_username = "agent";              ///< LITTERBOX_SSH_USERNAME

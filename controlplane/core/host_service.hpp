@@ -72,6 +72,9 @@ class host_service {
   /// provisioning `id` (another process is, or it has settled): the caller polls get().
   bool notify_when_settled(const std::string& id, std::function<void()> cb);
 
+  /// True while this process is creating host `id` (for the reconciler).
+  bool provisioning_here(const std::string& id) const;
+
   /// GET /hosts/{id}. Errors: validation (malformed UUID, loc path/host_id), not_found.
   result<schema::host> get(std::string_view id);
 
@@ -137,8 +140,8 @@ class host_service {
   /// Claims a warm-pool member for the create `rec` when a pool serves its size and a member
   /// of its image's digest is free (or finds the host its key already names); nullopt to go
   /// on with a new row.
-  result<std::optional<insert_outcome>> claim_from_pool(const host_record& rec,
-                                                        const std::optional<idempotency_claim>& key);
+  result<std::optional<insert_outcome>> claim_from_pool(
+      const host_record& rec, const std::optional<idempotency_claim>& key);
 
   const config& cfg_;
   store& db_;

@@ -7,6 +7,7 @@
 #include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/reaper.hpp"
+#include "controlplane/core/reconciler.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
 #include "controlplane/litterboxd/config_file.hpp"
@@ -70,6 +71,7 @@ struct options {
   std::int64_t reap_interval = 30;
   std::int64_t error_retention = 600;
   std::int64_t event_retention = 86400;
+  std::int64_t reconcile_interval = 10;
   std::int64_t heartbeat_interval = 10;
   std::int64_t provision_grace = 60;
   std::int64_t shutdown_drain = 30;
@@ -288,6 +290,11 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "Seconds a failed host is kept for callers to read")
       ->envname("LITTERBOX_ERROR_RETENTION")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--reconcile-interval", o.reconcile_interval,
+                 "Seconds between checks that every active host's VM runs")
+      ->envname("LITTERBOX_RECONCILE_INTERVAL")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd.add_option("--event-retention", o.event_retention,
                  "Seconds host events are kept for streams to resume from")
@@ -509,6 +516,7 @@ void finish_config(options& o, bool needs_tokens) {
   c.reap_interval = std::chrono::seconds(o.reap_interval);
   c.error_retention = std::chrono::seconds(o.error_retention);
   c.event_retention = std::chrono::seconds(o.event_retention);
+  c.reconcile_interval = std::chrono::seconds(o.reconcile_interval);
   c.heartbeat_interval = std::chrono::seconds(o.heartbeat_interval);
   c.provision_grace = std::chrono::seconds(o.provision_grace);
   c.shutdown_drain = std::chrono::seconds(o.shutdown_drain);
@@ -703,6 +711,9 @@ int serve(options& o) {
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
   controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
   controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
+  controlplane::reconciler vms(o.cfg, db, *hv.driver, clock, [&hosts](const std::string& id) {
+    return hosts.provisioning_here(id);
+  });
   controlplane::http::http_server server(o.cfg, hosts, stats);
   server.start();
   if (!o.port_file.empty()) {
@@ -710,17 +721,20 @@ int serve(options& o) {
   }
   // SIGTERM: no new connections; queued creates fail, running ones get LITTERBOX_SHUTDOWN_DRAIN
   // and the callers waiting for them their answers; then the server stops.
-  server.stop_on_signals([&reaper, &hosts] {
+  server.stop_on_signals([&reaper, &vms, &hosts] {
     reaper.stop();
+    vms.stop();
     hosts.shutdown();
   });
   reaper.start_loop();
   hosts.start_background();
+  vms.start_loop();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());
   server.run();
   spdlog::info("stopping: finishing in-flight work");
   reaper.stop();
+  vms.stop();
   hosts.shutdown();
   spdlog::info("stopped");
   return 0;
