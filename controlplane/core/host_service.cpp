@@ -43,6 +43,7 @@ host_service::host_service(const config& cfg, store& db, hypervisor::driver& dri
                                                     probe_key_.public_line);
   }
   provisioner_ = std::make_unique<provisioner>(cfg_, db_, driver_, clock_, templates_.get());
+  events_ = std::make_unique<event_hub>(db_, cfg_.event_poll_interval);
   if (templates_ && !cfg_.pools.empty()) {
     pool_ = std::make_unique<warm_pool>(cfg_, db_, driver_, *provisioner_, *templates_, *heartbeat_,
                                         clock_, probe_key_.public_line,
@@ -75,6 +76,7 @@ void host_service::shutdown() {
     pool_->stop();
   }
   heartbeat_->stop();
+  events_->stop();
 }
 
 std::string_view host_service::provider() const {

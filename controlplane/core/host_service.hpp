@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 #include "base/result.hpp"
 #include "controlplane/core/config.hpp"
+#include "controlplane/core/event_hub.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/store.hpp"
 #include "controlplane/core/validation.hpp"
@@ -71,6 +72,9 @@ class host_service {
   /// (active, error or gone). Returns false, without calling `cb`, when this process is not
   /// provisioning `id` (another process is, or it has settled): the caller polls get().
   bool notify_when_settled(const std::string& id, std::function<void()> cb);
+
+  /// The follower of the events table every event stream of this process reads.
+  event_hub& events() { return *events_; }
 
   /// True while this process is creating host `id` (for the reconciler).
   bool provisioning_here(const std::string& id) const;
@@ -153,6 +157,7 @@ class host_service {
   std::unique_ptr<template_builder> templates_;
   std::unique_ptr<provisioner> provisioner_;
   std::unique_ptr<warm_pool> pool_;
+  std::unique_ptr<event_hub> events_;
 };
 
 }  // namespace litterbox::controlplane

@@ -43,6 +43,8 @@ const std::vector<route>& routes() {
       {route_id::doctor, "/doctor", {"GET"}, true},
       {route_id::metrics, "/metrics", {"GET"}, false},
       {route_id::openapi, "/openapi.json", {"GET"}, false},
+      {route_id::events, "/events", {"GET"}, true},
+      {route_id::host_events, "/hosts/{host_id}/events", {"GET"}, true},
   };
   return table;
 }

@@ -18,6 +18,8 @@ enum class route_id {
   doctor,        ///< /doctor
   metrics,       ///< /metrics
   openapi,       ///< /openapi.json
+  events,        ///< /events (Server-Sent Events)
+  host_events,   ///< /hosts/{host_id}/events
 };
 
 /// One path template and the methods served on it.

@@ -11,6 +11,8 @@
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
 #include "controlplane/litterboxd/config_file.hpp"
+#include "controlplane/pg/connection_pool.hpp"
+#include "controlplane/pg/event_listener.hpp"
 #include "controlplane/pg/migrate.hpp"
 #include "controlplane/pg/pg_store.hpp"
 #include "hypervisor/errc.hpp"
@@ -714,6 +716,10 @@ int serve(options& o) {
   controlplane::reconciler vms(o.cfg, db, *hv.driver, clock, [&hosts](const std::string& id) {
     return hosts.provisioning_here(id);
   });
+  // Its own connection, with the same TCP bounds: a dead server is noticed and re-dialled.
+  controlplane::pg::event_listener event_wakes(
+      controlplane::pg::with_session_limits(o.cfg.database_url, db_limits(o.cfg)).value(),
+      [&hosts] { hosts.events().poke(); });
   controlplane::http::http_server server(o.cfg, hosts, stats);
   server.start();
   if (!o.port_file.empty()) {
@@ -729,10 +735,12 @@ int serve(options& o) {
   reaper.start_loop();
   hosts.start_background();
   vms.start_loop();
+  event_wakes.start();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());
   server.run();
   spdlog::info("stopping: finishing in-flight work");
+  event_wakes.stop();
   reaper.stop();
   vms.stop();
   hosts.shutdown();
