@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <netinet/in.h>
 #include <optional>
 #include <poll.h>
@@ -239,6 +240,59 @@ TEST_F(events, StatusFiltersKeepOnlyThoseEvents) {
   const auto got = active_only.until([&](const auto& ev) { return has_status(ev, id, "active"); });
   using P = std::pair<std::string, std::string>;
   EXPECT_EQ(kinds_of(got, id), (std::vector<P>{P{"status", "active"}}));
+}
+
+/// A second `litterboxd serve` on the suite's database: another replica.
+std::unique_ptr<litterboxd_process> replica(const std::string& database_url) {
+  litterboxd_options o;
+  o.binary = LB_LITTERBOXD_PATH;
+  o.database_url = database_url;
+  o.service_tokens = {std::string(k_token)};
+  o.args = default_args();
+  return std::make_unique<litterboxd_process>(std::move(o));
+}
+
+TEST_F(events, AResumeOnTheOtherReplicaAndAfterItsRestartGetsEveryEventExactlyOnce) {
+  auto other = replica(database_url());
+  sse_client on_a(process().port(), "/events");
+  ASSERT_NE(on_a.head().find("200 OK"), std::string::npos);
+  on_a.until([&](const auto&) { return !on_a.comments().empty(); });
+
+  // Created through the other replica: this one's stream learns of it through NOTIFY.
+  const auto created = http_client("127.0.0.1", other->port()).post("/hosts", "{}", {bearer()});
+  ASSERT_EQ(created.status, 201) << created;
+  const std::string id = body_json(created)["id"];
+  const auto first_two = on_a.until([&](const auto& ev) { return kinds_of(ev, id).size() >= 2; });
+  ASSERT_GE(first_two.size(), 2U);
+  const auto seen_until = first_two[1].id;
+
+  // The client drops and resumes on the other replica.
+  std::vector<sse_event> resumed_events;
+  {
+    sse_client on_b(other->port(), "/events?host_id=" + id,
+                    {"Last-Event-ID: " + std::to_string(seen_until)});
+    ASSERT_NE(on_b.head().find("200 OK"), std::string::npos);
+    resumed_events = on_b.until([&](const auto& ev) { return has_status(ev, id, "active"); });
+  }
+  using P = std::pair<std::string, std::string>;
+  EXPECT_EQ(kinds_of(resumed_events, id),
+            (std::vector<P>{P{"status", "creating_vm"}, P{"status", "bootstrapping"},
+                            P{"status", "active"}}));
+  ASSERT_FALSE(resumed_events.empty());
+  EXPECT_GT(resumed_events.front().id, seen_until);
+
+  // That replica restarts; the client resumes there again and sees the delete, once.
+  const auto last = resumed_events.back().id;
+  other->stop();
+  other = replica(database_url());
+  ASSERT_EQ(call("DELETE", "/hosts/" + id).status, 204);
+  sse_client after_restart(other->port(), "/hosts/" + id + "/events",
+                           {"Last-Event-ID: " + std::to_string(last)});
+  ASSERT_NE(after_restart.head().find("200 OK"), std::string::npos);
+  const auto tail = after_restart.until(
+      [&](const auto& ev) { return !ev.empty() && ev.back().data["type"] == "deleted"; });
+  EXPECT_EQ(kinds_of(tail, id),
+            (std::vector<P>{P{"status", "deleting"}, P{"deleted", "deleting"}}));
 }
 
 TEST_F(events, BadResumePointsAndStatusesAre422AndAnUnknownHostIs404) {
