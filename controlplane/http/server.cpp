@@ -732,8 +732,9 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
         co_await net::async_write(stream, bhttp::make_chunk(net::buffer(text)), k_as_tuple);
     co_return !ec;
   };
-  // A first comment: the client knows the stream is open even when nothing happens.
-  if (!co_await write_chunk(": stream open\n\n")) {
+  // A first message: the client knows the stream is open even when nothing happens, and
+  // its id (no data: no event) is where a reconnect resumes if no event came yet.
+  if (!co_await write_chunk(": stream open\nid: " + std::to_string(q.after) + "\n\n")) {
     co_return std::nullopt;
   }
   for (;;) {
