@@ -689,12 +689,7 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
       co_return json_reply(404, schema::error_body("host not found", "NOT_FOUND"));
     }
   }
-  auto batch = co_await offload(blocking, [&hub, &q] { return hub.read(q); });
-  if (!batch) {
-    co_return error_reply(batch.error(), rq.request_id);
-  }
-
-  // From here on the answer is the stream.
+  // Subscribed before the first read: a change committed in between still wakes the stream.
   auto ex = co_await net::this_coro::executor;
   struct wake_state {
     explicit wake_state(const net::any_io_executor& e) : timer(e) {}
@@ -714,7 +709,12 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
     std::uint64_t id;
     ~unsubscribe_at_end() { hub.unsubscribe(id); }
   } guard{hub, subscription};
+  auto batch = co_await offload(blocking, [&hub, &q] { return hub.read(q); });
+  if (!batch) {
+    co_return error_reply(batch.error(), rq.request_id);
+  }
 
+  // From here on the answer is the stream.
   bhttp::response<bhttp::empty_body> head{bhttp::status::ok, version};
   head.set(bhttp::field::content_type, "text/event-stream");
   head.set(bhttp::field::cache_control, "no-cache");
