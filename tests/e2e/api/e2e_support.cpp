@@ -368,8 +368,23 @@ e2e_service::e2e_service(std::vector<std::string> extra_args) : settings_(load_s
   }
   // Start-up connects to libvirt and may install the guest firewall rule.
   o.start_timeout = std::chrono::seconds(120);
+  options_ = o;
   server_ = std::make_unique<test::litterboxd_process>(std::move(o));
   // A blocking create waits for a whole TCG boot, two of them at once on a busy machine.
+  http_ =
+      std::make_unique<test::http_client>("127.0.0.1", server_->port(), std::chrono::seconds(1200));
+}
+
+void e2e_service::stop_server() {
+  http_.reset();
+  if (server_) {
+    server_->stop();
+  }
+  server_.reset();
+}
+
+void e2e_service::start_server() {
+  server_ = std::make_unique<test::litterboxd_process>(options_);
   http_ =
       std::make_unique<test::http_client>("127.0.0.1", server_->port(), std::chrono::seconds(1200));
 }

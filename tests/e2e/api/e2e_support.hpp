@@ -149,6 +149,11 @@ class e2e_service {
   /// Per-host files of `host_id` (<state>/vms/<id>).
   std::filesystem::path host_dir(const std::string& host_id) const;
 
+  /// Stops litterboxd (SIGTERM); the database, guests and files stay.
+  void stop_server();
+  /// Starts litterboxd again with the same configuration (on a new port).
+  void start_server();
+
   /// POST /hosts with `body`, blocking until the host is active or failed.
   test::http_response create(const nlohmann::json& body) const;
   test::http_response get(const std::string& id) const;
@@ -162,6 +167,7 @@ class e2e_service {
   std::unique_ptr<test::test_database> db_;
   std::unique_ptr<test::litterboxd_process> server_;
   std::unique_ptr<test::http_client> http_;
+  test::litterboxd_options options_;  ///< what server_ was started with (start_server)
 };
 
 /// `r`'s body as JSON (a discarded value when it is not JSON).

@@ -140,5 +140,49 @@ TEST(RealGuestDeath, AGuestThatPowersItselfOffEndsAsErrorVmStoppedAndIsReleased)
   EXPECT_EQ(service->remove(id).status, 204);
 }
 
+TEST(RealGuestDeath, AGuestThatDiedWhileLitterboxdWasDownIsFoundAtStartUp) {
+  std::unique_ptr<e2e_service> service;
+  try {
+    service =
+        std::make_unique<e2e_service>(std::vector<std::string>{"--reconcile-interval", "600"});
+  } catch (const std::exception& e) {
+    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
+  }
+  const auto created = service->create(json::object());
+  ASSERT_EQ(created.status, 201) << created << "\nlitterboxd:\n"
+                                 << service->process().output_tail();
+  const json host = body_json(created);
+  const std::string id = host["id"];
+  const std::string name = host["name"];
+  const int port = host["ssh_port"];
+
+  service->stop_server();
+  const pid_t pid = qemu_pid(name);
+  ASSERT_GT(pid, 0) << "no QEMU pid for " << name;
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  // No event reaches anybody now; the start-up check must find the drift.
+  service->start_server();
+  const auto events = run_process(
+      {LB_LITTERBOX_CLI_PATH, "events", "--host", id, "--after", "0", "--max", "6", "--json"},
+      {"PATH=/usr/bin:/bin", "HOME=/tmp", "SANDBOX_SERVICE_URL=" + service->url(),
+       "SANDBOX_SERVICE_TOKEN=" + e2e_service::token()},
+      60s);
+  ASSERT_EQ(events.exit_code, 0) << events << "\nlitterboxd:\n" << service->process().output_tail();
+  EXPECT_NE(events.out.find("\"type\":\"died\""), std::string::npos) << events.out;
+  const json now = body_json(service->get(id));
+  EXPECT_EQ(now.value("status", ""), "error") << now.dump();
+  EXPECT_EQ(now.value("last_error", "").rfind("VM", 0), 0U) << now.dump();
+
+  const auto released_by = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < released_by &&
+         (domain_exists(name) || fs::exists(service->host_dir(id)) || !port_bindable(port))) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_FALSE(domain_exists(name));
+  EXPECT_FALSE(fs::exists(service->host_dir(id)));
+  EXPECT_TRUE(port_bindable(port)) << port;
+  EXPECT_EQ(service->remove(id).status, 204);
+}
+
 }  // namespace
 }  // namespace litterbox::e2e_test
