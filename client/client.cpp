@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 
@@ -559,6 +560,119 @@ result<std::vector<http_proxy_info>> client::list_http_proxies() {
     out.push_back(std::move(p));
   }
   return out;
+}
+
+result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
+  buffer_.append(bytes);
+  std::vector<host_event> out;
+  for (auto end = buffer_.find("\n\n"); end != std::string::npos; end = buffer_.find("\n\n")) {
+    const std::string message = buffer_.substr(0, end);
+    buffer_.erase(0, end + 2);
+    std::string data;
+    std::size_t at = 0;
+    while (at <= message.size()) {
+      auto nl = message.find('\n', at);
+      if (nl == std::string::npos) {
+        nl = message.size();
+      }
+      const std::string_view line(message.data() + at, nl - at);
+      if (line.starts_with("data: ")) {
+        data += line.substr(6);
+      } else if (line.starts_with("data:")) {
+        data += line.substr(5);
+      } else if (line.starts_with("id: ")) {
+        std::int64_t id = 0;
+        const auto digits = line.substr(4);
+        if (std::from_chars(digits.data(), digits.data() + digits.size(), id).ec == std::errc{}) {
+          last_id_ = id;  // an id without data still moves the resume point (as EventSource)
+        }
+      }
+      at = nl + 1;
+    }
+    if (data.empty()) {
+      continue;  // a comment (keep-alive) or an `event: error` without data
+    }
+    const auto j = nlohmann::json::parse(data, nullptr, false);
+    if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer()) {
+      return make_error(errc::bad_response, "the service sent a malformed event");
+    }
+    host_event e;
+    e.id = j["id"].get<std::int64_t>();
+    e.at = j.value("at", "");
+    e.host_id = j.value("host_id", "");
+    e.type = j.value("type", "");
+    e.status = j.value("status", "");
+    e.last_error = j.value("last_error", "");
+    e.json = std::move(data);
+    last_id_ = e.id;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+result<void> client::follow_events(const std::optional<std::string>& host_id,
+                                   std::optional<std::int64_t> after,
+                                   const std::function<bool(const host_event&)>& on_event) {
+  const std::string path = host_id ? "/hosts/" + encode(*host_id) + "/events" : "/events";
+  // Without a resume point the stream starts now; once an event was seen, every reconnect
+  // resumes exactly after it.
+  std::optional<std::int64_t> last = after;
+  auto failing_since = env_.now();
+  int attempt = 0;
+  for (;;) {
+    http_request req;
+    req.method = "GET";
+    req.url = config_.url + path;
+    req.headers.emplace_back("Accept", "text/event-stream");
+    req.headers.emplace_back("User-Agent", "litterbox-client/0.1");
+    if (!config_.token.empty()) {
+      req.headers.emplace_back("Authorization", "Bearer " + config_.token);
+    }
+    if (last) {
+      req.headers.emplace_back("Last-Event-ID", std::to_string(*last));
+    }
+    // The server writes a comment at least every 15 s: silence for longer is a dead stream.
+    req.timeout = std::chrono::seconds(45);
+    sse_parser parser;
+    bool stop = false;
+    std::optional<error> bad;
+    auto r = transport_->stream(req, [&](std::string_view bytes) {
+      auto events = parser.feed(bytes);
+      if (!events) {
+        bad = events.error();
+        return false;
+      }
+      for (const auto& e : *events) {
+        last = e.id;
+        attempt = 0;
+        failing_since = env_.now();
+        if (!on_event(e)) {
+          stop = true;
+          return false;
+        }
+      }
+      return true;
+    });
+    if (bad) {
+      return *bad;
+    }
+    if (stop) {
+      return {};
+    }
+    if (parser.last_id()) {
+      last = parser.last_id();  // the stream's own starting point counts too
+    }
+    if (r && r->status != 200 && r->status != 503) {
+      return error_from_response(r->status, r->body);
+    }
+    // Dropped, ended or 503: reconnect after a backoff, for at most request_timeout without
+    // a single event.
+    if (env_.now() - failing_since > config_.request_timeout) {
+      return r ? error_from_response(r->status, r->body) : r.error();
+    }
+    ++attempt;
+    env_.sleep(backoff_delay(policy_, attempt, env_.uniform(), std::nullopt));
+  }
 }
 
 }  // namespace litterbox::client

@@ -79,6 +79,32 @@ error error_from_response(int status, std::string_view body);
 /// The `after` cursor of the rel="next" link in a Link header; nullopt when there is none.
 std::optional<std::string> next_cursor(std::string_view link_header);
 
+/// One host event as GET /events sends it (API.md "Events").
+struct host_event {
+  std::int64_t id = 0;
+  std::string at;
+  std::string host_id;
+  std::string type;  ///< created, status, deleted, died
+  std::string status;
+  std::string last_error;
+  std::string json;  ///< the data line as the server sent it
+};
+
+/// Splits a Server-Sent Events byte stream into host events: `id:` and `data:` lines,
+/// comments skipped, messages ended by a blank line; pieces may split anywhere.
+class sse_parser {
+ public:
+  /// The events completed by `bytes`. Errors: bad_response for a data line that is not an
+  /// Event object.
+  result<std::vector<host_event>> feed(std::string_view bytes);
+  /// The newest `id:` seen, with or without data: where a reconnect resumes.
+  std::optional<std::int64_t> last_id() const { return last_id_; }
+
+ private:
+  std::string buffer_;
+  std::optional<std::int64_t> last_id_;
+};
+
 /// A blocking client of the host API (API.md). Calls are retried with jittered backoff on
 /// transport failures and 503 — creates too, always under an Idempotency-Key, so a retry
 /// never makes a second VM. Not thread-safe: use one client per thread.
@@ -113,6 +139,15 @@ class client {
   result<std::string> console(std::string_view id, std::optional<std::size_t> bytes = {});
   /// GET /doctor.
   result<doctor_report> doctor();
+  /// GET /events, or GET /hosts/{host_id}/events when `host_id` is set: calls `on_event` for
+  /// every event, in order, until it returns false. `after`: resume after this event id
+  /// (nullopt: start with what happens next). A dropped connection is re-opened with
+  /// Last-Event-ID (retry policy backoff), so no event is missed or repeated. Errors:
+  /// not_found (no such host), api_error (410: the resume point is older than the
+  /// retention), auth, unavailable (the service stayed unreachable for request_timeout).
+  result<void> follow_events(const std::optional<std::string>& host_id,
+                             std::optional<std::int64_t> after,
+                             const std::function<bool(const host_event&)>& on_event);
 
   // HTTP proxies (API.md "HTTP proxies"). `headers` are sent once and never come back.
 

@@ -39,6 +39,29 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
   return size * count;
 }
 
+// What a streamed body goes through: the callback for a 200, a buffer for anything else.
+struct stream_sink {
+  CURL* handle;
+  const std::function<bool(std::string_view)>* on_body;
+  std::string error_body;
+  bool stopped = false;
+};
+
+std::size_t on_stream_body(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* sink = static_cast<stream_sink*>(user);
+  long status = 0;
+  curl_easy_getinfo(sink->handle, CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200) {
+    sink->error_body.append(data, size * count);
+    return size * count;
+  }
+  if (!(*sink->on_body)(std::string_view(data, size * count))) {
+    sink->stopped = true;
+    return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+  }
+  return size * count;
+}
+
 class curl_transport final : public transport {
  public:
   curl_transport() {
@@ -102,6 +125,48 @@ class curl_transport final : public transport {
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     response.status = static_cast<int>(status);
+    return response;
+  }
+
+  result<http_response> stream(const http_request& request,
+                               const std::function<bool(std::string_view)>& on_body) override {
+    if (handle_ == nullptr) {
+      return make_error(errc::unavailable, "cannot initialise libcurl");
+    }
+    CURL* h = handle_;
+    curl_easy_reset(h);
+    http_response response;
+    stream_sink sink{h, &on_body, {}, false};
+    curl_slist* headers = nullptr;
+    for (const auto& [name, value] : request.headers) {
+      const std::string line = name + ": " + value;
+      headers = curl_slist_append(headers, line.c_str());
+    }
+    curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    const long silence_s = std::max(1L, request.timeout.count() / 1000);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, std::min(request.timeout.count(), 10000L));
+    // No total timeout: a stream lasts; less than a byte a second for this long is a dead one.
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, silence_s);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_stream_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &response.headers);
+    const CURLcode rc = curl_easy_perform(h);
+    curl_slist_free_all(headers);
+    if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.stopped)) {
+      return make_error(errc::unavailable,
+                        std::string("event stream interrupted: ") + curl_easy_strerror(rc));
+    }
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    response.status = static_cast<int>(status);
+    response.body = std::move(sink.error_body);
     return response;
   }
 

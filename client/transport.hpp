@@ -3,9 +3,12 @@
 #include "base/result.hpp"
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -34,6 +37,19 @@ class transport {
  public:
   virtual ~transport() = default;
   virtual result<http_response> send(const http_request& request) = 0;
+
+  /// Sends `request` and hands the body of a 200 to `on_body` piece by piece as it arrives,
+  /// for as long as the server sends and `on_body` returns true; request.timeout bounds only
+  /// the silence between pieces (a stream sends keep-alives). Returns the response with the
+  /// body of a non-200 answer (an error body) and an empty one for a 200. Errors:
+  /// unavailable when the connection failed or fell silent.
+  virtual result<http_response> stream(const http_request& request,
+                                       const std::function<bool(std::string_view)>& on_body) {
+    (void)request;
+    (void)on_body;
+    return make_error(std::make_error_code(std::errc::operation_not_supported),
+                      "this transport cannot stream");
+  }
 };
 
 /// libcurl: handles timeouts, proxies and TLS for us, and compiles in seconds, where Beast's

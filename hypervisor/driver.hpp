@@ -5,6 +5,7 @@
 #include <chrono>
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -73,6 +74,19 @@ struct check_result {
   std::string detail;
   std::string hint;
   double latency_ms = 0;
+};
+
+/// How a host's VM is, as the hypervisor sees it.
+enum class vm_state {
+  running,  ///< running, paused or suspended: the guest exists and may go on
+  stopped,  ///< shut off: the guest powered itself off, or someone destroyed it
+  crashed,  ///< its QEMU died or the guest crashed
+};
+
+/// One VM of the driver's (vm_states).
+struct vm_status {
+  vm_state state = vm_state::running;
+  std::string detail;  ///< what happened, for last_error ("guest powered off", …)
 };
 
 /// A hypervisor backend. All methods block and are safe to call from several threads at once
@@ -183,6 +197,18 @@ class driver {
   /// Ids of every template this driver has, saved or being built (for sweeps). Errors:
   /// unavailable.
   virtual result<std::vector<std::string>> list_templates() = 0;
+
+  /// Every host VM of this driver that the hypervisor still knows, by host id, with its
+  /// state; a host missing here has no VM at all. For reconciling rows against reality.
+  /// Reconnects when the hypervisor connection was lost. Errors: unavailable.
+  virtual result<std::map<std::string, vm_status>> vm_states() = 0;
+
+  /// From now on calls `wake` whenever one of the driver's VMs stops, crashes or disappears,
+  /// and after every reconnect to the hypervisor (changes while disconnected were not seen).
+  /// `wake` runs on a driver thread and must return at once (e.g. notify a condition). It
+  /// may be called for changes a vm_states() call then shows nothing new for. Replaces an
+  /// earlier callback; an empty function stops the calls.
+  virtual void watch_vms(std::function<void()> wake) = 0;
 };
 
 }  // namespace litterbox::hypervisor

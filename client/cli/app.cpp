@@ -71,6 +71,10 @@ struct options {
   std::string target;
   std::vector<std::string> header_envs;
   std::vector<std::string> proxy_names;
+  // events
+  std::optional<std::string> host;
+  std::optional<std::int64_t> after;
+  std::optional<std::size_t> max_events;
 };
 
 int fail(const error& e) {
@@ -342,6 +346,31 @@ int cmd_console(const options& o) {
   }
   std::cout << *text;
   std::cout.flush();
+  return exit_code::ok;
+}
+
+int cmd_events(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  std::size_t seen = 0;
+  auto done = c->follow_events(o.host, o.after, [&](const host_event& e) {
+    if (o.json) {
+      std::cout << e.json << '\n';
+    } else {
+      std::cout << e.at << "  " << e.host_id << "  " << e.type << "  " << e.status;
+      if (!e.last_error.empty()) {
+        std::cout << "  " << e.last_error;
+      }
+      std::cout << '\n';
+    }
+    std::cout.flush();  // one line per event as it happens, also into a pipe
+    return !o.max_events || ++seen < *o.max_events;
+  });
+  if (!done) {
+    return fail(done.error());
+  }
   return exit_code::ok;
 }
 
@@ -684,6 +713,13 @@ int run(int argc, char** argv) {
   console->add_option("id", o.id, "Host id")->required();
   console->add_option("--bytes", o.bytes, "How many bytes of the tail");
 
+  auto* events = app.add_subcommand(
+      "events", "Print host state changes as they happen (GET /events), until interrupted");
+  events->add_option("--host", o.host, "Only this host's events");
+  events->add_option("--after", o.after, "Start after this event id (default: from now)");
+  events->add_option("--max", o.max_events, "Exit after this many events")
+      ->check(CLI::PositiveNumber);
+  events->add_flag("--json", o.json, "One JSON object a line");
   auto* doctor = app.add_subcommand("doctor", "Ask the service to check itself");
 
   auto* ssh = app.add_subcommand(
@@ -755,6 +791,8 @@ int run(int argc, char** argv) {
     return cmd_rm(o);
   if (console->parsed())
     return cmd_console(o);
+  if (events->parsed())
+    return cmd_events(o);
   if (doctor->parsed())
     return cmd_doctor();
   if (ssh->parsed())

@@ -50,6 +50,15 @@ struct config {
   std::chrono::seconds provision_timeout{600};                       ///< PROVISION_TIMEOUT
   std::chrono::seconds reap_interval{30};                            ///< LITTERBOX_REAP_INTERVAL
   std::chrono::seconds error_retention{600};                         ///< LITTERBOX_ERROR_RETENTION
+  /// LITTERBOX_EVENT_RETENTION: host events older than this are pruned; resuming a stream
+  /// from before the window is 410.
+  std::chrono::seconds event_retention{86400};
+  /// LITTERBOX_RECONCILE_INTERVAL: at least this often every active or bootstrapping host's
+  /// VM is checked (besides each libvirt lifecycle event and reconnect).
+  std::chrono::seconds reconcile_interval{10};
+  /// How often event streams look for new events when no NOTIFY woke them (a safety net:
+  /// PostgreSQL LISTEN/NOTIFY wakes them at once). Not a variable.
+  std::chrono::milliseconds event_poll_interval{1000};
   int reap_concurrency = 8;  ///< LITTERBOX_REAP_CONCURRENCY: teardowns run at once per pass
   std::chrono::seconds heartbeat_interval{10};     ///< LITTERBOX_HEARTBEAT_INTERVAL
   std::string ssh_username = "agent";              ///< LITTERBOX_SSH_USERNAME

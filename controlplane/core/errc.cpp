@@ -34,6 +34,8 @@ class category_impl final : public std::error_category {
         return "teardown failed";
       case errc::internal:
         return "internal error";
+      case errc::history_gone:
+        return "event history no longer available";
     }
     return "unknown control plane error";
   }

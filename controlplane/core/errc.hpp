@@ -21,6 +21,8 @@ enum class errc {
   capacity,         ///< 503 CAPACITY: no SSH port or provisioning slot left
   teardown_failed,  ///< 503 HOST_TEARDOWN: the row is kept; retry the DELETE
   internal,         ///< 500 INTERNAL
+  /// 410: a resume point older than the event retention window (its successors are gone).
+  history_gone,
 };
 
 const std::error_category& category();

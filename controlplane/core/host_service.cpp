@@ -43,10 +43,11 @@ host_service::host_service(const config& cfg, store& db, hypervisor::driver& dri
                                                     probe_key_.public_line);
   }
   provisioner_ = std::make_unique<provisioner>(cfg_, db_, driver_, clock_, templates_.get());
+  events_ = std::make_unique<event_hub>(db_, cfg_.event_poll_interval);
   if (templates_ && !cfg_.pools.empty()) {
-    pool_ = std::make_unique<warm_pool>(
-        cfg_, db_, driver_, *provisioner_, *templates_, *heartbeat_, clock_,
-        probe_key_.public_line, [this](std::string_view id) { return teardown(id); });
+    pool_ = std::make_unique<warm_pool>(cfg_, db_, driver_, *provisioner_, *templates_, *heartbeat_,
+                                        clock_, probe_key_.public_line,
+                                        [this](std::string_view id) { return teardown(id); });
     templates_->on_ready([this] { pool_->poke(); });
   }
 }
@@ -75,6 +76,7 @@ void host_service::shutdown() {
     pool_->stop();
   }
   heartbeat_->stop();
+  events_->stop();
 }
 
 std::string_view host_service::provider() const {
@@ -340,6 +342,10 @@ result<create_result> host_service::create(const schema::create_host_request& re
   return out;
 }
 
+bool host_service::provisioning_here(const std::string& id) const {
+  return provisioner_->provisioning(id);
+}
+
 bool host_service::notify_when_settled(const std::string& id, std::function<void()> cb) {
   return provisioner_->notify_when_settled(id, std::move(cb));
 }
@@ -556,13 +562,13 @@ schema::doctor_check host_service::templates_check() {
     }
     c.detail = std::to_string(ready) + " ready, " + std::to_string(building) + " building" + cold;
     if (!cold.empty()) {
-      c.hint = "images need qemu-guest-agent and util-linux-extra to be cloned (README: "
-               "fast creates)";
+      c.hint =
+          "images need qemu-guest-agent and util-linux-extra to be cloned (README: "
+          "fast creates)";
     }
   }
-  c.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                           start)
-                     .count();
+  c.latency_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return c;
 }
 
@@ -586,9 +592,8 @@ schema::doctor_check host_service::pool_check() {
       c.hint = "check LITTERBOX_POOL's image and the templates check";
     }
   }
-  c.latency_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                           start)
-                     .count();
+  c.latency_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return c;
 }
 

@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 #include "base/result.hpp"
 #include "controlplane/core/config.hpp"
+#include "controlplane/core/event_hub.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/store.hpp"
 #include "controlplane/core/validation.hpp"
@@ -72,6 +73,12 @@ class host_service {
   /// provisioning `id` (another process is, or it has settled): the caller polls get().
   bool notify_when_settled(const std::string& id, std::function<void()> cb);
 
+  /// The follower of the events table every event stream of this process reads.
+  event_hub& events() { return *events_; }
+
+  /// True while this process is creating host `id` (for the reconciler).
+  bool provisioning_here(const std::string& id) const;
+
   /// GET /hosts/{id}. Errors: validation (malformed UUID, loc path/host_id), not_found.
   result<schema::host> get(std::string_view id);
 
@@ -137,8 +144,8 @@ class host_service {
   /// Claims a warm-pool member for the create `rec` when a pool serves its size and a member
   /// of its image's digest is free (or finds the host its key already names); nullopt to go
   /// on with a new row.
-  result<std::optional<insert_outcome>> claim_from_pool(const host_record& rec,
-                                                        const std::optional<idempotency_claim>& key);
+  result<std::optional<insert_outcome>> claim_from_pool(
+      const host_record& rec, const std::optional<idempotency_claim>& key);
 
   const config& cfg_;
   store& db_;
@@ -150,6 +157,7 @@ class host_service {
   std::unique_ptr<template_builder> templates_;
   std::unique_ptr<provisioner> provisioner_;
   std::unique_ptr<warm_pool> pool_;
+  std::unique_ptr<event_hub> events_;
 };
 
 }  // namespace litterbox::controlplane

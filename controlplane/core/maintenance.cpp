@@ -91,6 +91,10 @@ result<int> maintenance::prune_instances() {
   return db_.prune_instances(clock_.now());
 }
 
+result<std::int64_t> maintenance::prune_events() {
+  return db_.prune_events(clock_.now() - cfg_.event_retention);
+}
+
 result<int> maintenance::maintain_templates() {
   int removed = 0;
   auto stale = db_.claim_stale_template_builds(
@@ -123,8 +127,7 @@ result<int> maintenance::maintain_templates() {
           return other.status == template_status::ready && other.image == t.image &&
                  other.key.image_digest != t.key.image_digest && other.key.cpus == t.key.cpus &&
                  other.key.memory_mib == t.key.memory_mib && other.key.disk_gb == t.key.disk_gb &&
-                 other.key.ssh_username == t.key.ssh_username &&
-                 other.created_at > t.created_at;
+                 other.key.ssh_username == t.key.ssh_username && other.created_at > t.created_at;
         });
     if (!unused && !superseded) {
       continue;

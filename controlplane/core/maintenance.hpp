@@ -38,6 +38,9 @@ class maintenance {
   /// Removes instance rows long dead. Returns how many went.
   result<int> prune_instances();
 
+  /// Removes host events older than LITTERBOX_EVENT_RETENTION. Returns how many went.
+  result<std::int64_t> prune_events();
+
   /// Templates: builds whose process is gone are failed (and rebuilt by whoever wants them
   /// next); templates nothing cloned for LITTERBOX_TEMPLATE_TTL, and those superseded by a
   /// newer digest of the same image and size, are removed; driver templates without a row

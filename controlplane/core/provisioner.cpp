@@ -140,6 +140,11 @@ bool provisioner::notify_when_settled(const std::string& id, std::function<void(
   return true;
 }
 
+bool provisioner::provisioning(const std::string& id) const {
+  const std::lock_guard lock(mutex_);
+  return waiters_.count(id) != 0 || running_.count(id) != 0;
+}
+
 std::size_t provisioner::in_flight() const {
   const std::lock_guard lock(mutex_);
   return places_;

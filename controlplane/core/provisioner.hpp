@@ -96,6 +96,10 @@ class provisioner {
   /// Creates admitted and not yet settled (queued or running).
   std::size_t in_flight() const;
 
+  /// True while this process is creating host `id` (queued, running, or a pool member being
+  /// restored).
+  bool provisioning(const std::string& id) const;
+
   /// Stops taking creates; fails the queued ones at once (row error, key and port freed,
   /// nothing was made for them); lets running ones go on for up to `drain`, then fails
   /// those (row error, VM destroyed, port freed) and joins the workers. Idempotent.

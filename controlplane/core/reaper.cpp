@@ -116,6 +116,10 @@ reap_report reaper::run_once() {
     spdlog::error("reap: pruning instance rows failed: {}", log_escape(pruned.error().message));
   }
 
+  if (auto pruned = upkeep_.prune_events(); !pruned) {
+    spdlog::error("reap: pruning host events failed: {}", log_escape(pruned.error().message));
+  }
+
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
   observer_.reap_pass(took);
   spdlog::info(

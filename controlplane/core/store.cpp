@@ -35,4 +35,27 @@ std::string_view to_string(template_status s) {
   return "failed";
 }
 
+std::string_view to_string(event_type t) {
+  switch (t) {
+    case event_type::created:
+      return "created";
+    case event_type::status:
+      return "status";
+    case event_type::deleted:
+      return "deleted";
+    case event_type::died:
+      return "died";
+  }
+  return "status";
+}
+
+std::optional<event_type> event_type_from(std::string_view text) {
+  for (auto t : {event_type::created, event_type::status, event_type::deleted, event_type::died}) {
+    if (text == to_string(t)) {
+      return t;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace litterbox::controlplane

@@ -86,6 +86,38 @@ struct host_patch {
   bool release_idempotency_key = false;  ///< delete keys naming this host (after failure)
   bool release_port = false;             ///< delete this host's ssh_ports row
   std::optional<create_path> path;
+  /// The change is the guest's VM dying behind the control plane's back: its event is
+  /// `died`, not `status` (API.md "Events").
+  bool died = false;
+};
+
+/// What a host event records (API.md "Events").
+enum class event_type { created, status, deleted, died };
+
+/// "created", "status", "deleted", "died".
+std::string_view to_string(event_type t);
+/// The inverse of to_string; nullopt for anything else.
+std::optional<event_type> event_type_from(std::string_view text);
+
+/// One state change of a caller's host, as the events table keeps it. `status` is the status
+/// the host is in after the change (deleted: the one it was deleted in).
+struct host_event {
+  std::int64_t id = 0;  ///< monotonically increasing; readers see ids in commit order
+  std::string host_id;
+  event_type type = event_type::status;
+  schema::host_status status{};
+  timestamp at{};
+  std::string last_error;
+
+  friend bool operator==(const host_event&, const host_event&) = default;
+};
+
+/// Which events list_events returns.
+struct event_query {
+  std::int64_t after = 0;                     ///< only ids greater than this
+  std::optional<std::string> host_id;         ///< one host's events only
+  std::vector<schema::host_status> statuses;  ///< empty: any status
+  std::size_t limit = 0;                      ///< 0: no limit
 };
 
 /// What a template serves: a clone of it can be the host of any create with this key.
@@ -307,6 +339,26 @@ class store {
 
   /// Pooled rows counted per key and status.
   virtual result<std::vector<pool_count>> count_pool() = 0;
+
+  // Host events (issue 15). Every method above that changes a caller's host — inserts it,
+  // changes its status, deletes it, or hands a pool member to a caller (a `created`) — writes
+  // its event in the same transaction; pool members have none before their claim. A
+  // transition with `died` records a `died` instead of a `status`.
+
+  /// Events with id > q.after in id order, filtered by q. Ids become visible in order: once
+  /// an id is returned, no smaller one appears later. Errors: history_gone when q.after is
+  /// older than what prune_events kept (events after it were pruned: the caller would miss
+  /// some); unavailable.
+  virtual result<std::vector<host_event>> list_events(const event_query& q) = 0;
+
+  /// The id of the newest event (0 when there is none): where a stream without a resume
+  /// point starts.
+  virtual result<std::int64_t> newest_event_id() = 0;
+
+  /// Deletes events older than `before` (at < before) and remembers the newest id deleted,
+  /// so that a later list_events after an older id fails instead of skipping. Returns how
+  /// many went.
+  virtual result<std::int64_t> prune_events(timestamp before) = 0;
 };
 
 }  // namespace litterbox::controlplane

@@ -61,6 +61,9 @@ http_error to_http_error(const error& e, std::string_view request_id) {
       return {503, schema::error_body(detail_of(e), "HOST_TEARDOWN"), std::nullopt};
     case errc::internal:
       return internal(request_id);
+    case errc::history_gone:
+      // API.md "Events": the body has no error_code.
+      return {410, schema::detail_body("event history no longer available"), std::nullopt};
   }
   return internal(request_id);
 }

@@ -62,6 +62,9 @@ const std::vector<route>& routes() {
       {route_id::doctor, "/doctor", {{"GET", both, both}}, true},
       {route_id::metrics, "/metrics", {{"GET", litterbox, litterbox}}, false},
       {route_id::openapi, "/openapi.json", {{"GET", both, litterbox}}, false},
+      // The event stream is litterbox's alone (API.md "Events"): not in the drukbox profile.
+      {route_id::events, "/events", {{"GET", litterbox, litterbox}}, true},
+      {route_id::host_events, "/hosts/{host_id}/events", {{"GET", litterbox, litterbox}}, true},
   };
   return table;
 }

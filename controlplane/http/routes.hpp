@@ -23,6 +23,8 @@ enum class route_id {
   doctor,           ///< /doctor
   metrics,          ///< /metrics
   openapi,          ///< /openapi.json
+  events,           ///< /events (Server-Sent Events)
+  host_events,      ///< /hosts/{host_id}/events
 };
 
 /// A set of wire profiles (a bit per wire_profile).

@@ -2,6 +2,7 @@
 
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "base/time.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/warm_pool.hpp"
@@ -30,10 +31,12 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
@@ -85,6 +88,13 @@ constexpr int k_max_rejections = 32;
 // first to the second value, instead of spinning on the error.
 constexpr std::chrono::milliseconds k_accept_backoff_min = 50ms;
 constexpr std::chrono::milliseconds k_accept_backoff_max = 1s;
+// Event streams (API.md "Events"): a comment line at least this often keeps idle streams
+// (and the proxies between) alive and finds clients that went away.
+constexpr auto k_stream_keepalive = 15s;
+// Events written per read: a stream far behind catches up in bounded steps.
+constexpr std::size_t k_stream_batch = 256;
+// A stream whose client does not take a write within this long is closed.
+constexpr auto k_stream_write_timeout = 30s;
 
 /// A wait for a host to settle ends at the create's own deadline plus this share of
 /// PROVISION_TIMEOUT (between 2 s and 60 s), then answers with the host's current state.
@@ -113,6 +123,7 @@ struct request_view {
   bool respond_async = false;
   std::string request_id;
   wire_profile profile = wire_profile::litterbox;  ///< the shape the answer is rendered in
+  std::optional<std::string> last_event_id;  ///< the Last-Event-ID header of an event stream
 };
 
 reply json_reply(unsigned status, std::string body) {
@@ -309,6 +320,12 @@ struct http_server::impl {
   net::awaitable<reply> doctor(const request_view& rq);
   net::awaitable<reply> scrape();
   net::awaitable<reply> http_proxy(const route_match& m, request_view& rq);
+  /// Serves an event stream on `stream` until the client goes or the server stops; an
+  /// answer instead of a stream (bad query, 404, 410, 503) is returned for the caller to
+  /// write.
+  net::awaitable<std::optional<reply>> stream_events(beast::tcp_stream& stream,
+                                                     const route_match& m, request_view& rq,
+                                                     unsigned version);
 };
 
 namespace {
@@ -514,7 +531,25 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
             rq.respond_async = true;
           }
         }
-        rep = co_await dispatch(*m, rq);
+        if (m->matched->id == route_id::events || m->matched->id == route_id::host_events) {
+          if (const auto last = req.find("Last-Event-ID"); last != req.end()) {
+            rq.last_event_id = std::string(last->value());
+          }
+          auto answer = co_await stream_events(stream, *m, rq, req.version());
+          if (!answer) {
+            // The stream ran; its end ends the connection.
+            stats.request_done(route_label, method_label(rq.method), 200,
+                               std::chrono::steady_clock::now() - started);
+            spdlog::info("{} {} {} stream ended", rq.request_id, log_escape(rq.method),
+                         log_escape(rq.path));
+            beast::error_code ignored;
+            stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            co_return;
+          }
+          rep = std::move(*answer);
+        } else {
+          rep = co_await dispatch(*m, rq);
+        }
       }
     } catch (const std::exception& ex) {
       spdlog::error("request {} {} {} failed: {}", rq.request_id, log_escape(rq.method),
@@ -566,6 +601,185 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
+namespace {
+
+/// One event as an SSE message: `id:` and one `data:` line (API.md "Events").
+void append_event(std::string& out, const host_event& e) {
+  nlohmann::ordered_json j;
+  j["id"] = e.id;
+  j["at"] = format_rfc3339(e.at);
+  j["host_id"] = e.host_id;
+  j["type"] = std::string(to_string(e.type));
+  j["status"] = std::string(schema::to_string(e.status));
+  j["last_error"] = e.last_error;
+  out += "id: " + std::to_string(e.id) + "\ndata: " + dump(j) + "\n\n";
+}
+
+/// A resume point: a non-negative decimal event id.
+std::optional<std::int64_t> parse_event_id(std::string_view text) {
+  std::int64_t v = 0;
+  const auto* end = text.data() + text.size();
+  const auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc{} || p != end || v < 0) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+reply query_issue(std::vector<std::string> loc, std::string msg, std::string_view request_id) {
+  error e = make_error(errc::validation, "validation failed");
+  e.issues.push_back(field_issue{std::move(loc), std::move(msg), "value_error"});
+  auto mapped = to_http_error(e, request_id);
+  // to_http_error names the body for validation errors; these are the query's or headers'.
+  mapped.body = schema::validation_body(e.issues);
+  return json_reply(static_cast<unsigned>(mapped.status), std::move(mapped.body));
+}
+
+}  // namespace
+
+net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp_stream& stream,
+                                                                      const route_match& m,
+                                                                      request_view& rq,
+                                                                      unsigned version) {
+  event_query q;
+  q.limit = k_stream_batch;
+  std::optional<std::string> after_text = rq.last_event_id;
+  bool header_resume = after_text.has_value();
+  for (auto& [name, value] : parse_query(rq.query)) {
+    if (name == "status") {
+      const auto s = schema::parse_host_status(value);
+      if (!s) {
+        co_return query_issue({"query", "status"}, "unknown status", rq.request_id);
+      }
+      q.statuses.push_back(*s);
+    } else if (name == "host_id" && m.matched->id == route_id::events) {
+      q.host_id = value;
+    } else if (name == "after" && !header_resume) {
+      after_text = value;  // the header, which EventSource sends on reconnect, wins
+    }
+  }
+  if (m.matched->id == route_id::host_events) {
+    q.host_id = m.host_id;
+  }
+  auto& hub = hosts.events();
+  if (after_text) {
+    const auto after = parse_event_id(*after_text);
+    if (!after) {
+      co_return query_issue(header_resume ? std::vector<std::string>{"header", "Last-Event-ID"}
+                                          : std::vector<std::string>{"query", "after"},
+                            "not an event id", rq.request_id);
+    }
+    q.after = *after;
+  } else {
+    auto newest = co_await offload(blocking, [&hub] { return hub.newest(); });
+    if (!newest) {
+      co_return error_reply(newest.error(), rq.request_id);
+    }
+    q.after = *newest;
+  }
+  if (m.matched->id == route_id::host_events) {
+    // 404 only for a host that never existed: a deleted one still has its history.
+    auto known = co_await offload(blocking, [this, &m, &hub]() -> result<bool> {
+      auto h = hosts.get(m.host_id);
+      if (h) {
+        return true;
+      }
+      if (h.error().code != errc::not_found) {
+        return h.error();
+      }
+      event_query any;
+      any.host_id = m.host_id;
+      any.limit = 1;
+      auto seen = hub.read(any);
+      return seen && !seen->empty();
+    });
+    if (!known) {
+      co_return error_reply(known.error(), rq.request_id);
+    }
+    if (!*known) {
+      co_return json_reply(404, schema::error_body("host not found", "NOT_FOUND"));
+    }
+  }
+  // Subscribed before the first read: a change committed in between still wakes the stream.
+  auto ex = co_await net::this_coro::executor;
+  struct wake_state {
+    explicit wake_state(const net::any_io_executor& e) : timer(e) {}
+    net::steady_timer timer;
+    bool pending = false;
+  };
+  auto w = std::make_shared<wake_state>(ex);
+  const auto subscription = hub.subscribe([w, ex] {
+    // Runs on the hub's thread: hand the wake-up to the connection's strand.
+    net::post(ex, [w] {
+      w->pending = true;
+      w->timer.cancel();
+    });
+  });
+  struct unsubscribe_at_end {
+    event_hub& hub;
+    std::uint64_t id;
+    ~unsubscribe_at_end() { hub.unsubscribe(id); }
+  } guard{hub, subscription};
+  auto batch = co_await offload(blocking, [&hub, &q] { return hub.read(q); });
+  if (!batch) {
+    co_return error_reply(batch.error(), rq.request_id);
+  }
+
+  // From here on the answer is the stream.
+  bhttp::response<bhttp::empty_body> head{bhttp::status::ok, version};
+  head.set(bhttp::field::content_type, "text/event-stream");
+  head.set(bhttp::field::cache_control, "no-cache");
+  head.set("X-Request-Id", rq.request_id);
+  head.keep_alive(false);
+  head.chunked(true);
+  bhttp::response_serializer<bhttp::empty_body> sr{head};
+  stream.expires_after(k_stream_write_timeout);
+  if (auto [ec, n] = co_await bhttp::async_write_header(stream, sr, k_as_tuple); ec) {
+    co_return std::nullopt;
+  }
+  const auto write_chunk = [&stream](const std::string& text) -> net::awaitable<bool> {
+    stream.expires_after(k_stream_write_timeout);
+    auto [ec, n] =
+        co_await net::async_write(stream, bhttp::make_chunk(net::buffer(text)), k_as_tuple);
+    co_return !ec;
+  };
+  // A first message: the client knows the stream is open even when nothing happens, and
+  // its id (no data: no event) is where a reconnect resumes if no event came yet.
+  if (!co_await write_chunk(": stream open\nid: " + std::to_string(q.after) + "\n\n")) {
+    co_return std::nullopt;
+  }
+  for (;;) {
+    if (batch && !batch->empty()) {
+      std::string text;
+      for (const auto& e : *batch) {
+        append_event(text, e);
+      }
+      q.after = batch->back().id;
+      if (!co_await write_chunk(text)) {
+        co_return std::nullopt;
+      }
+    } else if (!batch && batch.error().code == errc::history_gone) {
+      // Pruned past this stream's position while it lagged: say so rather than skip.
+      (void)co_await write_chunk(
+          "event: error\ndata: {\"detail\": \"event history no longer available\"}\n\n");
+      co_return std::nullopt;
+    }
+    const bool full = batch && batch->size() == k_stream_batch;
+    if (!full && !w->pending) {
+      w->timer.expires_after(k_stream_keepalive);
+      co_await w->timer.async_wait(k_as_tuple);
+      if (!w->pending) {
+        if (!co_await write_chunk(": keep-alive\n\n")) {
+          co_return std::nullopt;
+        }
+      }
+    }
+    w->pending = false;
+    // A database outage is not the end of the stream: the next wake-up or keep-alive retries.
+    batch = co_await offload(blocking, [&hub, &q] { return hub.read(q); });
+  }
+}
+
 net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_view& rq) {
   switch (m.matched->id) {
     case route_id::hosts:
@@ -595,6 +809,9 @@ net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_
     case route_id::http_proxy:
     case route_id::http_proxy_host:
       co_return co_await http_proxy(m, rq);
+    case route_id::events:
+    case route_id::host_events:
+      break;  // streams are served by stream_events, never dispatched
   }
   co_return internal_reply(rq.request_id);
 }

@@ -8,9 +8,12 @@
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/proxy_service.hpp"
 #include "controlplane/core/reaper.hpp"
+#include "controlplane/core/reconciler.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
 #include "controlplane/litterboxd/config_file.hpp"
+#include "controlplane/pg/connection_pool.hpp"
+#include "controlplane/pg/event_listener.hpp"
 #include "controlplane/pg/migrate.hpp"
 #include "controlplane/pg/pg_store.hpp"
 #include "hypervisor/errc.hpp"
@@ -70,6 +73,8 @@ struct options {
   std::int64_t provision_timeout = 600;
   std::int64_t reap_interval = 30;
   std::int64_t error_retention = 600;
+  std::int64_t event_retention = 86400;
+  std::int64_t reconcile_interval = 10;
   std::int64_t heartbeat_interval = 10;
   std::int64_t provision_grace = 60;
   std::int64_t shutdown_drain = 30;
@@ -289,6 +294,16 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_ERROR_RETENTION")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd.add_option("--reconcile-interval", o.reconcile_interval,
+                 "Seconds between checks that every active host's VM runs")
+      ->envname("LITTERBOX_RECONCILE_INTERVAL")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--event-retention", o.event_retention,
+                 "Seconds host events are kept for streams to resume from")
+      ->envname("LITTERBOX_EVENT_RETENTION")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--heartbeat-interval", o.heartbeat_interval, "Seconds between heartbeats")
       ->envname("LITTERBOX_HEARTBEAT_INTERVAL")
       ->check(CLI::PositiveNumber)
@@ -507,6 +522,8 @@ void finish_config(options& o, bool needs_tokens) {
   c.provision_timeout = std::chrono::seconds(o.provision_timeout);
   c.reap_interval = std::chrono::seconds(o.reap_interval);
   c.error_retention = std::chrono::seconds(o.error_retention);
+  c.event_retention = std::chrono::seconds(o.event_retention);
+  c.reconcile_interval = std::chrono::seconds(o.reconcile_interval);
   c.heartbeat_interval = std::chrono::seconds(o.heartbeat_interval);
   c.provision_grace = std::chrono::seconds(o.provision_grace);
   c.shutdown_drain = std::chrono::seconds(o.shutdown_drain);
@@ -709,6 +726,13 @@ int serve(options& o) {
     throw startup_error(proxy_allow.error().message);
   }
   controlplane::proxy_service proxies(db, clock, std::move(*proxy_allow));
+  controlplane::reconciler vms(o.cfg, db, *hv.driver, clock, [&hosts](const std::string& id) {
+    return hosts.provisioning_here(id);
+  });
+  // Its own connection, with the same TCP bounds: a dead server is noticed and re-dialled.
+  controlplane::pg::event_listener event_wakes(
+      controlplane::pg::with_session_limits(o.cfg.database_url, db_limits(o.cfg)).value(),
+      [&hosts] { hosts.events().poke(); });
   controlplane::http::http_server server(o.cfg, hosts, stats, &proxies);
   server.start();
   if (!o.port_file.empty()) {
@@ -716,17 +740,22 @@ int serve(options& o) {
   }
   // SIGTERM: no new connections; queued creates fail, running ones get LITTERBOX_SHUTDOWN_DRAIN
   // and the callers waiting for them their answers; then the server stops.
-  server.stop_on_signals([&reaper, &hosts] {
+  server.stop_on_signals([&reaper, &vms, &hosts] {
     reaper.stop();
+    vms.stop();
     hosts.shutdown();
   });
   reaper.start_loop();
   hosts.start_background();
+  vms.start_loop();
+  event_wakes.start();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());
   server.run();
   spdlog::info("stopping: finishing in-flight work");
+  event_wakes.stop();
   reaper.stop();
+  vms.stop();
   hosts.shutdown();
   spdlog::info("stopped");
   return 0;

@@ -8,6 +8,7 @@ namespace litterbox::schema::embedded {
 extern const std::string_view migration_0001;
 extern const std::string_view migration_0002;
 extern const std::string_view migration_0003;
+extern const std::string_view migration_0004;
 extern const std::string_view migration_0005;
 }  // namespace litterbox::schema::embedded
 
@@ -26,6 +27,7 @@ inline constexpr std::array migrations{
     migration{1, "0001_init", &schema::embedded::migration_0001},
     migration{2, "0002_lifecycle_bounds", &schema::embedded::migration_0002},
     migration{3, "0003_templates_and_pool", &schema::embedded::migration_0003},
+    migration{4, "0004_events", &schema::embedded::migration_0004},
     migration{5, "0005_http_proxies", &schema::embedded::migration_0005},
 };
 

@@ -233,6 +233,21 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "UPDATE hosts SET status = 'deleting', updated_at = $2::timestamptz WHERE id = $1::uuid "
        "AND pooled AND status IN ('active', 'error') RETURNING 1"},
       {"list_pool_members", "SELECT " + c + " FROM hosts h WHERE h.pooled ORDER BY h.id"},
+      {"list_events",
+       "SELECT e.id, e.host_id::text, e.type, e.status, (extract(epoch from e.at) * "
+       "1000000)::bigint, COALESCE(e.detail->>'last_error', ''), h.pruned_through FROM "
+       "event_horizon h LEFT JOIN LATERAL (SELECT * FROM events e WHERE e.id > $1::bigint AND "
+       "($2::uuid IS NULL OR e.host_id = $2::uuid) AND ($3::text[] IS NULL OR e.status = "
+       "ANY($3::text[])) ORDER BY e.id LIMIT $4::bigint) e ON true ORDER BY e.id"},
+      {"newest_event_id",
+       "SELECT GREATEST((SELECT max(id) FROM events), (SELECT pruned_through FROM "
+       "event_horizon))"},
+      {"prune_events",
+       "WITH gone AS (DELETE FROM events WHERE at < $1::timestamptz RETURNING id), "
+       "moved AS (UPDATE event_horizon SET pruned_through = GREATEST(pruned_through, "
+       "(SELECT max(id) FROM gone)) RETURNING 1) "
+       "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM moved)"},
+      {"mark_died", "SELECT set_config('litterbox.event_type', 'died', true)"},
       {"count_pool",
        "SELECT COALESCE(image_digest, ''), cpus, memory_mib, disk_gb, ssh_username, status, "
        "count(*) FROM hosts WHERE pooled GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"},
@@ -776,6 +791,10 @@ result<host_record> pg_store::transition(std::string_view id_text,
                           cols();
   return run<host_record>(*pool_, "transition", [&](pqxx::connection& conn) -> result<host_record> {
     pqxx::work tx(conn);
+    if (patch.died) {
+      // Read by the hosts_events trigger (0004_events.sql); gone at the end of the transaction.
+      tx.exec_prepared("mark_died");
+    }
     const auto r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     if (r.empty()) {
       return cas_failure(tx, *id);
@@ -1522,6 +1541,78 @@ result<std::optional<http_proxy_record>> pg_store::find_attached_proxy(
         p.created_at = from_us(rows[0][4].as<std::int64_t>());
         p.host_ids = {*host_id};
         return std::optional<http_proxy_record>(std::move(p));
+      });
+}
+
+namespace {
+
+event_type parse_event_type(const pqxx::field& f) {
+  const auto t = event_type_from(f.as<std::string>());
+  if (!t) {
+    throw std::runtime_error("unknown event type in database");
+  }
+  return *t;
+}
+
+}  // namespace
+
+result<std::vector<host_event>> pg_store::list_events(const event_query& q) {
+  std::optional<std::string> host;
+  if (q.host_id) {
+    host = host_id(*q.host_id);
+    if (!host) {
+      return std::vector<host_event>{};  // no host has such an id, so no event names it
+    }
+  }
+  std::optional<std::string> statuses;
+  if (!q.statuses.empty()) {
+    statuses = status_array(q.statuses);
+  }
+  std::optional<std::int64_t> limit;
+  if (q.limit != 0) {
+    limit = static_cast<std::int64_t>(q.limit);
+  }
+  return run<std::vector<host_event>>(
+      *pool_, "list_events", [&](pqxx::connection& conn) -> result<std::vector<host_event>> {
+        // One statement, one snapshot: the horizon and the events agree.
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("list_events", q.after, host, statuses, limit);
+        if (!r.empty() && q.after < r[0][6].as<std::int64_t>()) {
+          return make_error(errc::history_gone, "event history no longer available");
+        }
+        std::vector<host_event> out;
+        out.reserve(r.size());
+        for (const auto& row : r) {
+          if (row[0].is_null()) {
+            continue;  // the horizon row alone: no event matched
+          }
+          host_event e;
+          e.id = row[0].as<std::int64_t>();
+          e.host_id = row[1].as<std::string>();
+          e.type = parse_event_type(row[2]);
+          e.status = parse_status(row[3]);
+          e.at = from_us(row[4].as<std::int64_t>());
+          e.last_error = row[5].as<std::string>();
+          out.push_back(std::move(e));
+        }
+        return out;
+      });
+}
+
+result<std::int64_t> pg_store::newest_event_id() {
+  return run<std::int64_t>(*pool_, "newest_event_id",
+                           [&](pqxx::connection& conn) -> result<std::int64_t> {
+                             pqxx::nontransaction tx(conn);
+                             return tx.exec_prepared1("newest_event_id")[0].as<std::int64_t>();
+                           });
+}
+
+result<std::int64_t> pg_store::prune_events(timestamp before) {
+  return run<std::int64_t>(
+      *pool_, "prune_events", [&](pqxx::connection& conn) -> result<std::int64_t> {
+        // One statement: the events and the horizon move together.
+        pqxx::nontransaction tx(conn);
+        return tx.exec_prepared1("prune_events", ts(before))[0].as<std::int64_t>();
       });
 }
 

@@ -79,6 +79,9 @@ class pg_store final : public store, public proxy_store {
   result<bool> retire_pool_member(std::string_view id, timestamp now) override;
   result<std::vector<host_record>> list_pool_members() override;
   result<std::vector<pool_count>> count_pool() override;
+  result<std::vector<host_event>> list_events(const event_query& q) override;
+  result<std::int64_t> newest_event_id() override;
+  result<std::int64_t> prune_events(timestamp before) override;
 
   result<bool> insert_proxy(const http_proxy_record& p) override;
   result<bool> remove_proxy(std::string_view ns, std::string_view name) override;

@@ -233,6 +233,7 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
   clone_of_.erase(std::string(host_id));
+  stopped_.erase(std::string(host_id));
   bool existed = vms_.erase(std::string(host_id)) > 0;
   if (options_.state_dir) {
     std::error_code ec;
@@ -505,6 +506,76 @@ std::optional<template_key> fake_driver::template_of(std::string_view template_i
   const std::lock_guard lock(mutex_);
   const auto it = templates_.find(std::string(template_id));
   return it == templates_.end() ? std::nullopt : std::optional<template_key>(it->second.key);
+}
+
+result<std::map<std::string, vm_status>> fake_driver::vm_states() {
+  if (auto e = injected(fake_phase::vm_states)) {
+    return *e;
+  }
+  const std::lock_guard lock(mutex_);
+  std::map<std::string, vm_status> out;
+  if (options_.state_dir) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
+      if (entry.path().extension() == ".vm") {
+        out[entry.path().stem().string()] = vm_status{};
+      }
+    }
+  }
+  for (const auto& [id, spec] : vms_) {
+    const auto s = stopped_.find(id);
+    out[id] = s == stopped_.end() ? vm_status{} : s->second;
+  }
+  return out;
+}
+
+void fake_driver::watch_vms(std::function<void()> wake) {
+  const std::lock_guard lock(mutex_);
+  wake_ = std::move(wake);
+}
+
+bool fake_driver::kill_vm(std::string_view host_id, vm_fate fate) {
+  std::function<void()> wake;
+  {
+    const std::lock_guard lock(mutex_);
+    const std::string id(host_id);
+    if (vms_.count(id) == 0) {
+      return false;
+    }
+    switch (fate) {
+      case vm_fate::powered_off:
+        stopped_[id] = vm_status{vm_state::stopped, "guest powered off"};
+        break;
+      case vm_fate::crashed:
+        stopped_[id] = vm_status{vm_state::crashed, "QEMU exited unexpectedly"};
+        break;
+      case vm_fate::vanished:
+        vms_.erase(id);
+        stopped_.erase(id);
+        clone_of_.erase(id);
+        if (options_.state_dir) {
+          std::error_code ec;
+          fs::remove(*options_.state_dir / (id + ".vm"), ec);
+        }
+        break;
+    }
+    wake = wake_;
+  }
+  if (wake) {
+    wake();
+  }
+  return true;
+}
+
+void fake_driver::reconnected() {
+  std::function<void()> wake;
+  {
+    const std::lock_guard lock(mutex_);
+    wake = wake_;
+  }
+  if (wake) {
+    wake();
+  }
 }
 
 }  // namespace litterbox::hypervisor

@@ -25,6 +25,7 @@ enum class fake_phase {
   restore_clone,
   apply_login,
   destroy_template,
+  vm_states,
 };
 
 struct fake_options {
@@ -81,6 +82,17 @@ class fake_driver final : public driver {
                            std::chrono::steady_clock::time_point deadline) override;
   result<void> destroy_template(std::string_view template_id) override;
   result<std::vector<std::string>> list_templates() override;
+  result<std::map<std::string, vm_status>> vm_states() override;
+  void watch_vms(std::function<void()> wake) override;
+
+  /// What happens to a VM behind the control plane's back (kill_vm).
+  enum class vm_fate { powered_off, crashed, vanished };
+  /// Makes the VM of `host_id` stop (it stays defined, shut off), crash (stays defined,
+  /// crashed) or vanish (no VM any more, as a transient domain whose QEMU died), then calls
+  /// the watch_vms callback. False when there is no such VM.
+  bool kill_vm(std::string_view host_id, vm_fate fate);
+  /// Simulates a reconnect to the hypervisor: calls the watch_vms callback.
+  void reconnected();
 
   /// Makes every call of `phase` fail with `e` until cleared with nullopt.
   void set_failure(fake_phase phase, std::optional<error> e);
@@ -116,13 +128,15 @@ class fake_driver final : public driver {
   std::set<std::string> converting_;   ///< digests whose conversion is under way
   std::condition_variable converted_;  ///< notified when a conversion ends
   std::map<std::string, vm_spec> vms_;
+  std::map<std::string, vm_status> stopped_;     ///< VMs of vms_ that are not running
+  std::function<void()> wake_;                   ///< watch_vms
   std::map<std::string, std::string> clone_of_;  ///< host id -> template id
   struct saved_template {
     template_key key;
     std::string ssh_username;
   };
   std::map<std::string, saved_template> templates_;
-  std::set<std::string> building_;  ///< template ids whose build_template is running
+  std::set<std::string> building_;               ///< template ids whose build_template is running
   std::map<std::string, std::string> retagged_;  ///< image -> digest, set by retag()
   int conversions_ = 0;
   int destroyed_ = 0;

@@ -1,5 +1,6 @@
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
+#include "base/log.hpp"
 #include "base/process.hpp"
 #include "base/secret.hpp"
 #include "base/uuid.hpp"
@@ -163,10 +164,32 @@ check_result boxed_check(std::string name, std::chrono::milliseconds timeout,
 
 struct libvirt_driver::connection {
   explicit connection(virConnectPtr p) : ptr(p) {}
-  ~connection() { virConnectClose(ptr); }
+  ~connection() {
+    if (lifecycle_callback >= 0) {
+      (void)virConnectDomainEventDeregisterAny(ptr, lifecycle_callback);
+    }
+    virConnectClose(ptr);
+  }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
   virConnectPtr ptr;
+  int lifecycle_callback = -1;  ///< virConnectDomainEventRegisterAny's id; -1: none
+};
+
+struct libvirt_driver::vm_watch {
+  std::mutex mutex;
+  std::function<void()> wake;
+
+  void notify() {
+    std::function<void()> w;
+    {
+      const std::lock_guard lock(mutex);
+      w = wake;
+    }
+    if (w) {
+      w();
+    }
+  }
 };
 
 /// One virConnectOpen in flight. Shared by the thread running it and the callers waiting for
@@ -225,6 +248,7 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     : config_(std::move(config)), images_(images), accel_(accel::tcg) {
   init_libvirt_once();
   events_ = event_loop::acquire();
+  watch_ = std::make_shared<vm_watch>();
   auto chosen = choose_accel(config_.accel, host_has_hardware_kvm());
   if (!chosen) {
     throw std::runtime_error(chosen.error().message);
@@ -365,14 +389,112 @@ std::shared_ptr<libvirt_driver::connection> libvirt_driver::connect(std::string*
       *why = attempt->error;
     }
   }
-  const std::lock_guard lock(mutex_);
-  if (opening_ == attempt) {
-    opening_.reset();
-    if (conn && !conn_) {
-      conn_ = conn;
+  bool adopted = false;
+  {
+    const std::lock_guard lock(mutex_);
+    if (opening_ == attempt) {
+      opening_.reset();
+      if (conn && !conn_) {
+        conn_ = conn;
+        adopted = true;
+      }
     }
   }
+  if (adopted) {
+    // A new connection: follow its lifecycle events, and let the watcher look at every VM,
+    // since whatever happened while there was no connection was never reported.
+    subscribe(*conn);
+    watch_->notify();
+  }
   return conn;
+}
+
+void libvirt_driver::subscribe(connection& c) {
+  if (c.lifecycle_callback >= 0) {
+    return;
+  }
+  // Runs on the event loop thread. Only the changes that can end a guest wake the watcher;
+  // what happened is read back by vm_states().
+  virConnectDomainEventCallback on_lifecycle = [](virConnectPtr /*conn*/, virDomainPtr /*dom*/,
+                                                  int event, int /*detail*/, void* opaque) {
+    if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED ||
+        event == VIR_DOMAIN_EVENT_UNDEFINED) {
+      (*static_cast<std::shared_ptr<vm_watch>*>(opaque))->notify();
+    }
+    return 0;
+  };
+  auto* opaque = new std::shared_ptr<vm_watch>(watch_);
+  c.lifecycle_callback = virConnectDomainEventRegisterAny(
+      c.ptr, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle),
+      opaque, [](void* p) { delete static_cast<std::shared_ptr<vm_watch>*>(p); });
+  if (c.lifecycle_callback < 0) {
+    delete opaque;  // not registered: libvirt does not call the free function
+    // Reconciliation still runs periodically; only the prompt wake-up is lost.
+    spdlog::warn("libvirt: cannot subscribe to domain lifecycle events: {}",
+                 log_escape(last_libvirt_error()));
+  }
+}
+
+void libvirt_driver::watch_vms(std::function<void()> wake) {
+  const std::lock_guard lock(watch_->mutex);
+  watch_->wake = std::move(wake);
+}
+
+result<std::map<std::string, vm_status>> libvirt_driver::vm_states() {
+  std::string why;
+  const auto conn = connect(&why);
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
+  if (n < 0) {
+    return make_error(errc::unavailable, "cannot list domains: " + last_libvirt_error());
+  }
+  std::map<std::string, vm_status> out;
+  for (int i = 0; i < n; ++i) {
+    const domain_ptr dom(doms[i]);
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta == nullptr) {
+      continue;
+    }
+    std::string id = metadata_host_id(meta, config_.owner);
+    std::free(meta);
+    if (id.empty()) {
+      continue;
+    }
+    int state = 0;
+    int reason = 0;
+    if (virDomainGetState(dom.get(), &state, &reason, 0) != 0) {
+      continue;  // gone between the listing and now: as good as missing
+    }
+    vm_status st;
+    if (state == VIR_DOMAIN_CRASHED) {
+      st = {vm_state::crashed, "the guest crashed"};
+    } else if (state == VIR_DOMAIN_SHUTOFF) {
+      switch (reason) {
+        case VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+          st = {vm_state::stopped, "guest powered off"};
+          break;
+        case VIR_DOMAIN_SHUTOFF_DESTROYED:
+          st = {vm_state::stopped, "the VM was destroyed outside litterbox"};
+          break;
+        case VIR_DOMAIN_SHUTOFF_CRASHED:
+          st = {vm_state::crashed, "QEMU exited unexpectedly"};
+          break;
+        case VIR_DOMAIN_SHUTOFF_FAILED:
+          st = {vm_state::crashed, "the VM failed to start"};
+          break;
+        default:
+          st = {vm_state::stopped, "the VM is shut off"};
+          break;
+      }
+    }
+    out[std::move(id)] = std::move(st);
+  }
+  std::free(doms);
+  return out;
 }
 
 result<void> libvirt_driver::assert_firewall(std::optional<unsigned> observed_uid) {

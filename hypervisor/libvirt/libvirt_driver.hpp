@@ -110,6 +110,8 @@ class libvirt_driver final : public driver {
                            std::chrono::steady_clock::time_point deadline) override;
   result<void> destroy_template(std::string_view template_id) override;
   result<std::vector<std::string>> list_templates() override;
+  result<std::map<std::string, vm_status>> vm_states() override;
+  void watch_vms(std::function<void()> wake) override;
 
   /// The accelerator guests run under.
   accel acceleration() const { return accel_; }
@@ -141,6 +143,11 @@ class libvirt_driver final : public driver {
   void firewall_loop();
   struct open_attempt;
   class event_loop;
+  /// The watch_vms callback, shared with the lifecycle subscriptions of every connection (a
+  /// callback libvirt still holds must not outlive what it calls).
+  struct vm_watch;
+  /// Subscribes `c` to domain lifecycle events (once per connection).
+  void subscribe(connection& c);
   /// Keeps the driver's destructor waiting until the returned token is dropped: for /doctor
   /// checks that use the driver from a thread that may outlive their time box.
   std::shared_ptr<void> hold_for_check();
@@ -160,6 +167,7 @@ class libvirt_driver final : public driver {
   base_images& images_;
   accel accel_;
   std::shared_ptr<event_loop> events_;  ///< runs libvirt's event loop (keepalive) while we live
+  std::shared_ptr<vm_watch> watch_;
   std::mutex mutex_;
   std::shared_ptr<connection> conn_;
   std::shared_ptr<open_attempt> opening_;  ///< the one open in progress, if any

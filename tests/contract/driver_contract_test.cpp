@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <pwd.h>
 #include <set>
 #include <string>
@@ -64,6 +66,11 @@ struct fake_backend {
 
   /// Makes the next create_vm of `spec` fail the way this backend can.
   void break_create(vm_spec& spec) { spec.image = "registry.test/fail-create:1"; }
+
+  /// Stops the VM behind the driver's back, as `virsh destroy` does.
+  bool stop_behind_its_back(const vm_spec& spec) {
+    return driver.kill_vm(spec.host_id, fake_driver::vm_fate::powered_off);
+  }
 };
 
 struct libvirt_backend {
@@ -106,6 +113,21 @@ struct libvirt_backend {
 
   /// The base disk disappears: create_vm finds no base for the digest.
   void break_create(vm_spec& /*spec*/) { fs::remove(base); }
+
+  /// `virsh destroy` on a connection of its own (test:///default is one state per process).
+  bool stop_behind_its_back(const vm_spec& spec) {
+    const virConnectPtr conn = virConnectOpen(cfg.uri.c_str());
+    if (conn == nullptr) {
+      return false;
+    }
+    const virDomainPtr dom = virDomainLookupByName(conn, spec.name.c_str());
+    const bool stopped = dom != nullptr && virDomainDestroy(dom) == 0;
+    if (dom != nullptr) {
+      virDomainFree(dom);
+    }
+    virConnectClose(conn);
+    return stopped;
+  }
 };
 
 /// A spec that render_seed accepts, for a new host id.
@@ -207,6 +229,43 @@ TYPED_TEST(driver_contract, CreatedVmIsListedAsOwnedUntilDestroyed) {
   EXPECT_EQ(this->owned(), std::vector<std::string>{spec.host_id});
   ASSERT_TRUE(this->driver_.destroy(spec.host_id));
   EXPECT_TRUE(this->owned().empty());
+}
+
+TYPED_TEST(driver_contract, VmStatesShowARunningVmThenItsStopAndNothingAfterDestroy) {
+  const auto spec = this->prepared_spec();
+  ASSERT_TRUE(this->driver_.create_vm(spec));
+  auto states = this->driver_.vm_states();
+  ASSERT_TRUE(states.has_value()) << states.error().message;
+  ASSERT_EQ(states->count(spec.host_id), 1U);
+  EXPECT_EQ(states->at(spec.host_id).state, vm_state::running);
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  int wakes = 0;
+  this->driver_.watch_vms([&] {
+    {
+      const std::lock_guard lock(mutex);
+      ++wakes;
+    }
+    cv.notify_all();
+  });
+  ASSERT_TRUE(this->backend_.stop_behind_its_back(spec));
+  {
+    std::unique_lock lock(mutex);
+    EXPECT_TRUE(cv.wait_for(lock, 10s, [&] { return wakes > 0; }))
+        << "no wake-up for a VM stopped behind the driver's back";
+  }
+  this->driver_.watch_vms({});
+  states = this->driver_.vm_states();
+  ASSERT_TRUE(states.has_value()) << states.error().message;
+  ASSERT_EQ(states->count(spec.host_id), 1U);
+  EXPECT_EQ(states->at(spec.host_id).state, vm_state::stopped);
+  EXPECT_FALSE(states->at(spec.host_id).detail.empty());
+
+  ASSERT_TRUE(this->driver_.destroy(spec.host_id));
+  states = this->driver_.vm_states();
+  ASSERT_TRUE(states.has_value()) << states.error().message;
+  EXPECT_EQ(states->count(spec.host_id), 0U);
 }
 
 TYPED_TEST(driver_contract, CreatingAgainUnderOneIdLeavesOneVm) {

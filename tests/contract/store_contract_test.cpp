@@ -1861,5 +1861,282 @@ TYPED_TEST(store_contract, ConcurrentTakeoversOfAnAbandonedBuildGiveOneBuilder) 
   EXPECT_EQ(row->owner_id, won[0]);
 }
 
+// Host events (issue 15).
+
+/// The (type, status) of each event, in id order.
+std::vector<std::pair<event_type, host_status>> kinds(const std::vector<host_event>& events) {
+  std::vector<std::pair<event_type, host_status>> out;
+  for (const auto& e : events) {
+    out.emplace_back(e.type, e.status);
+  }
+  return out;
+}
+
+std::vector<host_event> events_of(store& s, const std::string& host_id) {
+  event_query q;
+  q.host_id = host_id;
+  auto out = s.list_events(q);
+  EXPECT_TRUE(out.has_value()) << (out ? "" : out.error().message);
+  return out ? out.value() : std::vector<host_event>{};
+}
+
+host_patch to(host_status status) {
+  host_patch p;
+  p.status = status;
+  return p;
+}
+
+TYPED_TEST(store_contract, EveryStatusChangeOfAHostIsOneEventInOrder) {
+  auto& s = this->store_;
+  const auto h = this->insert(make_host(t0));
+  const std::string& id = h.host.id;
+  const std::vector<host_status> path{host_status::pulling_image, host_status::creating_vm,
+                                      host_status::bootstrapping, host_status::active};
+  host_status at = host_status::provisioning;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    ASSERT_TRUE(s.transition(id, {at}, to(path[i]), t0 + std::chrono::seconds(i + 1)));
+    at = path[i];
+  }
+  host_patch same;  // no status change: no event
+  same.ssh_host = "127.0.0.1";
+  ASSERT_TRUE(s.transition(id, {host_status::active}, same, t0 + 10s));
+  ASSERT_TRUE(s.renew(id, t0 + 2h, t0 + 11s));  // a renewal is no state change either
+  ASSERT_FALSE(s.transition(id, {host_status::error}, to(host_status::deleting), t0 + 12s));
+  host_patch failing = to(host_status::error);
+  failing.last_error = "Boot: no";
+  ASSERT_TRUE(s.transition(id, {host_status::active}, failing, t0 + 13s));
+  ASSERT_TRUE(s.remove_host(id));
+
+  const auto events = events_of(s, id);
+  using P = std::pair<event_type, host_status>;
+  EXPECT_EQ(kinds(events), (std::vector<P>{P{event_type::created, host_status::provisioning},
+                                           P{event_type::status, host_status::pulling_image},
+                                           P{event_type::status, host_status::creating_vm},
+                                           P{event_type::status, host_status::bootstrapping},
+                                           P{event_type::status, host_status::active},
+                                           P{event_type::status, host_status::error},
+                                           P{event_type::deleted, host_status::error}}));
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].host_id, id);
+    if (i > 0) {
+      EXPECT_GT(events[i].id, events[i - 1].id);
+    }
+  }
+  ASSERT_EQ(events.size(), 7U);
+  EXPECT_EQ(events[0].at, t0);
+  EXPECT_EQ(events[4].at, t0 + 4s);
+  EXPECT_EQ(events[5].last_error, "Boot: no");
+  EXPECT_EQ(events[5].at, t0 + 13s);
+  EXPECT_EQ(s.newest_event_id().value(), events.back().id);
+}
+
+TYPED_TEST(store_contract, ADiedTransitionIsADiedEventWithItsLastError) {
+  auto& s = this->store_;
+  const auto id = this->insert(make_host(t0, host_status::active)).host.id;
+  host_patch died = to(host_status::error);
+  died.last_error = "VMStopped: guest powered off";
+  died.died = true;
+  ASSERT_TRUE(s.transition(id, {host_status::active}, died, t0 + 1s));
+  const auto events = events_of(s, id);
+  ASSERT_EQ(events.size(), 2U);
+  EXPECT_EQ(events[1].type, event_type::died);
+  EXPECT_EQ(events[1].status, host_status::error);
+  EXPECT_EQ(events[1].last_error, "VMStopped: guest powered off");
+  // The mark lasts one transaction: the next change is a plain status change.
+  ASSERT_TRUE(s.transition(id, {host_status::error}, to(host_status::deleting), t0 + 2s));
+  EXPECT_EQ(events_of(s, id).back().type, event_type::status);
+}
+
+TYPED_TEST(store_contract, ARefusedChangeRecordsNoEvent) {
+  auto& s = this->store_;
+  const auto id = this->insert(make_host(t0)).host.id;
+  ASSERT_FALSE(s.transition(id, {host_status::active}, to(host_status::error), t0 + 1s));
+  const port_range one{k_ports.hi + 1, k_ports.hi + 1};
+  auto full = make_host(t0);
+  ASSERT_TRUE(s.insert_host(make_host(t0), std::nullopt, one, t0));
+  const auto none_left = s.insert_host(full, std::nullopt, one, t0);
+  ASSERT_FALSE(none_left.has_value());
+  EXPECT_EQ(none_left.error().code, errc::capacity);
+  EXPECT_TRUE(events_of(s, full.host.id).empty());
+  EXPECT_EQ(events_of(s, id).size(), 1U);
+  EXPECT_EQ(s.list_events({}).value().size(), 2U);
+}
+
+TYPED_TEST(store_contract, PoolMembersHaveNoEventsUntilAClaimCreatesTheCallersHost) {
+  auto& s = this->store_;
+  const auto key = make_key();
+  ASSERT_TRUE(s.heartbeat(k_owner_a, "a", 1, 10s, t0));
+  const auto member = add_member(s, key, t0 - 2s);
+  const auto retired = add_member(s, make_key("sha256:" + std::string(64, 'e')), t0 - 1s);
+  ASSERT_TRUE(s.retire_pool_member(retired, t0).value());
+  ASSERT_TRUE(s.remove_host(retired));
+  EXPECT_TRUE(events_of(s, member).empty());
+  EXPECT_TRUE(events_of(s, retired).empty());
+  EXPECT_EQ(s.newest_event_id().value(), 0);
+
+  const auto claimed = s.claim_pool_member(make_pool_claim(key, t0, k_owner_a), std::nullopt, t0);
+  ASSERT_TRUE(claimed.has_value()) << claimed.error().message;
+  ASSERT_TRUE(claimed.value());
+  ASSERT_EQ(claimed.value()->existing.host.id, member);
+  ASSERT_TRUE(s.transition(member, {host_status::bootstrapping}, to(host_status::active), t0 + 1s));
+  using P = std::pair<event_type, host_status>;
+  EXPECT_EQ(kinds(events_of(s, member)),
+            (std::vector<P>{P{event_type::created, host_status::bootstrapping},
+                            P{event_type::status, host_status::active}}));
+}
+
+TYPED_TEST(store_contract, SweepsRecordTheirChangesAsEvents) {
+  auto& s = this->store_;
+  auto expiring = make_host(t0, host_status::active);
+  expiring.host.expires_at = t0 + 1min;
+  const auto expired_id = this->insert(expiring).host.id;
+  const auto stuck_id = this->insert(make_host(t0, host_status::creating_vm)).host.id;  // no owner
+
+  ASSERT_EQ(s.claim_expired(t0 + 1min, t0 - 1h, 10).value().size(), 1U);
+  ASSERT_EQ(s.claim_interrupted(t0 + 1min, 60s, "I: ", "O: ", 10).value().size(), 1U);
+  // A second sweep of a deleting host whose teardown failed changes no status.
+  ASSERT_EQ(s.claim_expired(t0 + 3h, t0 + 2h, 10).value().size(), 2U);
+
+  using P = std::pair<event_type, host_status>;
+  EXPECT_EQ(kinds(events_of(s, expired_id)),
+            (std::vector<P>{P{event_type::created, host_status::active},
+                            P{event_type::status, host_status::deleting}}));
+  const auto stuck = events_of(s, stuck_id);
+  EXPECT_EQ(kinds(stuck), (std::vector<P>{P{event_type::created, host_status::creating_vm},
+                                          P{event_type::status, host_status::error},
+                                          P{event_type::status, host_status::deleting}}));
+  ASSERT_EQ(stuck.size(), 3U);
+  EXPECT_EQ(stuck[1].last_error, "I: creating_vm");
+}
+
+TYPED_TEST(store_contract, ListEventsResumesAfterAnIdAndFiltersByHostAndStatus) {
+  auto& s = this->store_;
+  const auto a = this->insert(make_host(t0)).host.id;
+  const auto b = this->insert(make_host(t0 + 1s)).host.id;
+  ASSERT_TRUE(s.transition(a, {host_status::provisioning}, to(host_status::error), t0 + 2s));
+  ASSERT_TRUE(s.transition(b, {host_status::provisioning}, to(host_status::error), t0 + 3s));
+
+  const auto all = s.list_events({}).value();
+  ASSERT_EQ(all.size(), 4U);
+  EXPECT_EQ(all[0].host_id, a);
+  EXPECT_EQ(all[1].host_id, b);
+
+  event_query after;
+  after.after = all[1].id;
+  const auto rest = s.list_events(after).value();
+  ASSERT_EQ(rest.size(), 2U);
+  EXPECT_EQ(rest[0], all[2]);
+  EXPECT_EQ(rest[1], all[3]);
+
+  event_query limited;
+  limited.limit = 3;
+  EXPECT_EQ(s.list_events(limited).value().size(), 3U);
+
+  event_query errors;
+  errors.statuses = {host_status::error};
+  errors.host_id = b;
+  const auto b_errors = s.list_events(errors).value();
+  ASSERT_EQ(b_errors.size(), 1U);
+  EXPECT_EQ(b_errors[0], all[3]);
+
+  event_query upper;  // ids in any letter case name the same host
+  upper.host_id = b;
+  std::transform(upper.host_id->begin(), upper.host_id->end(), upper.host_id->begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  EXPECT_EQ(s.list_events(upper).value().size(), 2U);
+
+  event_query nonsense;
+  nonsense.host_id = "not-a-uuid";
+  EXPECT_TRUE(s.list_events(nonsense).value().empty());
+
+  event_query beyond;
+  beyond.after = all[3].id;
+  EXPECT_TRUE(s.list_events(beyond).value().empty());
+}
+
+TYPED_TEST(store_contract, PrunedHistoryRefusesAnOlderResumePointInsteadOfSkipping) {
+  auto& s = this->store_;
+  const auto old_host = this->insert(make_host(t0)).host.id;
+  ASSERT_TRUE(s.transition(old_host, {host_status::provisioning}, to(host_status::error), t0 + 1s));
+  const auto recent = this->insert(make_host(t0 + 1h)).host.id;
+  const auto before = s.list_events({}).value();
+  ASSERT_EQ(before.size(), 3U);
+
+  EXPECT_EQ(s.prune_events(t0 + 30min).value(), 2);
+  EXPECT_EQ(s.prune_events(t0 + 30min).value(), 0);
+
+  for (const std::int64_t stale : {std::int64_t{0}, before[0].id}) {
+    event_query q;
+    q.after = stale;
+    const auto out = s.list_events(q);
+    ASSERT_FALSE(out.has_value()) << "resuming after " << stale;
+    EXPECT_EQ(out.error().code, errc::history_gone);
+  }
+  event_query from_kept;
+  from_kept.after = before[1].id;  // the newest pruned one: nothing after it is missing
+  const auto kept = s.list_events(from_kept).value();
+  ASSERT_EQ(kept.size(), 1U);
+  EXPECT_EQ(kept[0].host_id, recent);
+
+  EXPECT_EQ(s.prune_events(t0 + 2h).value(), 1);
+  // With nothing left, the newest id is still the last one handed out: a new stream starts
+  // there rather than at a pruned past.
+  EXPECT_EQ(s.newest_event_id().value(), before[2].id);
+  event_query now;
+  now.after = s.newest_event_id().value();
+  EXPECT_TRUE(s.list_events(now).value().empty());
+}
+
+TYPED_TEST(store_contract, AReaderFollowingConcurrentWritersSeesEveryEventOnceInIdOrder) {
+  auto& s = this->store_;
+  constexpr int writers = 4;
+  constexpr int hosts_each = 6;
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::vector<host_event> seen;
+  std::thread reader([&] {
+    std::int64_t after = 0;
+    for (bool last = false; !last;) {
+      last = done.load();
+      event_query q;
+      q.after = after;
+      const auto out = s.list_events(q);
+      if (!out) {
+        ++failures;
+        return;
+      }
+      for (const auto& e : out.value()) {
+        seen.push_back(e);
+        after = e.id;
+      }
+    }
+  });
+  std::latch start(writers);
+  std::vector<std::thread> pool;
+  pool.reserve(writers);
+  for (int w = 0; w < writers; ++w) {
+    pool.emplace_back([&, w] {
+      start.arrive_and_wait();
+      for (int i = 0; i < hosts_each; ++i) {
+        const auto h = make_host(t0 + std::chrono::milliseconds(w * 1000 + i));
+        if (!s.insert_host(h, std::nullopt, k_ports, t0) ||
+            !s.transition(h.host.id, {host_status::provisioning}, to(host_status::error), t0) ||
+            !s.remove_host(h.host.id)) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : pool) {
+    th.join();
+  }
+  done = true;
+  reader.join();
+  ASSERT_EQ(failures.load(), 0);
+  const auto all = s.list_events({}).value();
+  EXPECT_EQ(all.size(), static_cast<std::size_t>(writers * hosts_each * 3));
+  EXPECT_EQ(seen, all);  // nothing skipped, nothing twice, same order
+}
+
 }  // namespace
 }  // namespace litterbox::controlplane

@@ -66,6 +66,7 @@ class memory_store final : public store, public proxy_store {
       keys_[key->ns + "\n" + key->key] = key_row{*key, *id};
     hosts_[*id] = row;
     ports_[*id] = *port;
+    record(row, event_type::created, row.host.updated_at);
     insert_outcome out{true, row, true, *port};
     if (std::exchange(lose_insert_commit, false))
       return make_error(errc::outcome_unknown, "commit outcome unknown");
@@ -127,6 +128,7 @@ class memory_store final : public store, public proxy_store {
     auto& r = it->second;
     if (std::find(from.begin(), from.end(), r.host.status) == from.end())
       return make_error(errc::host_state, "state changed");
+    const auto was = r.host.status;
     if (p.status)
       r.host.status = *p.status;
     if (p.image_digest)
@@ -157,6 +159,8 @@ class memory_store final : public store, public proxy_store {
     if (p.path)
       r.path = p.path;
     r.host.updated_at = now;
+    if (r.host.status != was)
+      record(r, p.died ? event_type::died : event_type::status, now);
     if (lose_commit_to && p.status == lose_commit_to) {
       lose_commit_to.reset();
       return make_error(errc::outcome_unknown, "commit outcome unknown");
@@ -188,6 +192,11 @@ class memory_store final : public store, public proxy_store {
     const auto canonical = parse_uuid(id);
     if (!canonical)
       return {};
+    if (const auto h = hosts_.find(*canonical); h != hosts_.end()) {
+      record(h->second, event_type::deleted,
+             std::chrono::time_point_cast<std::chrono::microseconds>(
+                 std::chrono::system_clock::now()));
+    }
     hosts_.erase(*canonical);
     ports_.erase(*canonical);
     for (auto k = keys_.begin(); k != keys_.end();) {
@@ -255,6 +264,8 @@ class memory_store final : public store, public proxy_store {
       if (due) {
         r.host.status = schema::host_status::deleting;
         r.host.updated_at = now;
+        if (s != schema::host_status::deleting)
+          record(r, event_type::status, now);
         out.push_back(r);
       }
     }
@@ -303,6 +314,7 @@ class memory_store final : public store, public proxy_store {
       r.host.updated_at = now;
       for (auto k = keys_.begin(); k != keys_.end();)
         k = k->second.host_id == id ? keys_.erase(k) : std::next(k);
+      record(r, event_type::status, now);
       h.host = r;
       out.push_back(std::move(h));
     }
@@ -590,6 +602,7 @@ class memory_store final : public store, public proxy_store {
     r.provision_deadline = c.as.provision_deadline;
     if (key)
       keys_[key->ns + "\n" + key->key] = key_row{*key, m->first};
+    record(r, event_type::created, now);
     const auto port = ports_.find(m->first);
     insert_outcome out{true, r, true, port == ports_.end() ? 0 : port->second};
     if (std::exchange(lose_pool_claim_commit, false))
@@ -638,6 +651,56 @@ class memory_store final : public store, public proxy_store {
     for (const auto& [k, n] : counts)
       out.push_back(pool_count{k.first, k.second, n});
     return out;
+  }
+
+  result<std::vector<host_event>> list_events(const event_query& q) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (q.after < pruned_through_)
+      return make_error(errc::history_gone, "event history no longer available");
+    std::optional<std::string> host;
+    if (q.host_id) {
+      host = parse_uuid(*q.host_id);
+      if (!host)
+        return std::vector<host_event>{};
+    }
+    std::vector<host_event> out;
+    for (const auto& e : events_) {
+      if (e.id <= q.after || (host && e.host_id != *host))
+        continue;
+      if (!q.statuses.empty() &&
+          std::find(q.statuses.begin(), q.statuses.end(), e.status) == q.statuses.end())
+        continue;
+      out.push_back(e);
+      if (q.limit != 0 && out.size() == q.limit)
+        break;
+    }
+    return out;
+  }
+
+  result<std::int64_t> newest_event_id() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    return events_.empty() ? pruned_through_ : std::max(pruned_through_, events_.back().id);
+  }
+
+  result<std::int64_t> prune_events(timestamp before) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::int64_t pruned = 0;
+    for (auto e = events_.begin(); e != events_.end();) {
+      if (e->at < before) {
+        pruned_through_ = std::max(pruned_through_, e->id);
+        ++pruned;
+        e = events_.erase(e);
+      } else {
+        ++e;
+      }
+    }
+    return pruned;
   }
 
   std::size_t key_count() {
@@ -743,6 +806,15 @@ class memory_store final : public store, public proxy_store {
     return canonical ? hosts_.find(*canonical) : hosts_.end();
   }
 
+  /// Appends the event of a change to `r` (what the hosts_events trigger does); pool members
+  /// have none.
+  void record(const host_record& r, event_type type, timestamp at) {
+    if (r.pooled)
+      return;
+    events_.push_back(
+        host_event{next_event_++, r.host.id, type, r.host.status, at, r.host.last_error});
+  }
+
   /// A free port of [lo, hi], or the one `holder` already leases.
   std::optional<int> free_port(int lo, int hi, const std::string& holder = {}) const {
     if (auto held = ports_.find(holder); !holder.empty() && held != ports_.end())
@@ -814,6 +886,9 @@ class memory_store final : public store, public proxy_store {
   static std::string proxy_key(std::string_view ns, std::string_view name) {
     return std::string(ns) + "\n" + std::string(name);
   }
+  std::vector<host_event> events_;                    // id order
+  std::int64_t next_event_ = 1;
+  std::int64_t pruned_through_ = 0;
 };
 
 }  // namespace litterbox::controlplane::testing

@@ -383,6 +383,20 @@ e2e_service::e2e_service(std::vector<std::string> extra_args, const fs::path& st
       std::make_unique<test::http_client>("127.0.0.1", server_->port(), std::chrono::seconds(1200));
 }
 
+void e2e_service::stop_server() {
+  http_.reset();
+  if (server_) {
+    server_->stop();
+  }
+  server_.reset();
+}
+
+void e2e_service::start_server() {
+  server_ = std::make_unique<test::litterboxd_process>(options_);
+  http_ =
+      std::make_unique<test::http_client>("127.0.0.1", server_->port(), std::chrono::seconds(1200));
+}
+
 e2e_service::~e2e_service() {
   http_.reset();
   server_.reset();

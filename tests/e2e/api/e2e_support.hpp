@@ -158,6 +158,11 @@ class e2e_service {
   /// new process. Throws std::runtime_error when the new one cannot start.
   void kill_and_restart();
 
+  /// Stops litterboxd (SIGTERM); the database, guests and files stay.
+  void stop_server();
+  /// Starts litterboxd again with the same configuration (on a new port).
+  void start_server();
+
   /// POST /hosts with `body`, blocking until the host is active or failed.
   test::http_response create(const nlohmann::json& body) const;
   test::http_response get(const std::string& id) const;
@@ -172,6 +177,7 @@ class e2e_service {
   test::litterboxd_options options_;
   std::unique_ptr<test::litterboxd_process> server_;
   std::unique_ptr<test::http_client> http_;
+  test::litterboxd_options options_;  ///< what server_ was started with (start_server)
 };
 
 /// `r`'s body as JSON (a discarded value when it is not JSON).

@@ -24,7 +24,9 @@ const std::set<std::string>& documented_operations() {
                                          "DELETE /http-proxies/{name}/hosts/{host_id}",
                                          "GET /healthz",
                                          "GET /doctor",
-                                         "GET /metrics"};
+                                         "GET /metrics",
+                                         "GET /events",
+                                         "GET /hosts/{host_id}/events"};
   return ops;
 }
 
@@ -127,6 +129,9 @@ TEST_F(operational, OpenApiIsJsonListingExactlyTheServedOperations) {
   EXPECT_EQ(listed, documented_operations());
   // Every listed operation is served: it is neither an unknown route nor a wrong method.
   for (const auto& op : listed) {
+    if (op == "GET /events") {
+      continue;  // a stream that never ends by itself: events_test.cpp serves it
+    }
     const auto space = op.find(' ');
     auto target = op.substr(space + 1);
     if (const auto p = target.find("{host_id}"); p != std::string::npos) {

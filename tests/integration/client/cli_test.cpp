@@ -176,8 +176,8 @@ TEST_F(CliAgainstServer, UsageErrorsExitWithOne) {
 }
 
 TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
-  for (const char* cmd : {"create", "ls", "get", "renew", "rm", "console", "doctor", "ssh", "exec",
-                          "cp", "proxy", "completion"}) {
+  for (const char* cmd : {"create", "ls", "get", "renew", "rm", "console", "events", "doctor",
+                          "ssh", "exec", "cp", "proxy", "completion"}) {
     const auto r = run({cmd, "--help"});
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage:"), std::string::npos) << cmd;
@@ -189,7 +189,8 @@ TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   EXPECT_NE(completion.out.find("complete -F _litterbox litterbox"), std::string::npos);
   EXPECT_NE(completion.out.find("--expires-in"), std::string::npos);
   EXPECT_NE(
-      completion.out.find("create ls get renew rm console doctor ssh exec cp proxy completion"),
+      completion.out.find(
+          "create ls get renew rm console events doctor ssh exec cp proxy completion"),
       std::string::npos);
 }
 
@@ -208,6 +209,35 @@ TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {
   EXPECT_EQ(removed.exit_code, 3);  // the second id is unknown; the first is still deleted
   EXPECT_EQ(removed.out, id + "\n");
   EXPECT_EQ(removed.err, "litterbox: host not found\n");
+}
+
+TEST_F(CliAgainstServer, EventsPrintsEveryTransitionOfACreateOneJsonLineEachAndStopsAtMax) {
+  const auto created = run({"create", "--json"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const auto id = nlohmann::json::parse(created.out)["id"].get<std::string>();
+  const auto r = run({"events", "--host", id, "--after", "0", "--max", "5", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> statuses;
+  std::int64_t previous = 0;
+  std::size_t at = 0;
+  while (at < r.out.size()) {
+    const auto nl = r.out.find('\n', at);
+    ASSERT_NE(nl, std::string::npos) << r.out;
+    const auto e = nlohmann::json::parse(r.out.substr(at, nl - at));
+    EXPECT_EQ(e["host_id"], id);
+    EXPECT_GT(e["id"].get<std::int64_t>(), previous);
+    previous = e["id"].get<std::int64_t>();
+    statuses.push_back(e["status"].get<std::string>());
+    at = nl + 1;
+  }
+  EXPECT_EQ(statuses, (std::vector<std::string>{"provisioning", "pulling_image", "creating_vm",
+                                                "bootstrapping", "active"}));
+  const auto text = run({"events", "--host", id, "--after", "0", "--max", "1"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find(id + "  created  provisioning"), std::string::npos) << text.out;
+  const auto unknown = run({"events", "--host", "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b"});
+  EXPECT_EQ(unknown.exit_code, 3);
+  EXPECT_EQ(unknown.err, "litterbox: host not found\n");
 }
 
 TEST(CliAgainstStub, RmWhoseFirstAnswerWasLostExitsZeroOnTheRetrys404) {

@@ -52,6 +52,26 @@ class ReaperTest : public ::testing::Test {
   std::unique_ptr<reaper> reaper_;
 };
 
+TEST_F(ReaperTest, APassPrunesEventsPastTheirRetentionAndKeepsNewerOnes) {
+  cfg_.event_retention = std::chrono::hours(1);
+  const auto old_host = settled_host(R"({"expires_at": null})");
+  const auto old_events = store_.list_events({}).value();
+  ASSERT_FALSE(old_events.empty());
+  clock_.advance(std::chrono::hours(2));
+  const auto new_host = settled_host(R"({"expires_at": null})");
+  reaper_->run_once();
+  const auto kept = store_.list_events({old_events.back().id, {}, {}, 0});
+  ASSERT_TRUE(kept.has_value()) << kept.error().message;
+  ASSERT_FALSE(kept->empty());
+  for (const auto& e : *kept) {
+    EXPECT_EQ(e.host_id, new_host);
+  }
+  const auto from_start = store_.list_events({});
+  ASSERT_FALSE(from_start.has_value());
+  EXPECT_EQ(from_start.error().code, errc::history_gone);
+  EXPECT_NE(old_host, new_host);
+}
+
 TEST_F(ReaperTest, ExpiredHostsAreTornDownOnceAndLiveOnesAreLeftAlone) {
   const auto expiring = settled_host("{}");
   const auto permanent = settled_host(R"({"expires_at": null})");
