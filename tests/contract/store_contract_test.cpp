@@ -1993,7 +1993,7 @@ TYPED_TEST(store_contract, SweepsRecordTheirChangesAsEvents) {
   const auto stuck_id = this->insert(make_host(t0, host_status::creating_vm)).host.id;  // no owner
 
   ASSERT_EQ(s.claim_expired(t0 + 1min, t0 - 1h, 10).value().size(), 1U);
-  ASSERT_EQ(s.claim_interrupted(t0 + 1min, 60s, "I: ", "O: ", 10).value().size(), 1U);
+  ASSERT_EQ(s.claim_interrupted(t0 + 1min, 60s, "I: ", "O: ", 10, "").value().size(), 1U);
   // A second sweep of a deleting host whose teardown failed changes no status.
   ASSERT_EQ(s.claim_expired(t0 + 3h, t0 + 2h, 10).value().size(), 2U);
 

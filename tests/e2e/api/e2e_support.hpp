@@ -174,10 +174,9 @@ class e2e_service {
   std::string owner_ = "litterbox";
   bool owner_configurable_ = false;
   std::unique_ptr<test::test_database> db_;
-  test::litterboxd_options options_;
+  test::litterboxd_options options_;  ///< what server_ was started with (restarts reuse it)
   std::unique_ptr<test::litterboxd_process> server_;
   std::unique_ptr<test::http_client> http_;
-  test::litterboxd_options options_;  ///< what server_ was started with (start_server)
 };
 
 /// `r`'s body as JSON (a discarded value when it is not JSON).
