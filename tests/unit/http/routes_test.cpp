@@ -111,7 +111,9 @@ TEST(ListedOperations, LitterboxListsEveryOperationDrukboxOnlyItsOwn) {
                  {"GET", "/healthz"},
                  {"GET", "/doctor"},
                  {"GET", "/metrics"},
-                 {"GET", "/openapi.json"}}));
+                 {"GET", "/openapi.json"},
+                 {"GET", "/events"},
+                 {"GET", "/hosts/{host_id}/events"}}));
   EXPECT_EQ(listed_operations(wire_profile::drukbox),
             (ops{{"GET", "/hosts"},
                  {"POST", "/hosts"},
