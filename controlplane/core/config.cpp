@@ -39,9 +39,9 @@ result<std::vector<pool_spec>> parse_pools(std::string_view text, const config& 
       continue;
     }
     auto bad = [&](std::string why) {
-      return make_error(errc::validation, "LITTERBOX_POOL: \"" + std::string(entry) +
-                                              "\" is not count[:instance_type][@image]: " +
-                                              std::move(why));
+      return make_error(errc::validation,
+                        "LITTERBOX_POOL: \"" + std::string(entry) +
+                            "\" is not count[:instance_type][@image]: " + std::move(why));
     };
     // The image comes last and may itself hold ':' and '@' (a tag, a digest).
     const auto at = entry.find('@');

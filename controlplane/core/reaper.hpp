@@ -19,13 +19,13 @@ class maintenance;
 
 /// The outcome of one maintenance pass.
 struct reap_report {
-  int reaped = 0;                       ///< expired or retained-error hosts torn down and removed
-  int failed = 0;                       ///< teardowns that failed (rows kept in `deleting`)
-  int recovered = 0;                    ///< interrupted or overdue creates failed and released
-  int orphans_removed = 0;              ///< hosts whose leftover resources had no row
-  int images_collected = 0;             ///< cached base images no host used, removed over budget
+  int reaped = 0;             ///< expired or retained-error hosts torn down and removed
+  int failed = 0;             ///< teardowns that failed (rows kept in `deleting`)
+  int recovered = 0;          ///< interrupted or overdue creates failed and released
+  int orphans_removed = 0;    ///< hosts whose leftover resources had no row
+  int images_collected = 0;   ///< cached base images no host used, removed over budget
   int templates_removed = 0;  ///< templates collected, interrupted builds and leftovers removed
-  bool database_ok = true;              ///< false when the pass could not reach the database
+  bool database_ok = true;    ///< false when the pass could not reach the database
   std::vector<std::string> reaped_ids;  ///< the hosts this pass tore down and removed
 };
 

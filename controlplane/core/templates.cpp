@@ -115,8 +115,8 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
     }
   } const clear{*this};
 
-  spdlog::info("template {}: building for {} ({} cpus, {} MiB)", row.id, key.image_digest,
-               key.cpus, key.memory_mib);
+  spdlog::info("template {}: building for {} ({} cpus, {} MiB)", row.id, key.image_digest, key.cpus,
+               key.memory_mib);
   const auto started = std::chrono::steady_clock::now();
   // A build boots a guest exactly as a cold create does, then saves it: it gets twice the
   // create's budget.
@@ -140,9 +140,8 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
   // must give the same one, or the tag has moved and this template is already stale.
   auto digest = driver_.prepare_image(image, deadline);
   if (!digest || *digest != key.image_digest) {
-    const std::string why =
-        digest ? "Superseded: " + image + " names another image now"
-               : last_error_text(digest.error());
+    const std::string why = digest ? "Superseded: " + image + " names another image now"
+                                   : last_error_text(digest.error());
     spdlog::warn("template {}: not built: {}", row.id, log_escape(why));
     finish(false, why, clock_.now() + cfg_.template_retry);
     return false;
@@ -170,9 +169,9 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
   spec.guest.ssh_port = row.ssh_port;
 
   auto built = driver_.build_template(spec, deadline);
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::steady_clock::now() - started)
-                           .count();
+  const auto seconds =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+          .count();
   if (!built) {
     bool interrupted = false;
     {
@@ -195,8 +194,7 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
                    cfg_.template_retry.count(), log_escape(why));
     }
     finish(false, why,
-           for_good ? std::nullopt
-                    : std::optional<timestamp>(clock_.now() + cfg_.template_retry));
+           for_good ? std::nullopt : std::optional<timestamp>(clock_.now() + cfg_.template_retry));
     return false;
   }
   if (!finish(true, "", std::nullopt)) {

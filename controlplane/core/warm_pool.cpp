@@ -69,8 +69,8 @@ bool warm_pool::take_token() {
   const std::lock_guard lock(mutex_);
   const double rate = std::max(1, cfg_.pool_refill_per_minute);
   const auto now = steady_clock::now();
-  tokens_ = std::min(rate, tokens_ + rate * std::chrono::duration<double>(now - tokens_at_).count() /
-                                         60.0);
+  tokens_ = std::min(
+      rate, tokens_ + rate * std::chrono::duration<double>(now - tokens_at_).count() / 60.0);
   tokens_at_ = now;
   if (tokens_ < 1) {
     return false;
@@ -109,8 +109,7 @@ int warm_pool::refill(std::size_t index) {
     const std::lock_guard lock(mutex_);
     digests_[index] = *digest;
   }
-  const template_key_row key{*digest, pool.cpus, pool.memory_mib, pool.disk_gb,
-                             cfg_.ssh_username};
+  const template_key_row key{*digest, pool.cpus, pool.memory_mib, pool.disk_gb, cfg_.ssh_username};
 
   auto members = db_.list_pool_members();
   if (!members) {
@@ -196,8 +195,8 @@ int warm_pool::refill(std::size_t index) {
     note("could not generate a host key");
     return 0;
   }
-  auto inserted = db_.insert_pool_member(rec, key, pool.size,
-                                         {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
+  auto inserted =
+      db_.insert_pool_member(rec, key, pool.size, {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
   if (!inserted) {
     // outcome_unknown included: a member row that did land is owned by this live process
     // with no job behind it, so the deadline sweep fails and releases it.
@@ -237,9 +236,8 @@ int warm_pool::refill(std::size_t index) {
   }
   // Back off on a pool whose members keep failing: 10 s, doubling, at most 5 minutes.
   failures_[index] = std::min(failures_[index] + 1, 10);
-  const auto pause =
-      std::min<std::chrono::seconds>(std::chrono::seconds(10) * (1 << (failures_[index] - 1)),
-                                     std::chrono::minutes(5));
+  const auto pause = std::min<std::chrono::seconds>(
+      std::chrono::seconds(10) * (1 << (failures_[index] - 1)), std::chrono::minutes(5));
   paused_until_[index] = steady_clock::now() + pause;
   problems_[index] = "the last member failed" +
                      (row ? ": " + row->host.last_error : std::string()) + "; retrying in " +
@@ -258,8 +256,8 @@ std::vector<pool_state> warm_pool::states() {
       st.image_digest = digests_[i];
       st.problem = problems_[i];
     }
-    const template_key_row key{st.image_digest, st.spec.cpus, st.spec.memory_mib,
-                               st.spec.disk_gb, cfg_.ssh_username};
+    const template_key_row key{st.image_digest, st.spec.cpus, st.spec.memory_mib, st.spec.disk_gb,
+                               cfg_.ssh_username};
     if (counts) {
       for (const auto& c : *counts) {
         if (c.key != key) {

@@ -31,16 +31,14 @@ struct prometheus_metrics::impl {
           .Name("litterbox_pool_members")
           .Help("Warm-pool members by pool and state (ready: claimable; filling: restoring)")
           .Register(registry);
-  prometheus::Family<prometheus::Gauge>& pool_size =
-      prometheus::BuildGauge()
-          .Name("litterbox_pool_size")
-          .Help("Configured warm-pool size by pool")
-          .Register(registry);
-  prometheus::Family<prometheus::Gauge>& templates =
-      prometheus::BuildGauge()
-          .Name("litterbox_templates")
-          .Help("Saved templates by status")
-          .Register(registry);
+  prometheus::Family<prometheus::Gauge>& pool_size = prometheus::BuildGauge()
+                                                         .Name("litterbox_pool_size")
+                                                         .Help("Configured warm-pool size by pool")
+                                                         .Register(registry);
+  prometheus::Family<prometheus::Gauge>& templates = prometheus::BuildGauge()
+                                                         .Name("litterbox_templates")
+                                                         .Help("Saved templates by status")
+                                                         .Register(registry);
   prometheus::Family<prometheus::Counter>& creates =
       prometheus::BuildCounter()
           .Name("litterbox_creates_total")

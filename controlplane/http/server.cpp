@@ -123,7 +123,7 @@ struct request_view {
   bool respond_async = false;
   std::string request_id;
   wire_profile profile = wire_profile::litterbox;  ///< the shape the answer is rendered in
-  std::optional<std::string> last_event_id;  ///< the Last-Event-ID header of an event stream
+  std::optional<std::string> last_event_id;        ///< the Last-Event-ID header of an event stream
 };
 
 reply json_reply(unsigned status, std::string body) {

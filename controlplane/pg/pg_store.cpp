@@ -1181,16 +1181,16 @@ result<std::vector<template_record>> pg_store::claim_stale_template_builds(
         // then fail in a newer snapshot that re-judges each owner on its latest beat.
         pqxx::work tx(conn);
         std::vector<std::string> ids;
-        for (const auto& row : tx.exec_prepared("lock_stale_templates", ts(now), std::string(self))) {
+        for (const auto& row :
+             tx.exec_prepared("lock_stale_templates", ts(now), std::string(self))) {
           ids.push_back(row[0].as<std::string>());
         }
         if (ids.empty()) {
           return std::vector<template_record>{};
         }
         std::vector<std::string> failed;
-        for (const auto& row :
-             tx.exec_prepared("fail_stale_templates", ts(now), array_literal(ids), last_error,
-                                     std::string(self))) {
+        for (const auto& row : tx.exec_prepared("fail_stale_templates", ts(now), array_literal(ids),
+                                                last_error, std::string(self))) {
           failed.push_back(row[0].as<std::string>());
         }
         if (failed.empty()) {

@@ -53,7 +53,8 @@ class pg_store final : public store, public proxy_store {
   result<std::vector<interrupted_host>> claim_interrupted(timestamp now, std::chrono::seconds grace,
                                                           const std::string& interrupted_prefix,
                                                           const std::string& overdue_prefix,
-                                                          std::size_t limit, std::string_view self) override;
+                                                          std::size_t limit,
+                                                          std::string_view self) override;
   result<int> prune_instances(timestamp now) override;
   result<std::vector<std::string>> all_host_ids() override;
   result<std::vector<std::string>> image_digests_in_use() override;
@@ -67,8 +68,9 @@ class pg_store final : public store, public proxy_store {
                                           bool ready, const std::string& last_error,
                                           std::optional<timestamp> retry_after,
                                           timestamp now) override;
-  result<std::vector<template_record>> claim_stale_template_builds(
-      timestamp now, const std::string& last_error, std::string_view self) override;
+  result<std::vector<template_record>> claim_stale_template_builds(timestamp now,
+                                                                   const std::string& last_error,
+                                                                   std::string_view self) override;
   result<void> touch_template(std::string_view id, timestamp now) override;
   result<bool> remove_template(std::string_view id,
                                const std::vector<template_status>& from) override;

@@ -878,7 +878,8 @@ TYPED_TEST(store_contract, AnOwnerIsGoneAfterThreeOfItsOwnIntervalsWithoutABeat)
   h.owner_id = owner;
   this->insert(h);
   EXPECT_TRUE(this->store_.claim_interrupted(t0 + 30s, 60s, "I", "O", 8, "").value().empty());
-  EXPECT_EQ(this->store_.claim_interrupted(t0 + 30s + 1us, 60s, "I", "O", 8, "").value().size(), 1U);
+  EXPECT_EQ(this->store_.claim_interrupted(t0 + 30s + 1us, 60s, "I", "O", 8, "").value().size(),
+            1U);
 }
 
 TYPED_TEST(store_contract, AHeartbeatIntervalBelowASecondCountsAsOneSecond) {

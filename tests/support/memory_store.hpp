@@ -485,8 +485,9 @@ class memory_store final : public store, public proxy_store {
     return with_port(t);
   }
 
-  result<std::vector<template_record>> claim_stale_template_builds(
-      timestamp now, const std::string& last_error, std::string_view self) override {
+  result<std::vector<template_record>> claim_stale_template_builds(timestamp now,
+                                                                   const std::string& last_error,
+                                                                   std::string_view self) override {
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
@@ -886,7 +887,7 @@ class memory_store final : public store, public proxy_store {
   static std::string proxy_key(std::string_view ns, std::string_view name) {
     return std::string(ns) + "\n" + std::string(name);
   }
-  std::vector<host_event> events_;                    // id order
+  std::vector<host_event> events_;  // id order
   std::int64_t next_event_ = 1;
   std::int64_t pruned_through_ = 0;
 };

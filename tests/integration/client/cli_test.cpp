@@ -188,10 +188,9 @@ TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   ASSERT_EQ(completion.exit_code, 0);
   EXPECT_NE(completion.out.find("complete -F _litterbox litterbox"), std::string::npos);
   EXPECT_NE(completion.out.find("--expires-in"), std::string::npos);
-  EXPECT_NE(
-      completion.out.find(
-          "create ls get renew rm console events doctor ssh exec cp proxy completion"),
-      std::string::npos);
+  EXPECT_NE(completion.out.find(
+                "create ls get renew rm console events doctor ssh exec cp proxy completion"),
+            std::string::npos);
 }
 
 TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {

@@ -29,10 +29,18 @@ test::litterboxd_process start_server(const std::string& db_url, const fs::path&
   o.binary = LB_LITTERBOXD_PATH;
   o.database_url = db_url;
   o.service_tokens = {k_token};
-  o.args = {"--fake-state-dir",     vm_dir.string(), "--templates",    "on",
-            "--pool",               std::to_string(pool),
-            "--heartbeat-interval", "1",             "--reap-interval", "1",
-            "--fake-boot-delay-ms", "300"};
+  o.args = {"--fake-state-dir",
+            vm_dir.string(),
+            "--templates",
+            "on",
+            "--pool",
+            std::to_string(pool),
+            "--heartbeat-interval",
+            "1",
+            "--reap-interval",
+            "1",
+            "--fake-boot-delay-ms",
+            "300"};
   o.args.insert(o.args.end(), more.begin(), more.end());
   return test::litterboxd_process(std::move(o));
 }
@@ -68,8 +76,7 @@ bool pool_reaches(const test::http_client& c, double ready, double filling,
   const auto until = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < until) {
     const auto r = c.get("/metrics", auth());
-    if (r.status == 200 &&
-        sample(r.body, "litterbox_pool_members", {"state=\"ready\""}) == ready &&
+    if (r.status == 200 && sample(r.body, "litterbox_pool_members", {"state=\"ready\""}) == ready &&
         sample(r.body, "litterbox_pool_members", {"state=\"filling\""}) == filling) {
       return true;
     }
@@ -131,8 +138,8 @@ TEST_F(FastCreatesProcess, PoolCloneAndBootEachSayHowTheyWereServedAndMembersSta
   ASSERT_TRUE(pool_reaches(c, 1, 0)) << server.output_tail();
   EXPECT_TRUE(hosts(c).empty()) << "pool members are no caller's hosts";
 
-  const auto pooled = c.post("/hosts", R"({"env": {"A": "x"}})",
-                             auth({{"Idempotency-Key", "pool-create"}}));
+  const auto pooled =
+      c.post("/hosts", R"({"env": {"A": "x"}})", auth({{"Idempotency-Key", "pool-create"}}));
   ASSERT_EQ(pooled.status, 201) << pooled;
   EXPECT_EQ(header_of(pooled, "X-Litterbox-Create-Path"), "pool");
   EXPECT_FALSE(json::parse(pooled.body).value("private_key", "").empty());
@@ -144,8 +151,8 @@ TEST_F(FastCreatesProcess, PoolCloneAndBootEachSayHowTheyWereServedAndMembersSta
   EXPECT_EQ(header_of(booted, "X-Litterbox-Create-Path"), "boot");
 
   // A replay says how the original was served, and hands out no key.
-  const auto replay = c.post("/hosts", R"({"env": {"A": "x"}})",
-                             auth({{"Idempotency-Key", "pool-create"}}));
+  const auto replay =
+      c.post("/hosts", R"({"env": {"A": "x"}})", auth({{"Idempotency-Key", "pool-create"}}));
   ASSERT_EQ(replay.status, 201) << replay;
   EXPECT_EQ(header_of(replay, "X-Litterbox-Create-Path"), "pool");
   EXPECT_EQ(json::parse(replay.body).at("id"), json::parse(pooled.body).at("id"));

@@ -47,7 +47,8 @@ class FastCreatesTest : public ::testing::Test {
 
   host_service& service() {
     if (!service_) {
-      service_ = std::make_unique<host_service>(cfg_, store_, driver_, clock_, "01900000-0000-7000-8000-00000000f001");
+      service_ = std::make_unique<host_service>(cfg_, store_, driver_, clock_,
+                                                "01900000-0000-7000-8000-00000000f001");
     }
     return *service_;
   }
@@ -122,8 +123,7 @@ TEST_F(FastCreatesTest, FirstCreateBootsAndAsksForItsTemplateTheNextIsACloneOfIt
   EXPECT_FALSE(driver_.cloned_from(first.host.id));
 
   EXPECT_EQ(build_templates(), 1);
-  auto tpl = store_.find_template(
-      {digest_of(k_image), 1, 1024, std::nullopt, cfg_.ssh_username});
+  auto tpl = store_.find_template({digest_of(k_image), 1, 1024, std::nullopt, cfg_.ssh_username});
   ASSERT_TRUE(tpl && *tpl);
   EXPECT_EQ((*tpl)->status, template_status::ready);
 
@@ -270,7 +270,8 @@ TEST_F(FastCreatesTest, CreateClaimsAPoolMemberWithTheCallersOwnKeysAndEnv) {
   const auto vm = driver_.vm(r->host.id);
   ASSERT_TRUE(vm);
   EXPECT_EQ(vm->authorized_keys, std::vector<std::string>{k_login_key});
-  EXPECT_EQ(vm->env, (std::map<std::string, std::string>{{"A", "1 'two' \"3\" $(x) `y` ;|&"}, {"B", ""}}));
+  EXPECT_EQ(vm->env,
+            (std::map<std::string, std::string>{{"A", "1 'two' \"3\" $(x) `y` ;|&"}, {"B", ""}}));
   // The caller's lease, counted from the claim.
   ASSERT_TRUE(row.host.expires_at);
   EXPECT_EQ(*row.host.expires_at, clock_.now() + cfg_.lease_default_ttl);
@@ -430,8 +431,8 @@ TEST_F(FastCreatesTest, MaintenanceCollectsUnusedAndSupersededTemplatesAndDeadBu
   dead.image = "registry.test/other:1";
   dead.owner_id = "01900000-0000-7000-8000-0000000000bb";  // never beat
   dead.created_at = dead.updated_at = dead.last_used_at = clock_.now();
-  auto claimed = store_.claim_template_build(dead, {cfg_.ssh_port_min, cfg_.ssh_port_max},
-                                             clock_.now());
+  auto claimed =
+      store_.claim_template_build(dead, {cfg_.ssh_port_min, cfg_.ssh_port_max}, clock_.now());
   ASSERT_TRUE(claimed && *claimed);
   ASSERT_TRUE(upkeep.maintain_templates());
   auto row = store_.find_template(dead.key);
@@ -458,9 +459,8 @@ TEST_F(FastCreatesTest, ExpiredPoolMemberIsReapedLikeAnyExpiredHostAndReplaced) 
 
 TEST_F(FastCreatesTest, PoolNeedsTemplatesAndParsesItsEntries) {
   cfg_.instance_types = default_instance_types();
-  auto pools = parse_pools("2, 3:medium@registry.test/x:2,1@registry.test/y@sha256:" +
-                               std::string(64, '0'),
-                           cfg_);
+  auto pools = parse_pools(
+      "2, 3:medium@registry.test/x:2,1@registry.test/y@sha256:" + std::string(64, '0'), cfg_);
   ASSERT_TRUE(pools) << pools.error().message;
   ASSERT_EQ(pools->size(), 3U);
   EXPECT_EQ((*pools)[0].image, std::string(k_image));
