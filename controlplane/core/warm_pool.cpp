@@ -137,15 +137,14 @@ int warm_pool::refill(std::size_t index) {
     }
   }
 
-  auto ready = templates_.ready(key);
-  if (!ready) {
+  auto tpl = db_.find_template(key);
+  if (!tpl) {
     note("database unavailable");
     return 0;
   }
-  if (!*ready) {
-    auto row = db_.find_template(key);
-    if (row && *row && (*row)->status == template_status::failed) {
-      note("no template: " + (*row)->last_error);
+  if (!*tpl || (*tpl)->status != template_status::ready) {
+    if (*tpl && (*tpl)->status == template_status::failed) {
+      note("no template: " + (*tpl)->last_error);
     } else {
       note("waiting for its template to be built");
     }
@@ -271,10 +270,6 @@ std::vector<pool_state> warm_pool::states() {
       }
     } else {
       st.problem = "database unavailable";
-    }
-    if (!st.image_digest.empty()) {
-      auto ready = templates_.ready(key);
-      st.template_ready = ready && *ready;
     }
     out.push_back(std::move(st));
   }

@@ -29,8 +29,7 @@ struct pool_state {
   std::string image_digest;  ///< what the image resolved to last; empty: not yet
   std::int64_t ready = 0;    ///< members waiting for a claim
   std::int64_t filling = 0;  ///< members being restored
-  bool template_ready = false;
-  std::string problem;  ///< why the pool is not filling, when it is not
+  std::string problem;       ///< why the pool is not filling, when it is not
 };
 
 /// The warm pool: for each LITTERBOX_POOL entry, restored clones of its image and size kept
