@@ -127,6 +127,11 @@ struct config {
   /// LITTERBOX_HTTP_PROXY_ALLOW: comma-separated CIDRs, addresses or host:port that HTTP
   /// proxy targets may use although loopback, link-local, private or this machine's.
   std::string http_proxy_allow;
+  /// LITTERBOX_KEY_RATE_LIMIT: requests per second one scoped key may make of one process
+  /// (0: no limit); admin tokens are never limited. LITTERBOX_KEY_RATE_BURST: how many it may
+  /// make at once after a quiet spell.
+  double key_rate_limit = 50;
+  double key_rate_burst = 100;
 };
 
 /// Parses LITTERBOX_POOL ("2", "4:medium@registry/repo:tag,1") against the instance types

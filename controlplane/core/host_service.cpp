@@ -19,13 +19,6 @@ namespace litterbox::controlplane {
 
 using schema::host_status;
 
-namespace {
-
-// Every token in SERVICE_TOKENS shares one namespace (API.md), so rotating a token keeps keys.
-constexpr std::string_view k_key_namespace = "default";
-
-}  // namespace
-
 host_service::host_service(const config& cfg, store& db, hypervisor::driver& driver,
                            const clock& clk, std::string instance_id, lifecycle_observer* observer)
     : cfg_(cfg), db_(db), driver_(driver), clock_(clk), observer_(observer) {
@@ -196,7 +189,8 @@ result<create_result> finish_claim(const config& cfg, provisioner& provisioning,
 }  // namespace
 
 result<create_result> host_service::create(const schema::create_host_request& req,
-                                           const std::optional<std::string>& idempotency_key) {
+                                           const std::optional<std::string>& idempotency_key,
+                                           const caller& who) {
   if (idempotency_key && !is_valid_idempotency_key(*idempotency_key)) {
     error e = make_error(errc::validation, "malformed Idempotency-Key");
     e.issues.push_back({{"header", "Idempotency-Key"},
@@ -240,6 +234,12 @@ result<create_result> host_service::create(const schema::create_host_request& re
   rec.host.updated_at = now;
   rec.owner_id = heartbeat_->id();
   rec.provision_deadline = now + cfg_.provision_timeout;
+  // The caller's namespace owns the host; a scoped key's quota is checked in the insert's
+  // (or the claim's) transaction.
+  rec.ns = who.ns;
+  if (!who.admin) {
+    rec.quota = who.quota;
+  }
   switch (resolved->expiry) {
     case schema::expiry_kind::omitted:
       // Counted from activation; until then a provisional lease so a stuck row still expires.
@@ -258,7 +258,9 @@ result<create_result> host_service::create(const schema::create_host_request& re
     // Keyed, so that the stored fingerprint of a body (which holds env values) cannot be
     // tested against guesses by whoever reads the database.
     const std::string canonical = schema::canonical_text(req);
-    claim = idempotency_claim{std::string(k_key_namespace), *idempotency_key,
+    // Keys are per namespace: every SERVICE_TOKENS token shares the admin one (so rotating
+    // a token keeps them), and a scoped key's replay of another namespace's key is its own.
+    claim = idempotency_claim{who.ns, *idempotency_key,
                               "hmac:" + hmac_sha256_hex(cfg_.idempotency_secret, canonical),
                               sha256_hex(canonical), now + cfg_.idempotency_key_ttl};
   }
@@ -350,39 +352,42 @@ bool host_service::notify_when_settled(const std::string& id, std::function<void
   return provisioner_->notify_when_settled(id, std::move(cb));
 }
 
-result<host_record> host_service::find_host(std::string_view raw_id) {
+result<host_record> host_service::find_host(std::string_view raw_id, const caller& who) {
   auto id = validate_host_id(raw_id);
   if (!id) {
     return id.error();
   }
   auto rec = db_.get_host(*id);
-  if (rec && rec->pooled) {
+  // Another namespace's host is answered exactly as one that does not exist: existence is
+  // not revealed (API.md "Tenants: scoped keys").
+  if (rec && (rec->pooled || !who.sees(rec->ns))) {
     return make_error(errc::not_found, "host not found");
   }
   return rec;
 }
 
 result<create_path> host_service::served_by(std::string_view raw_id) {
-  auto rec = find_host(raw_id);
+  auto rec = find_host(raw_id, admin_caller());
   if (!rec) {
     return rec.error();
   }
   return rec->path.value_or(create_path::boot);
 }
 
-result<schema::host> host_service::get(std::string_view raw_id) {
-  auto rec = find_host(raw_id);
+result<schema::host> host_service::get(std::string_view raw_id, const caller& who) {
+  auto rec = find_host(raw_id, who);
   if (!rec) {
     return rec.error();
   }
   return std::move(rec->host);
 }
 
-result<host_page> host_service::list(const list_params& params) {
+result<host_page> host_service::list(const list_params& params, const caller& who) {
   auto q = validate_list(params, cfg_);
   if (!q) {
     return q.error();
   }
+  q->ns = who.scope();
   const std::size_t page = q->limit;
   if (page > 0) {
     q->limit = page + 1;  // one extra row tells whether another page exists
@@ -403,8 +408,8 @@ result<host_page> host_service::list(const list_params& params) {
   return out;
 }
 
-result<schema::host> host_service::renew(std::string_view raw_id,
-                                         const schema::renew_request& req) {
+result<schema::host> host_service::renew(std::string_view raw_id, const schema::renew_request& req,
+                                         const caller& who) {
   auto id = validate_host_id(raw_id);
   if (!id) {
     return id.error();
@@ -417,7 +422,7 @@ result<schema::host> host_service::renew(std::string_view raw_id,
         {{"body", "expires_at"}, "Value error, expires_at must be in the future", "value_error"});
     return e;
   }
-  if (auto found = find_host(*id); !found) {
+  if (auto found = find_host(*id, who); !found) {
     return found.error();
   }
   auto rec = db_.renew(*id, expires, now);
@@ -427,7 +432,7 @@ result<schema::host> host_service::renew(std::string_view raw_id,
   return std::move(rec->host);
 }
 
-result<void> host_service::remove(std::string_view raw_id) {
+result<void> host_service::remove(std::string_view raw_id, const caller& who) {
   auto id = validate_host_id(raw_id);
   if (!id) {
     return id.error();
@@ -436,7 +441,7 @@ result<void> host_service::remove(std::string_view raw_id) {
   // cancellation): a create owns its resources until it settles, so a concurrent teardown
   // could race it and leak. The caller retries once the host is active or error; every
   // create settles within PROVISION_TIMEOUT + LITTERBOX_PROVISION_GRACE.
-  if (auto found = find_host(*id); !found) {
+  if (auto found = find_host(*id, who); !found) {
     return found.error();  // pool members are no caller's to delete
   }
   host_patch to_deleting;
@@ -478,8 +483,9 @@ result<void> host_service::teardown(std::string_view id) {
   return {};
 }
 
-result<std::string> host_service::console(std::string_view raw_id, std::size_t max_bytes) {
-  auto rec = find_host(raw_id);
+result<std::string> host_service::console(std::string_view raw_id, std::size_t max_bytes,
+                                          const caller& who) {
+  auto rec = find_host(raw_id, who);
   if (!rec) {
     return rec.error();
   }

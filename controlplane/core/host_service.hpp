@@ -6,6 +6,7 @@
 #include "controlplane/core/event_hub.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/store.hpp"
+#include "controlplane/core/tenancy.hpp"
 #include "controlplane/core/validation.hpp"
 #include "hypervisor/driver.hpp"
 #include "schema/doctor.hpp"
@@ -49,6 +50,10 @@ struct host_page {
 /// leases and teardown. Provisioning itself is the provisioner's; liveness the instance
 /// heartbeat's. Talks to a `store` and a hypervisor `driver`; knows nothing of HTTP. Every
 /// method blocks (database, hypervisor) and is thread-safe.
+///
+/// Every caller-facing method acts as `who` (API.md "Tenants: scoped keys"): a scoped key's
+/// creates go to its namespace under its quota, and a host of another namespace is
+/// not_found to it, exactly as one that does not exist. The default is an admin.
 class host_service {
  public:
   /// `observer` (optional, must outlive the service) hears of teardown failures.
@@ -64,9 +69,10 @@ class host_service {
   /// the background; returns at once with the host in its current state. A replayed key
   /// returns the original host (created = false). Errors: validation (incl. a malformed key),
   /// idempotency_mismatch, bad_request, capacity (no provisioning place or no port: nothing
-  /// was kept), unavailable.
+  /// was kept), quota (likewise), unavailable.
   result<create_result> create(const schema::create_host_request& req,
-                               const std::optional<std::string>& idempotency_key);
+                               const std::optional<std::string>& idempotency_key,
+                               const caller& who = admin_caller());
 
   /// Runs `cb` once, on a service thread, when host `id` stops provisioning in this process
   /// (active, error or gone). Returns false, without calling `cb`, when this process is not
@@ -80,26 +86,28 @@ class host_service {
   bool provisioning_here(const std::string& id) const;
 
   /// GET /hosts/{id}. Errors: validation (malformed UUID, loc path/host_id), not_found.
-  result<schema::host> get(std::string_view id);
+  result<schema::host> get(std::string_view id, const caller& who = admin_caller());
 
   /// How host `id` was served (X-Litterbox-Create-Path); boot for rows that predate the
   /// column. Errors: as get().
   result<create_path> served_by(std::string_view id);
 
   /// GET /hosts. Errors: validation (loc query/status|limit|after).
-  result<host_page> list(const list_params& params);
+  result<host_page> list(const list_params& params, const caller& who = admin_caller());
 
   /// POST /hosts/{id}/renew. No timestamp → now + LEASE_DEFAULT_TTL. Errors: validation
   /// (timestamp not in the future), not_found, host_state.
-  result<schema::host> renew(std::string_view id, const schema::renew_request& req);
+  result<schema::host> renew(std::string_view id, const schema::renew_request& req,
+                             const caller& who = admin_caller());
 
   /// DELETE /hosts/{id}: tears down the VM and every resource, then removes the row.
   /// Errors: not_found; host_state while a create is still provisioning; teardown_failed
   /// (the row is kept in `deleting`; a retry tears down again).
-  result<void> remove(std::string_view id);
+  result<void> remove(std::string_view id, const caller& who = admin_caller());
 
   /// GET /hosts/{id}/console. Errors: validation, not_found.
-  result<std::string> console(std::string_view id, std::size_t max_bytes);
+  result<std::string> console(std::string_view id, std::size_t max_bytes,
+                              const caller& who = admin_caller());
 
   /// GET /doctor: the database and every driver check.
   schema::doctor_report doctor();
@@ -138,7 +146,7 @@ class host_service {
 
  private:
   /// The caller's row of `raw_id`: pool members are no caller's (not_found).
-  result<host_record> find_host(std::string_view raw_id);
+  result<host_record> find_host(std::string_view raw_id, const caller& who);
   schema::doctor_check templates_check();
   schema::doctor_check pool_check();
   /// Claims a warm-pool member for the create `rec` when a pool serves its size and a member

@@ -4,6 +4,7 @@
 #include "base/result.hpp"
 #include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/proxy_target.hpp"
+#include "controlplane/core/tenancy.hpp"
 #include "schema/http_proxy.hpp"
 
 #include <string>
@@ -11,9 +12,6 @@
 #include <vector>
 
 namespace litterbox::controlplane {
-
-/// The namespace every SERVICE_TOKENS caller shares (as for Idempotency-Keys).
-inline constexpr std::string_view k_default_namespace = "default";
 
 /// The HTTP proxy operations of API.md "HTTP proxies": the rules between the wire and the
 /// proxy_store. Every method blocks (database, and DNS for create) and is thread-safe.

@@ -2,6 +2,7 @@
 
 #include "base/clock.hpp"
 #include "base/result.hpp"
+#include "controlplane/core/tenancy.hpp"
 #include "schema/host.hpp"
 
 #include <chrono>
@@ -38,6 +39,13 @@ struct host_record {
   bool pooled = false;
   /// How the create is being served; unset until the provisioner chose (or the claim).
   std::optional<create_path> path;
+  /// The namespace the host belongs to (API.md "Tenants: scoped keys").
+  std::string ns = std::string(k_admin_namespace);
+  /// Admission only, never stored: insert_host and claim_pool_member refuse the row with
+  /// errc::quota ("quota exceeded: max_hosts=5") when `ns` would then hold more than this,
+  /// counted under a lock on the namespace in the same transaction, so that concurrent
+  /// creates never overshoot it.
+  namespace_quota quota;
 };
 
 /// An Idempotency-Key to reserve together with a new host.
@@ -108,6 +116,7 @@ struct host_event {
   schema::host_status status{};
   timestamp at{};
   std::string last_error;
+  std::string ns = std::string(k_admin_namespace);  ///< the host's namespace
 
   friend bool operator==(const host_event&, const host_event&) = default;
 };
@@ -118,6 +127,7 @@ struct event_query {
   std::optional<std::string> host_id;         ///< one host's events only
   std::vector<schema::host_status> statuses;  ///< empty: any status
   std::size_t limit = 0;                      ///< 0: no limit
+  std::optional<std::string> ns;              ///< one namespace's hosts only
 };
 
 /// What a template serves: a clone of it can be the host of any create with this key.
@@ -162,8 +172,8 @@ struct pool_claim {
   template_key_row key;
   /// The claimer's row as it will be: image (as requested), instance_type, expires_at,
   /// lease_seconds, owner_id, provision_deadline and created_at are copied onto the member;
-  /// its id, name, port and identity stay the member's. activated_at is cleared: the
-  /// claimer's host activates once it is re-identified.
+  /// its id, name, port and identity stay the member's; `ns` becomes its namespace. activated_at is
+  /// cleared: the claimer's host activates once it is re-identified.
   host_record as;
 };
 
@@ -179,6 +189,7 @@ struct list_query {
   std::vector<schema::host_status> statuses;  ///< empty: all
   std::size_t limit = 0;                      ///< 0: no limit
   std::optional<std::string> after;           ///< id cursor: rows older than this id
+  std::optional<std::string> ns;              ///< one namespace only; nullopt: all
 };
 
 /// Persistent state of the control plane. Every method blocks on the database and is
@@ -191,7 +202,8 @@ class store {
   /// Inserts `h` and leases it a free port of `ports`, in one transaction; when `key` is set,
   /// reserves it in the same transaction. A key already held (and not expired at `now`)
   /// inserts nothing and returns the host it names; an expired key is replaced. Errors:
-  /// capacity when no port is free (nothing is inserted, the key stays free); unavailable;
+  /// capacity when no port is free (nothing is inserted, the key stays free); quota when
+  /// `h.quota` would be exceeded (likewise; a held key still replays); unavailable;
   /// outcome_unknown when the commit's fate is unknown (read the row back to learn it).
   virtual result<insert_outcome> insert_host(const host_record& h,
                                              const std::optional<idempotency_claim>& key,
@@ -326,7 +338,8 @@ class store {
   /// member is locked (FOR UPDATE SKIP LOCKED), reserved under `key`, and becomes the
   /// claimer's host: pooled = false, status bootstrapping, path pool, the columns of `c.as`.
   /// nullopt when no member was free (nothing changed, the key stays free). Errors:
-  /// unavailable; outcome_unknown (the claim may have landed; it then ends by its deadline).
+  /// quota as for insert_host (`c.as.ns` and `c.as.quota`; nothing claimed); unavailable;
+  /// outcome_unknown (the claim may have landed; it then ends by its deadline).
   virtual result<std::optional<insert_outcome>> claim_pool_member(
       const pool_claim& c, const std::optional<idempotency_claim>& key, timestamp now) = 0;
 

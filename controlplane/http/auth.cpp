@@ -1,7 +1,5 @@
 #include "controlplane/http/auth.hpp"
 
-#include "base/secret.hpp"
-
 #include <cctype>
 
 namespace litterbox::controlplane::http {
@@ -36,24 +34,19 @@ bool iequals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-auth_outcome check_bearer(std::string_view header, const std::vector<std::string>& tokens) {
+std::optional<std::string_view> bearer_token(std::string_view header) {
   header = trim(header);
   constexpr std::string_view k_scheme = "Bearer";
   // The auth scheme is case-insensitive (RFC 9110 §11.1) and must be followed by a space.
   if (header.size() <= k_scheme.size() || !iequals(header.substr(0, k_scheme.size()), k_scheme) ||
       !is_space(header[k_scheme.size()])) {
-    return auth_outcome::missing;
+    return std::nullopt;
   }
   const auto token = trim(header.substr(k_scheme.size()));
   if (token.empty()) {
-    return auth_outcome::missing;
+    return std::nullopt;
   }
-  bool matched = false;
-  for (const auto& t : tokens) {
-    // No early exit: every configured token is compared.
-    matched = constant_time_equal(token, t) || matched;
-  }
-  return matched ? auth_outcome::ok : auth_outcome::rejected;
+  return token;
 }
 
 }  // namespace litterbox::controlplane::http

@@ -14,7 +14,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-result<proxy_answer> create(proxy_service& proxies, std::string_view body, std::string_view ns) {
+result<handler_answer> create(proxy_service& proxies, std::string_view body, std::string_view ns) {
   auto parsed = schema::parse_create_http_proxy_request(body);
   if (!parsed) {
     return parsed.error();
@@ -23,10 +23,10 @@ result<proxy_answer> create(proxy_service& proxies, std::string_view body, std::
   if (!created) {
     return created.error();
   }
-  return proxy_answer{201, json{{"name", created->name}, {"status", "created"}}.dump()};
+  return handler_answer{201, json{{"name", created->name}, {"status", "created"}}.dump()};
 }
 
-result<proxy_answer> list(proxy_service& proxies, std::string_view ns) {
+result<handler_answer> list(proxy_service& proxies, std::string_view ns) {
   auto listed = proxies.list(ns);
   if (!listed) {
     return listed.error();
@@ -38,14 +38,14 @@ result<proxy_answer> list(proxy_service& proxies, std::string_view ns) {
                        {"host_ids", p.host_ids},
                        {"created_at", format_rfc3339(p.created_at)}});
   }
-  return proxy_answer{200, out.dump()};
+  return handler_answer{200, out.dump()};
 }
 
 }  // namespace
 
-result<proxy_answer> handle_http_proxy(proxy_service& proxies, const route_match& m,
-                                       std::string_view method, std::string_view body,
-                                       std::string_view ns) {
+result<handler_answer> handle_http_proxy(proxy_service& proxies, const route_match& m,
+                                         std::string_view method, std::string_view body,
+                                         std::string_view ns) {
   const auto name = m.param("name");
   const auto host_id = m.param("host_id");
   switch (m.matched->id) {
@@ -55,21 +55,22 @@ result<proxy_answer> handle_http_proxy(proxy_service& proxies, const route_match
       if (auto removed = proxies.remove(ns, name); !removed) {
         return removed.error();
       }
-      return proxy_answer{204, {}};
+      return handler_answer{204, {}};
     case route_id::http_proxy_host:
       if (method == "DELETE") {
         if (auto detached = proxies.detach(ns, name, host_id); !detached) {
           return detached.error();
         }
-        return proxy_answer{204, {}};
+        return handler_answer{204, {}};
       }
       if (auto attached = proxies.attach(ns, name, host_id); !attached) {
         return attached.error();
       }
-      return proxy_answer{200, json{{"name", std::string(name)},
-                                    {"host_id", parse_uuid(host_id).value_or(std::string(host_id))},
-                                    {"status", "attached"}}
-                                   .dump()};
+      return handler_answer{200,
+                            json{{"name", std::string(name)},
+                                 {"host_id", parse_uuid(host_id).value_or(std::string(host_id))},
+                                 {"status", "attached"}}
+                                .dump()};
     default:
       return make_error(errc::internal, "not an HTTP proxy route");
   }

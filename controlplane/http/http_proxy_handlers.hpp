@@ -9,9 +9,9 @@
 
 namespace litterbox::controlplane::http {
 
-/// What an HTTP proxy operation answers when it succeeds: a status and its JSON body
-/// (empty for 204).
-struct proxy_answer {
+/// What an operation handled outside the server answers when it succeeds: a status and its
+/// JSON body (empty for 204).
+struct handler_answer {
   unsigned status = 200;
   std::string body;
 };
@@ -20,8 +20,8 @@ struct proxy_answer {
 /// for namespace `ns`, the same in both profiles. Blocks (database, DNS): call it off the I/O
 /// threads. Errors are proxy_service's, for to_http_error. No answer ever carries a header
 /// value.
-result<proxy_answer> handle_http_proxy(proxy_service& proxies, const route_match& m,
-                                       std::string_view method, std::string_view body,
-                                       std::string_view ns = k_default_namespace);
+result<handler_answer> handle_http_proxy(proxy_service& proxies, const route_match& m,
+                                         std::string_view method, std::string_view body,
+                                         std::string_view ns = k_admin_namespace);
 
 }  // namespace litterbox::controlplane::http

@@ -65,6 +65,14 @@ const std::vector<route>& routes() {
       // The event stream is litterbox's alone (API.md "Events"): not in the drukbox profile.
       {route_id::events, "/events", {{"GET", litterbox, litterbox}}, true},
       {route_id::host_events, "/hosts/{host_id}/events", {{"GET", litterbox, litterbox}}, true},
+      // Tenants (API.md "Tenants: scoped keys"): the admin's, in the litterbox profile only.
+      {route_id::keys,
+       "/keys",
+       {{"GET", litterbox, litterbox}, {"POST", litterbox, litterbox}},
+       true,
+       true},
+      {route_id::key, "/keys/{key_id}", {{"DELETE", litterbox, litterbox}}, true, true},
+      {route_id::audit, "/audit", {{"GET", litterbox, litterbox}}, true, true},
   };
   return table;
 }

@@ -25,6 +25,9 @@ enum class route_id {
   openapi,          ///< /openapi.json
   events,           ///< /events (Server-Sent Events)
   host_events,      ///< /hosts/{host_id}/events
+  keys,             ///< /keys (admin tokens only)
+  key,              ///< /keys/{key_id} (admin tokens only)
+  audit,            ///< /audit (admin tokens only)
 };
 
 /// A set of wire profiles (a bit per wire_profile).
@@ -55,6 +58,8 @@ struct route {
   std::string_view path;              ///< OpenAPI-style template ("/hosts/{host_id}"), no prefix
   std::vector<operation> operations;  ///< in the order of the Allow header
   bool needs_auth = true;             ///< false for /healthz, /metrics, /openapi.json
+  /// Only admin tokens (SERVICE_TOKENS) may call it; a scoped key is refused with 403.
+  bool admin_only = false;
 };
 
 /// The route table: exactly the operations served, per profile.

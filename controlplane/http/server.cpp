@@ -11,6 +11,7 @@
 #include "controlplane/http/http_proxy_handlers.hpp"
 #include "controlplane/http/openapi.hpp"
 #include "controlplane/http/routes.hpp"
+#include "controlplane/http/tenant_handlers.hpp"
 #include "controlplane/http/wire_profile.hpp"
 #include "schema/errors.hpp"
 #include "schema/host.hpp"
@@ -111,6 +112,7 @@ struct reply {
   std::string content_type = k_json;
   std::vector<std::pair<std::string, std::string>> headers;
   bool close = false;
+  std::optional<std::string> host_id;  ///< the host a create made (for the audit log)
 };
 
 /// The parts of a request the handlers read.
@@ -124,6 +126,8 @@ struct request_view {
   std::string request_id;
   wire_profile profile = wire_profile::litterbox;  ///< the shape the answer is rendered in
   std::optional<std::string> last_event_id;        ///< the Last-Event-ID header of an event stream
+  caller who;                  ///< who the token names (an admin until authenticated)
+  bool authenticated = false;  ///< the token was accepted (only those calls are audited)
 };
 
 reply json_reply(unsigned status, std::string body) {
@@ -255,10 +259,11 @@ class counted {
 }  // namespace
 
 struct http_server::impl {
-  impl(const config& c, host_service& h, metrics& m, proxy_service* p)
+  impl(const config& c, host_service& h, metrics& m, key_service& k, proxy_service* p)
       : cfg(c),
         hosts(h),
         stats(m),
+        keys(k),
         proxies(p),
         ioc(c.http_threads > 0 ? c.http_threads : 1),
         blocking(database_threads(c)),
@@ -288,6 +293,7 @@ struct http_server::impl {
   const config& cfg;
   host_service& hosts;
   metrics& stats;
+  key_service& keys;
   proxy_service* proxies;  ///< null: the HTTP proxy routes are not served
   net::io_context ioc;
   net::thread_pool blocking;          ///< database-only calls: short, never wait on libvirt
@@ -320,6 +326,11 @@ struct http_server::impl {
   net::awaitable<reply> doctor(const request_view& rq);
   net::awaitable<reply> scrape();
   net::awaitable<reply> http_proxy(const route_match& m, request_view& rq);
+  net::awaitable<reply> tenant(const route_match& m, request_view& rq);
+  /// Authenticates the request (API.md "Authentication", "Tenants"): sets rq.who, or returns
+  /// the refusal (401, 403, 429, 503) to answer instead.
+  net::awaitable<std::optional<reply>> authenticate(const bhttp::request<bhttp::string_body>& req,
+                                                    const route_match* m, request_view& rq);
   /// Serves an event stream on `stream` until the client goes or the server stops; an
   /// answer instead of a stream (bad query, 404, 410, 503) is returned for the caller to
   /// write.
@@ -465,8 +476,10 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
     reply rep;
     std::string route_label = "unmatched";
     bool failed = false;
+    std::optional<route_match> m_for_audit;
     try {
       const auto m = match_route(rq.path);
+      m_for_audit = m;
       if (m) {
         route_label = http::route_label(*m);
         rq.profile = m->profile;
@@ -474,15 +487,7 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
       const bool needs_auth = !m || m->matched->needs_auth;
       std::optional<reply> early;
       if (needs_auth) {
-        const auto auth_it = req.find(bhttp::field::authorization);
-        const auto outcome = auth_it == req.end()
-                                 ? auth_outcome::missing
-                                 : check_bearer(auth_it->value(), cfg.service_tokens);
-        if (outcome == auth_outcome::missing) {
-          early = json_reply(401, schema::detail_body("service token required"));
-        } else if (outcome == auth_outcome::rejected) {
-          early = json_reply(403, schema::detail_body("service token rejected"));
-        }
+        early = co_await authenticate(req, m ? &*m : nullptr, rq);
       }
       if (!early && !m) {
         early = json_reply(404, schema::error_body("Not Found", "NOT_FOUND"));
@@ -561,6 +566,26 @@ net::awaitable<void> http_server::impl::serve_connection(beast::tcp_stream strea
     }
     if (failed) {
       rep = internal_reply(rq.request_id);
+    }
+    if (const auto action = rq.authenticated && m_for_audit
+                                ? audit_action(m_for_audit->matched->id, rq.method)
+                                : std::nullopt) {
+      audit_entry entry;
+      entry.key_id = rq.who.key_id;
+      entry.ns = rq.who.scope();
+      entry.action = std::string(*action);
+      if (!m_for_audit->host_id.empty()) {
+        entry.host_id = m_for_audit->host_id;
+      } else if (rep.host_id) {
+        entry.host_id = rep.host_id;
+      }
+      entry.request_id = rq.request_id;
+      entry.status = static_cast<int>(rep.status);
+      // Recorded before the answer is written: a caller that has its answer finds its entry.
+      co_await offload(blocking, [this, &entry] {
+        keys.audit(entry);
+        return true;
+      });
     }
 
     bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(rep.status), req.version()};
@@ -661,6 +686,8 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
   if (m.matched->id == route_id::host_events) {
     q.host_id = m.host_id;
   }
+  // A scoped key's stream shows its own namespace's hosts only.
+  q.ns = rq.who.scope();
   auto& hub = hosts.events();
   if (after_text) {
     const auto after = parse_event_id(*after_text);
@@ -679,8 +706,8 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
   }
   if (m.matched->id == route_id::host_events) {
     // 404 only for a host that never existed: a deleted one still has its history.
-    auto known = co_await offload(blocking, [this, &m, &hub]() -> result<bool> {
-      auto h = hosts.get(m.host_id);
+    auto known = co_await offload(blocking, [this, &m, &hub, &rq]() -> result<bool> {
+      auto h = hosts.get(m.host_id, rq.who);
       if (h) {
         return true;
       }
@@ -689,6 +716,7 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
       }
       event_query any;
       any.host_id = m.host_id;
+      any.ns = rq.who.scope();
       any.limit = 1;
       auto seen = hub.read(any);
       return seen && !seen->empty();
@@ -809,6 +837,10 @@ net::awaitable<reply> http_server::impl::dispatch(const route_match& m, request_
     case route_id::http_proxy:
     case route_id::http_proxy_host:
       co_return co_await http_proxy(m, rq);
+    case route_id::keys:
+    case route_id::key:
+    case route_id::audit:
+      co_return co_await tenant(m, rq);
     case route_id::events:
     case route_id::host_events:
       break;  // streams are served by stream_events, never dispatched
@@ -820,12 +852,61 @@ net::awaitable<reply> http_server::impl::http_proxy(const route_match& m, reques
   if (proxies == nullptr) {
     co_return json_reply(404, schema::error_body("Not Found", "NOT_FOUND"));
   }
-  auto answered = co_await offload(
-      blocking, [this, &m, &rq] { return handle_http_proxy(*proxies, m, rq.method, rq.body); });
+  auto answered = co_await offload(blocking, [this, &m, &rq] {
+    return handle_http_proxy(*proxies, m, rq.method, rq.body, rq.who.ns);
+  });
   if (!answered) {
     co_return error_reply(answered.error(), rq.request_id);
   }
   co_return json_reply(answered->status, std::move(answered->body));
+}
+
+net::awaitable<reply> http_server::impl::tenant(const route_match& m, request_view& rq) {
+  auto answered = co_await offload(
+      blocking, [this, &m, &rq] { return handle_tenant(keys, m, rq.method, rq.body, rq.query); });
+  if (!answered) {
+    co_return error_reply(answered.error(), rq.request_id);
+  }
+  reply r = json_reply(answered->status, std::move(answered->body));
+  if (answered->status == 201) {
+    // The one answer that carries a key: no cache may keep it.
+    r.headers.emplace_back("Cache-Control", "no-store");
+  }
+  co_return r;
+}
+
+net::awaitable<std::optional<reply>> http_server::impl::authenticate(
+    const bhttp::request<bhttp::string_body>& req, const route_match* m, request_view& rq) {
+  const auto auth_it = req.find(bhttp::field::authorization);
+  const auto token =
+      auth_it == req.end() ? std::nullopt : bearer_token(std::string_view(auth_it->value()));
+  if (!token) {
+    co_return json_reply(401, schema::detail_body("service token required"));
+  }
+  auto answer = keys.check_cached(*token);
+  if (answer.kind == auth_kind::unknown) {
+    // A scoped key the cache cannot vouch for: the database decides.
+    const std::string_view t = *token;
+    auto checked = co_await offload(blocking, [this, &t] { return keys.check(t); });
+    if (!checked) {
+      co_return error_reply(checked.error(), rq.request_id);
+    }
+    answer = std::move(*checked);
+  }
+  if (answer.kind != auth_kind::admin && answer.kind != auth_kind::scoped) {
+    co_return json_reply(403, schema::detail_body("service token rejected"));
+  }
+  rq.who = std::move(answer.who);
+  rq.authenticated = true;
+  if (m != nullptr && m->matched->admin_only && !rq.who.admin) {
+    co_return json_reply(403, schema::detail_body("admin token required"));
+  }
+  if (const auto wait = keys.throttle(rq.who)) {
+    reply r = json_reply(429, schema::error_body("rate limit exceeded for this key", "QUOTA"));
+    r.headers.emplace_back("Retry-After", std::to_string(wait->count()));
+    co_return r;
+  }
+  co_return std::nullopt;
 }
 
 net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
@@ -836,17 +917,22 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
     co_return error_reply(parsed.error(), rq.request_id);
   }
   auto created = co_await offload(
-      blocking, [this, &parsed, &rq] { return hosts.create(*parsed, rq.idempotency_key); });
+      blocking, [this, &parsed, &rq] { return hosts.create(*parsed, rq.idempotency_key, rq.who); });
   if (!created) {
     co_return error_reply(created.error(), rq.request_id);
   }
+  // Whatever the answer below, the audit log names the host this call made or replayed.
+  const auto with_host = [&created](reply r) {
+    r.host_id = created->host.id;
+    return r;
+  };
   if (rq.respond_async) {
     // The creating request is the only one that ever sees the minted key, async or not.
-    co_return json_reply(202, host_body(created->host));
+    co_return with_host(json_reply(202, host_body(created->host)));
   }
   auto settled = co_await wait_settled(created->host.id, created->host.created_at);
   if (!settled) {
-    co_return error_reply(settled.error(), rq.request_id);
+    co_return with_host(error_reply(settled.error(), rq.request_id));
   }
   auto& h = *settled;
   if (schema::is_provisioning(h.status)) {
@@ -856,13 +942,15 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
     if (created->created) {
       h.private_key = created->host.private_key;
     }
-    co_return json_reply(202, host_body(h));
+    co_return with_host(json_reply(202, host_body(h)));
   }
   if (h.status == schema::host_status::error) {
-    co_return error_reply(make_error(errc::provisioning_failed, h.last_error), rq.request_id);
+    co_return with_host(
+        error_reply(make_error(errc::provisioning_failed, h.last_error), rq.request_id));
   }
   if (h.status != schema::host_status::active) {
-    co_return error_reply(make_error(errc::host_state, "the host is being deleted"), rq.request_id);
+    co_return with_host(
+        error_reply(make_error(errc::host_state, "the host is being deleted"), rq.request_id));
   }
   if (created->created) {
     h.private_key = created->host.private_key;
@@ -879,7 +967,7 @@ net::awaitable<reply> http_server::impl::create_host(request_view& rq) {
   if (created->created) {
     stats.create_served(controlplane::to_string(*path));
   }
-  co_return r;
+  co_return with_host(std::move(r));
 }
 
 net::awaitable<result<schema::host>> http_server::impl::wait_settled(const std::string& id,
@@ -954,7 +1042,8 @@ net::awaitable<reply> http_server::impl::list_hosts(request_view& rq) {
     }
   }
   params.statuses = status_filter(statuses, rq.profile);
-  auto page = co_await offload(blocking, [this, &params] { return hosts.list(params); });
+  auto page =
+      co_await offload(blocking, [this, &params, &rq] { return hosts.list(params, rq.who); });
   if (!page) {
     co_return error_reply(page.error(), rq.request_id);
   }
@@ -979,7 +1068,7 @@ net::awaitable<reply> http_server::impl::list_hosts(request_view& rq) {
 }
 
 net::awaitable<reply> http_server::impl::get_host(const std::string& id, request_view& rq) {
-  auto h = co_await offload(blocking, [this, &id] { return hosts.get(id); });
+  auto h = co_await offload(blocking, [this, &id, &rq] { return hosts.get(id, rq.who); });
   if (!h) {
     co_return error_reply(h.error(), rq.request_id);
   }
@@ -987,7 +1076,8 @@ net::awaitable<reply> http_server::impl::get_host(const std::string& id, request
 }
 
 net::awaitable<reply> http_server::impl::delete_host(const std::string& id, request_view& rq) {
-  auto done = co_await offload(hypervisor_calls, [this, &id] { return hosts.remove(id); });
+  auto done =
+      co_await offload(hypervisor_calls, [this, &id, &rq] { return hosts.remove(id, rq.who); });
   if (!done) {
     co_return error_reply(done.error(), rq.request_id);
   }
@@ -999,7 +1089,8 @@ net::awaitable<reply> http_server::impl::renew_host(const std::string& id, reque
   if (!parsed) {
     co_return error_reply(parsed.error(), rq.request_id);
   }
-  auto h = co_await offload(blocking, [this, &id, &parsed] { return hosts.renew(id, *parsed); });
+  auto h = co_await offload(blocking,
+                            [this, &id, &parsed, &rq] { return hosts.renew(id, *parsed, rq.who); });
   if (!h) {
     co_return error_reply(h.error(), rq.request_id);
   }
@@ -1025,8 +1116,8 @@ net::awaitable<reply> http_server::impl::console(const std::string& id, request_
     }
     bytes = n;
   }
-  auto text =
-      co_await offload(hypervisor_calls, [this, &id, bytes] { return hosts.console(id, bytes); });
+  auto text = co_await offload(
+      hypervisor_calls, [this, &id, bytes, &rq] { return hosts.console(id, bytes, rq.who); });
   if (!text) {
     co_return error_reply(text.error(), rq.request_id);
   }
@@ -1066,9 +1157,9 @@ net::awaitable<reply> http_server::impl::scrape() {
   co_return r;
 }
 
-http_server::http_server(const config& cfg, host_service& hosts, metrics& stats,
+http_server::http_server(const config& cfg, host_service& hosts, metrics& stats, key_service& keys,
                          proxy_service* proxies)
-    : impl_(std::make_unique<impl>(cfg, hosts, stats, proxies)) {}
+    : impl_(std::make_unique<impl>(cfg, hosts, stats, keys, proxies)) {}
 
 http_server::~http_server() = default;
 

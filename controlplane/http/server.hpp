@@ -2,6 +2,7 @@
 
 #include "controlplane/core/config.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/key_service.hpp"
 #include "controlplane/core/proxy_service.hpp"
 #include "controlplane/http/metrics.hpp"
 
@@ -14,11 +15,12 @@ namespace litterbox::controlplane::http {
 /// wire_profile.hpp from the same calls). Turns requests into host_service calls (always on a
 /// blocking pools — cfg.blocking_threads for database-only calls, cfg.hypervisor_threads for
 /// calls that reach the hypervisor — never on the I/O threads) and results into JSON;
-/// holds no business rules. `cfg`, `hosts`, `stats` and `proxies` must outlive the server.
+/// holds no business rules. Tokens are checked by `keys` (admin tokens and scoped keys).
+/// `cfg`, `hosts`, `stats`, `keys` and `proxies` must outlive the server.
 class http_server {
  public:
   /// Without `proxies` the HTTP proxy routes answer 404 like unknown ones.
-  http_server(const config& cfg, host_service& hosts, metrics& stats,
+  http_server(const config& cfg, host_service& hosts, metrics& stats, key_service& keys,
               proxy_service* proxies = nullptr);
   ~http_server();
   http_server(const http_server&) = delete;

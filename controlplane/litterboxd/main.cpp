@@ -4,6 +4,7 @@
 #include "base/uuid.hpp"
 #include "controlplane/core/config.hpp"
 #include "controlplane/core/host_service.hpp"
+#include "controlplane/core/key_service.hpp"
 #include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/proxy_service.hpp"
@@ -460,6 +461,16 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "HTTP proxy targets allowed although loopback, link-local, private or local: "
                  "comma-separated CIDRs or host:port")
       ->envname("LITTERBOX_HTTP_PROXY_ALLOW");
+  cmd.add_option("--key-rate-limit", c.key_rate_limit,
+                 "Requests per second one scoped key may make of this process (0: no limit)")
+      ->envname("LITTERBOX_KEY_RATE_LIMIT")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd.add_option("--key-rate-burst", c.key_rate_burst,
+                 "Requests one scoped key may make at once after a quiet spell")
+      ->envname("LITTERBOX_KEY_RATE_BURST")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--fake-pull-delay-ms", o.fake_pull_delay_ms)
       ->envname("LITTERBOX_FAKE_PULL_DELAY_MS")
       ->check(CLI::NonNegativeNumber);
@@ -732,8 +743,16 @@ int serve(options& o) {
   // Its own connection, with the same TCP bounds: a dead server is noticed and re-dialled.
   controlplane::pg::event_listener event_wakes(
       controlplane::pg::with_session_limits(o.cfg.database_url, db_limits(o.cfg)).value(),
-      [&hosts] { hosts.events().poke(); });
-  controlplane::http::http_server server(o.cfg, hosts, stats, &proxies);
+      controlplane::pg::k_events_channel, [&hosts] { hosts.events().poke(); });
+  controlplane::key_service keys(o.cfg.service_tokens, o.cfg.idempotency_secret, db, clock,
+                                 {o.cfg.key_rate_limit, o.cfg.key_rate_burst});
+  // Every key change on any replica empties this process's key cache; while the listener is
+  // disconnected every scoped key is checked against the database.
+  controlplane::pg::event_listener key_wakes(
+      controlplane::pg::with_session_limits(o.cfg.database_url, db_limits(o.cfg)).value(),
+      controlplane::pg::k_keys_channel, [&keys] { keys.keys_changed(); },
+      [&keys] { keys.listener_lost(); });
+  controlplane::http::http_server server(o.cfg, hosts, stats, keys, &proxies);
   server.start();
   if (!o.port_file.empty()) {
     write_port_file(o.port_file, server.port());
@@ -749,11 +768,13 @@ int serve(options& o) {
   hosts.start_background();
   vms.start_loop();
   event_wakes.start();
+  key_wakes.start();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
                hv.driver->provider());
   server.run();
   spdlog::info("stopping: finishing in-flight work");
   event_wakes.stop();
+  key_wakes.stop();
   reaper.stop();
   vms.stop();
   hosts.shutdown();

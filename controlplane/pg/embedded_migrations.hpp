@@ -10,6 +10,7 @@ extern const std::string_view migration_0002;
 extern const std::string_view migration_0003;
 extern const std::string_view migration_0004;
 extern const std::string_view migration_0005;
+extern const std::string_view migration_0006;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -29,6 +30,7 @@ inline constexpr std::array migrations{
     migration{3, "0003_templates_and_pool", &schema::embedded::migration_0003},
     migration{4, "0004_events", &schema::embedded::migration_0004},
     migration{5, "0005_http_proxies", &schema::embedded::migration_0005},
+    migration{6, "0006_tenants", &schema::embedded::migration_0006},
 };
 
 }  // namespace litterbox::controlplane::pg

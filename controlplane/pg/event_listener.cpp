@@ -11,13 +11,11 @@
 namespace litterbox::controlplane::pg {
 namespace {
 
-// The channel record_host_event() notifies.
-constexpr const char* k_channel = "litterbox_events";
-
 class receiver final : public pqxx::notification_receiver {
  public:
-  receiver(pqxx::connection_base& c, const std::function<void()>& on_events)
-      : pqxx::notification_receiver(c, k_channel), on_events_(on_events) {}
+  receiver(pqxx::connection_base& c, const std::string& channel,
+           const std::function<void()>& on_events)
+      : pqxx::notification_receiver(c, channel), on_events_(on_events) {}
   void operator()(const std::string& /*payload*/, int /*backend_pid*/) override { on_events_(); }
 
  private:
@@ -26,9 +24,14 @@ class receiver final : public pqxx::notification_receiver {
 
 }  // namespace
 
-event_listener::event_listener(std::string url, std::function<void()> on_events,
+event_listener::event_listener(std::string url, std::string channel,
+                               std::function<void()> on_events, std::function<void()> on_lost,
                                std::chrono::milliseconds retry)
-    : url_(std::move(url)), on_events_(std::move(on_events)), retry_(retry) {}
+    : url_(std::move(url)),
+      channel_(std::move(channel)),
+      on_events_(std::move(on_events)),
+      on_lost_(std::move(on_lost)),
+      retry_(retry) {}
 
 event_listener::~event_listener() {
   stop();
@@ -62,11 +65,11 @@ void event_listener::run() {
   while (!stopping()) {
     try {
       pqxx::connection conn(url_);
-      receiver r(conn, on_events_);
+      receiver r(conn, channel_, on_events_);
       // LISTEN is in place: whatever committed before it is read from the table now.
       on_events_();
       if (warned) {
-        spdlog::info("events: listening for notifications again");
+        spdlog::info("{}: listening for notifications again", channel_);
         warned = false;
       }
       while (!stopping()) {
@@ -74,14 +77,17 @@ void event_listener::run() {
       }
       return;
     } catch (const std::exception& e) {
+      if (on_lost_) {
+        on_lost_();
+      }
       if (!warned) {
         // The message is libpq's: no statement, no password (libpq never echoes it).
         std::string msg = e.what();
         if (const auto nl = msg.find('\n'); nl != std::string::npos) {
           msg.resize(nl);
         }
-        spdlog::warn("events: LISTEN connection lost ({}); streams poll until it is back",
-                     log_escape(msg));
+        spdlog::warn("{}: LISTEN connection lost ({}); retrying every {} ms", channel_,
+                     log_escape(msg), retry_.count());
         warned = true;
       }
     }

@@ -30,8 +30,9 @@ constexpr const char* host_columns =
     "(extract(epoch from h.updated_at) * 1000000)::bigint, "
     "(extract(epoch from h.activated_at) * 1000000)::bigint, "
     "(extract(epoch from h.expires_at) * 1000000)::bigint, "
-    "(extract(epoch from h.provision_deadline) * 1000000)::bigint, h.pooled, h.create_path";
-constexpr int host_column_count = 25;
+    "(extract(epoch from h.provision_deadline) * 1000000)::bigint, h.pooled, h.create_path, "
+    "h.namespace";
+constexpr int host_column_count = 26;
 
 constexpr const char* template_columns =
     "t.id::text, t.image_digest, t.cpus, t.memory_mib, t.disk_gb, t.ssh_username, t.image, "
@@ -59,6 +60,9 @@ constexpr const char* owner_alive =
 // The class of the two-key advisory locks that serialise refills of one pool key (the
 // two-key space does not overlap the migrations' single-key lock).
 constexpr int pool_lock_class = 0x706f6f6c;  // "pool"
+// The class of the two-key advisory locks under which a namespace's quota is checked and its
+// new host inserted (or claimed), so that concurrent creates never overshoot the quota.
+constexpr int quota_lock_class = 0x6e73716f;  // "nsqo"
 
 constexpr int max_attempts = 5;
 constexpr int port_attempts = 200;
@@ -82,10 +86,10 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
        "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
        "known_hosts, last_error, lease_seconds, owner_id, created_at, updated_at, activated_at, "
-       "expires_at, provision_deadline, pooled, create_path) VALUES ($1::uuid, $2, $3, $4, $5, "
-       "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::uuid, $19::timestamptz, "
-       "$20::timestamptz, $21::timestamptz, $22::timestamptz, $23::timestamptz, $24::boolean, "
-       "$25) RETURNING " +
+       "expires_at, provision_deadline, pooled, create_path, namespace) VALUES ($1::uuid, $2, $3, "
+       "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::uuid, "
+       "$19::timestamptz, $20::timestamptz, $21::timestamptz, $22::timestamptz, "
+       "$23::timestamptz, $24::boolean, $25, $26) RETURNING " +
            c},
       {"delete_expired_key",
        "DELETE FROM idempotency_keys WHERE namespace = $1 AND key = $2 AND expires_at <= "
@@ -101,7 +105,13 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "SELECT " + c +
            " FROM hosts h WHERE NOT h.pooled AND ($1::text[] IS NULL OR h.status = "
            "ANY($1::text[])) "
-           "AND ($2::uuid IS NULL OR h.id < $2::uuid) ORDER BY h.id DESC LIMIT $3::bigint"},
+           "AND ($2::uuid IS NULL OR h.id < $2::uuid) AND ($4::text IS NULL OR h.namespace = $4) "
+           "ORDER BY h.id DESC LIMIT $3::bigint"},
+      {"lock_namespace",
+       "SELECT pg_advisory_xact_lock(" + std::to_string(quota_lock_class) + ", hashtext($1))"},
+      {"namespace_usage",
+       "SELECT count(*), COALESCE(sum(cpus), 0), COALESCE(sum(memory_mib), 0) FROM hosts "
+       "WHERE namespace = $1 AND NOT pooled AND status <> 'error'"},
       {"host_status", "SELECT status FROM hosts WHERE id = $1::uuid"},
       {"renew",
        "UPDATE hosts h SET expires_at = $2::timestamptz, lease_seconds = NULL, "
@@ -226,7 +236,7 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "UPDATE hosts h SET pooled = false, status = 'bootstrapping', create_path = 'pool', "
        "image = $3, instance_type = $4, expires_at = $5::timestamptz, lease_seconds = "
        "$6::bigint, owner_id = $7::uuid, provision_deadline = $8::timestamptz, created_at = "
-       "$9::timestamptz, activated_at = NULL, updated_at = $2::timestamptz "
+       "$9::timestamptz, activated_at = NULL, updated_at = $2::timestamptz, namespace = $10 "
        "WHERE h.id = $1::uuid AND h.pooled AND h.status = 'active' RETURNING " +
            c},
       {"retire_member",
@@ -235,10 +245,12 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"list_pool_members", "SELECT " + c + " FROM hosts h WHERE h.pooled ORDER BY h.id"},
       {"list_events",
        "SELECT e.id, e.host_id::text, e.type, e.status, (extract(epoch from e.at) * "
-       "1000000)::bigint, COALESCE(e.detail->>'last_error', ''), h.pruned_through FROM "
+       "1000000)::bigint, COALESCE(e.detail->>'last_error', ''), h.pruned_through, e.namespace "
+       "FROM "
        "event_horizon h LEFT JOIN LATERAL (SELECT * FROM events e WHERE e.id > $1::bigint AND "
        "($2::uuid IS NULL OR e.host_id = $2::uuid) AND ($3::text[] IS NULL OR e.status = "
-       "ANY($3::text[])) ORDER BY e.id LIMIT $4::bigint) e ON true ORDER BY e.id"},
+       "ANY($3::text[])) AND ($5::text IS NULL OR e.namespace = $5) ORDER BY e.id LIMIT "
+       "$4::bigint) e ON true ORDER BY e.id"},
       {"newest_event_id",
        "SELECT GREATEST((SELECT max(id) FROM events), (SELECT pruned_through FROM "
        "event_horizon))"},
@@ -248,6 +260,13 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "(SELECT max(id) FROM gone)) RETURNING 1) "
        "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM moved)"},
       {"mark_died", "SELECT set_config('litterbox.event_type', 'died', true)"},
+      {"find_key",
+       "SELECT id::text, namespace, name, key_hash, max_hosts, max_cpus, max_memory_mib, "
+       "(extract(epoch from created_at) * 1000000)::bigint, NULL::bigint FROM api_keys "
+       "WHERE key_hash = $1 AND revoked_at IS NULL"},
+      {"append_audit",
+       "INSERT INTO audit_log (at, key_id, namespace, action, host_id, request_id, status) "
+       "VALUES ($1::timestamptz, $2, $3, $4, $5::uuid, $6, $7) RETURNING id"},
       {"count_pool",
        "SELECT COALESCE(image_digest, ''), cpus, memory_mib, disk_gb, ssh_username, status, "
        "count(*) FROM hosts WHERE pooled GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"},
@@ -338,6 +357,7 @@ host_record read_host(const pqxx::row& r) {
   h.expires_at = opt_ts(r[21]);
   rec.provision_deadline = opt_ts(r[22]);
   rec.pooled = r[23].as<bool>();
+  rec.ns = r[25].as<std::string>();
   if (!r[24].is_null()) {
     rec.path = create_path_from(r[24].as<std::string>());
     if (!rec.path) {
@@ -611,13 +631,42 @@ bool insert_row(pqxx::transaction_base& tx, const std::string& id, const host_re
       w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
       w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
       ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at),
-      ts(h.provision_deadline), h.pooled, path_text(h.path)));
+      ts(h.provision_deadline), h.pooled, path_text(h.path), h.ns));
   const auto port = lease_free_port(tx, id, ports.lo, ports.hi, now);
   if (!port) {
     return false;
   }
   out.port = *port;
   return true;
+}
+
+// Takes the lock of namespace `ns` (to this transaction's end) and checks that one more host
+// of `cpus` and `memory_mib` fits `quota`; the error names the first limit it would exceed.
+// Callers take it before any other write to hosts in the transaction, so the lock order is
+// always namespace, then the events lock.
+std::optional<error> over_quota(pqxx::transaction_base& tx, const std::string& ns,
+                                const namespace_quota& quota, int cpus, int memory_mib) {
+  if (quota.empty()) {
+    return std::nullopt;
+  }
+  tx.exec_prepared("lock_namespace", ns);
+  const auto used = tx.exec_prepared1("namespace_usage", ns);
+  const auto over = [](const std::optional<std::int64_t>& limit, std::int64_t now_used,
+                       std::int64_t more) { return limit && now_used + more > *limit; };
+  const auto exceeded = [](const char* what, std::int64_t limit) {
+    return make_error(errc::quota,
+                      "quota exceeded: " + std::string(what) + "=" + std::to_string(limit));
+  };
+  if (over(quota.max_hosts, used[0].as<std::int64_t>(), 1)) {
+    return exceeded("max_hosts", *quota.max_hosts);
+  }
+  if (over(quota.max_cpus, used[1].as<std::int64_t>(), cpus)) {
+    return exceeded("max_cpus", *quota.max_cpus);
+  }
+  if (over(quota.max_memory_mib, used[2].as<std::int64_t>(), memory_mib)) {
+    return exceeded("max_memory_mib", *quota.max_memory_mib);
+  }
+  return std::nullopt;
 }
 
 // The owner column of a row: NULL, or the owner's UUID; an owner that is no UUID is an error.
@@ -655,6 +704,9 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           // Explicit commit for the same reason as claim_expired: a retry after an unseen
           // commit would insert the row twice.
           pqxx::work tx(conn);
+          if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
+            return *over;  // rolled back
+          }
           insert_outcome out;
           if (!insert_row(tx, *id, h, owner, ports, now, out)) {
             tx.abort();
@@ -672,6 +724,9 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           const auto claimed = tx.exec_prepared("insert_key", key->ns, key->key, key->fingerprint,
                                                 *id, ts(now), ts(key->expires_at));
           if (!claimed.empty()) {
+            if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
+              return *over;  // rolled back, and the key with it
+            }
             insert_outcome out;
             if (!insert_row(tx, *id, h, owner, ports, now, out)) {
               tx.abort();  // the key goes with it: a retry is a fresh create
@@ -735,7 +790,7 @@ result<std::vector<host_record>> pg_store::list_hosts(const list_query& q) {
   return run<std::vector<host_record>>(
       *pool_, "list_hosts", [&](pqxx::connection& conn) -> result<std::vector<host_record>> {
         pqxx::nontransaction tx(conn);
-        return read_hosts(tx.exec_prepared("list_hosts", statuses, after, limit));
+        return read_hosts(tx.exec_prepared("list_hosts", statuses, after, limit, q.ns));
       });
 }
 
@@ -1313,11 +1368,15 @@ result<std::optional<insert_outcome>> pg_store::claim_pool_member(
               // is read in a fresh snapshot below.
               tx.abort();
             } else {
+              if (auto over = over_quota(tx, c.as.ns, c.as.quota, as.cpus, as.memory_mib)) {
+                return *over;  // rolled back: the member stays in the pool, the key free
+              }
               insert_outcome out;
               out.created = true;
-              out.existing = read_host(tx.exec_prepared1(
-                  "claim_member", member, ts(now), as.image, as.instance_type, ts(as.expires_at),
-                  c.as.lease_seconds, *owner_col, ts(c.as.provision_deadline), ts(as.created_at)));
+              out.existing = read_host(
+                  tx.exec_prepared1("claim_member", member, ts(now), as.image, as.instance_type,
+                                    ts(as.expires_at), c.as.lease_seconds, *owner_col,
+                                    ts(c.as.provision_deadline), ts(as.created_at), c.as.ns));
               const auto port = tx.exec_prepared("port_of", member);
               out.port = port.empty() ? 0 : port[0][0].as<int>();
               // Explicit commit: losing it is outcome_unknown, never a second claim.
@@ -1456,8 +1515,11 @@ result<attach_outcome> pg_store::attach_proxy(std::string_view ns, std::string_v
         if (!host_id) {
           return attach_outcome::no_host;
         }
+        // Another namespace's host is no host: a proxy serves only its own namespace's.
         const auto host = tx.exec_params(
-            "SELECT status FROM hosts WHERE id = $1::uuid AND NOT pooled FOR SHARE", *host_id);
+            "SELECT status FROM hosts WHERE id = $1::uuid AND NOT pooled AND namespace = $2 "
+            "FOR SHARE",
+            *host_id, std::string(ns));
         if (host.empty()) {
           return attach_outcome::no_host;
         }
@@ -1576,7 +1638,7 @@ result<std::vector<host_event>> pg_store::list_events(const event_query& q) {
       *pool_, "list_events", [&](pqxx::connection& conn) -> result<std::vector<host_event>> {
         // One statement, one snapshot: the horizon and the events agree.
         pqxx::nontransaction tx(conn);
-        const auto r = tx.exec_prepared("list_events", q.after, host, statuses, limit);
+        const auto r = tx.exec_prepared("list_events", q.after, host, statuses, limit, q.ns);
         if (!r.empty() && q.after < r[0][6].as<std::int64_t>()) {
           return make_error(errc::history_gone, "event history no longer available");
         }
@@ -1593,6 +1655,7 @@ result<std::vector<host_event>> pg_store::list_events(const event_query& q) {
           e.status = parse_status(row[3]);
           e.at = from_us(row[4].as<std::int64_t>());
           e.last_error = row[5].as<std::string>();
+          e.ns = row[7].as<std::string>();
           out.push_back(std::move(e));
         }
         return out;
@@ -1613,6 +1676,133 @@ result<std::int64_t> pg_store::prune_events(timestamp before) {
         // One statement: the events and the horizon move together.
         pqxx::nontransaction tx(conn);
         return tx.exec_prepared1("prune_events", ts(before))[0].as<std::int64_t>();
+      });
+}
+
+// Scoped keys and the audit log (API.md "Tenants: scoped keys").
+
+namespace {
+
+constexpr const char* key_columns =
+    "id::text, namespace, name, key_hash, max_hosts, max_cpus, max_memory_mib, "
+    "(extract(epoch from created_at) * 1000000)::bigint, "
+    "(extract(epoch from revoked_at) * 1000000)::bigint";
+
+api_key_record read_key(const pqxx::row& r) {
+  api_key_record k;
+  k.id = r[0].as<std::string>();
+  k.ns = r[1].as<std::string>();
+  k.name = r[2].as<std::string>();
+  k.key_hash = r[3].as<std::string>();
+  k.quota.max_hosts = opt<std::int64_t>(r[4]);
+  k.quota.max_cpus = opt<std::int64_t>(r[5]);
+  k.quota.max_memory_mib = opt<std::int64_t>(r[6]);
+  k.created_at = from_us(r[7].as<std::int64_t>());
+  k.revoked_at = opt_ts(r[8]);
+  return k;
+}
+
+}  // namespace
+
+result<void> pg_store::insert_key(const api_key_record& k) {
+  const auto id = parse_uuid(k.id);
+  if (!id) {
+    return make_error(errc::internal, "key id is not a UUID");
+  }
+  return run<void>(*pool_, "insert_key", [&](pqxx::connection& conn) -> result<void> {
+    pqxx::work tx(conn);
+    tx.exec_params(
+        "INSERT INTO api_keys (id, namespace, name, key_hash, max_hosts, max_cpus, "
+        "max_memory_mib, created_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::timestamptz)",
+        *id, k.ns, k.name, k.key_hash, k.quota.max_hosts, k.quota.max_cpus, k.quota.max_memory_mib,
+        ts(k.created_at));
+    tx.commit();
+    return {};
+  });
+}
+
+result<std::vector<api_key_record>> pg_store::list_keys() {
+  return run<std::vector<api_key_record>>(
+      *pool_, "list_keys", [&](pqxx::connection& conn) -> result<std::vector<api_key_record>> {
+        pqxx::nontransaction tx(conn);
+        std::vector<api_key_record> out;
+        for (const auto& row :
+             tx.exec(std::string("SELECT ") + key_columns +
+                     " FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, id")) {
+          out.push_back(read_key(row));
+        }
+        return out;
+      });
+}
+
+result<bool> pg_store::revoke_key(std::string_view id_text, timestamp now) {
+  const auto id = parse_uuid(id_text);
+  if (!id) {
+    return false;
+  }
+  return run<bool>(*pool_, "revoke_key", [&](pqxx::connection& conn) -> result<bool> {
+    pqxx::work tx(conn);
+    const auto r = tx.exec_params(
+        "UPDATE api_keys SET revoked_at = $2::timestamptz WHERE id = $1::uuid AND revoked_at "
+        "IS NULL RETURNING 1",
+        *id, ts(now));
+    tx.commit();
+    return !r.empty();
+  });
+}
+
+result<std::optional<api_key_record>> pg_store::find_key(std::string_view key_hash) {
+  return run<std::optional<api_key_record>>(
+      *pool_, "find_key", [&](pqxx::connection& conn) -> result<std::optional<api_key_record>> {
+        pqxx::nontransaction tx(conn);
+        const auto r = tx.exec_prepared("find_key", std::string(key_hash));
+        if (r.empty()) {
+          return std::optional<api_key_record>();
+        }
+        return std::optional<api_key_record>(read_key(r[0]));
+      });
+}
+
+result<std::int64_t> pg_store::append_audit(const audit_entry& e) {
+  std::optional<std::string> host;
+  if (e.host_id) {
+    host = parse_uuid(*e.host_id);  // a malformed path id names no host
+  }
+  return run<std::int64_t>(
+      *pool_, "append_audit", [&](pqxx::connection& conn) -> result<std::int64_t> {
+        pqxx::work tx(conn);
+        const auto id = tx.exec_prepared1("append_audit", ts(e.at), e.key_id, e.ns, e.action, host,
+                                          e.request_id, e.status)[0]
+                            .as<std::int64_t>();
+        tx.commit();
+        return id;
+      });
+}
+
+result<std::vector<audit_entry>> pg_store::list_audit(const audit_query& q) {
+  return run<std::vector<audit_entry>>(
+      *pool_, "list_audit", [&](pqxx::connection& conn) -> result<std::vector<audit_entry>> {
+        pqxx::nontransaction tx(conn);
+        std::vector<audit_entry> out;
+        const auto r = tx.exec_params(
+            "SELECT id, (extract(epoch from at) * 1000000)::bigint, key_id, namespace, action, "
+            "host_id::text, request_id, status FROM audit_log WHERE id > $1::bigint AND "
+            "($2::text IS NULL OR namespace = $2) ORDER BY id LIMIT $3::bigint",
+            q.after, q.ns, static_cast<std::int64_t>(q.limit));
+        out.reserve(r.size());
+        for (const auto& row : r) {
+          audit_entry e;
+          e.id = row[0].as<std::int64_t>();
+          e.at = from_us(row[1].as<std::int64_t>());
+          e.key_id = row[2].as<std::string>();
+          e.ns = opt<std::string>(row[3]);
+          e.action = row[4].as<std::string>();
+          e.host_id = opt<std::string>(row[5]);
+          e.request_id = row[6].as<std::string>();
+          e.status = row[7].as<int>();
+          out.push_back(std::move(e));
+        }
+        return out;
       });
 }
 

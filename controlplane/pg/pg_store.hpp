@@ -3,6 +3,7 @@
 #include "base/result.hpp"
 #include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/store.hpp"
+#include "controlplane/core/tenancy.hpp"
 #include "controlplane/pg/session_limits.hpp"
 
 #include <chrono>
@@ -17,8 +18,8 @@ class connection_pool;
 /// The PostgreSQL `store` (libpqxx). Holds a bounded connection pool that is filled lazily,
 /// so constructing one never touches the network; a database that is down makes calls fail
 /// with errc::unavailable, and later calls reconnect by themselves. Thread-safe. It is also
-/// the `proxy_store`, on the same connections.
-class pg_store final : public store, public proxy_store {
+/// the `proxy_store` and the `tenant_store`, on the same connections.
+class pg_store final : public store, public proxy_store, public tenant_store {
  public:
   /// `url` is a libpq connection string or URI; `pool_size` bounds open connections;
   /// `acquire_timeout` bounds how long a call waits for a free connection; `limits` bound
@@ -94,6 +95,13 @@ class pg_store final : public store, public proxy_store {
   result<std::vector<http_proxy_record>> list_proxies(std::string_view ns) override;
   result<std::optional<http_proxy_record>> find_attached_proxy(std::string_view host_id,
                                                                std::string_view name) override;
+
+  result<void> insert_key(const api_key_record& k) override;
+  result<std::vector<api_key_record>> list_keys() override;
+  result<bool> revoke_key(std::string_view id, timestamp now) override;
+  result<std::optional<api_key_record>> find_key(std::string_view key_hash) override;
+  result<std::int64_t> append_audit(const audit_entry& e) override;
+  result<std::vector<audit_entry>> list_audit(const audit_query& q) override;
 
  private:
   std::unique_ptr<connection_pool> pool_;

@@ -4,6 +4,7 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/store.hpp"
+#include "controlplane/core/tenancy.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -19,7 +20,7 @@ namespace litterbox::controlplane::testing {
 /// the database's uuid type takes them. `down` makes every call fail as a dead database would. The
 /// `lose_…` knobs make one write apply and then report outcome_unknown, as a connection lost during
 /// COMMIT does.
-class memory_store final : public store, public proxy_store {
+class memory_store final : public store, public proxy_store, public tenant_store {
  public:
   std::atomic<bool> down = false;
   /// The next insert_host lands but reports outcome_unknown.
@@ -57,6 +58,8 @@ class memory_store final : public store, public proxy_store {
     }
     if (hosts_.count(*id) != 0)
       return make_error(errc::internal, "database error");  // the primary key refuses it
+    if (auto over = over_quota(h.ns, h.quota, h.host.cpus, h.host.memory_mib))
+      return *over;
     const auto port = free_port(ports.lo, ports.hi);
     if (!port)
       return make_error(errc::capacity, "no SSH port left");
@@ -105,7 +108,7 @@ class memory_store final : public store, public proxy_store {
     std::vector<host_record> out;
     for (auto it = hosts_.rbegin(); it != hosts_.rend(); ++it) {
       const auto& h = it->second.host;
-      if (it->second.pooled || (after && h.id >= *after))
+      if (it->second.pooled || (after && h.id >= *after) || (q.ns && it->second.ns != *q.ns))
         continue;
       if (!q.statuses.empty() &&
           std::find(q.statuses.begin(), q.statuses.end(), h.status) == q.statuses.end())
@@ -588,7 +591,10 @@ class memory_store final : public store, public proxy_store {
     });
     if (m == hosts_.end())
       return std::optional<insert_outcome>();
+    if (auto over = over_quota(c.as.ns, c.as.quota, c.as.host.cpus, c.as.host.memory_mib))
+      return *over;
     auto& r = m->second;
+    r.ns = c.as.ns;
     r.pooled = false;
     r.path = create_path::pool;
     r.host.status = schema::host_status::bootstrapping;
@@ -668,7 +674,7 @@ class memory_store final : public store, public proxy_store {
     }
     std::vector<host_event> out;
     for (const auto& e : events_) {
-      if (e.id <= q.after || (host && e.host_id != *host))
+      if (e.id <= q.after || (host && e.host_id != *host) || (q.ns && e.ns != *q.ns))
         continue;
       if (!q.statuses.empty() &&
           std::find(q.statuses.begin(), q.statuses.end(), e.status) == q.statuses.end())
@@ -740,7 +746,7 @@ class memory_store final : public store, public proxy_store {
     if (p == proxies_.end())
       return attach_outcome::no_proxy;
     const auto h = find(host_id);
-    if (h == hosts_.end() || h->second.pooled)
+    if (h == hosts_.end() || h->second.pooled || h->second.ns != ns)
       return attach_outcome::no_host;
     const auto status = h->second.host.status;
     if (status != schema::host_status::bootstrapping && status != schema::host_status::active)
@@ -798,6 +804,85 @@ class memory_store final : public store, public proxy_store {
     return std::optional<http_proxy_record>();
   }
 
+  // tenant_store
+
+  result<void> insert_key(const api_key_record& k) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const bool taken = std::any_of(api_keys_.begin(), api_keys_.end(), [&](const auto& e) {
+      return e.id == k.id || e.key_hash == k.key_hash;
+    });
+    if (taken)
+      return make_error(errc::internal, "database error");  // the unique constraints
+    api_keys_.push_back(k);
+    return {};
+  }
+
+  result<std::vector<api_key_record>> list_keys() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<api_key_record> out;
+    for (const auto& k : api_keys_) {
+      if (!k.revoked_at)
+        out.push_back(k);
+    }
+    return out;
+  }
+
+  result<bool> revoke_key(std::string_view id, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto canonical = parse_uuid(id);
+    for (auto& k : api_keys_) {
+      if (canonical && k.id == *canonical && !k.revoked_at) {
+        k.revoked_at = now;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  result<std::optional<api_key_record>> find_key(std::string_view key_hash) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    for (const auto& k : api_keys_) {
+      if (k.key_hash == key_hash && !k.revoked_at)
+        return std::optional<api_key_record>(k);
+    }
+    return std::optional<api_key_record>();
+  }
+
+  result<std::int64_t> append_audit(const audit_entry& e) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    auto row = e;
+    row.id = static_cast<std::int64_t>(audit_.size()) + 1;
+    if (row.host_id)
+      row.host_id = parse_uuid(*row.host_id);
+    audit_.push_back(row);
+    return row.id;
+  }
+
+  result<std::vector<audit_entry>> list_audit(const audit_query& q) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<audit_entry> out;
+    for (const auto& e : audit_) {
+      if (e.id <= q.after || (q.ns && e.ns != q.ns))
+        continue;
+      if (out.size() == q.limit)
+        break;
+      out.push_back(e);
+    }
+    return out;
+  }
+
  private:
   static error unavailable() { return make_error(errc::unavailable, "database unavailable"); }
 
@@ -813,7 +898,33 @@ class memory_store final : public store, public proxy_store {
     if (r.pooled)
       return;
     events_.push_back(
-        host_event{next_event_++, r.host.id, type, r.host.status, at, r.host.last_error});
+        host_event{next_event_++, r.host.id, type, r.host.status, at, r.host.last_error, r.ns});
+  }
+
+  /// What pg_store's over_quota checks, under the store's one lock.
+  std::optional<error> over_quota(const std::string& ns, const namespace_quota& q, int cpus,
+                                  int memory_mib) const {
+    std::int64_t hosts = 0;
+    std::int64_t used_cpus = 0;
+    std::int64_t used_memory = 0;
+    for (const auto& [id, r] : hosts_) {
+      if (r.pooled || r.ns != ns || r.host.status == schema::host_status::error)
+        continue;
+      ++hosts;
+      used_cpus += r.host.cpus;
+      used_memory += r.host.memory_mib;
+    }
+    const auto exceeded = [](const char* what, std::int64_t limit) {
+      return make_error(errc::quota,
+                        "quota exceeded: " + std::string(what) + "=" + std::to_string(limit));
+    };
+    if (q.max_hosts && hosts + 1 > *q.max_hosts)
+      return exceeded("max_hosts", *q.max_hosts);
+    if (q.max_cpus && used_cpus + cpus > *q.max_cpus)
+      return exceeded("max_cpus", *q.max_cpus);
+    if (q.max_memory_mib && used_memory + memory_mib > *q.max_memory_mib)
+      return exceeded("max_memory_mib", *q.max_memory_mib);
+    return std::nullopt;
   }
 
   /// A free port of [lo, hi], or the one `holder` already leases.
@@ -887,7 +998,9 @@ class memory_store final : public store, public proxy_store {
   static std::string proxy_key(std::string_view ns, std::string_view name) {
     return std::string(ns) + "\n" + std::string(name);
   }
-  std::vector<host_event> events_;  // id order
+  std::vector<host_event> events_;        // id order
+  std::vector<api_key_record> api_keys_;  // insertion order
+  std::vector<audit_entry> audit_;        // id order
   std::int64_t next_event_ = 1;
   std::int64_t pruned_through_ = 0;
 };

@@ -288,6 +288,42 @@ TEST_F(FastCreatesTest, CreateClaimsAPoolMemberWithTheCallersOwnKeysAndEnv) {
   EXPECT_EQ(created().second, create_path::clone);
 }
 
+TEST_F(FastCreatesTest, APoolClaimCountsAgainstTheClaimersQuotaAndBecomesItsNamespaces) {
+  with_pool(3);
+  fill_pool();
+  build_templates();
+  fill_pool();
+  ASSERT_EQ(members().size(), 3U);
+  caller tenant;
+  tenant.admin = false;
+  tenant.key_id = "key-1";
+  tenant.ns = "team-a";
+  tenant.quota.max_hosts = 1;
+  auto req = schema::parse_create_host_request("{}");
+  ASSERT_TRUE(req);
+  auto first = service().create(*req, std::nullopt, tenant);
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->path, create_path::pool);
+  EXPECT_EQ(settled(first->host.id).ns, "team-a");
+  // The namespace is full: the next claim is refused and leaves the pool as it was.
+  auto second = service().create(*req, std::string("quota-key"), tenant);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, errc::quota);
+  EXPECT_EQ(second.error().message, "quota exceeded: max_hosts=1");
+  EXPECT_EQ(members().size(), 2U);
+  for (const auto& m : members()) {
+    EXPECT_TRUE(m.pooled);
+    EXPECT_EQ(m.ns, k_admin_namespace);
+  }
+  EXPECT_EQ(store_.key_count(), 0U) << "the refused create's key stays free";
+  // Another namespace's claim is its own, and invisible to the first.
+  caller other = tenant;
+  other.ns = "team-b";
+  auto theirs = service().create(*req, std::nullopt, other);
+  ASSERT_TRUE(theirs) << theirs.error().message;
+  EXPECT_EQ(service().get(theirs->host.id, tenant).error().code, errc::not_found);
+}
+
 TEST_F(FastCreatesTest, ClaimReplayIsTheSameHostAndSaysPool) {
   with_pool(1);
   fill_pool();

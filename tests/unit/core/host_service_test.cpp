@@ -61,6 +61,82 @@ class HostServiceTest : public ::testing::Test {
   std::unique_ptr<host_service> service_;
 };
 
+caller scoped(std::string ns, namespace_quota quota = {}) {
+  caller c;
+  c.admin = false;
+  c.key_id = "key-" + ns;
+  c.ns = std::move(ns);
+  c.quota = quota;
+  return c;
+}
+
+TEST_F(HostServiceTest, AScopedCallersHostIsItsNamespacesAndAnotherNamespaceFindsNoSuchHost) {
+  cfg_.ssh_port_max = 30009;
+  const auto a = scoped("team-a");
+  const auto b = scoped("team-b");
+  auto req = schema::parse_create_host_request("{}");
+  ASSERT_TRUE(req);
+  auto mine = service().create(*req, std::nullopt, a);
+  ASSERT_TRUE(mine) << mine.error().message;
+  const auto id = mine->host.id;
+  ASSERT_EQ(settled(id).status, host_status::active);
+  EXPECT_EQ(store_.get_host(id)->ns, "team-a");
+  EXPECT_TRUE(service().get(id, a));
+  EXPECT_TRUE(service().get(id)) << "an admin sees every namespace";
+  for (const auto& e :
+       {service().get(id, b).error(), service().renew(id, schema::renew_request{}, b).error(),
+        service().remove(id, b).error(), service().console(id, 100, b).error()}) {
+    EXPECT_EQ(e.code, errc::not_found);
+    EXPECT_EQ(e.message, "host not found") << "existence is not revealed";
+  }
+  EXPECT_EQ(service().get(id)->status, host_status::active) << "b changed nothing";
+  auto theirs = service().create(*req, std::nullopt, b);
+  ASSERT_TRUE(theirs);
+  settled(theirs->host.id);
+  const auto listed_a = service().list({}, a).value().hosts;
+  ASSERT_EQ(listed_a.size(), 1U);
+  EXPECT_EQ(listed_a[0].id, id);
+  EXPECT_EQ(service().list({}).value().hosts.size(), 2U);
+  EXPECT_TRUE(service().remove(id, a));
+}
+
+TEST_F(HostServiceTest, AScopedCreateOverItsQuotaIsRefusedAndKeepsNothing) {
+  cfg_.ssh_port_max = 30009;
+  const auto a = scoped("team-a", namespace_quota{2, std::nullopt, 2048});
+  auto req = schema::parse_create_host_request("{}");
+  ASSERT_TRUE(req);
+  ASSERT_TRUE(service().create(*req, std::nullopt, a));
+  const auto rows_before = store_.port_count();
+  auto over_memory = schema::parse_create_host_request(R"({"memory_mib": 2048})");
+  auto refused = service().create(*over_memory, std::string("k1"), a);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, errc::quota);
+  EXPECT_EQ(refused.error().message, "quota exceeded: max_memory_mib=2048");
+  EXPECT_EQ(store_.port_count(), rows_before);
+  EXPECT_EQ(store_.key_count(), 0U);
+  ASSERT_TRUE(service().create(*req, std::nullopt, a));
+  auto third = service().create(*req, std::nullopt, a);
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().message, "quota exceeded: max_hosts=2");
+  // Admins have no quota; nor does another namespace share this one's.
+  EXPECT_TRUE(service().create(*req, std::nullopt));
+  EXPECT_TRUE(service().create(*req, std::nullopt, scoped("team-b", namespace_quota{1, {}, {}})));
+}
+
+TEST_F(HostServiceTest, OneIdempotencyKeyInTwoNamespacesIsTwoHosts) {
+  auto req = schema::parse_create_host_request("{}");
+  ASSERT_TRUE(req);
+  auto a = service().create(*req, std::string("same"), scoped("team-a"));
+  auto b = service().create(*req, std::string("same"), scoped("team-b"));
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE(a->created && b->created);
+  EXPECT_NE(a->host.id, b->host.id);
+  auto again = service().create(*req, std::string("same"), scoped("team-a"));
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->host.id, a->host.id);
+}
+
 TEST_F(HostServiceTest, CreateReachesActiveWithPinnedKnownHostsAndLeaseFromActivation) {
   auto c = create("{}");
   ASSERT_TRUE(c);

@@ -60,7 +60,7 @@ TEST_F(ReaperTest, APassPrunesEventsPastTheirRetentionAndKeepsNewerOnes) {
   clock_.advance(std::chrono::hours(2));
   const auto new_host = settled_host(R"({"expires_at": null})");
   reaper_->run_once();
-  const auto kept = store_.list_events({old_events.back().id, {}, {}, 0});
+  const auto kept = store_.list_events({old_events.back().id, {}, {}, 0, {}});
   ASSERT_TRUE(kept.has_value()) << kept.error().message;
   ASSERT_FALSE(kept->empty());
   for (const auto& e : *kept) {

@@ -113,7 +113,11 @@ TEST(ListedOperations, LitterboxListsEveryOperationDrukboxOnlyItsOwn) {
                  {"GET", "/metrics"},
                  {"GET", "/openapi.json"},
                  {"GET", "/events"},
-                 {"GET", "/hosts/{host_id}/events"}}));
+                 {"GET", "/hosts/{host_id}/events"},
+                 {"GET", "/keys"},
+                 {"POST", "/keys"},
+                 {"DELETE", "/keys/{key_id}"},
+                 {"GET", "/audit"}}));
   EXPECT_EQ(listed_operations(wire_profile::drukbox),
             (ops{{"GET", "/hosts"},
                  {"POST", "/hosts"},
@@ -192,6 +196,20 @@ TEST(MethodLabel, KeepsStandardMethodsAndFoldsEveryOtherIntoOne) {
   EXPECT_EQ(method_label("get"), "other");
   EXPECT_EQ(method_label("XYZZY-0190b2"), "other");
   EXPECT_EQ(method_label(""), "other");
+}
+
+TEST(Routes, KeysAndAuditAreAdminOnlyAndServedInTheLitterboxProfileAlone) {
+  for (const auto* path : {"/keys", "/keys/01890a5d-ac96-774b-bcce-b302099a8057", "/audit"}) {
+    const auto m = match_route(path);
+    ASSERT_TRUE(m) << path;
+    EXPECT_TRUE(m->matched->admin_only) << path;
+    EXPECT_FALSE(match_route(std::string("/drukbox") + path)) << path;
+  }
+  for (const auto& r : routes()) {
+    if (r.id != route_id::keys && r.id != route_id::key && r.id != route_id::audit) {
+      EXPECT_FALSE(r.admin_only) << r.path << ": scoped keys may call every host route";
+    }
+  }
 }
 
 TEST(ParseQuery, DecodesRepeatedNamesInOrder) {
