@@ -95,6 +95,9 @@ error error_from_response(int status, std::string_view body) {
     case 409:
       code = errc::conflict;
       break;
+    case 429:
+      code = errc::quota;
+      break;
     case 502:
       code = errc::provisioning_failed;
       break;
@@ -127,6 +130,22 @@ error error_from_response(int status, std::string_view body) {
       }
     }
   }
+  return e;
+}
+
+error error_from_response(const http_response& r) {
+  error e = error_from_response(r.status, r.body);
+  if (r.status != 429) {
+    return e;
+  }
+  const auto it = r.headers.find("retry-after");
+  if (it == r.headers.end() || it->second.empty()) {
+    return e;
+  }
+  const bool seconds = std::all_of(it->second.begin(), it->second.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c));
+  });
+  e.message += " (retry after " + it->second + (seconds ? " s)" : ")");
   return e;
 }
 
@@ -278,7 +297,7 @@ result<created_host> client::create_host(const create_options& o) {
     return r.error();
   }
   if (r->status != 201 && r->status != 202 && r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   auto h = parse_host(*r);
   if (!h) {
@@ -294,7 +313,7 @@ result<host> client::get_host(std::string_view id) {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return parse_host(*r);
 }
@@ -325,7 +344,7 @@ result<std::vector<host>> client::list_hosts(const list_options& o) {
       return r.error();
     }
     if (r->status != 200) {
-      return error_from_response(r->status, r->body);
+      return error_from_response(*r);
     }
     const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
     if (!j.is_array()) {
@@ -377,7 +396,7 @@ result<host> client::renew_host(std::string_view id, const renew_options& o) {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return parse_host(*r);
 }
@@ -394,7 +413,7 @@ result<void> client::delete_host(std::string_view id) {
     return {};
   }
   if (r->status != 204 && r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return {};
 }
@@ -447,7 +466,7 @@ result<std::string> client::console(std::string_view id, std::optional<std::size
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return std::move(r->body);
 }
@@ -458,7 +477,7 @@ result<doctor_report> client::doctor() {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   auto report = schema::doctor_from_json(r->body);
   if (!report) {
@@ -476,7 +495,7 @@ result<void> expect_status(const http_response& r, std::initializer_list<int> ok
       (unanswered_before && r.status == confirms)) {
     return {};
   }
-  return error_from_response(r.status, r.body);
+  return error_from_response(r);
 }
 
 }  // namespace
@@ -533,7 +552,7 @@ result<std::vector<http_proxy_info>> client::list_http_proxies() {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   const auto j = nlohmann::json::parse(r->body, nullptr, false);
   if (!j.is_array()) {
@@ -663,12 +682,12 @@ result<void> client::follow_events(const std::optional<std::string>& host_id,
       last = parser.last_id();  // the stream's own starting point counts too
     }
     if (r && r->status != 200 && r->status != 503) {
-      return error_from_response(r->status, r->body);
+      return error_from_response(*r);
     }
     // Dropped, ended or 503: reconnect after a backoff, for at most request_timeout without
     // a single event.
     if (env_.now() - failing_since > config_.request_timeout) {
-      return r ? error_from_response(r->status, r->body) : r.error();
+      return r ? error_from_response(*r) : r.error();
     }
     ++attempt;
     env_.sleep(backoff_delay(policy_, attempt, env_.uniform(), std::nullopt));

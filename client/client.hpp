@@ -72,9 +72,13 @@ struct http_proxy_info {
 };
 
 /// Turns a non-success response into the matching error: 401/403 auth, 404 not_found,
-/// 409 conflict, 502 provisioning_failed, 503 unavailable, else api_error (message carries
-/// the status). The message is the body's `detail`; a 422 list also fills `issues`.
+/// 409 conflict, 429 quota, 502 provisioning_failed, 503 unavailable, else api_error
+/// (message carries the status). The message is the body's `detail`; a 422 list also fills
+/// `issues`.
 error error_from_response(int status, std::string_view body);
+/// The same, and a 429's message ends with when to retry, from its Retry-After header
+/// ("quota exceeded: max_hosts=5 (retry after 30 s)").
+error error_from_response(const http_response& response);
 
 /// The `after` cursor of the rel="next" link in a Link header; nullopt when there is none.
 std::optional<std::string> next_cursor(std::string_view link_header);

@@ -33,6 +33,7 @@ constexpr const char* k_exit_codes = R"(Exit codes:
   5    provisioning failed (the host went to status error)
   6    service unavailable, unreachable, or a wait timed out
   7    conflict: the host's state forbids the operation
+  8    quota or rate limit hit (HTTP 429; the message says when to retry)
   255  SSH failure (connection, authentication, host key mismatch)
   exec and ssh exit with the remote command's exit code.
 

@@ -60,6 +60,8 @@ int exit_code_for(const error& e) {
     case errc::ssh:
     case errc::host_key_mismatch:
       return exit_code::ssh;
+    case errc::quota:
+      return exit_code::quota;
   }
   return exit_code::api;
 }

@@ -20,6 +20,7 @@ inline constexpr int auth = 4;
 inline constexpr int provisioning_failed = 5;
 inline constexpr int unavailable = 6;  ///< 503, unreachable service, or a wait that timed out
 inline constexpr int conflict = 7;     ///< the host's state forbids the operation
+inline constexpr int quota = 8;        ///< 429: a quota or rate limit was hit
 inline constexpr int ssh = 255;        ///< SSH connection, authentication or host key failed
 }  // namespace exit_code
 
