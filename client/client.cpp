@@ -694,4 +694,207 @@ result<void> client::follow_events(const std::optional<std::string>& host_id,
   }
 }
 
+namespace {
+
+http_request stream_request(const client_config& config, const std::string& path,
+                            std::optional<std::int64_t> last_event_id) {
+  http_request req;
+  req.method = "GET";
+  req.url = config.url + path;
+  req.headers.emplace_back("Accept", "text/event-stream");
+  req.headers.emplace_back("User-Agent", "litterbox-client/0.1");
+  if (!config.token.empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + config.token);
+  }
+  if (last_event_id) {
+    req.headers.emplace_back("Last-Event-ID", std::to_string(*last_event_id));
+  }
+  return req;
+}
+
+/// The server writes a comment at least every 15 s: silence for longer is a dead stream.
+constexpr std::chrono::milliseconds k_stream_silence{45000};
+
+/// A create is over once its host is active, in error, or being (or done being) deleted.
+bool create_is_over(schema::host_status s) {
+  return s == schema::host_status::active || s == schema::host_status::error ||
+         s == schema::host_status::deleting;
+}
+
+/// The outcome of a create whose host is in a status where create_is_over.
+result<host> create_outcome(host h) {
+  switch (h.status) {
+    case schema::host_status::active:
+      return h;
+    case schema::host_status::error:
+      return make_error(errc::provisioning_failed,
+                        h.last_error.empty() ? "host is in status error" : h.last_error);
+    default:
+      return make_error(errc::conflict, "host " + h.id + " was deleted before it became active");
+  }
+}
+
+error create_timed_out(const std::string& id, std::optional<schema::host_status> last) {
+  return make_error(errc::timeout,
+                    "host " + id + " did not become active in time" +
+                        (last ? " (still " + std::string(schema::to_string(*last)) + ")" : ""));
+}
+
+}  // namespace
+
+result<std::int64_t> client::newest_event_id() {
+  auto req = stream_request(config_, "/events", std::nullopt);
+  req.timeout = config_.request_timeout;
+  req.stream_limit = config_.request_timeout;
+  sse_parser parser;
+  std::optional<error> bad;
+  auto r = transport_->stream(req, [&](std::string_view bytes) {
+    if (auto events = parser.feed(bytes); !events) {
+      bad = events.error();
+      return false;
+    }
+    return !parser.last_id().has_value();  // the opening message names it: done
+  });
+  if (bad) {
+    return *bad;
+  }
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(*r);
+  }
+  if (!parser.last_id()) {
+    return make_error(errc::bad_response, "the event stream ended before it named an event id");
+  }
+  return *parser.last_id();
+}
+
+struct client::stream_end {
+  schema::host_status status = schema::host_status::provisioning;
+  std::string last_error;
+};
+
+result<client::stream_end> client::follow_create_stream(
+    const std::string& id, std::int64_t after, std::chrono::steady_clock::time_point deadline,
+    const std::function<void(schema::host_status)>& draw) {
+  std::int64_t cursor = after;
+  int attempt = 0;
+  for (;;) {
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
+    if (remaining.count() <= 0) {
+      return make_error(errc::timeout, "deadline");
+    }
+    auto req = stream_request(config_, "/hosts/" + encode(id) + "/events", cursor);
+    req.timeout = std::min(k_stream_silence, remaining);
+    req.stream_limit = remaining;
+    sse_parser parser;
+    bool opened = false;
+    bool late = false;
+    std::optional<error> bad;
+    std::optional<stream_end> end;
+    auto r = transport_->stream(req, [&](std::string_view bytes) {
+      opened = true;
+      auto events = parser.feed(bytes);
+      if (!events) {
+        bad = events.error();
+        return false;
+      }
+      for (const auto& e : *events) {
+        cursor = e.id;
+        attempt = 0;
+        const auto status = schema::parse_host_status(e.status);
+        if (!status) {
+          bad = make_error(errc::bad_response, "the service sent an event with status " + e.status);
+          return false;
+        }
+        draw(*status);
+        if (e.type == "deleted" || create_is_over(*status)) {
+          end = stream_end{e.type == "deleted" ? schema::host_status::deleting : *status,
+                           e.last_error};
+          return false;
+        }
+      }
+      if (env_.now() >= deadline) {
+        late = true;  // keep-alives alone must not keep the create waiting
+        return false;
+      }
+      return true;
+    });
+    if (end) {
+      return *end;
+    }
+    if (late || env_.now() >= deadline) {
+      return make_error(errc::timeout, "deadline");
+    }
+    if (bad) {
+      return *bad;
+    }
+    // Not answered with a stream at all (no route, 410, 503, unreachable): not resumable.
+    if (!opened || (r && r->status != 200)) {
+      return r ? error_from_response(*r) : r.error();
+    }
+    // It was open and dropped or ended: resume after the last event it carried.
+    ++attempt;
+    const auto delay = backoff_delay(policy_, attempt, env_.uniform(), std::nullopt);
+    if (env_.now() + delay >= deadline) {
+      return make_error(errc::timeout, "deadline");
+    }
+    env_.sleep(delay);
+  }
+}
+
+result<host> client::follow_create(const host& initial, std::optional<std::int64_t> after,
+                                   std::chrono::milliseconds timeout,
+                                   const std::function<void(schema::host_status)>& on_status) {
+  if (create_is_over(initial.status)) {
+    return create_outcome(initial);  // e.g. a replay of a create that already ended
+  }
+  const auto deadline = env_.now() + timeout;
+  std::optional<schema::host_status> drawn;
+  const auto draw = [&](schema::host_status s) {
+    if (drawn != s) {
+      drawn = s;
+      if (on_status) {
+        on_status(s);
+      }
+    }
+  };
+  if (after) {
+    auto end = follow_create_stream(initial.id, *after, deadline, draw);
+    if (end) {
+      auto h = get_host(initial.id);
+      if (end->status == schema::host_status::active) {
+        if (!h) {
+          return h.error();
+        }
+        if (create_is_over(h->status)) {
+          return create_outcome(std::move(*h));  // active, or already failed since
+        }
+      } else {
+        if (end->status == schema::host_status::error) {
+          // The host's own last_error is the final word; the event's if the host is gone.
+          return make_error(errc::provisioning_failed, h && !h->last_error.empty() ? h->last_error
+                                                       : !end->last_error.empty()
+                                                           ? end->last_error
+                                                           : "host is in status error");
+        }
+        return make_error(errc::conflict,
+                          "host " + initial.id + " was deleted before it became active");
+      }
+    } else if (end.error().code == errc::timeout) {
+      return create_timed_out(initial.id, drawn);
+    }
+    // No stream here, or it broke for good: polling still gets the create to its end.
+  }
+  const auto remaining =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
+  if (remaining.count() <= 0) {
+    return create_timed_out(initial.id, drawn);
+  }
+  return wait_for(initial.id, schema::host_status::active, remaining,
+                  [&](const host& h) { draw(h.status); });
+}
+
 }  // namespace litterbox::client

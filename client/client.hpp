@@ -139,6 +139,24 @@ class client {
   result<schema::host> wait_for(std::string_view id, schema::host_status wanted,
                                 std::chrono::milliseconds timeout,
                                 const std::function<void(const schema::host&)>& on_change = {});
+  /// The id of the newest event, as GET /events announces it when it opens (the stream is
+  /// closed right after): following from it later misses nothing that happens after this
+  /// call. Errors: not_found or api_error (404/405: no event stream here, as in the drukbox
+  /// profile), auth, bad_response (no id before the stream ended), unavailable.
+  result<std::int64_t> newest_event_id();
+  /// Waits until the host `initial` (a create's answer) is active and reports each status
+  /// it goes through, once, in order, as it happens. With `after` (newest_event_id taken
+  /// before the create, so that no change is missed) it reads GET /hosts/{id}/events; a
+  /// stream that drops is resumed with Last-Event-ID. Without `after`, or when the stream
+  /// cannot be opened (404/405 from a server without it, 410, any error) or resumed, it
+  /// polls like wait_for. Gives up at `timeout`, whatever the stream does; once a terminal
+  /// status is seen, fetches the host once for the final object. Errors:
+  /// provisioning_failed (the host ended in error; message = its last_error), conflict (it
+  /// was deleted meanwhile), timeout, and those of get_host.
+  result<schema::host> follow_create(
+      const schema::host& initial, std::optional<std::int64_t> after,
+      std::chrono::milliseconds timeout,
+      const std::function<void(schema::host_status)>& on_status = {});
   /// GET /hosts/{id}/console: the tail of the guest's serial console.
   result<std::string> console(std::string_view id, std::optional<std::size_t> bytes = {});
   /// GET /doctor.
@@ -181,6 +199,11 @@ class client {
                              const std::string& body,
                              std::vector<std::pair<std::string, std::string>> extra_headers,
                              std::chrono::milliseconds budget, bool* unanswered_before = nullptr);
+  /// What follow_create's stream phase saw last: the terminal event, or why it stopped.
+  struct stream_end;
+  result<stream_end> follow_create_stream(const std::string& id, std::int64_t after,
+                                          std::chrono::steady_clock::time_point deadline,
+                                          const std::function<void(schema::host_status)>& draw);
 
   client_config config_;
   std::unique_ptr<transport> transport_;

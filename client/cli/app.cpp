@@ -54,6 +54,7 @@ struct options {
   std::vector<std::string> ssh_key_files;
   std::optional<std::string> idempotency_key;
   bool async = false;
+  std::string progress = "auto";
   bool json = false;
   // ls
   std::vector<std::string> statuses;
@@ -192,10 +193,17 @@ int cmd_create(const options& o) {
     }
     opts->ssh_authorized_keys = std::vector<std::string>{pair->public_line};
   }
-  const bool progress = !o.async && isatty(STDERR_FILENO) != 0;
-  // On a terminal, create asynchronously and poll so the user sees the states go by.
+  // With progress, create asynchronously and draw the states as the host goes through them.
+  const bool progress =
+      !o.async && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO) != 0));
+  std::optional<std::int64_t> events_from;
   if (progress) {
     opts->async = true;
+    // Where the event stream stands before the create: following the host from there misses
+    // none of its changes. A server without the stream (or any failure) means polling.
+    if (auto newest = c->newest_event_id()) {
+      events_from = *newest;
+    }
   }
   auto created = c->create_host(*opts);
   if (!created) {
@@ -225,8 +233,9 @@ int cmd_create(const options& o) {
   }
   if (progress && h.status != schema::host_status::active) {
     std::cerr << "creating " << h.id << " (" << h.name << ")\n";
-    auto done = c->wait_for(h.id, schema::host_status::active, c->config().create_timeout,
-                            [](const schema::host& seen) { std::cerr << render_progress(seen); });
+    auto done =
+        c->follow_create(h, events_from, c->config().create_timeout,
+                         [](schema::host_status seen) { std::cerr << render_progress(seen); });
     if (!done) {
       if (exit_code_for(done.error()) == exit_code::provisioning_failed) {
         std::cerr << "litterbox: host " << h.id << " failed; see `litterbox get " << h.id
@@ -689,6 +698,11 @@ int run(int argc, char** argv) {
   create->add_option("--idempotency-key", o.idempotency_key,
                      "Idempotency-Key (default: a fresh one; reuse it to retry safely)");
   create->add_flag("--async", o.async, "Return at once with the host still provisioning");
+  create
+      ->add_option("--progress", o.progress,
+                   "Draw each status on stderr as it happens (from the event stream, else by "
+                   "polling): auto (when stderr is a terminal), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   add_json(create, o);
 
   auto* ls = app.add_subcommand("ls", "List hosts, newest first");

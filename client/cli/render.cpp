@@ -138,32 +138,41 @@ std::string render_host(const schema::host& h, const std::optional<std::string>&
   return out;
 }
 
-std::string render_host_table(const std::vector<schema::host>& hosts) {
-  constexpr std::size_t k_columns = 6;
-  std::vector<std::array<std::string, k_columns>> rows;
-  rows.push_back({"ID", "NAME", "STATUS", "IMAGE", "SSH", "EXPIRES"});
-  for (const auto& h : hosts) {
-    rows.push_back({h.id, h.name, std::string(schema::to_string(h.status)), h.image, ssh_address(h),
-                    h.expires_at ? short_time(*h.expires_at) : "never"});
-  }
-  std::array<std::size_t, k_columns> width{};
+namespace {
+
+/// Rows (the first is the header) as columns padded to their widest cell, two spaces apart.
+std::string aligned(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
   for (const auto& row : rows) {
-    for (std::size_t i = 0; i < k_columns; ++i) {
+    width.resize(std::max(width.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) {
       width[i] = std::max(width[i], row[i].size());
     }
   }
   std::string out;
   for (const auto& row : rows) {
     std::string line;
-    for (std::size_t i = 0; i < k_columns; ++i) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < k_columns) {
+      if (i + 1 < row.size()) {
         line += std::string(width[i] - row[i].size() + 2, ' ');
       }
     }
     out += line + "\n";
   }
   return out;
+}
+
+}  // namespace
+
+std::string render_host_table(const std::vector<schema::host>& hosts) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"ID", "NAME", "STATUS", "IMAGE", "SSH", "EXPIRES"});
+  for (const auto& h : hosts) {
+    rows.push_back({h.id, h.name, std::string(schema::to_string(h.status)), h.image, ssh_address(h),
+                    h.expires_at ? short_time(*h.expires_at) : "never"});
+  }
+  return aligned(rows);
 }
 
 std::string render_host_json(const schema::host& h, const std::optional<std::string>& key_file) {
@@ -206,8 +215,8 @@ std::string render_doctor(const doctor_report& report) {
   return out;
 }
 
-std::string render_progress(const schema::host& h) {
-  return "  " + std::string(schema::to_string(h.status)) + "\n";
+std::string render_progress(schema::host_status status) {
+  return "  " + std::string(schema::to_string(status)) + "\n";
 }
 
 }  // namespace litterbox::client::cli

@@ -49,6 +49,6 @@ std::string render_hosts_json(const std::vector<schema::host>& hosts);
 std::string render_doctor(const doctor_report& report);
 
 /// One progress line for a status change during create ("  pulling_image").
-std::string render_progress(const schema::host& h);
+std::string render_progress(schema::host_status status);
 
 }  // namespace litterbox::client::cli
