@@ -199,7 +199,8 @@ client::client(client_config config, std::unique_ptr<transport> transport, retry
 result<http_response> client::call(const std::string& method, const std::string& path_and_query,
                                    const std::string& body,
                                    std::vector<std::pair<std::string, std::string>> extra_headers,
-                                   std::chrono::milliseconds budget, bool* unanswered_before) {
+                                   std::chrono::milliseconds budget, bool* unanswered_before,
+                                   bool retry_unanswered) {
   http_request req;
   req.method = method;
   req.url = config_.url + path_and_query;
@@ -235,6 +236,9 @@ result<http_response> client::call(const std::string& method, const std::string&
       return r;
     }
     unanswered = unanswered || !r;
+    if (!r && !retry_unanswered) {
+      return r;
+    }
     std::optional<std::chrono::milliseconds> after;
     if (r) {
       after = retry_after(*r, wall_now_());
@@ -895,6 +899,239 @@ result<host> client::follow_create(const host& initial, std::optional<std::int64
   }
   return wait_for(initial.id, schema::host_status::active, remaining,
                   [&](const host& h) { draw(h.status); });
+}
+
+namespace {
+
+/// An optional string member: absent or null → nullopt; anything else but a string → false.
+bool optional_string(const nlohmann::ordered_json& j, const char* name,
+                     std::optional<std::string>& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || it->is_null()) {
+    out.reset();
+    return true;
+  }
+  if (!it->is_string()) {
+    return false;
+  }
+  out = it->get<std::string>();
+  return true;
+}
+
+bool optional_int(const nlohmann::ordered_json& j, const char* name, std::optional<int>& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || it->is_null()) {
+    out.reset();
+    return true;
+  }
+  if (!it->is_number_integer()) {
+    return false;
+  }
+  out = it->get<int>();
+  return true;
+}
+
+bool required_string(const nlohmann::ordered_json& j, const char* name, std::string& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || !it->is_string()) {
+    return false;
+  }
+  out = it->get<std::string>();
+  return true;
+}
+
+/// An id or status the server may write as a number or a string, as text.
+bool scalar_text(const nlohmann::ordered_json& j, const char* name, std::string& out) {
+  const auto it = j.find(name);
+  if (it == j.end()) {
+    return false;
+  }
+  if (it->is_string()) {
+    out = it->get<std::string>();
+    return true;
+  }
+  if (it->is_number_integer()) {
+    out = std::to_string(it->get<std::int64_t>());
+    return true;
+  }
+  return false;
+}
+
+std::optional<key_info> key_from_json(const nlohmann::ordered_json& j) {
+  key_info k;
+  if (!j.is_object() || !required_string(j, "id", k.id) ||
+      !required_string(j, "namespace", k.namespace_name) || !optional_string(j, "name", k.name) ||
+      !required_string(j, "created_at", k.created_at)) {
+    return std::nullopt;
+  }
+  if (const auto q = j.find("quota"); q != j.end() && !q->is_null()) {
+    if (!q->is_object() || !optional_int(*q, "max_hosts", k.quota.max_hosts) ||
+        !optional_int(*q, "max_cpus", k.quota.max_cpus) ||
+        !optional_int(*q, "max_memory_mib", k.quota.max_memory_mib)) {
+      return std::nullopt;
+    }
+  }
+  k.json = j.dump();
+  return k;
+}
+
+std::optional<audit_record> audit_from_json(const nlohmann::ordered_json& j) {
+  audit_record a;
+  if (!j.is_object() || !scalar_text(j, "id", a.id) || !required_string(j, "at", a.at) ||
+      !optional_string(j, "key_id", a.key_id) ||
+      !required_string(j, "namespace", a.namespace_name) ||
+      !required_string(j, "action", a.action) || !optional_string(j, "host_id", a.host_id) ||
+      !scalar_text(j, "status", a.status)) {
+    return std::nullopt;
+  }
+  // A call refused before a request id was assigned may leave it out.
+  if (const auto it = j.find("request_id"); it != j.end() && it->is_string()) {
+    a.request_id = it->get<std::string>();
+  }
+  a.json = j.dump();
+  return a;
+}
+
+}  // namespace
+
+result<created_key> client::create_key(const key_request& request) {
+  if (request.namespace_name.empty()) {
+    return make_error(errc::invalid_argument, "a key needs a namespace");
+  }
+  nlohmann::ordered_json body = nlohmann::ordered_json::object();
+  body["namespace"] = request.namespace_name;
+  if (request.name) {
+    body["name"] = *request.name;
+  }
+  const auto& q = request.quota;
+  if (q.max_hosts || q.max_cpus || q.max_memory_mib) {
+    nlohmann::ordered_json quota = nlohmann::ordered_json::object();
+    if (q.max_hosts) {
+      quota["max_hosts"] = *q.max_hosts;
+    }
+    if (q.max_cpus) {
+      quota["max_cpus"] = *q.max_cpus;
+    }
+    if (q.max_memory_mib) {
+      quota["max_memory_mib"] = *q.max_memory_mib;
+    }
+    body["quota"] = std::move(quota);
+  }
+  // No Idempotency-Key on this route: a retry after an attempt that got no answer could
+  // mint a second key, so only answered 503s are retried.
+  auto r = call("POST", "/keys", body.dump(), {}, config_.request_timeout, nullptr, false);
+  if (!r) {
+    return make_error(
+        errc::unavailable,
+        r.error().message + " (the key may have been created: see `litterbox keys ls`)");
+  }
+  if (r->status != 201 && r->status != 200) {
+    return error_from_response(*r);
+  }
+  const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+  auto info = key_from_json(j);
+  if (!info || !j.contains("key") || !j["key"].is_string() || j["key"].get<std::string>().empty()) {
+    return make_error(errc::bad_response, "the service sent a malformed key");
+  }
+  created_key out{std::move(*info), j["key"].get<std::string>(), j.dump()};
+  // key_info never holds the secret, not even in its copy of the JSON.
+  auto listed = nlohmann::ordered_json::parse(out.info.json);
+  listed.erase("key");
+  out.info.json = listed.dump();
+  return out;
+}
+
+result<std::vector<key_info>> client::list_keys() {
+  auto r = call("GET", "/keys", "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(*r);
+  }
+  const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+  if (!j.is_array()) {
+    return make_error(errc::bad_response, "the service sent a key list that is not an array");
+  }
+  std::vector<key_info> out;
+  for (const auto& item : j) {
+    auto k = key_from_json(item);
+    if (!k) {
+      return make_error(errc::bad_response, "the service sent a malformed key");
+    }
+    out.push_back(std::move(*k));
+  }
+  return out;
+}
+
+result<void> client::delete_key(std::string_view id) {
+  bool unanswered_before = false;
+  auto r =
+      call("DELETE", "/keys/" + encode(id), "", {}, config_.request_timeout, &unanswered_before);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {204, 200}, unanswered_before, 404);
+}
+
+result<std::vector<audit_record>> client::list_audit(const audit_options& o) {
+  if (o.limit && *o.limit <= 0) {
+    return make_error(errc::invalid_argument, "limit must be positive");
+  }
+  std::vector<audit_record> out;
+  std::optional<std::string> after = o.after;
+  for (;;) {
+    std::string query;
+    auto add = [&query](std::string_view k, std::string_view v) {
+      query += query.empty() ? "?" : "&";
+      query += std::string(k) + "=" + encode(v);
+    };
+    if (o.namespace_name) {
+      add("namespace", *o.namespace_name);
+    }
+    if (after) {
+      add("after", *after);
+    }
+    if (o.limit) {
+      add("limit", std::to_string(*o.limit - static_cast<int>(out.size())));
+    }
+    auto r = call("GET", "/audit" + query, "", {}, config_.request_timeout);
+    if (!r) {
+      return r.error();
+    }
+    if (r->status != 200) {
+      return error_from_response(*r);
+    }
+    const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+    if (!j.is_array()) {
+      return make_error(errc::bad_response, "the service sent an audit log that is not an array");
+    }
+    for (const auto& item : j) {
+      auto a = audit_from_json(item);
+      if (!a) {
+        return make_error(errc::bad_response, "the service sent a malformed audit record");
+      }
+      out.push_back(std::move(*a));
+    }
+    if (j.empty() || (o.limit && static_cast<int>(out.size()) >= *o.limit)) {
+      if (o.limit && static_cast<int>(out.size()) > *o.limit) {
+        out.resize(static_cast<std::size_t>(*o.limit));
+      }
+      return out;
+    }
+    // The next page: where the server's rel="next" link says, else after the last record.
+    std::optional<std::string> cursor;
+    if (const auto link = r->headers.find("link"); link != r->headers.end()) {
+      cursor = next_cursor(link->second);
+    }
+    if (!cursor) {
+      cursor = out.back().id;
+    }
+    if (cursor == after) {
+      return out;  // a cursor that does not move would loop forever
+    }
+    after = std::move(cursor);
+  }
 }
 
 }  // namespace litterbox::client

@@ -109,6 +109,57 @@ class sse_parser {
   std::optional<std::int64_t> last_id_;
 };
 
+/// The limits of a namespace (API.md "Tenants: scoped keys"); nullopt: no limit.
+struct key_quota {
+  std::optional<int> max_hosts;
+  std::optional<int> max_cpus;
+  std::optional<int> max_memory_mib;
+};
+
+/// What POST /keys asks for.
+struct key_request {
+  std::string namespace_name;
+  std::optional<std::string> name;
+  key_quota quota;
+};
+
+/// A scoped key as GET /keys lists it (never the secret).
+struct key_info {
+  std::string id;
+  std::string namespace_name;
+  std::optional<std::string> name;
+  key_quota quota;
+  std::string created_at;  ///< RFC 3339, as the server wrote it
+  std::string json;        ///< the object as the server sent it
+};
+
+/// POST /keys' answer: the key and, this once, its secret.
+struct created_key {
+  key_info info;
+  std::string key;   ///< the secret (`lbk_…`); the server never shows it again
+  std::string json;  ///< the 201 body as the server sent it, key included
+};
+
+/// One GET /audit record: who (key_id; null for an admin token), what, when, the outcome.
+struct audit_record {
+  std::string id;  ///< the cursor for `after` (the server's id, integer or string)
+  std::string at;
+  std::optional<std::string> key_id;
+  std::string namespace_name;
+  std::string action;
+  std::optional<std::string> host_id;
+  std::string request_id;
+  std::string status;  ///< the outcome as the server wrote it (an HTTP status)
+  std::string json;    ///< the object as the server sent it
+};
+
+/// GET /audit filters.
+struct audit_options {
+  std::optional<std::string> namespace_name;
+  std::optional<std::string> after;  ///< start after this record id
+  std::optional<int> limit;          ///< at most this many records in total
+};
+
 /// A blocking client of the host API (API.md). Calls are retried with jittered backoff on
 /// transport failures and 503 — creates too, always under an Idempotency-Key, so a retry
 /// never makes a second VM. Not thread-safe: use one client per thread.
@@ -190,6 +241,22 @@ class client {
   /// GET /http-proxies, by name.
   result<std::vector<http_proxy_info>> list_http_proxies();
 
+  // Tenants (API.md "Tenants: scoped keys"); admin tokens only.
+
+  /// POST /keys. Not retried after an attempt that got no answer (a second key would be
+  /// minted); 503s are retried. Errors: invalid_argument (empty namespace), api_error (422),
+  /// auth, unavailable.
+  result<created_key> create_key(const key_request& request);
+  /// GET /keys.
+  result<std::vector<key_info>> list_keys();
+  /// DELETE /keys/{id}; a 404 after an unanswered attempt is success (it was revoked).
+  /// Errors: not_found, auth, unavailable.
+  result<void> delete_key(std::string_view id);
+  /// GET /audit, oldest first, following pages (rel="next" links, else `after` the last
+  /// record) to the end or `limit`. Errors: invalid_argument (limit not positive), auth,
+  /// api_error (422), bad_response, unavailable.
+  result<std::vector<audit_record>> list_audit(const audit_options& options = {});
+
   const client_config& config() const { return config_; }
 
  private:
@@ -198,7 +265,8 @@ class client {
   result<http_response> call(const std::string& method, const std::string& path_and_query,
                              const std::string& body,
                              std::vector<std::pair<std::string, std::string>> extra_headers,
-                             std::chrono::milliseconds budget, bool* unanswered_before = nullptr);
+                             std::chrono::milliseconds budget, bool* unanswered_before = nullptr,
+                             bool retry_unanswered = true);
   /// What follow_create's stream phase saw last: the terminal event, or why it stopped.
   struct stream_end;
   result<stream_end> follow_create_stream(const std::string& id, std::int64_t after,
