@@ -586,12 +586,16 @@ result<std::vector<http_proxy_info>> client::list_http_proxies() {
 }
 
 result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
-  buffer_.append(bytes);
   std::vector<host_event> out;
+  if (ended_) {
+    return out;  // nothing after the server's error counts
+  }
+  buffer_.append(bytes);
   for (auto end = buffer_.find("\n\n"); end != std::string::npos; end = buffer_.find("\n\n")) {
     const std::string message = buffer_.substr(0, end);
     buffer_.erase(0, end + 2);
     std::string data;
+    std::string_view kind;
     std::size_t at = 0;
     while (at <= message.size()) {
       auto nl = message.find('\n', at);
@@ -603,6 +607,8 @@ result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
         data += line.substr(6);
       } else if (line.starts_with("data:")) {
         data += line.substr(5);
+      } else if (line.starts_with("event:")) {
+        kind = line.substr(line.starts_with("event: ") ? 7 : 6);
       } else if (line.starts_with("id: ")) {
         std::int64_t id = 0;
         const auto digits = line.substr(4);
@@ -612,8 +618,17 @@ result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
       }
       at = nl + 1;
     }
+    if (kind == "error") {
+      // The server ends the stream with a reason (history pruned past a lagging reader).
+      const auto info = schema::parse_error_body(data);
+      ended_ = make_error(errc::api_error, info.detail.empty()
+                                               ? "the service ended the event stream with an error"
+                                               : info.detail);
+      buffer_.clear();
+      return out;
+    }
     if (data.empty()) {
-      continue;  // a comment (keep-alive) or an `event: error` without data
+      continue;  // a comment (keep-alive)
     }
     const auto j = nlohmann::json::parse(data, nullptr, false);
     if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer()) {
@@ -673,6 +688,10 @@ result<void> client::follow_events(const std::optional<std::string>& host_id,
           stop = true;
           return false;
         }
+      }
+      if (parser.ended()) {
+        bad = *parser.ended();  // resuming would only hear the same again
+        return false;
       }
       return true;
     });
@@ -757,6 +776,10 @@ result<std::int64_t> client::newest_event_id() {
       bad = events.error();
       return false;
     }
+    if (parser.ended()) {
+      bad = *parser.ended();
+      return false;
+    }
     return !parser.last_id().has_value();  // the opening message names it: done
   });
   if (bad) {
@@ -819,6 +842,10 @@ result<client::stream_end> client::follow_create_stream(
                            e.last_error};
           return false;
         }
+      }
+      if (parser.ended()) {
+        bad = *parser.ended();
+        return false;
       }
       if (env_.now() >= deadline) {
         late = true;  // keep-alives alone must not keep the create waiting

@@ -98,15 +98,19 @@ struct host_event {
 /// comments skipped, messages ended by a blank line; pieces may split anywhere.
 class sse_parser {
  public:
-  /// The events completed by `bytes`. Errors: bad_response for a data line that is not an
-  /// Event object.
+  /// The events completed by `bytes`, up to an `event: error` message if one comes (see
+  /// ended). Errors: bad_response for a data line that is not an Event object.
   result<std::vector<host_event>> feed(std::string_view bytes);
   /// The newest `id:` seen, with or without data: where a reconnect resumes.
   std::optional<std::int64_t> last_id() const { return last_id_; }
+  /// Set once the server ended the stream with `event: error`: api_error with its `detail`
+  /// (e.g. "event history no longer available"). Later bytes are ignored.
+  const std::optional<error>& ended() const { return ended_; }
 
  private:
   std::string buffer_;
   std::optional<std::int64_t> last_id_;
+  std::optional<error> ended_;
 };
 
 /// The limits of a namespace (API.md "Tenants: scoped keys"); nullopt: no limit.

@@ -325,5 +325,23 @@ TEST_F(FollowCreate, NewestEventIdOfAServerWithoutStreamsIsAnError) {
   EXPECT_EQ(id.error().code, errc::bad_response);
 }
 
+TEST_F(FollowCreate, FollowEventsEndsWithTheServersErrorAfterDeliveringWhatCameBefore) {
+  auto c = make();
+  transport_->streams.push_back(stream_answer{
+      response(200),
+      {opening(10) + event(11, "created", "provisioning") +
+       "event: error\ndata: {\"detail\": \"event history no longer available\"}\n\n"}});
+  std::vector<std::int64_t> seen;
+  const auto r = c.follow_events(k_id, 10, [&](const host_event& e) {
+    seen.push_back(e.id);
+    return true;
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::api_error);
+  EXPECT_EQ(r.error().message, "event history no longer available");
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{11}));
+  EXPECT_EQ(transport_->streamed.size(), 1U);  // not resumed: it would hear the same again
+}
+
 }  // namespace
 }  // namespace litterbox::client::test
