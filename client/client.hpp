@@ -37,7 +37,7 @@ struct create_options {
   /// Makes retries safe: generated (a UUIDv7) when absent, and reused by every retry.
   std::optional<std::string> idempotency_key;
   /// Ask for `Prefer: respond-async`: return at once with the host in its current state
-  /// instead of blocking until active; poll with wait_for.
+  /// instead of blocking until active; then follow_create (or wait_for) waits for it.
   bool async = false;
 };
 
