@@ -95,6 +95,9 @@ error error_from_response(int status, std::string_view body) {
     case 409:
       code = errc::conflict;
       break;
+    case 429:
+      code = errc::quota;
+      break;
     case 502:
       code = errc::provisioning_failed;
       break;
@@ -127,6 +130,22 @@ error error_from_response(int status, std::string_view body) {
       }
     }
   }
+  return e;
+}
+
+error error_from_response(const http_response& r) {
+  error e = error_from_response(r.status, r.body);
+  if (r.status != 429) {
+    return e;
+  }
+  const auto it = r.headers.find("retry-after");
+  if (it == r.headers.end() || it->second.empty()) {
+    return e;
+  }
+  const bool seconds = std::all_of(it->second.begin(), it->second.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c));
+  });
+  e.message += " (retry after " + it->second + (seconds ? " s)" : ")");
   return e;
 }
 
@@ -180,7 +199,8 @@ client::client(client_config config, std::unique_ptr<transport> transport, retry
 result<http_response> client::call(const std::string& method, const std::string& path_and_query,
                                    const std::string& body,
                                    std::vector<std::pair<std::string, std::string>> extra_headers,
-                                   std::chrono::milliseconds budget, bool* unanswered_before) {
+                                   std::chrono::milliseconds budget, bool* unanswered_before,
+                                   bool retry_unanswered) {
   http_request req;
   req.method = method;
   req.url = config_.url + path_and_query;
@@ -216,6 +236,9 @@ result<http_response> client::call(const std::string& method, const std::string&
       return r;
     }
     unanswered = unanswered || !r;
+    if (!r && !retry_unanswered) {
+      return r;
+    }
     std::optional<std::chrono::milliseconds> after;
     if (r) {
       after = retry_after(*r, wall_now_());
@@ -278,7 +301,7 @@ result<created_host> client::create_host(const create_options& o) {
     return r.error();
   }
   if (r->status != 201 && r->status != 202 && r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   auto h = parse_host(*r);
   if (!h) {
@@ -294,7 +317,7 @@ result<host> client::get_host(std::string_view id) {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return parse_host(*r);
 }
@@ -325,7 +348,7 @@ result<std::vector<host>> client::list_hosts(const list_options& o) {
       return r.error();
     }
     if (r->status != 200) {
-      return error_from_response(r->status, r->body);
+      return error_from_response(*r);
     }
     const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
     if (!j.is_array()) {
@@ -377,7 +400,7 @@ result<host> client::renew_host(std::string_view id, const renew_options& o) {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return parse_host(*r);
 }
@@ -394,7 +417,7 @@ result<void> client::delete_host(std::string_view id) {
     return {};
   }
   if (r->status != 204 && r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return {};
 }
@@ -447,7 +470,7 @@ result<std::string> client::console(std::string_view id, std::optional<std::size
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   return std::move(r->body);
 }
@@ -458,7 +481,7 @@ result<doctor_report> client::doctor() {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   auto report = schema::doctor_from_json(r->body);
   if (!report) {
@@ -476,7 +499,7 @@ result<void> expect_status(const http_response& r, std::initializer_list<int> ok
       (unanswered_before && r.status == confirms)) {
     return {};
   }
-  return error_from_response(r.status, r.body);
+  return error_from_response(r);
 }
 
 }  // namespace
@@ -533,7 +556,7 @@ result<std::vector<http_proxy_info>> client::list_http_proxies() {
     return r.error();
   }
   if (r->status != 200) {
-    return error_from_response(r->status, r->body);
+    return error_from_response(*r);
   }
   const auto j = nlohmann::json::parse(r->body, nullptr, false);
   if (!j.is_array()) {
@@ -563,12 +586,16 @@ result<std::vector<http_proxy_info>> client::list_http_proxies() {
 }
 
 result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
-  buffer_.append(bytes);
   std::vector<host_event> out;
+  if (ended_) {
+    return out;  // nothing after the server's error counts
+  }
+  buffer_.append(bytes);
   for (auto end = buffer_.find("\n\n"); end != std::string::npos; end = buffer_.find("\n\n")) {
     const std::string message = buffer_.substr(0, end);
     buffer_.erase(0, end + 2);
     std::string data;
+    std::string_view kind;
     std::size_t at = 0;
     while (at <= message.size()) {
       auto nl = message.find('\n', at);
@@ -580,6 +607,8 @@ result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
         data += line.substr(6);
       } else if (line.starts_with("data:")) {
         data += line.substr(5);
+      } else if (line.starts_with("event:")) {
+        kind = line.substr(line.starts_with("event: ") ? 7 : 6);
       } else if (line.starts_with("id: ")) {
         std::int64_t id = 0;
         const auto digits = line.substr(4);
@@ -589,8 +618,17 @@ result<std::vector<host_event>> sse_parser::feed(std::string_view bytes) {
       }
       at = nl + 1;
     }
+    if (kind == "error") {
+      // The server ends the stream with a reason (history pruned past a lagging reader).
+      const auto info = schema::parse_error_body(data);
+      ended_ = make_error(errc::api_error, info.detail.empty()
+                                               ? "the service ended the event stream with an error"
+                                               : info.detail);
+      buffer_.clear();
+      return out;
+    }
     if (data.empty()) {
-      continue;  // a comment (keep-alive) or an `event: error` without data
+      continue;  // a comment (keep-alive)
     }
     const auto j = nlohmann::json::parse(data, nullptr, false);
     if (!j.is_object() || !j.contains("id") || !j["id"].is_number_integer()) {
@@ -651,6 +689,10 @@ result<void> client::follow_events(const std::optional<std::string>& host_id,
           return false;
         }
       }
+      if (parser.ended()) {
+        bad = *parser.ended();  // resuming would only hear the same again
+        return false;
+      }
       return true;
     });
     if (bad) {
@@ -663,15 +705,459 @@ result<void> client::follow_events(const std::optional<std::string>& host_id,
       last = parser.last_id();  // the stream's own starting point counts too
     }
     if (r && r->status != 200 && r->status != 503) {
-      return error_from_response(r->status, r->body);
+      return error_from_response(*r);
     }
     // Dropped, ended or 503: reconnect after a backoff, for at most request_timeout without
     // a single event.
     if (env_.now() - failing_since > config_.request_timeout) {
-      return r ? error_from_response(r->status, r->body) : r.error();
+      return r ? error_from_response(*r) : r.error();
     }
     ++attempt;
     env_.sleep(backoff_delay(policy_, attempt, env_.uniform(), std::nullopt));
+  }
+}
+
+namespace {
+
+http_request stream_request(const client_config& config, const std::string& path,
+                            std::optional<std::int64_t> last_event_id) {
+  http_request req;
+  req.method = "GET";
+  req.url = config.url + path;
+  req.headers.emplace_back("Accept", "text/event-stream");
+  req.headers.emplace_back("User-Agent", "litterbox-client/0.1");
+  if (!config.token.empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + config.token);
+  }
+  if (last_event_id) {
+    req.headers.emplace_back("Last-Event-ID", std::to_string(*last_event_id));
+  }
+  return req;
+}
+
+/// The server writes a comment at least every 15 s: silence for longer is a dead stream.
+constexpr std::chrono::milliseconds k_stream_silence{45000};
+
+/// A create is over once its host is active, in error, or being (or done being) deleted.
+bool create_is_over(schema::host_status s) {
+  return s == schema::host_status::active || s == schema::host_status::error ||
+         s == schema::host_status::deleting;
+}
+
+/// The outcome of a create whose host is in a status where create_is_over.
+result<host> create_outcome(host h) {
+  switch (h.status) {
+    case schema::host_status::active:
+      return h;
+    case schema::host_status::error:
+      return make_error(errc::provisioning_failed,
+                        h.last_error.empty() ? "host is in status error" : h.last_error);
+    default:
+      return make_error(errc::conflict, "host " + h.id + " was deleted before it became active");
+  }
+}
+
+error create_timed_out(const std::string& id, std::optional<schema::host_status> last) {
+  return make_error(errc::timeout,
+                    "host " + id + " did not become active in time" +
+                        (last ? " (still " + std::string(schema::to_string(*last)) + ")" : ""));
+}
+
+}  // namespace
+
+result<std::int64_t> client::newest_event_id() {
+  auto req = stream_request(config_, "/events", std::nullopt);
+  req.timeout = config_.request_timeout;
+  req.stream_limit = config_.request_timeout;
+  sse_parser parser;
+  std::optional<error> bad;
+  auto r = transport_->stream(req, [&](std::string_view bytes) {
+    if (auto events = parser.feed(bytes); !events) {
+      bad = events.error();
+      return false;
+    }
+    if (parser.ended()) {
+      bad = *parser.ended();
+      return false;
+    }
+    return !parser.last_id().has_value();  // the opening message names it: done
+  });
+  if (bad) {
+    return *bad;
+  }
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(*r);
+  }
+  if (!parser.last_id()) {
+    return make_error(errc::bad_response, "the event stream ended before it named an event id");
+  }
+  return *parser.last_id();
+}
+
+struct client::stream_end {
+  schema::host_status status = schema::host_status::provisioning;
+  std::string last_error;
+};
+
+result<client::stream_end> client::follow_create_stream(
+    const std::string& id, std::int64_t after, std::chrono::steady_clock::time_point deadline,
+    const std::function<void(schema::host_status)>& draw) {
+  std::int64_t cursor = after;
+  int attempt = 0;
+  for (;;) {
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
+    if (remaining.count() <= 0) {
+      return make_error(errc::timeout, "deadline");
+    }
+    auto req = stream_request(config_, "/hosts/" + encode(id) + "/events", cursor);
+    req.timeout = std::min(k_stream_silence, remaining);
+    req.stream_limit = remaining;
+    sse_parser parser;
+    bool opened = false;
+    bool late = false;
+    std::optional<error> bad;
+    std::optional<stream_end> end;
+    auto r = transport_->stream(req, [&](std::string_view bytes) {
+      opened = true;
+      auto events = parser.feed(bytes);
+      if (!events) {
+        bad = events.error();
+        return false;
+      }
+      for (const auto& e : *events) {
+        cursor = e.id;
+        attempt = 0;
+        const auto status = schema::parse_host_status(e.status);
+        if (!status) {
+          bad = make_error(errc::bad_response, "the service sent an event with status " + e.status);
+          return false;
+        }
+        draw(*status);
+        if (e.type == "deleted" || create_is_over(*status)) {
+          end = stream_end{e.type == "deleted" ? schema::host_status::deleting : *status,
+                           e.last_error};
+          return false;
+        }
+      }
+      if (parser.ended()) {
+        bad = *parser.ended();
+        return false;
+      }
+      if (env_.now() >= deadline) {
+        late = true;  // keep-alives alone must not keep the create waiting
+        return false;
+      }
+      return true;
+    });
+    if (end) {
+      return *end;
+    }
+    if (late || env_.now() >= deadline) {
+      return make_error(errc::timeout, "deadline");
+    }
+    if (bad) {
+      return *bad;
+    }
+    // Not answered with a stream at all (no route, 410, 503, unreachable): not resumable.
+    if (!opened || (r && r->status != 200)) {
+      return r ? error_from_response(*r) : r.error();
+    }
+    // It was open and dropped or ended: resume after the last event it carried.
+    ++attempt;
+    const auto delay = backoff_delay(policy_, attempt, env_.uniform(), std::nullopt);
+    if (env_.now() + delay >= deadline) {
+      return make_error(errc::timeout, "deadline");
+    }
+    env_.sleep(delay);
+  }
+}
+
+result<host> client::follow_create(const host& initial, std::optional<std::int64_t> after,
+                                   std::chrono::milliseconds timeout,
+                                   const std::function<void(schema::host_status)>& on_status) {
+  if (create_is_over(initial.status)) {
+    return create_outcome(initial);  // e.g. a replay of a create that already ended
+  }
+  const auto deadline = env_.now() + timeout;
+  std::optional<schema::host_status> drawn;
+  const auto draw = [&](schema::host_status s) {
+    if (drawn != s) {
+      drawn = s;
+      if (on_status) {
+        on_status(s);
+      }
+    }
+  };
+  if (after) {
+    auto end = follow_create_stream(initial.id, *after, deadline, draw);
+    if (end) {
+      auto h = get_host(initial.id);
+      if (end->status == schema::host_status::active) {
+        if (!h) {
+          return h.error();
+        }
+        if (create_is_over(h->status)) {
+          return create_outcome(std::move(*h));  // active, or already failed since
+        }
+      } else {
+        if (end->status == schema::host_status::error) {
+          // The host's own last_error is the final word; the event's if the host is gone.
+          return make_error(errc::provisioning_failed, h && !h->last_error.empty() ? h->last_error
+                                                       : !end->last_error.empty()
+                                                           ? end->last_error
+                                                           : "host is in status error");
+        }
+        return make_error(errc::conflict,
+                          "host " + initial.id + " was deleted before it became active");
+      }
+    } else if (end.error().code == errc::timeout) {
+      return create_timed_out(initial.id, drawn);
+    }
+    // No stream here, or it broke for good: polling still gets the create to its end.
+  }
+  const auto remaining =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - env_.now());
+  if (remaining.count() <= 0) {
+    return create_timed_out(initial.id, drawn);
+  }
+  return wait_for(initial.id, schema::host_status::active, remaining,
+                  [&](const host& h) { draw(h.status); });
+}
+
+namespace {
+
+/// An optional string member: absent or null → nullopt; anything else but a string → false.
+bool optional_string(const nlohmann::ordered_json& j, const char* name,
+                     std::optional<std::string>& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || it->is_null()) {
+    out.reset();
+    return true;
+  }
+  if (!it->is_string()) {
+    return false;
+  }
+  out = it->get<std::string>();
+  return true;
+}
+
+bool optional_int(const nlohmann::ordered_json& j, const char* name, std::optional<int>& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || it->is_null()) {
+    out.reset();
+    return true;
+  }
+  if (!it->is_number_integer()) {
+    return false;
+  }
+  out = it->get<int>();
+  return true;
+}
+
+bool required_string(const nlohmann::ordered_json& j, const char* name, std::string& out) {
+  const auto it = j.find(name);
+  if (it == j.end() || !it->is_string()) {
+    return false;
+  }
+  out = it->get<std::string>();
+  return true;
+}
+
+/// An id or status the server may write as a number or a string, as text.
+bool scalar_text(const nlohmann::ordered_json& j, const char* name, std::string& out) {
+  const auto it = j.find(name);
+  if (it == j.end()) {
+    return false;
+  }
+  if (it->is_string()) {
+    out = it->get<std::string>();
+    return true;
+  }
+  if (it->is_number_integer()) {
+    out = std::to_string(it->get<std::int64_t>());
+    return true;
+  }
+  return false;
+}
+
+std::optional<key_info> key_from_json(const nlohmann::ordered_json& j) {
+  key_info k;
+  if (!j.is_object() || !required_string(j, "id", k.id) ||
+      !required_string(j, "namespace", k.namespace_name) || !optional_string(j, "name", k.name) ||
+      !required_string(j, "created_at", k.created_at)) {
+    return std::nullopt;
+  }
+  if (const auto q = j.find("quota"); q != j.end() && !q->is_null()) {
+    if (!q->is_object() || !optional_int(*q, "max_hosts", k.quota.max_hosts) ||
+        !optional_int(*q, "max_cpus", k.quota.max_cpus) ||
+        !optional_int(*q, "max_memory_mib", k.quota.max_memory_mib)) {
+      return std::nullopt;
+    }
+  }
+  k.json = j.dump();
+  return k;
+}
+
+std::optional<audit_record> audit_from_json(const nlohmann::ordered_json& j) {
+  audit_record a;
+  if (!j.is_object() || !scalar_text(j, "id", a.id) || !required_string(j, "at", a.at) ||
+      !optional_string(j, "key_id", a.key_id) ||
+      !required_string(j, "namespace", a.namespace_name) ||
+      !required_string(j, "action", a.action) || !optional_string(j, "host_id", a.host_id) ||
+      !scalar_text(j, "status", a.status)) {
+    return std::nullopt;
+  }
+  // A call refused before a request id was assigned may leave it out.
+  if (const auto it = j.find("request_id"); it != j.end() && it->is_string()) {
+    a.request_id = it->get<std::string>();
+  }
+  a.json = j.dump();
+  return a;
+}
+
+}  // namespace
+
+result<created_key> client::create_key(const key_request& request) {
+  if (request.namespace_name.empty()) {
+    return make_error(errc::invalid_argument, "a key needs a namespace");
+  }
+  nlohmann::ordered_json body = nlohmann::ordered_json::object();
+  body["namespace"] = request.namespace_name;
+  if (request.name) {
+    body["name"] = *request.name;
+  }
+  const auto& q = request.quota;
+  if (q.max_hosts || q.max_cpus || q.max_memory_mib) {
+    nlohmann::ordered_json quota = nlohmann::ordered_json::object();
+    if (q.max_hosts) {
+      quota["max_hosts"] = *q.max_hosts;
+    }
+    if (q.max_cpus) {
+      quota["max_cpus"] = *q.max_cpus;
+    }
+    if (q.max_memory_mib) {
+      quota["max_memory_mib"] = *q.max_memory_mib;
+    }
+    body["quota"] = std::move(quota);
+  }
+  // No Idempotency-Key on this route: a retry after an attempt that got no answer could
+  // mint a second key, so only answered 503s are retried.
+  auto r = call("POST", "/keys", body.dump(), {}, config_.request_timeout, nullptr, false);
+  if (!r) {
+    return make_error(
+        errc::unavailable,
+        r.error().message + " (the key may have been created: see `litterbox keys ls`)");
+  }
+  if (r->status != 201 && r->status != 200) {
+    return error_from_response(*r);
+  }
+  const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+  auto info = key_from_json(j);
+  if (!info || !j.contains("key") || !j["key"].is_string() || j["key"].get<std::string>().empty()) {
+    return make_error(errc::bad_response, "the service sent a malformed key");
+  }
+  created_key out{std::move(*info), j["key"].get<std::string>(), j.dump()};
+  // key_info never holds the secret, not even in its copy of the JSON.
+  auto listed = nlohmann::ordered_json::parse(out.info.json);
+  listed.erase("key");
+  out.info.json = listed.dump();
+  return out;
+}
+
+result<std::vector<key_info>> client::list_keys() {
+  auto r = call("GET", "/keys", "", {}, config_.request_timeout);
+  if (!r) {
+    return r.error();
+  }
+  if (r->status != 200) {
+    return error_from_response(*r);
+  }
+  const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+  if (!j.is_array()) {
+    return make_error(errc::bad_response, "the service sent a key list that is not an array");
+  }
+  std::vector<key_info> out;
+  for (const auto& item : j) {
+    auto k = key_from_json(item);
+    if (!k) {
+      return make_error(errc::bad_response, "the service sent a malformed key");
+    }
+    out.push_back(std::move(*k));
+  }
+  return out;
+}
+
+result<void> client::delete_key(std::string_view id) {
+  bool unanswered_before = false;
+  auto r =
+      call("DELETE", "/keys/" + encode(id), "", {}, config_.request_timeout, &unanswered_before);
+  if (!r) {
+    return r.error();
+  }
+  return expect_status(*r, {204, 200}, unanswered_before, 404);
+}
+
+result<std::vector<audit_record>> client::list_audit(const audit_options& o) {
+  if (o.limit && *o.limit <= 0) {
+    return make_error(errc::invalid_argument, "limit must be positive");
+  }
+  std::vector<audit_record> out;
+  std::optional<std::string> after = o.after;
+  for (;;) {
+    std::string query;
+    auto add = [&query](std::string_view k, std::string_view v) {
+      query += query.empty() ? "?" : "&";
+      query += std::string(k) + "=" + encode(v);
+    };
+    if (o.namespace_name) {
+      add("namespace", *o.namespace_name);
+    }
+    if (after) {
+      add("after", *after);
+    }
+    if (o.limit) {
+      add("limit", std::to_string(*o.limit - static_cast<int>(out.size())));
+    }
+    auto r = call("GET", "/audit" + query, "", {}, config_.request_timeout);
+    if (!r) {
+      return r.error();
+    }
+    if (r->status != 200) {
+      return error_from_response(*r);
+    }
+    const auto j = nlohmann::ordered_json::parse(r->body, nullptr, false);
+    if (!j.is_array()) {
+      return make_error(errc::bad_response, "the service sent an audit log that is not an array");
+    }
+    for (const auto& item : j) {
+      auto a = audit_from_json(item);
+      if (!a) {
+        return make_error(errc::bad_response, "the service sent a malformed audit record");
+      }
+      out.push_back(std::move(*a));
+    }
+    if (j.empty() || (o.limit && static_cast<int>(out.size()) >= *o.limit)) {
+      if (o.limit && static_cast<int>(out.size()) > *o.limit) {
+        out.resize(static_cast<std::size_t>(*o.limit));
+      }
+      return out;
+    }
+    // The next page: where the server's rel="next" link says, else after the last record.
+    std::optional<std::string> cursor;
+    if (const auto link = r->headers.find("link"); link != r->headers.end()) {
+      cursor = next_cursor(link->second);
+    }
+    if (!cursor) {
+      cursor = out.back().id;
+    }
+    if (cursor == after) {
+      return out;  // a cursor that does not move would loop forever
+    }
+    after = std::move(cursor);
   }
 }
 

@@ -37,7 +37,7 @@ struct create_options {
   /// Makes retries safe: generated (a UUIDv7) when absent, and reused by every retry.
   std::optional<std::string> idempotency_key;
   /// Ask for `Prefer: respond-async`: return at once with the host in its current state
-  /// instead of blocking until active; poll with wait_for.
+  /// instead of blocking until active; then follow_create (or wait_for) waits for it.
   bool async = false;
 };
 
@@ -72,9 +72,13 @@ struct http_proxy_info {
 };
 
 /// Turns a non-success response into the matching error: 401/403 auth, 404 not_found,
-/// 409 conflict, 502 provisioning_failed, 503 unavailable, else api_error (message carries
-/// the status). The message is the body's `detail`; a 422 list also fills `issues`.
+/// 409 conflict, 429 quota, 502 provisioning_failed, 503 unavailable, else api_error
+/// (message carries the status). The message is the body's `detail`; a 422 list also fills
+/// `issues`.
 error error_from_response(int status, std::string_view body);
+/// The same, and a 429's message ends with when to retry, from its Retry-After header
+/// ("quota exceeded: max_hosts=5 (retry after 30 s)").
+error error_from_response(const http_response& response);
 
 /// The `after` cursor of the rel="next" link in a Link header; nullopt when there is none.
 std::optional<std::string> next_cursor(std::string_view link_header);
@@ -94,15 +98,70 @@ struct host_event {
 /// comments skipped, messages ended by a blank line; pieces may split anywhere.
 class sse_parser {
  public:
-  /// The events completed by `bytes`. Errors: bad_response for a data line that is not an
-  /// Event object.
+  /// The events completed by `bytes`, up to an `event: error` message if one comes (see
+  /// ended). Errors: bad_response for a data line that is not an Event object.
   result<std::vector<host_event>> feed(std::string_view bytes);
   /// The newest `id:` seen, with or without data: where a reconnect resumes.
   std::optional<std::int64_t> last_id() const { return last_id_; }
+  /// Set once the server ended the stream with `event: error`: api_error with its `detail`
+  /// (e.g. "event history no longer available"). Later bytes are ignored.
+  const std::optional<error>& ended() const { return ended_; }
 
  private:
   std::string buffer_;
   std::optional<std::int64_t> last_id_;
+  std::optional<error> ended_;
+};
+
+/// The limits of a namespace (API.md "Tenants: scoped keys"); nullopt: no limit.
+struct key_quota {
+  std::optional<int> max_hosts;
+  std::optional<int> max_cpus;
+  std::optional<int> max_memory_mib;
+};
+
+/// What POST /keys asks for.
+struct key_request {
+  std::string namespace_name;
+  std::optional<std::string> name;
+  key_quota quota;
+};
+
+/// A scoped key as GET /keys lists it (never the secret).
+struct key_info {
+  std::string id;
+  std::string namespace_name;
+  std::optional<std::string> name;
+  key_quota quota;
+  std::string created_at;  ///< RFC 3339, as the server wrote it
+  std::string json;        ///< the object as the server sent it
+};
+
+/// POST /keys' answer: the key and, this once, its secret.
+struct created_key {
+  key_info info;
+  std::string key;   ///< the secret (`lbk_…`); the server never shows it again
+  std::string json;  ///< the 201 body as the server sent it, key included
+};
+
+/// One GET /audit record: who (key_id; null for an admin token), what, when, the outcome.
+struct audit_record {
+  std::string id;  ///< the cursor for `after` (the server's id, integer or string)
+  std::string at;
+  std::optional<std::string> key_id;
+  std::string namespace_name;
+  std::string action;
+  std::optional<std::string> host_id;
+  std::string request_id;
+  std::string status;  ///< the outcome as the server wrote it (an HTTP status)
+  std::string json;    ///< the object as the server sent it
+};
+
+/// GET /audit filters.
+struct audit_options {
+  std::optional<std::string> namespace_name;
+  std::optional<std::string> after;  ///< start after this record id
+  std::optional<int> limit;          ///< at most this many records in total
 };
 
 /// A blocking client of the host API (API.md). Calls are retried with jittered backoff on
@@ -135,6 +194,24 @@ class client {
   result<schema::host> wait_for(std::string_view id, schema::host_status wanted,
                                 std::chrono::milliseconds timeout,
                                 const std::function<void(const schema::host&)>& on_change = {});
+  /// The id of the newest event, as GET /events announces it when it opens (the stream is
+  /// closed right after): following from it later misses nothing that happens after this
+  /// call. Errors: not_found or api_error (404/405: no event stream here, as in the drukbox
+  /// profile), auth, bad_response (no id before the stream ended), unavailable.
+  result<std::int64_t> newest_event_id();
+  /// Waits until the host `initial` (a create's answer) is active and reports each status
+  /// it goes through, once, in order, as it happens. With `after` (newest_event_id taken
+  /// before the create, so that no change is missed) it reads GET /hosts/{id}/events; a
+  /// stream that drops is resumed with Last-Event-ID. Without `after`, or when the stream
+  /// cannot be opened (404/405 from a server without it, 410, any error) or resumed, it
+  /// polls like wait_for. Gives up at `timeout`, whatever the stream does; once a terminal
+  /// status is seen, fetches the host once for the final object. Errors:
+  /// provisioning_failed (the host ended in error; message = its last_error), conflict (it
+  /// was deleted meanwhile), timeout, and those of get_host.
+  result<schema::host> follow_create(
+      const schema::host& initial, std::optional<std::int64_t> after,
+      std::chrono::milliseconds timeout,
+      const std::function<void(schema::host_status)>& on_status = {});
   /// GET /hosts/{id}/console: the tail of the guest's serial console.
   result<std::string> console(std::string_view id, std::optional<std::size_t> bytes = {});
   /// GET /doctor.
@@ -168,6 +245,22 @@ class client {
   /// GET /http-proxies, by name.
   result<std::vector<http_proxy_info>> list_http_proxies();
 
+  // Tenants (API.md "Tenants: scoped keys"); admin tokens only.
+
+  /// POST /keys. Not retried after an attempt that got no answer (a second key would be
+  /// minted); 503s are retried. Errors: invalid_argument (empty namespace), api_error (422),
+  /// auth, unavailable.
+  result<created_key> create_key(const key_request& request);
+  /// GET /keys.
+  result<std::vector<key_info>> list_keys();
+  /// DELETE /keys/{id}; a 404 after an unanswered attempt is success (it was revoked).
+  /// Errors: not_found, auth, unavailable.
+  result<void> delete_key(std::string_view id);
+  /// GET /audit, oldest first, following pages (rel="next" links, else `after` the last
+  /// record) to the end or `limit`. Errors: invalid_argument (limit not positive), auth,
+  /// api_error (422), bad_response, unavailable.
+  result<std::vector<audit_record>> list_audit(const audit_options& options = {});
+
   const client_config& config() const { return config_; }
 
  private:
@@ -176,7 +269,13 @@ class client {
   result<http_response> call(const std::string& method, const std::string& path_and_query,
                              const std::string& body,
                              std::vector<std::pair<std::string, std::string>> extra_headers,
-                             std::chrono::milliseconds budget, bool* unanswered_before = nullptr);
+                             std::chrono::milliseconds budget, bool* unanswered_before = nullptr,
+                             bool retry_unanswered = true);
+  /// What follow_create's stream phase saw last: the terminal event, or why it stopped.
+  struct stream_end;
+  result<stream_end> follow_create_stream(const std::string& id, std::int64_t after,
+                                          std::chrono::steady_clock::time_point deadline,
+                                          const std::function<void(schema::host_status)>& draw);
 
   client_config config_;
   std::unique_ptr<transport> transport_;

@@ -148,9 +148,13 @@ class curl_transport final : public transport {
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     const long silence_s = std::max(1L, request.timeout.count() / 1000);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, std::min(request.timeout.count(), 10000L));
-    // No total timeout: a stream lasts; less than a byte a second for this long is a dead one.
+    // No total timeout unless the caller has a deadline: a stream lasts; less than a byte a
+    // second for this long is a dead one.
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, silence_s);
+    if (request.stream_limit.count() > 0) {
+      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, request.stream_limit.count());
+    }
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_stream_body);

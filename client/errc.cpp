@@ -32,6 +32,8 @@ class category_impl final : public std::error_category {
         return "SSH failure";
       case errc::host_key_mismatch:
         return "host key mismatch";
+      case errc::quota:
+        return "quota or rate limit exceeded";
     }
     return "unknown client error";
   }

@@ -18,6 +18,7 @@ enum class errc {
   invalid_argument,     ///< the caller's input or configuration is unusable
   ssh,                  ///< SSH/SFTP to a host failed (connection, auth, transfer)
   host_key_mismatch,    ///< the host presented a key that is not the pinned one
+  quota,                ///< 429: a quota or rate limit was hit; the message says when to retry
 };
 
 const std::error_category& category();

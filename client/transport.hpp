@@ -21,6 +21,9 @@ struct http_request {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::chrono::milliseconds timeout{30000};  ///< whole exchange, connect included
+  /// stream() only: the whole stream at most this long, however busy (0: no bound). A
+  /// caller with a deadline sets it so that keep-alives cannot hold it past the deadline.
+  std::chrono::milliseconds stream_limit{0};
 };
 
 /// One HTTP response; header names are lowercased, later duplicates win.
@@ -40,7 +43,8 @@ class transport {
 
   /// Sends `request` and hands the body of a 200 to `on_body` piece by piece as it arrives,
   /// for as long as the server sends and `on_body` returns true; request.timeout bounds only
-  /// the silence between pieces (a stream sends keep-alives). Returns the response with the
+  /// the silence between pieces (a stream sends keep-alives) and request.stream_limit, when
+  /// set, the whole exchange. Returns the response with the
   /// body of a non-200 answer (an error body) and an empty one for a 200. Errors:
   /// unavailable when the connection failed or fell silent.
   virtual result<http_response> stream(const http_request& request,

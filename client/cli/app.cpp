@@ -33,6 +33,7 @@ constexpr const char* k_exit_codes = R"(Exit codes:
   5    provisioning failed (the host went to status error)
   6    service unavailable, unreachable, or a wait timed out
   7    conflict: the host's state forbids the operation
+  8    quota or rate limit hit (HTTP 429; the message says when to retry)
   255  SSH failure (connection, authentication, host key mismatch)
   exec and ssh exit with the remote command's exit code.
 
@@ -53,6 +54,7 @@ struct options {
   std::vector<std::string> ssh_key_files;
   std::optional<std::string> idempotency_key;
   bool async = false;
+  std::string progress = "auto";
   bool json = false;
   // ls
   std::vector<std::string> statuses;
@@ -75,6 +77,15 @@ struct options {
   std::optional<std::string> host;
   std::optional<std::int64_t> after;
   std::optional<std::size_t> max_events;
+  // keys, audit
+  std::string key_namespace;
+  std::optional<std::string> key_name;
+  std::optional<int> max_hosts;
+  std::optional<int> max_cpus;
+  std::optional<int> max_memory_mib;
+  std::vector<std::string> key_ids;
+  std::optional<std::string> audit_namespace;
+  std::optional<std::string> audit_after;
 };
 
 int fail(const error& e) {
@@ -191,10 +202,17 @@ int cmd_create(const options& o) {
     }
     opts->ssh_authorized_keys = std::vector<std::string>{pair->public_line};
   }
-  const bool progress = !o.async && isatty(STDERR_FILENO) != 0;
-  // On a terminal, create asynchronously and poll so the user sees the states go by.
+  // With progress, create asynchronously and draw the states as the host goes through them.
+  const bool progress =
+      !o.async && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO) != 0));
+  std::optional<std::int64_t> events_from;
   if (progress) {
     opts->async = true;
+    // Where the event stream stands before the create: following the host from there misses
+    // none of its changes. A server without the stream (or any failure) means polling.
+    if (auto newest = c->newest_event_id()) {
+      events_from = *newest;
+    }
   }
   auto created = c->create_host(*opts);
   if (!created) {
@@ -224,8 +242,9 @@ int cmd_create(const options& o) {
   }
   if (progress && h.status != schema::host_status::active) {
     std::cerr << "creating " << h.id << " (" << h.name << ")\n";
-    auto done = c->wait_for(h.id, schema::host_status::active, c->config().create_timeout,
-                            [](const schema::host& seen) { std::cerr << render_progress(seen); });
+    auto done =
+        c->follow_create(h, events_from, c->config().create_timeout,
+                         [](schema::host_status seen) { std::cerr << render_progress(seen); });
     if (!done) {
       if (exit_code_for(done.error()) == exit_code::provisioning_failed) {
         std::cerr << "litterbox: host " << h.id << " failed; see `litterbox get " << h.id
@@ -371,6 +390,77 @@ int cmd_events(const options& o) {
   if (!done) {
     return fail(done.error());
   }
+  return exit_code::ok;
+}
+
+int cmd_keys_create(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  key_request req;
+  req.namespace_name = o.key_namespace;
+  req.name = o.key_name;
+  req.quota = key_quota{o.max_hosts, o.max_cpus, o.max_memory_mib};
+  auto k = c->create_key(req);
+  if (!k) {
+    return fail(k.error());
+  }
+  if (o.json) {
+    std::cout << nlohmann::ordered_json::parse(k->json).dump(2) << "\n";
+  } else {
+    std::cout << render_created_key(*k);
+    std::cerr << "litterbox: store the key now; it is shown only this once (revoke it with "
+                 "`litterbox keys rm "
+              << k->info.id << "`)\n";
+  }
+  return exit_code::ok;
+}
+
+int cmd_keys_ls(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  auto keys = c->list_keys();
+  if (!keys) {
+    return fail(keys.error());
+  }
+  std::cout << (o.json ? render_keys_json(*keys) : render_key_table(*keys));
+  return exit_code::ok;
+}
+
+int cmd_keys_rm(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  int code = exit_code::ok;
+  for (const auto& id : o.key_ids) {
+    if (auto r = c->delete_key(id); !r) {
+      const int this_code = fail(r.error());
+      code = code == exit_code::ok ? this_code : code;
+      continue;
+    }
+    std::cout << id << "\n";
+  }
+  return code;
+}
+
+int cmd_audit(const options& o) {
+  auto c = make_client();
+  if (!c) {
+    return fail(c.error());
+  }
+  audit_options ao;
+  ao.namespace_name = o.audit_namespace;
+  ao.after = o.audit_after;
+  ao.limit = o.limit;
+  auto records = c->list_audit(ao);
+  if (!records) {
+    return fail(records.error());
+  }
+  std::cout << (o.json ? render_audit_json(*records) : render_audit_table(*records));
   return exit_code::ok;
 }
 
@@ -688,6 +778,11 @@ int run(int argc, char** argv) {
   create->add_option("--idempotency-key", o.idempotency_key,
                      "Idempotency-Key (default: a fresh one; reuse it to retry safely)");
   create->add_flag("--async", o.async, "Return at once with the host still provisioning");
+  create
+      ->add_option("--progress", o.progress,
+                   "Draw each status on stderr as it happens (from the event stream, else by "
+                   "polling): auto (when stderr is a terminal), always, never")
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   add_json(create, o);
 
   auto* ls = app.add_subcommand("ls", "List hosts, newest first");
@@ -762,6 +857,35 @@ int run(int argc, char** argv) {
   auto* proxy_ls = proxy->add_subcommand("ls", "List HTTP proxies (never their headers)");
   add_json(proxy_ls, o);
 
+  auto* keys = app.add_subcommand(
+      "keys", "Scoped keys: one per namespace (customer), with quotas (admin token only)");
+  keys->require_subcommand(1);
+  auto* keys_create = keys->add_subcommand("create", "Mint a key; its secret is shown only once");
+  keys_create->add_option("--namespace", o.key_namespace, "The namespace the key is confined to")
+      ->required();
+  keys_create->add_option("--name", o.key_name, "A name for people (default: none)");
+  keys_create->add_option("--max-hosts", o.max_hosts, "Quota: hosts at once in the namespace")
+      ->check(CLI::NonNegativeNumber);
+  keys_create->add_option("--max-cpus", o.max_cpus, "Quota: vCPUs at once in the namespace")
+      ->check(CLI::NonNegativeNumber);
+  keys_create
+      ->add_option("--max-memory-mib", o.max_memory_mib,
+                   "Quota: guest memory in MiB at once in the namespace")
+      ->check(CLI::NonNegativeNumber);
+  keys_create->add_flag("--json", o.json, "Print the server's answer (secret included) as JSON");
+  auto* keys_ls = keys->add_subcommand("ls", "List keys (never their secrets)");
+  add_json(keys_ls, o);
+  auto* keys_rm = keys->add_subcommand("rm", "Revoke keys (refused everywhere within a second)");
+  keys_rm->add_option("ids", o.key_ids, "Key ids")->required();
+
+  auto* audit = app.add_subcommand(
+      "audit", "Print the audit log: every state-changing call, oldest first (admin token only)");
+  audit->add_option("--namespace", o.audit_namespace, "Only this namespace's calls");
+  audit->add_option("--after", o.audit_after, "Start after this record id");
+  audit->add_option("--limit", o.limit, "At most this many records (default: all)")
+      ->check(CLI::PositiveNumber);
+  add_json(audit, o);
+
   auto* completion = app.add_subcommand("completion", "Print a shell completion script");
   completion->add_option("shell", o.shell, "Shell (bash)")
       ->required()
@@ -811,6 +935,14 @@ int run(int argc, char** argv) {
     return cmd_proxy_attach(o, false);
   if (proxy_ls->parsed())
     return cmd_proxy_ls(o);
+  if (keys_create->parsed())
+    return cmd_keys_create(o);
+  if (keys_ls->parsed())
+    return cmd_keys_ls(o);
+  if (keys_rm->parsed())
+    return cmd_keys_rm(o);
+  if (audit->parsed())
+    return cmd_audit(o);
   if (completion->parsed()) {
     std::cout << bash_completion(app);
     return exit_code::ok;

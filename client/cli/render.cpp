@@ -60,6 +60,8 @@ int exit_code_for(const error& e) {
     case errc::ssh:
     case errc::host_key_mismatch:
       return exit_code::ssh;
+    case errc::quota:
+      return exit_code::quota;
   }
   return exit_code::api;
 }
@@ -136,32 +138,109 @@ std::string render_host(const schema::host& h, const std::optional<std::string>&
   return out;
 }
 
-std::string render_host_table(const std::vector<schema::host>& hosts) {
-  constexpr std::size_t k_columns = 6;
-  std::vector<std::array<std::string, k_columns>> rows;
-  rows.push_back({"ID", "NAME", "STATUS", "IMAGE", "SSH", "EXPIRES"});
-  for (const auto& h : hosts) {
-    rows.push_back({h.id, h.name, std::string(schema::to_string(h.status)), h.image, ssh_address(h),
-                    h.expires_at ? short_time(*h.expires_at) : "never"});
-  }
-  std::array<std::size_t, k_columns> width{};
+namespace {
+
+/// Rows (the first is the header) as columns padded to their widest cell, two spaces apart.
+std::string aligned(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
   for (const auto& row : rows) {
-    for (std::size_t i = 0; i < k_columns; ++i) {
+    width.resize(std::max(width.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) {
       width[i] = std::max(width[i], row[i].size());
     }
   }
   std::string out;
   for (const auto& row : rows) {
     std::string line;
-    for (std::size_t i = 0; i < k_columns; ++i) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < k_columns) {
+      if (i + 1 < row.size()) {
         line += std::string(width[i] - row[i].size() + 2, ' ');
       }
     }
     out += line + "\n";
   }
   return out;
+}
+
+std::string or_dash(const std::optional<std::string>& s) {
+  return s && !s->empty() ? *s : "-";
+}
+
+/// A JSON array of objects as the server sent them, indented.
+std::string json_array(const std::vector<std::string>& objects) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const auto& o : objects) {
+    out.push_back(nlohmann::ordered_json::parse(o));
+  }
+  return out.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::string render_host_table(const std::vector<schema::host>& hosts) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"ID", "NAME", "STATUS", "IMAGE", "SSH", "EXPIRES"});
+  for (const auto& h : hosts) {
+    rows.push_back({h.id, h.name, std::string(schema::to_string(h.status)), h.image, ssh_address(h),
+                    h.expires_at ? short_time(*h.expires_at) : "never"});
+  }
+  return aligned(rows);
+}
+
+std::string render_quota(const key_quota& q) {
+  std::string out;
+  const auto add = [&out](const char* name, const std::optional<int>& v) {
+    if (v) {
+      out += (out.empty() ? "" : " ") + std::string(name) + "=" + std::to_string(*v);
+    }
+  };
+  add("max_hosts", q.max_hosts);
+  add("max_cpus", q.max_cpus);
+  add("max_memory_mib", q.max_memory_mib);
+  return out.empty() ? "none" : out;
+}
+
+std::string render_created_key(const created_key& k) {
+  return "id:         " + k.info.id + "\n" + "namespace:  " + k.info.namespace_name + "\n" +
+         "name:       " + or_dash(k.info.name) + "\n" +
+         "quota:      " + render_quota(k.info.quota) + "\n" + "created_at: " + k.info.created_at +
+         "\n" + "key:        " + k.key + "\n";
+}
+
+std::string render_key_table(const std::vector<key_info>& keys) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"ID", "NAMESPACE", "NAME", "QUOTA", "CREATED"});
+  for (const auto& k : keys) {
+    rows.push_back({k.id, k.namespace_name, or_dash(k.name), render_quota(k.quota), k.created_at});
+  }
+  return aligned(rows);
+}
+
+std::string render_keys_json(const std::vector<key_info>& keys) {
+  std::vector<std::string> objects;
+  for (const auto& k : keys) {
+    objects.push_back(k.json);
+  }
+  return json_array(objects);
+}
+
+std::string render_audit_table(const std::vector<audit_record>& records) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"ID", "AT", "NAMESPACE", "KEY", "ACTION", "HOST", "STATUS", "REQUEST"});
+  for (const auto& a : records) {
+    rows.push_back({a.id, a.at, a.namespace_name, a.key_id ? *a.key_id : "admin", a.action,
+                    or_dash(a.host_id), a.status, a.request_id.empty() ? "-" : a.request_id});
+  }
+  return aligned(rows);
+}
+
+std::string render_audit_json(const std::vector<audit_record>& records) {
+  std::vector<std::string> objects;
+  for (const auto& a : records) {
+    objects.push_back(a.json);
+  }
+  return json_array(objects);
 }
 
 std::string render_host_json(const schema::host& h, const std::optional<std::string>& key_file) {
@@ -204,8 +283,8 @@ std::string render_doctor(const doctor_report& report) {
   return out;
 }
 
-std::string render_progress(const schema::host& h) {
-  return "  " + std::string(schema::to_string(h.status)) + "\n";
+std::string render_progress(schema::host_status status) {
+  return "  " + std::string(schema::to_string(status)) + "\n";
 }
 
 }  // namespace litterbox::client::cli

@@ -177,7 +177,7 @@ TEST_F(CliAgainstServer, UsageErrorsExitWithOne) {
 
 TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   for (const char* cmd : {"create", "ls", "get", "renew", "rm", "console", "events", "doctor",
-                          "ssh", "exec", "cp", "proxy", "completion"}) {
+                          "ssh", "exec", "cp", "proxy", "keys", "audit", "completion"}) {
     const auto r = run({cmd, "--help"});
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find("Usage:"), std::string::npos) << cmd;
@@ -188,9 +188,10 @@ TEST_F(CliAgainstServer, HelpOnEveryCommandAndBashCompletion) {
   ASSERT_EQ(completion.exit_code, 0);
   EXPECT_NE(completion.out.find("complete -F _litterbox litterbox"), std::string::npos);
   EXPECT_NE(completion.out.find("--expires-in"), std::string::npos);
-  EXPECT_NE(completion.out.find(
-                "create ls get renew rm console events doctor ssh exec cp proxy completion"),
-            std::string::npos);
+  EXPECT_NE(
+      completion.out.find(
+          "create ls get renew rm console events doctor ssh exec cp proxy keys audit completion"),
+      std::string::npos);
 }
 
 TEST_F(CliAgainstServer, RenewAndConsoleAndDoctor) {

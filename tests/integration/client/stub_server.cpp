@@ -87,6 +87,7 @@ void stub_server::serve() {
         header_end = in.find("\r\n\r\n");
         if (header_end != std::string::npos) {
           std::map<std::string, std::string> headers;
+          headers[":request"] = in.substr(0, in.find("\r\n"));
           std::size_t pos = in.find("\r\n") + 2;
           while (pos < header_end) {
             const auto eol = in.find("\r\n", pos);
@@ -123,8 +124,12 @@ void stub_server::serve() {
       }
     }
     if (!answer.close_only) {
+      std::string extra;
+      for (const auto& [name, value] : answer.headers) {
+        extra += name + ": " + value + "\r\n";
+      }
       send_all(fd, "HTTP/1.1 " + std::to_string(answer.status) + " " + reason(answer.status) +
-                       "\r\nContent-Type: application/json\r\nContent-Length: " +
+                       "\r\n" + extra + "Content-Type: application/json\r\nContent-Length: " +
                        std::to_string(answer.body.size()) + "\r\nConnection: close\r\n\r\n" +
                        answer.body);
     }

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace litterbox::client::test {
@@ -15,6 +16,7 @@ struct stub_answer {
   int status = 200;
   std::string body;
   bool close_only = false;
+  std::vector<std::pair<std::string, std::string>> headers{};  ///< extra response headers
 };
 
 /// A one-thread HTTP/1.1 server on 127.0.0.1:<ephemeral> that answers requests from a
@@ -28,7 +30,8 @@ class stub_server {
 
   std::uint16_t port() const { return port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  /// Headers of every request received so far.
+  /// Headers of every request received so far; the request line ("GET /hosts HTTP/1.1")
+  /// is under the key ":request".
   std::vector<std::map<std::string, std::string>> requests() const;
   /// Body of every complete request received so far, in order.
   std::vector<std::string> bodies() const;

@@ -61,6 +61,25 @@ TEST(ErrorMapping, ValidationListFillsIssues) {
   EXPECT_EQ(e.issues[1].msg, "Input should be a valid integer");
 }
 
+TEST(ErrorMapping, TooManyRequestsIsQuotaAndSaysWhenToRetry) {
+  EXPECT_EQ(error_from_response(429, R"({"detail": "quota exceeded: max_hosts=5"})").code,
+            errc::quota);
+  http_response r{429,
+                  {{"retry-after", "30"}},
+                  R"({"detail": "quota exceeded: max_hosts=5", "error_code": "QUOTA"})"};
+  auto e = error_from_response(r);
+  EXPECT_EQ(e.code, errc::quota);
+  EXPECT_EQ(e.message, "quota exceeded: max_hosts=5 (retry after 30 s)");
+  r.headers["retry-after"] = "Wed, 02 Dec 2026 05:00:00 GMT";
+  e = error_from_response(r);
+  EXPECT_EQ(e.message, "quota exceeded: max_hosts=5 (retry after Wed, 02 Dec 2026 05:00:00 GMT)");
+  r.headers.clear();
+  EXPECT_EQ(error_from_response(r).message, "quota exceeded: max_hosts=5");
+  r.status = 503;
+  r.headers["retry-after"] = "5";
+  EXPECT_EQ(error_from_response(r).message, "quota exceeded: max_hosts=5");
+}
+
 TEST(NextCursor, FindsTheAfterParameterOfRelNext) {
   EXPECT_EQ(next_cursor(R"(</hosts?limit=2&after=0190-ab>; rel="next")"), "0190-ab");
   EXPECT_EQ(next_cursor(R"(<http://h:1/hosts?status=active&after=x%2Dy&limit=5>; rel="next")"),

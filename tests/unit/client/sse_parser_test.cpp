@@ -49,5 +49,24 @@ TEST(SseParser, DataThatIsNoEventIsABadResponse) {
   EXPECT_EQ(events.error().code, errc::bad_response);
 }
 
+TEST(SseParser, AnErrorEventEndsWithTheServersDetailNotAsMalformed) {
+  // What litterboxd sends when retention pruned past a lagging stream (API.md "Events").
+  sse_parser p;
+  const auto events = p.feed(
+      "id: 5\ndata: {\"id\":5,\"at\":\"t\",\"host_id\":\"h\",\"type\":\"status\","
+      "\"status\":\"active\",\"last_error\":\"\"}\n\n"
+      "event: error\ndata: {\"detail\": \"event history no longer available\"}\n\n");
+  ASSERT_TRUE(events.has_value()) << events.error().message;
+  ASSERT_EQ(events->size(), 1U);  // what came before the error is still delivered
+  EXPECT_EQ((*events)[0].id, 5);
+  ASSERT_TRUE(p.ended());
+  EXPECT_EQ(p.ended()->code, errc::api_error);
+  EXPECT_EQ(p.ended()->message, "event history no longer available");
+  EXPECT_EQ(p.last_id(), 5);
+  const auto after = p.feed("id: 6\ndata: {\"id\":6}\n\n");
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(after->empty());
+}
+
 }  // namespace
 }  // namespace litterbox::client
