@@ -361,7 +361,8 @@ class store {
   /// Events with id > q.after in id order, filtered by q. Ids become visible in order: once
   /// an id is returned, no smaller one appears later. Errors: history_gone when q.after is
   /// older than what prune_events kept (events after it were pruned: the caller would miss
-  /// some); unavailable.
+  /// some) — for one host's events (q.host_id), only when that host's own `created` event
+  /// is gone, since pruning takes the oldest first; unavailable.
   virtual result<std::vector<host_event>> list_events(const event_query& q) = 0;
 
   /// The id of the newest event (0 when there is none): where a stream without a resume

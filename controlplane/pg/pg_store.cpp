@@ -245,7 +245,9 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"list_pool_members", "SELECT " + c + " FROM hosts h WHERE h.pooled ORDER BY h.id"},
       {"list_events",
        "SELECT e.id, e.host_id::text, e.type, e.status, (extract(epoch from e.at) * "
-       "1000000)::bigint, COALESCE(e.detail->>'last_error', ''), h.pruned_through, e.namespace "
+       "1000000)::bigint, COALESCE(e.detail->>'last_error', ''), h.pruned_through, e.namespace, "
+       // One host's history is whole while its first event (the oldest, pruned first) is.
+       "EXISTS (SELECT 1 FROM events c WHERE c.host_id = $2::uuid AND c.type = 'created') "
        "FROM "
        "event_horizon h LEFT JOIN LATERAL (SELECT * FROM events e WHERE e.id > $1::bigint AND "
        "($2::uuid IS NULL OR e.host_id = $2::uuid) AND ($3::text[] IS NULL OR e.status = "
@@ -1639,7 +1641,8 @@ result<std::vector<host_event>> pg_store::list_events(const event_query& q) {
         // One statement, one snapshot: the horizon and the events agree.
         pqxx::nontransaction tx(conn);
         const auto r = tx.exec_prepared("list_events", q.after, host, statuses, limit, q.ns);
-        if (!r.empty() && q.after < r[0][6].as<std::int64_t>()) {
+        const bool whole_host_history = host && !r.empty() && r[0][8].as<bool>();
+        if (!r.empty() && q.after < r[0][6].as<std::int64_t>() && !whole_host_history) {
           return make_error(errc::history_gone, "event history no longer available");
         }
         std::vector<host_event> out;

@@ -2088,6 +2088,27 @@ TYPED_TEST(store_contract, PrunedHistoryRefusesAnOlderResumePointInsteadOfSkippi
   EXPECT_TRUE(s.list_events(now).value().empty());
 }
 
+TYPED_TEST(store_contract, OneHostsWholeHistoryIsServedFromTheStartAfterOthersWerePruned) {
+  auto& s = this->store_;
+  const auto old_host = this->insert(make_host(t0)).host.id;
+  const auto recent = this->insert(make_host(t0 + 1h)).host.id;
+  ASSERT_TRUE(s.transition(recent, {host_status::provisioning}, to(host_status::error), t0 + 2h));
+  ASSERT_EQ(s.prune_events(t0 + 30min).value(), 1);
+  // The recent host's history is whole (its created event is there): served from 0.
+  event_query mine;
+  mine.host_id = recent;
+  const auto whole = s.list_events(mine);
+  ASSERT_TRUE(whole.has_value()) << whole.error().message;
+  ASSERT_EQ(whole->size(), 2U);
+  EXPECT_EQ((*whole)[0].type, event_type::created);
+  // The old host's was cut: its stream from the start is refused, not silently short.
+  event_query theirs;
+  theirs.host_id = old_host;
+  const auto cut = s.list_events(theirs);
+  ASSERT_FALSE(cut.has_value());
+  EXPECT_EQ(cut.error().code, errc::history_gone);
+}
+
 TYPED_TEST(store_contract, AReaderFollowingConcurrentWritersSeesEveryEventOnceInIdOrder) {
   auto& s = this->store_;
   constexpr int writers = 4;

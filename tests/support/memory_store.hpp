@@ -664,14 +664,18 @@ class memory_store final : public store, public proxy_store, public tenant_store
     const std::lock_guard lock(mutex_);
     if (down)
       return unavailable();
-    if (q.after < pruned_through_)
-      return make_error(errc::history_gone, "event history no longer available");
     std::optional<std::string> host;
     if (q.host_id) {
       host = parse_uuid(*q.host_id);
       if (!host)
         return std::vector<host_event>{};
     }
+    const bool whole_host_history =
+        host && std::any_of(events_.begin(), events_.end(), [&](const host_event& e) {
+          return e.host_id == *host && e.type == event_type::created;
+        });
+    if (q.after < pruned_through_ && !whole_host_history)
+      return make_error(errc::history_gone, "event history no longer available");
     std::vector<host_event> out;
     for (const auto& e : events_) {
       if (e.id <= q.after || (host && e.host_id != *host) || (q.ns && e.ns != *q.ns))

@@ -136,6 +136,49 @@ TEST_F(CliAgainstServer, ProxyCreateRefusesAHeaderWhoseVariableIsUnset) {
   EXPECT_EQ(run({"proxy", "create", "p", "https://1.1.1.1", "--header-env", "X-Key"}).exit_code, 1);
 }
 
+TEST_F(CliAgainstServer, KeysCreateLsRmAndAuditDriveTheServersTenants) {
+  const auto minted = run({"keys", "create", "--namespace", "cli-ns", "--name", "agents",
+                           "--max-hosts", "1", "--json"});
+  ASSERT_EQ(minted.exit_code, 0) << minted.err;
+  const auto k = nlohmann::json::parse(minted.out);
+  const auto key = k["key"].get<std::string>();
+  const auto key_id = k["id"].get<std::string>();
+  ASSERT_EQ(key.rfind("lbk_", 0), 0U);
+  EXPECT_EQ(k["quota"]["max_hosts"], 1);
+
+  const auto listed = run({"keys", "ls", "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(key_id), std::string::npos);
+  EXPECT_EQ(listed.out.find(key), std::string::npos) << "the key is shown once only";
+
+  // The customer's CLI, with the scoped key: its host, then the quota's 429 (exit 8).
+  auto customer = env_;
+  customer.back() = "SANDBOX_SERVICE_TOKEN=" + key;
+  const auto created = run_cli(dir_, customer, {"create", "--json"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const auto host_id = nlohmann::json::parse(created.out)["id"].get<std::string>();
+  const auto over = run_cli(dir_, customer, {"create", "--json"});
+  EXPECT_EQ(over.exit_code, 8) << over.err;
+  EXPECT_NE(over.err.find("quota exceeded: max_hosts=1"), std::string::npos) << over.err;
+  EXPECT_EQ(run_cli(dir_, customer, {"keys", "ls"}).exit_code, 4) << "admin only";
+
+  const auto audit = run({"audit", "--namespace", "cli-ns", "--json"});
+  ASSERT_EQ(audit.exit_code, 0) << audit.err;
+  std::vector<std::pair<std::string, int>> calls;
+  for (const auto& r : nlohmann::json::parse(audit.out)) {
+    calls.emplace_back(r["action"].get<std::string>(), r["status"].get<int>());
+  }
+  const std::vector<std::pair<std::string, int>> want{{"create_host", 201}, {"create_host", 429}};
+  EXPECT_EQ(calls, want) << audit.out;
+
+  const auto removed = run({"keys", "rm", key_id});
+  ASSERT_EQ(removed.exit_code, 0) << removed.err;
+  const auto refused = run_cli(dir_, customer, {"ls"});
+  EXPECT_EQ(refused.exit_code, 4);
+  EXPECT_EQ(refused.err, "litterbox: service token rejected\n");
+  EXPECT_EQ(run({"rm", host_id}).exit_code, 0) << "an admin still reaches the host";
+}
+
 TEST_F(CliAgainstServer, WrongTokenExitsWithTheAuthCode) {
   env_.back() = "SANDBOX_SERVICE_TOKEN=wrong";
   const auto r = run({"ls"});
