@@ -1,6 +1,7 @@
 #include "schema/api_keys.hpp"
 
 #include "schema/errc.hpp"
+#include "schema/json_body.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -30,21 +31,11 @@ bool valid_namespace(std::string_view ns) {
 }
 
 result<create_key_request> parse_create_key_request(std::string_view body) {
-  bool too_deep = false;
-  json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t /*event*/,
-                                                    json& /*parsed*/) {
-    if (depth > k_max_depth) {
-      too_deep = true;
-      return false;
-    }
-    return true;
-  };
-  const json j = json::parse(body.empty() ? std::string_view("{}") : body, limit_depth, false);
-  if (too_deep || j.is_discarded()) {
-    error e = make_error(errc::invalid_json, "JSON decode error");
-    e.issues.push_back(field_issue{{"body"}, "JSON decode error", "json_invalid"});
-    return e;
+  auto parsed = parse_json_body(body, k_max_depth);
+  if (!parsed) {
+    return parsed.error();
   }
+  const json j = parsed->is_null() ? json::object() : std::move(*parsed);
   std::vector<field_issue> issues;
   create_key_request out;
   if (!j.is_object()) {

@@ -1,6 +1,7 @@
 #include "schema/http_proxy.hpp"
 
 #include "schema/errc.hpp"
+#include "schema/json_body.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -163,21 +164,11 @@ result<origin> parse_origin(std::string_view text) {
 }
 
 result<create_http_proxy_request> parse_create_http_proxy_request(std::string_view body) {
-  bool too_deep = false;
-  json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t /*event*/,
-                                                    json& /*parsed*/) {
-    if (depth > k_max_depth) {
-      too_deep = true;
-      return false;
-    }
-    return true;
-  };
-  const json j = json::parse(body.empty() ? std::string_view("{}") : body, limit_depth, false);
-  if (too_deep || j.is_discarded()) {
-    error e = make_error(errc::invalid_json, "JSON decode error");
-    e.issues.push_back(field_issue{{"body"}, "JSON decode error", "json_invalid"});
-    return e;
+  auto parsed = parse_json_body(body, k_max_depth);
+  if (!parsed) {
+    return parsed.error();
   }
+  const json j = parsed->is_null() ? json::object() : std::move(*parsed);
   std::vector<field_issue> issues;
   if (!j.is_object()) {
     issues.push_back({{"body"},
@@ -208,11 +199,11 @@ result<create_http_proxy_request> parse_create_http_proxy_request(std::string_vi
     }
   }
   if (const auto* target = string_field("target")) {
-    auto parsed = parse_origin(target->get<std::string>());
-    if (parsed) {
-      out.target = std::move(*parsed);
+    auto origin_parsed = parse_origin(target->get<std::string>());
+    if (origin_parsed) {
+      out.target = std::move(*origin_parsed);
     } else {
-      issues.push_back({{"body", "target"}, parsed.error().message});
+      issues.push_back({{"body", "target"}, origin_parsed.error().message});
     }
   }
   const auto headers = j.find("headers");

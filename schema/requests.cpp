@@ -2,6 +2,7 @@
 
 #include "base/time.hpp"
 #include "schema/errc.hpp"
+#include "schema/json_body.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -17,34 +18,9 @@ using json = nlohmann::json;
 // no request of ours nests deeper than three.
 constexpr int k_max_depth = 32;
 
-bool blank(std::string_view s) {
-  return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
-}
-
 /// Parses `body` into JSON or reports why not, as FastAPI would (type json_invalid).
 result<json> parse_body(std::string_view body) {
-  if (blank(body)) {
-    return json(nullptr);
-  }
-  bool too_deep = false;
-  json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t /*event*/,
-                                                    json& /*parsed*/) {
-    if (depth > k_max_depth) {
-      too_deep = true;
-      return false;
-    }
-    return true;
-  };
-  json j = json::parse(body, limit_depth, false);
-  if (too_deep || j.is_discarded()) {
-    error e = make_error(errc::invalid_json, "JSON decode error");
-    e.issues.push_back(
-        field_issue{{"body"},
-                    too_deep ? "JSON decode error: nesting too deep" : "JSON decode error",
-                    "json_invalid"});
-    return e;
-  }
-  return j;
+  return parse_json_body(body, k_max_depth);
 }
 
 error type_error(std::vector<field_issue> issues) {

@@ -1,6 +1,7 @@
 #include "controlplane/http/routes.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 
 namespace litterbox::controlplane::http {
@@ -71,7 +72,7 @@ const std::vector<route>& routes() {
        {{"GET", litterbox, litterbox}, {"POST", litterbox, litterbox}},
        true,
        true},
-      {route_id::key, "/keys/{key_id}", {{"DELETE", litterbox, litterbox}}, true, true},
+      {route_id::key, "/keys/{id}", {{"DELETE", litterbox, litterbox}}, true, true},
       {route_id::audit, "/audit", {{"GET", litterbox, litterbox}}, true, true},
   };
   return table;
@@ -226,6 +227,16 @@ std::string percent_encode(std::string_view text) {
     }
   }
   return out;
+}
+
+std::optional<std::int64_t> parse_non_negative(std::string_view text) {
+  std::int64_t v = 0;
+  const auto* end = text.data() + text.size();
+  const auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc{} || p != end || v < 0) {
+    return std::nullopt;
+  }
+  return v;
 }
 
 }  // namespace litterbox::controlplane::http

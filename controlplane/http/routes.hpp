@@ -2,6 +2,7 @@
 
 #include "controlplane/http/wire_profile.hpp"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,7 +27,7 @@ enum class route_id {
   events,           ///< /events (Server-Sent Events)
   host_events,      ///< /hosts/{host_id}/events
   keys,             ///< /keys (admin tokens only)
-  key,              ///< /keys/{key_id} (admin tokens only)
+  key,              ///< /keys/{id} (admin tokens only)
   audit,            ///< /audit (admin tokens only)
 };
 
@@ -109,6 +110,10 @@ std::string percent_decode(std::string_view text, bool plus_is_space = false);
 
 /// Splits a query string into decoded (name, value) pairs, in order.
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query);
+
+/// `text` as a non-negative decimal integer (a cursor, an id); nullopt for anything else
+/// (empty, a sign, trailing bytes, out of range).
+std::optional<std::int64_t> parse_non_negative(std::string_view text);
 
 /// Percent-encodes `text` for a query value (unreserved characters stay).
 std::string percent_encode(std::string_view text);

@@ -640,17 +640,6 @@ void append_event(std::string& out, const host_event& e) {
   out += "id: " + std::to_string(e.id) + "\ndata: " + dump(j) + "\n\n";
 }
 
-/// A resume point: a non-negative decimal event id.
-std::optional<std::int64_t> parse_event_id(std::string_view text) {
-  std::int64_t v = 0;
-  const auto* end = text.data() + text.size();
-  const auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc{} || p != end || v < 0) {
-    return std::nullopt;
-  }
-  return v;
-}
-
 reply query_issue(std::vector<std::string> loc, std::string msg, std::string_view request_id) {
   error e = make_error(errc::validation, "validation failed");
   e.issues.push_back(field_issue{std::move(loc), std::move(msg), "value_error"});
@@ -690,7 +679,7 @@ net::awaitable<std::optional<reply>> http_server::impl::stream_events(beast::tcp
   q.ns = rq.who.scope();
   auto& hub = hosts.events();
   if (after_text) {
-    const auto after = parse_event_id(*after_text);
+    const auto after = parse_non_negative(*after_text);
     if (!after) {
       co_return query_issue(header_resume ? std::vector<std::string>{"header", "Last-Event-ID"}
                                           : std::vector<std::string>{"query", "after"},

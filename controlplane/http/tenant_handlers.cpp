@@ -6,7 +6,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <charconv>
 #include <string>
 #include <vector>
 
@@ -50,16 +49,6 @@ error query_error(const char* name, std::string msg) {
   return e;
 }
 
-std::optional<std::int64_t> whole_number(std::string_view text) {
-  std::int64_t v = 0;
-  const auto* end = text.data() + text.size();
-  const auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc{} || p != end || v < 0) {
-    return std::nullopt;
-  }
-  return v;
-}
-
 result<handler_answer> list_audit(key_service& keys, std::string_view query) {
   audit_query q;
   q.limit = k_audit_default_limit;
@@ -67,13 +56,13 @@ result<handler_answer> list_audit(key_service& keys, std::string_view query) {
     if (name == "namespace") {
       q.ns = value;
     } else if (name == "after") {
-      const auto after = whole_number(value);
+      const auto after = parse_non_negative(value);
       if (!after) {
         return query_error("after", "after must be an audit entry id (a whole number)");
       }
       q.after = *after;
     } else if (name == "limit") {
-      const auto limit = whole_number(value);
+      const auto limit = parse_non_negative(value);
       if (!limit || *limit < 1 || *limit > static_cast<std::int64_t>(k_audit_max_limit)) {
         return query_error("limit", "limit must be between 1 and 1000");
       }
@@ -122,7 +111,7 @@ result<handler_answer> handle_tenant(key_service& keys, const route_match& m,
       return handler_answer{201, out.dump()};
     }
     case route_id::key:
-      if (auto revoked = keys.revoke(m.param("key_id")); !revoked) {
+      if (auto revoked = keys.revoke(m.param("id")); !revoked) {
         return revoked.error();
       }
       return handler_answer{204, {}};

@@ -2,9 +2,7 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/store.hpp"
-#include "controlplane/pg/pg_store.hpp"
-#include "tests/support/memory_store.hpp"
-#include "tests/support/pg_database.hpp"
+#include "tests/contract/store_backends.hpp"
 
 #include <gtest/gtest.h>
 
@@ -19,27 +17,13 @@
 namespace litterbox::controlplane {
 namespace {
 
+using contract::make_host;
+
 using schema::host_status;
 
 constexpr timestamp t0 = timestamp(std::chrono::microseconds(1'790'000'000'123'456));
 const port_range k_ports{20000, 29999};
 constexpr const char* k_ns = "default";
-
-host_record make_host(timestamp created, host_status status) {
-  host_record r;
-  auto& h = r.host;
-  h.id = new_uuid_v7(created);
-  h.name = schema::host_name_for(h.id);
-  h.status = status;
-  h.provider = "libvirt";
-  h.image = "registry.test/debian:12";
-  h.cpus = 1;
-  h.memory_mib = 512;
-  h.ssh_username = "agent";
-  h.created_at = created;
-  h.updated_at = created;
-  return r;
-}
 
 http_proxy_record make_proxy(std::string name, std::string ns = k_ns) {
   http_proxy_record p;
@@ -50,17 +34,6 @@ http_proxy_record make_proxy(std::string name, std::string ns = k_ns) {
   p.created_at = t0;
   return p;
 }
-
-struct memory_backend {
-  static constexpr const char* name = "memory";
-  testing::memory_store store;
-};
-
-struct pg_backend {
-  static constexpr const char* name = "pg";
-  test::test_database db;
-  pg::pg_store store{db.url(), 4};
-};
 
 template <class Backend>
 class proxy_store_contract : public ::testing::Test {
@@ -89,15 +62,7 @@ class proxy_store_contract : public ::testing::Test {
   }
 };
 
-struct backend_names {
-  template <class T>
-  static std::string GetName(int /*index*/) {
-    return T::name;
-  }
-};
-
-using backends = ::testing::Types<memory_backend, pg_backend>;
-TYPED_TEST_SUITE(proxy_store_contract, backends, backend_names);
+TYPED_TEST_SUITE(proxy_store_contract, contract::store_backends, contract::backend_names);
 
 TYPED_TEST(proxy_store_contract, InsertedProxyIsListedByNameWithoutItsHeaders) {
   this->insert_proxy(make_proxy("zeta"));

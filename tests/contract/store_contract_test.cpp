@@ -1,9 +1,7 @@
 #include "base/uuid.hpp"
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/store.hpp"
-#include "controlplane/pg/pg_store.hpp"
-#include "tests/support/memory_store.hpp"
-#include "tests/support/pg_database.hpp"
+#include "tests/contract/store_backends.hpp"
 
 #include <gtest/gtest.h>
 
@@ -27,27 +25,13 @@
 namespace litterbox::controlplane {
 namespace {
 
+using contract::make_host;
+
 using namespace std::chrono_literals;
 using schema::host_status;
 
 constexpr timestamp t0 = timestamp(std::chrono::microseconds(1'790'000'000'123'456));
 const port_range k_ports{20000, 29999};
-
-host_record make_host(timestamp created, host_status status = host_status::provisioning) {
-  host_record r;
-  auto& h = r.host;
-  h.id = new_uuid_v7(created);
-  h.name = schema::host_name_for(h.id);
-  h.status = status;
-  h.provider = "libvirt";
-  h.image = "registry.test/debian:12";
-  h.cpus = 1;
-  h.memory_mib = 512;
-  h.ssh_username = "agent";
-  h.created_at = created;
-  h.updated_at = created;
-  return r;
-}
 
 idempotency_claim make_claim(std::string key, std::string fingerprint, timestamp expires) {
   idempotency_claim c;
@@ -57,17 +41,6 @@ idempotency_claim make_claim(std::string key, std::string fingerprint, timestamp
   c.expires_at = expires;
   return c;
 }
-
-struct memory_backend {
-  static constexpr const char* name = "memory";
-  testing::memory_store store;
-};
-
-struct pg_backend {
-  static constexpr const char* name = "pg";
-  test::test_database db;
-  pg::pg_store store{db.url(), 8};
-};
 
 template <class Backend>
 class store_contract : public ::testing::Test {
@@ -96,15 +69,7 @@ class store_contract : public ::testing::Test {
   }
 };
 
-struct backend_names {
-  template <class T>
-  static std::string GetName(int /*index*/) {
-    return T::name;
-  }
-};
-
-using backends = ::testing::Types<memory_backend, pg_backend>;
-TYPED_TEST_SUITE(store_contract, backends, backend_names);
+TYPED_TEST_SUITE(store_contract, contract::store_backends, contract::backend_names);
 
 // Inserts and reads.
 

@@ -2,9 +2,7 @@
 #include "controlplane/core/errc.hpp"
 #include "controlplane/core/store.hpp"
 #include "controlplane/core/tenancy.hpp"
-#include "controlplane/pg/pg_store.hpp"
-#include "tests/support/memory_store.hpp"
-#include "tests/support/pg_database.hpp"
+#include "tests/contract/store_backends.hpp"
 
 #include <gtest/gtest.h>
 
@@ -29,18 +27,9 @@ const port_range k_ports{20000, 29999};
 
 host_record make_host(timestamp created, std::string ns, namespace_quota quota = {}, int cpus = 1,
                       int memory_mib = 512) {
-  host_record r;
-  auto& h = r.host;
-  h.id = new_uuid_v7(created);
-  h.name = schema::host_name_for(h.id);
-  h.status = host_status::provisioning;
-  h.provider = "libvirt";
-  h.image = "registry.test/debian:12";
-  h.cpus = cpus;
-  h.memory_mib = memory_mib;
-  h.ssh_username = "agent";
-  h.created_at = created;
-  h.updated_at = created;
+  auto r = contract::make_host(created);
+  r.host.cpus = cpus;
+  r.host.memory_mib = memory_mib;
   r.ns = std::move(ns);
   r.quota = quota;
   return r;
@@ -57,17 +46,6 @@ api_key_record make_key(timestamp at, std::string ns, std::string hash) {
   return k;
 }
 
-struct memory_backend {
-  static constexpr const char* name = "memory";
-  testing::memory_store store;
-};
-
-struct pg_backend {
-  static constexpr const char* name = "pg";
-  test::test_database db;
-  pg::pg_store store{db.url(), 8};
-};
-
 template <class Backend>
 class tenant_contract : public ::testing::Test {
  protected:
@@ -76,15 +54,7 @@ class tenant_contract : public ::testing::Test {
   tenant_store& tenants_ = backend_.store;
 };
 
-struct backend_names {
-  template <class T>
-  static std::string GetName(int /*index*/) {
-    return T::name;
-  }
-};
-
-using backends = ::testing::Types<memory_backend, pg_backend>;
-TYPED_TEST_SUITE(tenant_contract, backends, backend_names);
+TYPED_TEST_SUITE(tenant_contract, contract::store_backends, contract::backend_names);
 
 TYPED_TEST(tenant_contract, KeysRoundTripAreFoundByHashAndRevokedOnce) {
   auto& s = this->tenants_;

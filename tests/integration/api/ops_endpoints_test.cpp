@@ -26,7 +26,11 @@ const std::set<std::string>& documented_operations() {
                                          "GET /doctor",
                                          "GET /metrics",
                                          "GET /events",
-                                         "GET /hosts/{host_id}/events"};
+                                         "GET /hosts/{host_id}/events",
+                                         "POST /keys",
+                                         "GET /keys",
+                                         "DELETE /keys/{id}",
+                                         "GET /audit"};
   return ops;
 }
 

@@ -116,7 +116,7 @@ TEST(ListedOperations, LitterboxListsEveryOperationDrukboxOnlyItsOwn) {
                  {"GET", "/hosts/{host_id}/events"},
                  {"GET", "/keys"},
                  {"POST", "/keys"},
-                 {"DELETE", "/keys/{key_id}"},
+                 {"DELETE", "/keys/{id}"},
                  {"GET", "/audit"}}));
   EXPECT_EQ(listed_operations(wire_profile::drukbox),
             (ops{{"GET", "/hosts"},
