@@ -41,6 +41,27 @@ using std::chrono::steady_clock;
 namespace {
 
 constexpr std::size_t k_tail_bytes = 2048;
+// How long the way a vanished domain ended is remembered (see vm_watch::stopped).
+constexpr std::chrono::hours k_stop_memory{1};
+
+std::string uuid_for(std::string_view host_id);
+
+/// What a STOPPED lifecycle event's detail says about how the guest ended; the same words
+/// vm_states() uses for a listed shut-off domain's reason.
+vm_status stop_status(int detail) {
+  switch (detail) {
+    case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+      return {vm_state::stopped, "guest powered off"};
+    case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+      return {vm_state::stopped, "the VM was destroyed outside litterbox"};
+    case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+      return {vm_state::crashed, "QEMU exited unexpectedly"};
+    case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+      return {vm_state::crashed, "the VM failed to start"};
+    default:
+      return {vm_state::stopped, "the VM is shut off"};
+  }
+}
 // Deadlines of the tools create_vm runs (the egress firewall bounds its own iptables calls).
 constexpr std::chrono::seconds k_qemu_img_timeout{60};
 constexpr std::chrono::seconds k_seed_timeout{60};
@@ -179,6 +200,18 @@ struct libvirt_driver::connection {
 struct libvirt_driver::vm_watch {
   std::mutex mutex;
   std::function<void()> wake;
+  /// How domains ended, by domain UUID (a host's id), from their STOPPED events: a transient
+  /// domain (a clone) is gone from every listing once it stopped, so the event is the only
+  /// place that says whether it powered off or was killed. Dropped by destroy(), and after
+  /// k_stop_memory (a domain of another owner tag is never destroyed by us).
+  std::map<std::string, std::pair<vm_status, steady_clock::time_point>> stopped;
+
+  void record_stop(std::string uuid, vm_status status) {
+    const auto now = steady_clock::now();
+    const std::lock_guard lock(mutex);
+    std::erase_if(stopped, [&](const auto& e) { return now - e.second.second > k_stop_memory; });
+    stopped.insert_or_assign(std::move(uuid), std::pair{std::move(status), now});
+  }
 
   void notify() {
     std::function<void()> w;
@@ -415,11 +448,18 @@ void libvirt_driver::subscribe(connection& c) {
   }
   // Runs on the event loop thread. Only the changes that can end a guest wake the watcher;
   // what happened is read back by vm_states().
-  virConnectDomainEventCallback on_lifecycle = [](virConnectPtr /*conn*/, virDomainPtr /*dom*/,
-                                                  int event, int /*detail*/, void* opaque) {
+  virConnectDomainEventCallback on_lifecycle = [](virConnectPtr /*conn*/, virDomainPtr dom,
+                                                  int event, int detail, void* opaque) {
+    auto& watch = *static_cast<std::shared_ptr<vm_watch>*>(opaque);
+    std::array<char, VIR_UUID_STRING_BUFLEN> uuid{};
+    // The UUID is the handle's own copy: no call to libvirtd, so it works for a domain that
+    // no longer exists.
+    if (event == VIR_DOMAIN_EVENT_STOPPED && virDomainGetUUIDString(dom, uuid.data()) == 0) {
+      watch->record_stop(uuid.data(), stop_status(detail));
+    }
     if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED ||
         event == VIR_DOMAIN_EVENT_UNDEFINED) {
-      (*static_cast<std::shared_ptr<vm_watch>*>(opaque))->notify();
+      watch->notify();
     }
     return 0;
   };
@@ -494,6 +534,14 @@ result<std::map<std::string, vm_status>> libvirt_driver::vm_states() {
     out[std::move(id)] = std::move(st);
   }
   std::free(doms);
+  // A domain that stopped and is no longer listed (transient: a clone) ended the way its
+  // STOPPED event said.
+  {
+    const std::lock_guard lock(watch_->mutex);
+    for (const auto& [uuid, entry] : watch_->stopped) {
+      out.try_emplace(uuid, entry.first);
+    }
+  }
   return out;
 }
 
@@ -744,7 +792,12 @@ result<void> libvirt_driver::destroy(std::string_view host_id) {
   if (!valid_host_id(host_id)) {
     return make_error(errc::teardown_failed, "malformed host id");
   }
-  return remove_tagged(metadata_host_id, host_id, "domain", host_dir(host_id));
+  auto removed = remove_tagged(metadata_host_id, host_id, "domain", host_dir(host_id));
+  if (removed) {
+    const std::lock_guard lock(watch_->mutex);
+    watch_->stopped.erase(uuid_for(host_id));
+  }
+  return removed;
 }
 
 result<void> libvirt_driver::remove_tagged(std::string (*id_of)(std::string_view metadata_xml,

@@ -1,4 +1,5 @@
 #include "tests/e2e/api/e2e_support.hpp"
+#include "tests/e2e/clones/cloned_guests.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -10,7 +11,10 @@
 #include <string>
 #include <thread>
 
-// Issue 15: a guest whose QEMU dies behind litterbox's back must not stay `active`.
+// Issue 15: a guest whose QEMU dies behind litterbox's back must not stay `active`. Each case's
+// guest is a clone from the shared service (tests/e2e/clones), which runs with a long
+// reconcile interval: the lifecycle event or the start-up check, not the periodic pass, must
+// find the death.
 
 namespace litterbox::e2e_test {
 namespace {
@@ -32,17 +36,12 @@ pid_t qemu_pid(const std::string& name) {
 }
 
 TEST(RealGuestDeath, AKilledQemuTurnsTheActiveHostIntoErrorWithinTenSecondsAndReleasesIt) {
-  std::unique_ptr<e2e_service> service;
-  try {
-    // A long reconcile interval: the lifecycle event, not the periodic check, must do it.
-    service =
-        std::make_unique<e2e_service>(std::vector<std::string>{"--reconcile-interval", "600"});
-  } catch (const std::exception& e) {
-    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
-  }
+  e2e_service* service = nullptr;
+  ASSERT_NO_THROW(service = &cloned_guest_service());
   const auto created = service->create(json::object());
   ASSERT_EQ(created.status, 201) << created << "\nlitterboxd:\n"
                                  << service->process().output_tail();
+  EXPECT_EQ(create_path(created), "clone");
   const json host = body_json(created);
   const std::string id = host["id"];
   const std::string name = host["name"];
@@ -96,16 +95,12 @@ TEST(RealGuestDeath, AKilledQemuTurnsTheActiveHostIntoErrorWithinTenSecondsAndRe
 }
 
 TEST(RealGuestDeath, AGuestThatPowersItselfOffEndsAsErrorVmStoppedAndIsReleased) {
-  std::unique_ptr<e2e_service> service;
-  try {
-    service =
-        std::make_unique<e2e_service>(std::vector<std::string>{"--reconcile-interval", "600"});
-  } catch (const std::exception& e) {
-    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
-  }
+  e2e_service* service = nullptr;
+  ASSERT_NO_THROW(service = &cloned_guest_service());
   const auto created = service->create(json::object());
   ASSERT_EQ(created.status, 201) << created << "\nlitterboxd:\n"
                                  << service->process().output_tail();
+  EXPECT_EQ(create_path(created), "clone");
   const json host = body_json(created);
   const std::string id = host["id"];
   const std::string name = host["name"];
@@ -141,16 +136,12 @@ TEST(RealGuestDeath, AGuestThatPowersItselfOffEndsAsErrorVmStoppedAndIsReleased)
 }
 
 TEST(RealGuestDeath, AGuestThatDiedWhileLitterboxdWasDownIsFoundAtStartUp) {
-  std::unique_ptr<e2e_service> service;
-  try {
-    service =
-        std::make_unique<e2e_service>(std::vector<std::string>{"--reconcile-interval", "600"});
-  } catch (const std::exception& e) {
-    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
-  }
+  e2e_service* service = nullptr;
+  ASSERT_NO_THROW(service = &cloned_guest_service());
   const auto created = service->create(json::object());
   ASSERT_EQ(created.status, 201) << created << "\nlitterboxd:\n"
                                  << service->process().output_tail();
+  EXPECT_EQ(create_path(created), "clone");
   const json host = body_json(created);
   const std::string id = host["id"];
   const std::string name = host["name"];

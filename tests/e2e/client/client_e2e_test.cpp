@@ -1,4 +1,5 @@
 #include "tests/e2e/api/e2e_support.hpp"
+#include "tests/e2e/clones/cloned_guests.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -32,12 +33,9 @@ std::string random_bytes(std::size_t n) {
 }
 
 TEST(RealGuestsCli, CreateExecCopySshAndRmWorkAgainstARealGuestAndLeaveNothing) {
-  std::unique_ptr<e2e_service> service;
-  try {
-    service = std::make_unique<e2e_service>();
-  } catch (const std::exception& e) {
-    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
-  }
+  // The guest is a clone from the shared service (tests/e2e/clones).
+  e2e_service* service = nullptr;
+  ASSERT_NO_THROW(service = &cloned_guest_service());
   const temp_dir work("lb-e2e-cli");
   const auto home = work.path() / "home";
   fs::create_directories(home);
@@ -61,6 +59,7 @@ TEST(RealGuestsCli, CreateExecCopySshAndRmWorkAgainstARealGuestAndLeaveNothing) 
   ASSERT_TRUE(host.is_object()) << created;
   const auto id = host.value("id", "");
   EXPECT_EQ(host.value("status", ""), "active") << created.out;
+  EXPECT_EQ(recorded_create_path(*service, id), "clone");
   // The key went to a 0600 file; the printed host must not carry it.
   EXPECT_TRUE(!host.contains("private_key") || host["private_key"].is_null())
       << "the CLI printed the private key";

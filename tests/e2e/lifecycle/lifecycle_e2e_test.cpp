@@ -3,6 +3,7 @@
 #include "base/uuid.hpp"
 #include "hypervisor/libvirt/domain_xml.hpp"
 #include "tests/e2e/api/e2e_support.hpp"
+#include "tests/e2e/clones/cloned_guests.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -72,13 +73,10 @@ struct domain_cleanup {
 };
 
 TEST(RealLifecycle, ExpiredHostAndTaggedOrphanGoAfterOneReapRunWhileAnUntaggedDomainStays) {
-  std::unique_ptr<e2e_service> service;
-  try {
-    // The in-process reaper loop stays out of the way: the pass under test is `litterboxd reap`.
-    service = std::make_unique<e2e_service>(std::vector<std::string>{"--reap-interval", "86400"});
-  } catch (const std::exception& e) {
-    FAIL() << "cannot start litterboxd with the libvirt driver: " << e.what();
-  }
+  // The guest is a clone from the shared service (tests/e2e/clones), whose in-process reaper
+  // loop stays out of the way: the pass under test is `litterboxd reap`.
+  e2e_service* service = nullptr;
+  ASSERT_NO_THROW(service = &cloned_guest_service());
   const temp_dir work("lb-e2e-lifecycle");
   const system_clock clock;
 
@@ -91,6 +89,7 @@ TEST(RealLifecycle, ExpiredHostAndTaggedOrphanGoAfterOneReapRunWhileAnUntaggedDo
   const json host = body_json(created);
   const auto id = host.value("id", "");
   ASSERT_EQ(host.value("status", ""), "active") << host.dump();
+  EXPECT_EQ(create_path(created), "clone");
   ASSERT_TRUE(domain_exists(host.value("name", "")));
 
   const auto renewed = service->http().post(
