@@ -354,6 +354,7 @@ TABLE
 
 phases pool-1-
 phases clone-1-
+# No backquotes in the labels below: inside $(...) in this here-document they would run.
 cat <<TABLE
 
 Where a pool claim's time goes (run 1; litterboxd's debug log per claimed host id, curl's total;
@@ -361,8 +362,8 @@ milliseconds; nearest-rank p50/p99):
 
 | phase | n | p50 | p99 | min | max | mean |
 |---|---:|---:|---:|---:|---:|---:|
-$(prow pool-1- resolve "resolve the tag's digest (\\`skopeo inspect\\`, in the request)")
-$(prow pool-1- claim "claim transaction (key, \\`FOR UPDATE SKIP LOCKED\\`, member → host)")
+$(prow pool-1- resolve "resolve the tag's digest (registry HEAD, else skopeo; in the request)")
+$(prow pool-1- claim "claim transaction (key, member locked SKIP LOCKED, member → host)")
 $(prow pool-1- lookup "apply_login: libvirt lookup, early SSH connect")
 $(prow pool-1- files "apply_login: login files through the guest agent")
 $(prow pool-1- ssh "readiness proof: SSH handshake presenting the pinned key")
@@ -377,7 +378,7 @@ $(prow clone-1- c_files "overlay, seed and domain files")
 $(prow clone-1- c_restore "restore of the saved state")
 $(prow clone-1- c_agent "guest agent answering")
 $(prow clone-1- c_key "RNG reseed, host key")
-$(prow clone-1- c_clock "clock (\\`guest-set-time\\`)")
+$(prow clone-1- c_clock "clock (guest-set-time)")
 $(prow clone-1- c_ident "identity files (login, env, hostname)")
 $(prow clone-1- c_ssh "readiness proof: SSH handshake")
 $(prow clone-1- c_other "rest: resolve, transactions, HTTP")
