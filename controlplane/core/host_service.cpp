@@ -199,8 +199,16 @@ result<create_result> finish_claim(const config& cfg, provisioner& provisioning,
     spec->authorized_keys = req.authorized_keys;
   }
   job.spec = std::move(spec);
+  const std::string id = job.id;
   provisioning.submit(std::move(place), std::move(job));
-  pool.poke();
+  // The refill starts once this claim has settled, not beside it: under TCG a restore takes
+  // both cores for a second or more, and a claim's login and SSH proof run on the guest's
+  // emulated CPU (bench/fast: every claim that ran beside its replacement's restore paid
+  // for it in its p99). The member is gone from the pool either way; it is replaced a claim
+  // later, never less often.
+  if (!provisioning.notify_when_settled(id, [&pool] { pool.poke(); })) {
+    pool.poke();  // it settled already
+  }
   create_result out{row.host, true, create_path::pool};
   if (minted) {
     out.host.private_key = std::move(minted->private_openssh);
