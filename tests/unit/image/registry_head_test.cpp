@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <mutex>
 #include <netinet/in.h>
+#include <stdexcept>
 #include <string>
 #include <sys/socket.h>
 #include <thread>
