@@ -64,6 +64,8 @@ bench_start_libvirtd
 bench_prepare_image
 bench_start_pg
 bench_server_env
+# Debug level: the server logs each claim's and clone's phases, which the report breaks down.
+export LITTERBOX_LOG_LEVEL=debug
 bench_timers
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -78,7 +80,7 @@ serve() {
 
 # create LABEL PATH: one blocking POST /hosts timed by curl; dies unless it answers 201 with
 # X-Litterbox-Create-Path: PATH. Sets took (seconds) and made (the host id), and appends
-# "LABEL took" to $work/raw/creates.txt.
+# "LABEL took id" to $work/raw/creates.txt.
 create() {
   local label="$1" want="$2" code got
   read -r code took < <(curl -sS -o "$work/raw/$label.json" -D "$work/raw/$label.headers" \
@@ -93,7 +95,7 @@ create() {
   got="$(sed -n 's/^[Xx]-[Ll]itterbox-[Cc]reate-[Pp]ath: *\([a-z]*\).*/\1/p' "$work/raw/$label.headers")"
   [[ "$got" == "$want" ]] ||
     lb_die "$label: served by '${got:-no X-Litterbox-Create-Path}', not $want (see $label.headers)"
-  echo "$label $took" >>"$work/raw/creates.txt"
+  echo "$label $took $made" >>"$work/raw/creates.txt"
 }
 
 # metric NAME SELECTOR: sets mval to the value of the first sample of NAME whose labels contain
@@ -238,6 +240,68 @@ done
 ((members == pool_size)) || lb_warn "$members running guests measured, pool size $pool_size"
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# phases LABEL_PREFIX: where the time of the creates labelled LABEL_PREFIX* went, from the
+# server's log lines for their host ids (debug level: litterboxd's own phase timings) and
+# curl's total. Writes one file per phase, in seconds: $work/raw/phase-<LABEL_PREFIX><PHASE>.txt.
+phases() {
+  jq -R -r 'fromjson? | .msg // empty' "$work/litterboxd.log" >"$work/raw/messages.txt"
+  awk -v want="$1" -v out="$work/raw/phase-$1" '
+    function num(s, key,   i, rest) {
+      i = index(s, key)
+      if (i == 0) return ""
+      rest = substr(s, i + length(key))
+      return rest + 0
+    }
+    function put(name, ms) { if (ms != "") print ms / 1000 > (out name ".txt") }
+    FNR == NR {
+      if ($0 !~ /^host [0-9a-f-]+: /) next
+      id = substr($2, 1, length($2) - 1)
+      if (index($0, ": pool claim: image resolved in ")) {
+        resolve[id] = num($0, "resolved in "); claim[id] = num($0, "member claimed in ")
+      } else if (index($0, ": login applied in ")) {
+        lookup[id] = num($0, "lookup "); files[id] = num($0, "files "); ssh[id] = num($0, "SSH ")
+        login[id] = num($0, "applied in ")
+      } else if (index($0, "(pool; login and SSH proof ")) {
+        lane[id] = num($0, "SSH proof "); act[id] = num($0, "activation ")
+      } else if (index($0, ": clone of ")) {
+        c_total[id] = num($0, " in "); c_restore[id] = num($0, "restore ")
+        c_agent[id] = num($0, "agent "); c_key[id] = num($0, "host key ")
+        c_clock[id] = num($0, "clock "); c_ident[id] = num($0, "identity ")
+        c_ssh[id] = num($0, "SSH "); c_files[id] = num($0, "files ")
+      }
+      next
+    }
+    index($1, want) == 1 {
+      id = $3; total = $2 * 1000
+      if (id in resolve) {
+        put("resolve", resolve[id]); put("claim", claim[id]); put("lookup", lookup[id])
+        put("files", files[id]); put("ssh", ssh[id]); put("activate", act[id])
+        rest = total - resolve[id] - claim[id] - lane[id] - act[id]
+        put("other", rest < 0 ? 0 : rest)
+      } else if (id in c_total) {
+        put("c_files", c_files[id]); put("c_restore", c_restore[id]); put("c_agent", c_agent[id])
+        put("c_key", c_key[id]); put("c_clock", c_clock[id]); put("c_ident", c_ident[id])
+        put("c_ssh", c_ssh[id])
+        put("c_other", total - c_total[id] < 0 ? 0 : total - c_total[id])
+      }
+    }' "$work/raw/messages.txt" "$work/raw/creates.txt"
+}
+# prow LABEL_PREFIX PHASE TEXT: a row of the phase table (n, p50, p99, min, max, mean, in ms).
+prow() {
+  local f="$work/raw/phase-$1$2.txt"
+  [[ -s "$f" ]] || {
+    printf '| %s | 0 | | | | | |\n' "$3"
+    return 0
+  }
+  sort -g "$f" | awk -v label="$3" '
+    { v[NR] = $1 * 1000; s += $1 * 1000 }
+    END {
+      r50 = int(0.50 * NR); if (r50 < 0.50 * NR) r50++
+      r99 = int(0.99 * NR); if (r99 < 0.99 * NR) r99++
+      printf "| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n", label, NR, v[r50], v[r99], v[1], v[NR], s / NR
+    }'
+}
+
 # --- report ----------------------------------------------------------------------------------------
 stats "$work/raw/boot.txt"
 boot_p50="$st_p50"
@@ -286,6 +350,38 @@ shared between QEMUs; overlay: allocated bytes of the member's qcow2 on the froz
 |---|---:|---:|---:|
 ${mem_rows}| **total, $members members** | **$(mib "$total_pss")** | $(mib "$total_rss") | $(mib "$total_overlay") |
 | template (shared by all clones) | state file $(mib "$template_state_bytes") | | frozen disk $(mib "$template_disk_bytes") |
+TABLE
+
+phases pool-1-
+phases clone-1-
+# No backquotes in the labels below: inside $(...) in this here-document they would run.
+cat <<TABLE
+
+Where a pool claim's time goes (run 1; litterboxd's debug log per claimed host id, curl's total;
+milliseconds; nearest-rank p50/p99):
+
+| phase | n | p50 | p99 | min | max | mean |
+|---|---:|---:|---:|---:|---:|---:|
+$(prow pool-1- resolve "resolve the tag's digest (registry HEAD, else skopeo; in the request)")
+$(prow pool-1- claim "claim transaction (key, member locked SKIP LOCKED, member → host)")
+$(prow pool-1- lookup "apply_login: libvirt lookup, early SSH connect")
+$(prow pool-1- files "apply_login: login files through the guest agent")
+$(prow pool-1- ssh "readiness proof: SSH handshake presenting the pinned key")
+$(prow pool-1- activate "activation transaction (→ active)")
+$(prow pool-1- other "rest: HTTP, parsing, claim-lane hand-off, curl")
+
+Where a clone's time goes (run 1; same sources; milliseconds):
+
+| phase | n | p50 | p99 | min | max | mean |
+|---|---:|---:|---:|---:|---:|---:|
+$(prow clone-1- c_files "overlay, seed and domain files")
+$(prow clone-1- c_restore "restore of the saved state")
+$(prow clone-1- c_agent "guest agent answering")
+$(prow clone-1- c_key "RNG reseed, host key")
+$(prow clone-1- c_clock "clock (guest-set-time)")
+$(prow clone-1- c_ident "identity files (login, env, hostname)")
+$(prow clone-1- c_ssh "readiness proof: SSH handshake")
+$(prow clone-1- c_other "rest: resolve, transactions, HTTP")
 TABLE
 
 if ((runs > 1)); then

@@ -407,14 +407,21 @@ void provisioner::run_claim(const provision_job& job) {
   if (past_deadline(a)) {
     return;
   }
+  const auto t_started = steady_clock::now();
   if (auto login = driver_.apply_login(*job.spec, job.deadline); !login) {
     fail(job, last_error_text(login.error()), a.vm_made);
     return;
   }
+  const auto t_login = steady_clock::now();
   if (!activate(a, std::nullopt)) {
     return;
   }
-  spdlog::info("host {}: active on {}:{} (pool)", job.id, job.spec->ssh_host, job.spec->ssh_port);
+  const auto ms = [](steady_clock::time_point from, steady_clock::time_point to) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
+  };
+  spdlog::info("host {}: active on {}:{} (pool; login and SSH proof {} ms, activation {} ms)",
+               job.id, job.spec->ssh_host, job.spec->ssh_port, ms(t_started, t_login),
+               ms(t_login, steady_clock::now()));
 }
 
 void provisioner::fail(const provision_job& job, const std::string& last_error, bool vm_made) {

@@ -288,8 +288,14 @@ void warm_pool::poke() {
   {
     const std::lock_guard lock(mutex_);
     poked_ = true;
+    ++pokes_;
   }
   cv_.notify_all();
+}
+
+std::uint64_t warm_pool::pokes() const {
+  const std::lock_guard lock(mutex_);
+  return pokes_;
 }
 
 void warm_pool::loop() {

@@ -64,8 +64,10 @@ class warm_pool {
 
   /// Runs refill_once() on a background thread every few seconds, and at once after poke().
   void start();
-  /// Wakes the refill thread (a member was claimed).
+  /// Wakes the refill thread (a claim settled, a template became ready).
   void poke();
+  /// How many times poke() was called: when the refill was asked for, for tests.
+  std::uint64_t pokes() const;
   /// Stops the refill thread; a restore under way is interrupted by the provisioner's
   /// shutdown. Idempotent.
   void stop();
@@ -94,6 +96,7 @@ class warm_pool {
   double tokens_ = 0;
   std::chrono::steady_clock::time_point tokens_at_{};
   bool poked_ = false;
+  std::uint64_t pokes_ = 0;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -403,6 +403,9 @@ result<void> fake_driver::apply_login(const vm_spec& spec, steady_clock::time_po
   if (auto e = injected(fake_phase::apply_login)) {
     return *e;
   }
+  if (options_.on_login) {
+    options_.on_login(spec.host_id);
+  }
   const auto done_at = steady_clock::now() + options_.login_delay;
   if (done_at > deadline) {
     std::this_thread::sleep_until(deadline);

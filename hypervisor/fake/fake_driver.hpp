@@ -49,6 +49,8 @@ struct fake_options {
   /// conversion of the same digest another call is doing.
   std::function<void(const std::string& digest)> on_convert;
   std::function<void(const std::string& digest)> on_wait;
+  /// Called at the start of each apply_login (after an injected failure), without the lock.
+  std::function<void(const std::string& host_id)> on_login;
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image

@@ -242,11 +242,35 @@ result<std::string> image_store::resolve(std::string_view text) {
     return ref.error();
   }
   ++resolves_;
+  const bool by_tag = ref->digest.empty();
+  const std::string tag_key = ref->canonical();
+  if (by_tag) {
+    // The registry says which manifest the tag names now; when that is the manifest this
+    // store already resolved, so is the answer (the same bytes give the same image), and the
+    // full fetch is saved. A tag that moved is fetched anew below.
+    if (auto named = registry_->head_digest(*ref)) {
+      const std::lock_guard lock(mutex_);
+      if (auto it = tags_.find(tag_key); it != tags_.end() && it->second.manifest == *named) {
+        ++head_hits_;
+        return it->second.image;
+      }
+    }
+  }
   auto raw = registry_->fetch_manifest(*ref);
   if (!raw) {
     return raw.error();
   }
   const std::string served = "sha256:" + sha256_hex(*raw);
+  auto remember = [&](const std::string& image) {
+    if (by_tag) {
+      const std::lock_guard lock(mutex_);
+      if (tags_.size() >= k_max_remembered_tags && tags_.count(tag_key) == 0) {
+        tags_.clear();  // references come from requests: the memory stays bounded
+      }
+      tags_[tag_key] = resolved_tag{served, image};
+    }
+    return image;
+  };
   if (!ref->digest.empty() && served != ref->digest) {
     return make_error(errc::image_corrupt,
                       ref->canonical() + ": the registry served a manifest with another digest");
@@ -260,7 +284,7 @@ result<std::string> image_store::resolve(std::string_view text) {
                       ref->canonical() + ": only schema 2 manifests are supported");
   }
   if (!is_index(doc)) {
-    return served;
+    return remember(served);
   }
   const json* manifests = member_at(doc, "manifests");
   std::string best;
@@ -289,7 +313,7 @@ result<std::string> image_store::resolve(std::string_view text) {
     return make_error(errc::image_invalid,
                       ref->canonical() + ": no linux/amd64 image in the index");
   }
-  return best;
+  return remember(best);
 }
 
 std::optional<base_image> image_store::cached(std::string_view digest) const {
@@ -788,8 +812,8 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
 }
 
 store_stats image_store::stats() const {
-  return store_stats{resolves_.load(),   pulls_.load(), conversions_.load(),
-                     cache_hits_.load(), waits_.load(), collected_.load()};
+  return store_stats{resolves_.load(), pulls_.load(),     conversions_.load(), cache_hits_.load(),
+                     waits_.load(),    collected_.load(), head_hits_.load()};
 }
 
 }  // namespace litterbox::hypervisor::image

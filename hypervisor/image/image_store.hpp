@@ -89,6 +89,7 @@ struct store_stats {
   std::uint64_t cache_hits = 0;   ///< ensure_base answered from the cache
   std::uint64_t waits = 0;        ///< ensure_base calls that waited for another's build
   std::uint64_t collected = 0;    ///< bases removed by collect_garbage
+  std::uint64_t head_hits = 0;    ///< resolves answered by the registry's digest of the tag
 };
 
 /// What collect_garbage did.
@@ -111,7 +112,10 @@ class image_store {
   explicit image_store(store_config config);
 
   /// Resolves `ref` to the digest of its linux/amd64 image manifest (picked from an index
-  /// when the reference names one). Always asks the registry. Errors: image_not_found,
+  /// when the reference names one). Always asks the registry, never a cached tag: a tag whose
+  /// manifest digest (registry::head_digest) is the one this store last resolved for it
+  /// gives the same answer without a full fetch; any other tag, or a registry without that
+  /// look-up, is fetched and resolved anew. Errors: image_not_found,
   /// registry_unavailable, image_corrupt (served bytes do not match a pinned digest),
   /// image_invalid (no linux/amd64 image).
   result<std::string> resolve(std::string_view ref);
@@ -178,6 +182,12 @@ class image_store {
 
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<flight>> flights_;  // digest → build in progress
+  struct resolved_tag {
+    std::string manifest;  // digest of the manifest or index the tag named
+    std::string image;     // what resolve answered for it
+  };
+  static constexpr std::size_t k_max_remembered_tags = 1024;
+  std::map<std::string, resolved_tag> tags_;  // canonical tag reference → last resolve
 
   std::atomic<std::uint64_t> resolves_{0};
   std::atomic<std::uint64_t> pulls_{0};
@@ -185,6 +195,7 @@ class image_store {
   std::atomic<std::uint64_t> cache_hits_{0};
   std::atomic<std::uint64_t> waits_{0};
   std::atomic<std::uint64_t> collected_{0};
+  std::atomic<std::uint64_t> head_hits_{0};
 };
 
 }  // namespace litterbox::hypervisor::image

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <curl/curl.h>
+#include <memory>
+#include <mutex>
 
 namespace litterbox::hypervisor::image {
 namespace {
@@ -25,7 +28,100 @@ std::vector<std::string> skopeo_env() {
           "no_proxy",           "SSL_CERT_FILE",   "SSL_CERT_DIR"};
 }
 
+/// What skopeo's `inspect --raw` accepts (containers/image's default manifest types), so
+/// that the digest a HEAD names is that of the bytes fetch_manifest gets.
+constexpr std::string_view k_manifest_accept =
+    "Accept: application/vnd.oci.image.index.v1+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.docker.distribution.manifest.v1+prettyjws, "
+    "application/vnd.docker.distribution.manifest.v1+json";
+
+struct curl_deleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct slist_deleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+/// Collects the value of Docker-Content-Digest from the response headers.
+std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
+  const std::size_t n = size * count;
+  std::string_view line(data, n);
+  constexpr std::string_view name = "docker-content-digest:";
+  if (line.size() > name.size()) {
+    std::string head(line.substr(0, name.size()));
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (head == name) {
+      line.remove_prefix(name.size());
+      while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+        line.remove_prefix(1);
+      }
+      while (!line.empty() && (line.back() == '\r' || line.back() == '\n' || line.back() == ' ' ||
+                               line.back() == '\t')) {
+        line.remove_suffix(1);
+      }
+      *static_cast<std::string*>(user) = std::string(line);
+    }
+  }
+  return n;
+}
+
 }  // namespace
+
+std::string manifest_url(const image_ref& ref, bool plain_http) {
+  // docker.io is the name; its registry API lives on registry-1.docker.io (as skopeo knows).
+  const std::string host = ref.registry == "docker.io" ? "registry-1.docker.io" : ref.registry;
+  return std::string(plain_http ? "http://" : "https://") + host + "/v2/" + ref.repository +
+         "/manifests/" + ref.tag;
+}
+
+std::optional<std::string> skopeo_registry::head_digest(const image_ref& ref) {
+  if (ref.tag.empty() || !ref.digest.empty() || !options_.auth_file.empty()) {
+    return std::nullopt;
+  }
+  static std::once_flag curl_ready;
+  std::call_once(curl_ready, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  const std::unique_ptr<CURL, curl_deleter> curl(curl_easy_init());
+  if (!curl) {
+    return std::nullopt;
+  }
+  const bool plain_http =
+      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(),
+                ref.registry) != options_.insecure_registries.end();
+  const std::string url = manifest_url(ref, plain_http);
+  const std::unique_ptr<curl_slist, slist_deleter> headers(
+      curl_slist_append(nullptr, std::string(k_manifest_accept).c_str()));
+  std::string digest;
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, &on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &digest);
+  const long timeout_ms = options_.head_timeout.count();
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "litterbox");
+  if (curl_easy_perform(c) != CURLE_OK) {
+    return std::nullopt;
+  }
+  long code = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+  if (code != 200) {
+    return std::nullopt;
+  }
+  std::transform(digest.begin(), digest.end(), digest.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  if (!is_sha256_digest(digest)) {
+    return std::nullopt;
+  }
+  return digest;
+}
 
 error classify_skopeo_failure(std::string_view what, std::string_view stderr_text, bool timed_out) {
   std::string lower(stderr_text);

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <future>
 #include <set>
 #include <thread>
@@ -110,10 +111,22 @@ class FastCreatesTest : public ::testing::Test {
     return d ? *d : std::string();
   }
 
+  /// The driver's apply_login hook, called at the start of each login (a claim's).
+  hypervisor::fake_options hooked() {
+    hypervisor::fake_options o;
+    o.on_login = [this](const std::string& id) {
+      if (on_login_) {
+        on_login_(id);
+      }
+    };
+    return o;
+  }
+
   config cfg_;
   manual_clock clock_;
   testing::memory_store store_;
-  hypervisor::fake_driver driver_;
+  std::function<void(const std::string&)> on_login_;
+  hypervisor::fake_driver driver_{hooked()};
   std::unique_ptr<host_service> service_;
 };
 
@@ -322,6 +335,32 @@ TEST_F(FastCreatesTest, APoolClaimCountsAgainstTheClaimersQuotaAndBecomesItsName
   auto theirs = service().create(*req, std::nullopt, other);
   ASSERT_TRUE(theirs) << theirs.error().message;
   EXPECT_EQ(service().get(theirs->host.id, tenant).error().code, errc::not_found);
+}
+
+TEST_F(FastCreatesTest, RefillIsAskedForOnceTheClaimHasSettledNotWhileItLogsIn) {
+  with_pool(1);
+  fill_pool();
+  build_templates();
+  fill_pool();
+  ASSERT_EQ(members().size(), 1U);
+  std::promise<void> in_login;
+  std::promise<void> release;
+  auto logging_in = in_login.get_future();
+  auto released = release.get_future().share();
+  on_login_ = [&](const std::string&) {
+    in_login.set_value();
+    released.wait();
+  };
+  const auto before = service().pool()->pokes();
+  auto r = create("{}");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->path, create_path::pool);
+  logging_in.wait();
+  // The caller's login is being written: a refill now would restore beside it.
+  EXPECT_EQ(service().pool()->pokes(), before);
+  release.set_value();
+  EXPECT_EQ(settled(r->host.id).host.status, host_status::active);
+  EXPECT_EQ(service().pool()->pokes(), before + 1);
 }
 
 TEST_F(FastCreatesTest, ClaimReplayIsTheSameHostAndSaysPool) {

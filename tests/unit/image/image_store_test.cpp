@@ -72,6 +72,20 @@ class fake_registry final : public registry {
     return it->second;
   }
 
+  // The digest of what the tag names now, as a registry's HEAD says, when answer_heads.
+  std::optional<std::string> head_digest(const image_ref& ref) override {
+    ++heads;
+    if (!answer_heads || !ref.digest.empty()) {
+      return std::nullopt;
+    }
+    std::lock_guard lock(mutex_);
+    auto it = manifests_.find(ref.repository + ":" + ref.tag);
+    if (it == manifests_.end()) {
+      return std::nullopt;
+    }
+    return "sha256:" + sha256_hex(it->second);
+  }
+
   result<void> pull(const image_ref& /*ref*/, std::string_view digest,
                     const fs::path& dir) override {
     ++pulls;
@@ -99,6 +113,8 @@ class fake_registry final : public registry {
   std::function<void(const fs::path&)> on_pull;
   std::atomic<int> fetches{0};
   std::atomic<int> pulls{0};
+  std::atomic<int> heads{0};
+  std::atomic<bool> answer_heads{false};
 
  private:
   fs::path blobs_;
@@ -216,6 +232,77 @@ TEST_F(ImageStore, IndexResolvesToTheLinuxAmd64Manifest) {
   auto r = store.resolve("multi:1");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(*r, amd64);
+}
+
+TEST_F(ImageStore, TagWhoseManifestDigestIsUnchangedResolvesWithoutAnotherFetch) {
+  registry_->answer_heads = true;
+  const auto digest = registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store();
+  for (int i = 0; i < 3; ++i) {
+    auto r = store.resolve("guest:1");
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(*r, digest);
+  }
+  EXPECT_EQ(registry_->heads.load(), 3);    // the registry is asked every time
+  EXPECT_EQ(registry_->fetches.load(), 1);  // but the manifest is fetched once
+  EXPECT_EQ(store.stats().head_hits, 2U);
+  EXPECT_EQ(store.stats().resolves, 3U);
+}
+
+TEST_F(ImageStore, TagPushedAnewResolvesToTheNewDigestNeverTheRememberedOne) {
+  registry_->answer_heads = true;
+  const auto first = registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store();
+  ASSERT_EQ(store.resolve("guest:1").value(), first);
+  const auto second = registry_->publish("guest:1", {minimal_guest(), {file("etc/new", "2")}});
+  ASSERT_NE(first, second);
+  auto r = store.resolve("guest:1");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, second);
+  EXPECT_EQ(registry_->fetches.load(), 2);
+  EXPECT_EQ(store.stats().head_hits, 0U);
+  // And the new digest is what the next unchanged look-up answers.
+  EXPECT_EQ(store.resolve("guest:1").value(), second);
+  EXPECT_EQ(registry_->fetches.load(), 2);
+}
+
+TEST_F(ImageStore, IndexTagWhoseDigestIsUnchangedAnswersTheRememberedAmd64Manifest) {
+  registry_->answer_heads = true;
+  const auto amd64 = registry_->publish("guest:1", {minimal_guest()});
+  const json index = {
+      {"schemaVersion", 2},
+      {"mediaType", "application/vnd.oci.image.index.v1+json"},
+      {"manifests",
+       {{{"digest", amd64}, {"platform", {{"os", "linux"}, {"architecture", "amd64"}}}}}}};
+  registry_->put_raw("multi:1", index.dump());
+  auto store = make_store();
+  ASSERT_EQ(store.resolve("multi:1").value(), amd64);
+  const int fetches = registry_->fetches.load();
+  EXPECT_EQ(store.resolve("multi:1").value(), amd64);
+  EXPECT_EQ(registry_->fetches.load(), fetches);
+}
+
+TEST_F(ImageStore, RegistryWithoutADigestLookUpIsFetchedOnEveryResolve) {
+  const auto digest = registry_->publish("guest:1", {minimal_guest()});
+  auto store = make_store();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(store.resolve("guest:1").value(), digest);
+  }
+  EXPECT_EQ(registry_->fetches.load(), 3);
+  EXPECT_EQ(store.stats().head_hits, 0U);
+}
+
+TEST_F(ImageStore, RefusedManifestIsFetchedAndRefusedAgainNotRemembered) {
+  registry_->answer_heads = true;
+  registry_->put_raw("bad:1", R"({"schemaVersion":1})");
+  auto store = make_store();
+  for (int i = 0; i < 2; ++i) {
+    auto r = store.resolve("bad:1");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, errc::image_corrupt);
+  }
+  EXPECT_EQ(registry_->fetches.load(), 2);
+  EXPECT_EQ(store.stats().head_hits, 0U);
 }
 
 TEST_F(ImageStore, DigestPinnedReferenceServedOtherBytesIsImageCorrupt) {
