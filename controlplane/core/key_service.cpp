@@ -34,34 +34,42 @@ key_service::key_service(std::vector<std::string> admin_tokens, std::string secr
   if (limit_.per_second > 0) {
     limit_.burst = std::max(1.0, limit_.burst);
   }
+  // Which admin token acted, without the token: a keyed hash prefix tells rotated tokens
+  // apart in the audit log and reveals nothing to whoever reads it. Fixed per token, so
+  // computed once here rather than on every request.
+  admin_ids_.reserve(admin_tokens_.size());
+  for (const auto& t : admin_tokens_) {
+    admin_ids_.push_back("admin:" +
+                         hmac_sha256_hex(secret_, std::string(k_admin_domain) + t).substr(0, 12));
+  }
 }
 
 std::string key_service::hash_of(std::string_view token) const {
   return "hmac:" + hmac_sha256_hex(secret_, std::string(k_key_domain) + std::string(token));
 }
 
-std::string key_service::admin_id(std::string_view token) const {
-  // Which admin token acted, without the token: a keyed hash prefix tells rotated tokens
-  // apart in the audit log and reveals nothing to whoever reads it.
-  return "admin:" +
-         hmac_sha256_hex(secret_, std::string(k_admin_domain) + std::string(token)).substr(0, 12);
+auth_answer key_service::check_cached(std::string_view token) {
+  std::string hash;
+  return check_memory(token, hash);
 }
 
-auth_answer key_service::check_cached(std::string_view token) {
-  bool admin = false;
-  for (const auto& t : admin_tokens_) {
+auth_answer key_service::check_memory(std::string_view token, std::string& hash) {
+  std::size_t matched = admin_tokens_.size();
+  for (std::size_t i = 0; i < admin_tokens_.size(); ++i) {
     // No early exit: every configured token is compared, each in constant time.
-    admin = constant_time_equal(token, t) || admin;
+    if (constant_time_equal(token, admin_tokens_[i])) {
+      matched = i;
+    }
   }
-  if (admin) {
+  if (matched < admin_tokens_.size()) {
     auth_answer a{auth_kind::admin, admin_caller()};
-    a.who.key_id = admin_id(token);
+    a.who.key_id = admin_ids_[matched];
     return a;
   }
   if (!token.starts_with(k_key_prefix)) {
     return auth_answer{auth_kind::rejected, {}};
   }
-  const auto hash = hash_of(token);
+  hash = hash_of(token);
   const std::lock_guard lock(mutex_);
   if (trusted_) {
     if (const auto it = cache_.find(hash); it != cache_.end()) {
@@ -72,11 +80,11 @@ auth_answer key_service::check_cached(std::string_view token) {
 }
 
 result<auth_answer> key_service::check(std::string_view token) {
-  auto quick = check_cached(token);
+  std::string hash;
+  auto quick = check_memory(token, hash);
   if (quick.kind != auth_kind::unknown) {
     return quick;
   }
-  const auto hash = hash_of(token);
   std::uint64_t generation = 0;
   {
     const std::lock_guard lock(mutex_);

@@ -90,9 +90,11 @@ class key_service {
 
  private:
   std::string hash_of(std::string_view token) const;
-  std::string admin_id(std::string_view token) const;
+  /// check_cached's answer; sets `hash` to the token's keyed hash when it is a key's.
+  auth_answer check_memory(std::string_view token, std::string& hash);
 
   std::vector<std::string> admin_tokens_;
+  std::vector<std::string> admin_ids_;  ///< the audit id of each admin token, by index
   std::string secret_;
   tenant_store& db_;
   const clock& clock_;
