@@ -100,6 +100,12 @@ fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
       }
     }
   }
+  // VMs that outlived a process get their guest endpoints back, as the libvirt driver
+  // re-adopts the links of the domains it owns (on a new port: the file says which).
+  const std::lock_guard lock(mutex_);
+  for (const auto& [id, vm] : vms_) {
+    (void)open_guest_endpoint(id);
+  }
 }
 
 std::optional<error> fake_driver::injected(fake_phase phase) {
@@ -566,6 +572,8 @@ bool fake_driver::kill_vm(std::string_view host_id, vm_fate fate) {
         stopped_[id] = vm_status{vm_state::crashed, "QEMU exited unexpectedly"};
         break;
       case vm_fate::vanished:
+        // Its link went with its QEMU, as a tap does.
+        close_guest_endpoint(id);
         vms_.erase(id);
         stopped_.erase(id);
         clone_of_.erase(id);

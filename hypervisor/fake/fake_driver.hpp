@@ -54,7 +54,8 @@ struct fake_options {
   std::function<void(const std::string& host_id)> on_login;
   /// When set, every VM the driver creates or restores gets a guest proxy endpoint the way
   /// the libvirt driver's per-host link does: a listener on 127.0.0.1 (a port of its own)
-  /// handed to this sink, removed again when the VM is destroyed. With `state_dir` its
+  /// handed to this sink, removed again when the VM is destroyed or vanishes, and opened
+  /// anew for the VMs a restarted fake finds in `state_dir`. With `state_dir` its
   /// address is also written to `<state_dir>/<host_id>.guest-endpoint` ("127.0.0.1:PORT"),
   /// so black-box tests of litterboxd can connect "from inside" a fake guest.
   guest_listener_sink* guest_listeners = nullptr;

@@ -361,13 +361,16 @@ class guest_gateway : public api_test {
  protected:
   static constexpr int k_max_per_host = 4;
 
-  static void SetUpTestSuite() {
-    fake_dir() = make_temp_dir();
+  static std::vector<std::string> process_args() {
     auto args = default_args();
     set_arg(args, "--http-proxy-allow", "127.0.0.0/8");
     set_arg(args, "--fake-state-dir", fake_dir().string());
     set_arg(args, "--guest-proxy-max-connections", std::to_string(k_max_per_host));
-    start_server(args);
+    return args;
+  }
+  static void SetUpTestSuite() {
+    fake_dir() = make_temp_dir();
+    start_server(process_args());
   }
   static void TearDownTestSuite() {
     api_test::TearDownTestSuite();
@@ -635,6 +638,26 @@ TEST_F(guest_gateway, DeletingTheHostClosesItsListenerAndOpenConnections) {
   http_connection after("127.0.0.1", port, 5s);
   EXPECT_FALSE(after.connected());
   EXPECT_FALSE(fs::exists(fake_dir() / (host + ".guest-endpoint")));
+}
+
+TEST_F(guest_gateway, ARestartedServerServesTheEndpointsOfItsSurvivingVmsAgain) {
+  target_server target;
+  const auto [host, port] = new_host();
+  create_proxy("survives", loopback(target.port()));
+  attach("survives", host);
+  ASSERT_EQ(guest_get(port, "/survives/before").status, 200);
+
+  start_server_on(database_url(), process_args());
+  std::ifstream in(fake_dir() / (host + ".guest-endpoint"));
+  std::string endpoint;
+  in >> endpoint;
+  ASSERT_EQ(endpoint.rfind("127.0.0.1:", 0), 0U);
+  const auto new_port = static_cast<std::uint16_t>(std::stoi(endpoint.substr(10)));
+  const auto r = guest_get(new_port, "/survives/after");
+  EXPECT_EQ(r.status, 200) << r;
+  const auto seen = target.seen();
+  ASSERT_EQ(seen.size(), 2U);
+  EXPECT_EQ(seen[1].target, "/after");
 }
 
 TEST_F(guest_gateway, ConnectionsBeyondTheHostsCapAre503) {
