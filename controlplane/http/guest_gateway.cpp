@@ -522,6 +522,9 @@ net::awaitable<outcome> guest_gateway::impl::exchange(host_entry& entry, guest_c
     o.name = name;
     co_return o;
   }
+  if (c.closed) {
+    co_return outcome{0, false, false, name};  // the host went while the lookup ran
+  }
   const http_proxy_record& proxy = **found;
   auto target = schema::parse_origin(proxy.target);
   if (!target) {
@@ -532,6 +535,9 @@ net::awaitable<outcome> guest_gateway::impl::exchange(host_entry& entry, guest_c
   const schema::origin& origin = *target;
   const auto resolve = [this, &origin] { return permitted_addresses(origin, allow); };
   auto addresses = co_await offload(lookups, resolve);
+  if (c.closed) {
+    co_return outcome{0, false, false, name};
+  }
   if (!addresses || addresses->empty()) {
     const std::string detail = addresses
                                    ? std::string("http proxy target is not permitted")
@@ -626,7 +632,11 @@ net::awaitable<outcome> guest_gateway::impl::forward(
   out.version(11);
   copy_end_to_end(in.base(), out.base(), &proxy.headers);
   for (const auto& [header, value] : proxy.headers) {
-    out.set(header, value);
+    // Creation refuses framing headers already; a row that has one anyway must not be able
+    // to change how the message is delimited.
+    if (!hop_by_hop(header)) {
+      out.set(header, value);
+    }
   }
   out.set(bhttp::field::host, host_header(target));
   if (const auto length = p.content_length()) {
