@@ -277,20 +277,48 @@ class target_server {
   std::thread acceptor_;
 };
 
-/// A TLS origin on 127.0.0.1 whose self-signed certificate (made with the openssl tool) no
-/// system CA vouches for. Counts handshakes that completed.
-class untrusted_tls_server {
- public:
-  explicit untrusted_tls_server(const fs::path& dir) {
-    const auto key = dir / "key.pem";
-    const auto cert = dir / "cert.pem";
-    const auto cmd =
+/// Runs `cmd` (openssl) quietly; throws when it fails.
+void run_openssl(const std::string& cmd) {
+  if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0) {
+    throw std::runtime_error("failed: " + cmd);
+  }
+}
+
+/// Test certificates made with the openssl tool in `dir`: a CA (given to litterboxd as
+/// SSL_CERT_FILE, in place of the system bundle), a certificate it signed for 127.0.0.1, one
+/// it signed for 127.0.0.2 only, and a self-signed one for 127.0.0.1 no CA vouches for.
+struct test_pki {
+  explicit test_pki(fs::path d) : dir(std::move(d)) {
+    const auto p = [this](const char* name) { return (dir / name).string(); };
+    run_openssl(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=lb-test-ca "
+        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign "
+        "-keyout " +
+        p("ca.key") + " -out " + p("ca.pem"));
+    for (const auto& [name, ip] :
+         {std::pair{"good", "127.0.0.1"}, std::pair{"wrong", "127.0.0.2"}}) {
+      std::ofstream(dir / (std::string(name) + ".ext")) << "subjectAltName=IP:" << ip << "\n";
+      run_openssl("openssl req -newkey rsa:2048 -nodes -subj /CN=" + std::string(ip) + " -keyout " +
+                  p(name) + ".key -out " + p(name) + ".csr");
+      run_openssl("openssl x509 -req -days 1 -in " + p(name) + ".csr -CA " + p("ca.pem") +
+                  " -CAkey " + p("ca.key") + " -CAcreateserial -extfile " + p(name) + ".ext -out " +
+                  p(name) + ".pem");
+    }
+    run_openssl(
         "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
         "-addext subjectAltName=IP:127.0.0.1 -keyout " +
-        key.string() + " -out " + cert.string() + " >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) != 0) {
-      throw std::runtime_error("openssl req failed");
-    }
+        p("self.key") + " -out " + p("self.pem"));
+  }
+  fs::path cert(std::string_view name) const { return dir / (std::string(name) + ".pem"); }
+  fs::path key(std::string_view name) const { return dir / (std::string(name) + ".key"); }
+  fs::path dir;
+};
+
+/// A TLS origin on 127.0.0.1 serving `cert`: answers every request "ok" and records its
+/// request line and headers. Counts handshakes that completed.
+class tls_server {
+ public:
+  tls_server(const fs::path& cert, const fs::path& key) {
     ctx_ = SSL_CTX_new(TLS_server_method());
     if (ctx_ == nullptr ||
         SSL_CTX_use_certificate_file(ctx_, cert.c_str(), SSL_FILETYPE_PEM) != 1 ||
@@ -308,14 +336,30 @@ class untrusted_tls_server {
         SSL_set_fd(ssl, c);
         if (SSL_accept(ssl) == 1) {
           ++handshakes_;
-          SSL_write(ssl, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 38);
+          std::string head;
+          char buf[4096];
+          while (head.find("\r\n\r\n") == std::string::npos) {
+            const int n = SSL_read(ssl, buf, sizeof buf);
+            if (n <= 0) {
+              break;
+            }
+            head.append(buf, static_cast<std::size_t>(n));
+          }
+          {
+            const std::lock_guard lock(mutex_);
+            heads_.push_back(head);
+          }
+          const std::string_view answer =
+              "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntls ok";
+          SSL_write(ssl, answer.data(), static_cast<int>(answer.size()));
+          SSL_shutdown(ssl);
         }
         SSL_free(ssl);
         ::close(c);
       }
     });
   }
-  ~untrusted_tls_server() {
+  ~tls_server() {
     ::shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
     thread_.join();
@@ -323,12 +367,18 @@ class untrusted_tls_server {
   }
   std::uint16_t port() const { return port_; }
   int handshakes() const { return handshakes_.load(); }
+  std::vector<std::string> heads() const {
+    const std::lock_guard lock(mutex_);
+    return heads_;
+  }
 
  private:
   SSL_CTX* ctx_ = nullptr;
   int fd_ = -1;
   std::uint16_t port_ = 0;
   std::atomic<int> handshakes_{0};
+  mutable std::mutex mutex_;
+  std::vector<std::string> heads_;
   std::thread thread_;
 };
 
@@ -357,6 +407,11 @@ fs::path& fake_dir() {
   return dir;
 }
 
+std::unique_ptr<test_pki>& pki() {
+  static std::unique_ptr<test_pki> p;
+  return p;
+}
+
 class guest_gateway : public api_test {
  protected:
   static constexpr int k_max_per_host = 4;
@@ -368,14 +423,20 @@ class guest_gateway : public api_test {
     set_arg(args, "--guest-proxy-max-connections", std::to_string(k_max_per_host));
     return args;
   }
+  static std::vector<std::pair<std::string, std::string>> process_env() {
+    return {{"SSL_CERT_FILE", pki()->cert("ca").string()}};
+  }
   static void SetUpTestSuite() {
     fake_dir() = make_temp_dir();
-    start_server(process_args());
+    pki() = std::make_unique<test_pki>(make_temp_dir());
+    start_server(process_args(), process_env());
   }
   static void TearDownTestSuite() {
     api_test::TearDownTestSuite();
     std::error_code ec;
     fs::remove_all(fake_dir(), ec);
+    fs::remove_all(pki()->dir, ec);
+    pki().reset();
   }
 
   void TearDown() override {
@@ -469,8 +530,15 @@ TEST_F(guest_gateway, InjectedHeadersReachTheTargetReplacingTheGuestsOwnAndHopBy
   EXPECT_TRUE(got.values("X-Hop").empty());
   // The exchange is logged (so the TearDown's search of the log means something), by host
   // and proxy name, without the path past the name.
+  // The line is written once the answer is out, so it may trail the answer a little.
+  const auto line = "guest proxy host " + host + " GET /inject/… 200";
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (process().output().find(line) == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
   const auto log = process().output();
-  EXPECT_NE(log.find("guest proxy host " + host + " GET /inject/… 200"), std::string::npos) << log;
+  EXPECT_NE(log.find(line), std::string::npos) << log;
   EXPECT_EQ(log.find("v1/things"), std::string::npos);
 }
 
@@ -543,18 +611,47 @@ TEST_F(guest_gateway, UnknownPathsAndApiRoutesAre404AndMalformedRequestsAre400) 
 }
 
 TEST_F(guest_gateway, AnHttpsTargetWithAnUntrustedCertificateIsRefusedWith502) {
-  const auto dir = make_temp_dir();
-  {
-    untrusted_tls_server tls(dir);
-    const auto [host, port] = new_host();
-    create_proxy("untrusted", loopback(tls.port(), "https"));
-    attach("untrusted", host);
-    const auto r = guest_get(port, "/untrusted/v1");
-    EXPECT_EQ(r.status, 502) << r;
-    EXPECT_NE(r.body.find("not trusted"), std::string::npos) << r.body;
-    EXPECT_EQ(tls.handshakes(), 0);
-  }
-  fs::remove_all(dir);
+  tls_server tls(pki()->cert("self"), pki()->key("self"));
+  const auto [host, port] = new_host();
+  create_proxy("untrusted", loopback(tls.port(), "https"));
+  attach("untrusted", host);
+  const auto r = guest_get(port, "/untrusted/v1");
+  EXPECT_EQ(r.status, 502) << r;
+  EXPECT_NE(r.body.find("not trusted"), std::string::npos) << r.body;
+  EXPECT_EQ(tls.handshakes(), 0);
+  EXPECT_TRUE(tls.heads().empty());
+}
+
+TEST_F(guest_gateway, AnHttpsTargetWhoseCertificateNamesAnotherHostIsRefusedWith502) {
+  tls_server tls(pki()->cert("wrong"), pki()->key("wrong"));  // trusted CA, 127.0.0.2 only
+  const auto [host, port] = new_host();
+  create_proxy("misnamed", loopback(tls.port(), "https"));
+  attach("misnamed", host);
+  const auto r = guest_get(port, "/misnamed/v1");
+  EXPECT_EQ(r.status, 502) << r;
+  EXPECT_NE(r.body.find("not trusted"), std::string::npos) << r.body;
+  EXPECT_TRUE(tls.heads().empty());
+}
+
+TEST_F(guest_gateway, AnHttpsTargetWithATrustedCertificateGetsTheHeadersOverTls) {
+  tls_server tls(pki()->cert("good"), pki()->key("good"));
+  const auto [host, port] = new_host();
+  create_proxy("trusted", loopback(tls.port(), "https"));
+  attach("trusted", host);
+  http_request rq;
+  rq.target = "/trusted/v1/models";
+  rq.headers = {{"Authorization", "guest-own-credential-x1"}};
+  const auto r = from_guest(port, rq);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.body, "tls ok");
+  const auto heads = tls.heads();
+  ASSERT_EQ(heads.size(), 1U);
+  EXPECT_EQ(heads[0].rfind("GET /v1/models HTTP/1.1\r\n", 0), 0U) << heads[0];
+  EXPECT_NE(heads[0].find("Authorization: Bearer " + std::string(k_secret) + "\r\n"),
+            std::string::npos);
+  EXPECT_EQ(heads[0].find("guest-own-credential-x1"), std::string::npos);
+  EXPECT_NE(heads[0].find("Host: 127.0.0.1:" + std::to_string(tls.port()) + "\r\n"),
+            std::string::npos);
 }
 
 TEST_F(guest_gateway, LargeUploadsAndDownloadsStreamByteExactInBoundedMemory) {
@@ -647,7 +744,7 @@ TEST_F(guest_gateway, ARestartedServerServesTheEndpointsOfItsSurvivingVmsAgain) 
   attach("survives", host);
   ASSERT_EQ(guest_get(port, "/survives/before").status, 200);
 
-  start_server_on(database_url(), process_args());
+  start_server_on(database_url(), process_args(), process_env());
   std::ifstream in(fake_dir() / (host + ".guest-endpoint"));
   std::string endpoint;
   in >> endpoint;
