@@ -240,9 +240,13 @@ class target_server {
       const auto n = std::stoull(rq.target.substr(q + 6));
       const auto body = pattern(n);
       const bool chunk = rq.target.rfind("/download-chunked", 0) == 0;
+      // /download-eof: no length at all, the body ends where the connection does.
+      const bool eof = rq.target.rfind("/download-eof", 0) == 0;
       std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n";
-      head += chunk ? "Transfer-Encoding: chunked\r\n"
-                    : "Content-Length: " + std::to_string(n) + "\r\n";
+      if (!eof) {
+        head += chunk ? "Transfer-Encoding: chunked\r\n"
+                      : "Content-Length: " + std::to_string(n) + "\r\n";
+      }
       head += "Connection: close\r\n\r\n";
       if (!send_all(fd, head)) {
         return;
@@ -713,6 +717,77 @@ TEST_F(guest_gateway, LargeUploadsAndDownloadsStreamByteExactInBoundedMemory) {
   RecordProperty("litterboxd_peak_growth_kib", std::to_string(peak - rss_before));
   EXPECT_LT(peak - rss_before, 24 * 1024)
       << "litterboxd grew by " << (peak - rss_before) << " KiB moving 4 x 64 MiB";
+}
+
+TEST_F(guest_gateway, ABodyEndedByTheTargetClosingReachesAnHttp11GuestChunked) {
+  target_server target;
+  const auto [host, port] = new_host();
+  create_proxy("eof", loopback(target.port()));
+  attach("eof", host);
+  http_connection guest("127.0.0.1", port, 30s);
+  ASSERT_TRUE(guest.connected());
+  const std::string request =
+      "GET /eof/download-eof?bytes=300000 HTTP/1.1\r\nHost: proxy.litterbox.internal\r\n\r\n";
+  ASSERT_TRUE(guest.write(request));
+  const auto r = guest.read_response();
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.header("Transfer-Encoding"), "chunked");
+  EXPECT_TRUE(r.body == pattern(300000));
+  // Framed by the gateway, so the guest's connection carries the next request.
+  ASSERT_TRUE(guest.write(request));
+  EXPECT_EQ(guest.read_response().status, 200);
+}
+
+TEST_F(guest_gateway, HeadAnswersCarryTheTargetsLengthAndNoBody) {
+  target_server target;
+  const auto [host, port] = new_host();
+  create_proxy("head", loopback(target.port()));
+  attach("head", host);
+  http_connection guest("127.0.0.1", port, 30s);
+  ASSERT_TRUE(guest.connected());
+  ASSERT_TRUE(guest.write("HEAD /head/download?bytes=12345 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  const auto r = guest.read_response(true);
+  ASSERT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.header("Content-Length"), "12345");
+  EXPECT_TRUE(r.body.empty());
+  ASSERT_TRUE(guest.write("GET /head/x HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(guest.read_response().status, 200);  // nothing of a body was left on the wire
+}
+
+TEST_F(guest_gateway, ExpectContinueIsAnsweredByTheGatewayAndNotForwarded) {
+  target_server target;
+  const auto [host, port] = new_host();
+  create_proxy("expect", loopback(target.port()));
+  attach("expect", host);
+  http_connection guest("127.0.0.1", port, 30s);
+  ASSERT_TRUE(guest.connected());
+  ASSERT_TRUE(
+      guest.write("POST /expect/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  "Expect: 100-continue\r\n\r\n"));
+  EXPECT_EQ(guest.read_response().status, 100);
+  ASSERT_TRUE(guest.write("hello"));
+  const auto r = guest.read_response();
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.body, "ok 5 " + std::to_string(fnv1a(k_fnv_basis, "hello")));
+  const auto seen = target.seen();
+  ASSERT_EQ(seen.size(), 1U);
+  EXPECT_TRUE(seen[0].values("Expect").empty());
+}
+
+TEST_F(guest_gateway, AnUnreachableTargetIs502AndAnOversizedHeadIs431) {
+  std::uint16_t closed_port = 0;
+  ::close(listen_loopback(closed_port));  // a port nothing listens on any more
+  const auto [host, port] = new_host();
+  create_proxy("unreachable", loopback(closed_port));
+  attach("unreachable", host);
+  const auto r = guest_get(port, "/unreachable/x");
+  EXPECT_EQ(r.status, 502) << r;
+  EXPECT_NE(r.body.find("cannot connect"), std::string::npos) << r.body;
+
+  http_request big;
+  big.target = "/unreachable/x";
+  big.headers = {{"X-Big", std::string(70 * 1024, 'a')}};
+  EXPECT_EQ(from_guest(port, big).status, 431);
 }
 
 TEST_F(guest_gateway, DeletingTheHostClosesItsListenerAndOpenConnections) {
