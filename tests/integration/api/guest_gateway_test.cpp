@@ -790,6 +790,38 @@ TEST_F(guest_gateway, AnUnreachableTargetIs502AndAnOversizedHeadIs431) {
   EXPECT_EQ(from_guest(port, big).status, 431);
 }
 
+TEST_F(guest_gateway, ConcurrentKeptAliveConnectionsEachGetTheirOwnAnswers) {
+  target_server target;
+  const auto [host, port] = new_host();
+  create_proxy("many", loopback(target.port()));
+  attach("many", host);
+  std::vector<std::thread> guests;
+  std::atomic<int> right{0};
+  constexpr int k_requests = 5;
+  for (int g = 0; g < k_max_per_host; ++g) {
+    guests.emplace_back([&, g] {
+      http_connection c("127.0.0.1", port, 30s);
+      for (int i = 0; i < k_requests && c.connected(); ++i) {
+        // A size of its own per request: a crossed answer has the wrong length.
+        const auto size = static_cast<std::size_t>(100000 + g * 1000 + i);
+        if (!c.write("GET /many/download?bytes=" + std::to_string(size) +
+                     " HTTP/1.1\r\nHost: x\r\n\r\n")) {
+          return;
+        }
+        const auto r = c.read_response();
+        if (r.status == 200 && r.body == pattern(size)) {
+          ++right;
+        }
+      }
+    });
+  }
+  for (auto& t : guests) {
+    t.join();
+  }
+  EXPECT_EQ(right.load(), k_max_per_host * k_requests);
+  EXPECT_EQ(target.count(), static_cast<std::size_t>(k_max_per_host * k_requests));
+}
+
 TEST_F(guest_gateway, DeletingTheHostClosesItsListenerAndOpenConnections) {
   target_server target;
   const auto [host, port] = new_host();
