@@ -127,6 +127,14 @@ struct config {
   /// LITTERBOX_HTTP_PROXY_ALLOW: comma-separated CIDRs, addresses or host:port that HTTP
   /// proxy targets may use although loopback, link-local, private or this machine's.
   std::string http_proxy_allow;
+  /// LITTERBOX_GUEST_PROXY_MAX_CONNECTIONS: connections one guest may have open to
+  /// proxy.litterbox.internal at once; more are answered 503 and closed.
+  int guest_proxy_max_connections = 64;
+  /// LITTERBOX_GUEST_PROXY_CONNECT_TIMEOUT: TCP connect plus TLS handshake to a proxy target.
+  std::chrono::seconds guest_proxy_connect_timeout{10};
+  /// LITTERBOX_GUEST_PROXY_IDLE_TIMEOUT: the longest wait for any read or write of a proxied
+  /// exchange (guest or target side), and for a guest's next request on an idle connection.
+  std::chrono::seconds guest_proxy_idle_timeout{60};
   /// LITTERBOX_KEY_RATE_LIMIT: requests per second one scoped key may make of one process
   /// (0: no limit); admin tokens are never limited. LITTERBOX_KEY_RATE_BURST: how many it may
   /// make at once after a quiet spell.

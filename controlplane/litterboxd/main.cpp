@@ -8,8 +8,10 @@
 #include "controlplane/core/maintenance.hpp"
 #include "controlplane/core/observer.hpp"
 #include "controlplane/core/proxy_service.hpp"
+#include "controlplane/core/proxy_target.hpp"
 #include "controlplane/core/reaper.hpp"
 #include "controlplane/core/reconciler.hpp"
+#include "controlplane/http/guest_gateway.hpp"
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
 #include "controlplane/litterboxd/config_file.hpp"
@@ -108,6 +110,8 @@ struct options {
   std::int64_t template_retry = 600;
   std::string pool;
   std::int64_t pool_max_age = 3600;
+  std::int64_t guest_proxy_connect_timeout = 10;
+  std::int64_t guest_proxy_idle_timeout = 60;
 };
 
 std::vector<std::string> split(std::string_view text, char sep) {
@@ -461,6 +465,21 @@ void add_config_options(CLI::App& cmd, options& o) {
                  "HTTP proxy targets allowed although loopback, link-local, private or local: "
                  "comma-separated CIDRs or host:port")
       ->envname("LITTERBOX_HTTP_PROXY_ALLOW");
+  cmd.add_option("--guest-proxy-max-connections", c.guest_proxy_max_connections,
+                 "Connections one guest may have open to its HTTP proxy endpoint at once")
+      ->envname("LITTERBOX_GUEST_PROXY_MAX_CONNECTIONS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--guest-proxy-connect-timeout", o.guest_proxy_connect_timeout,
+                 "Seconds to connect (and TLS handshake) to an HTTP proxy target")
+      ->envname("LITTERBOX_GUEST_PROXY_CONNECT_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--guest-proxy-idle-timeout", o.guest_proxy_idle_timeout,
+                 "Seconds a proxied exchange or an idle guest connection may stall")
+      ->envname("LITTERBOX_GUEST_PROXY_IDLE_TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--key-rate-limit", c.key_rate_limit,
                  "Requests per second one scoped key may make of this process (0: no limit)")
       ->envname("LITTERBOX_KEY_RATE_LIMIT")
@@ -547,6 +566,8 @@ void finish_config(options& o, bool needs_tokens) {
   c.templates = o.templates == "on";
   c.template_ttl = std::chrono::seconds(o.template_ttl);
   c.template_retry = std::chrono::seconds(o.template_retry);
+  c.guest_proxy_connect_timeout = std::chrono::seconds(o.guest_proxy_connect_timeout);
+  c.guest_proxy_idle_timeout = std::chrono::seconds(o.guest_proxy_idle_timeout);
   c.pool_max_age = std::chrono::seconds(o.pool_max_age);
   auto pools = controlplane::parse_pools(o.pool, c);
   if (!pools) {
@@ -634,7 +655,9 @@ struct hypervisor_stack {
   std::unique_ptr<hypervisor::driver> driver;
 };
 
-hypervisor_stack make_hypervisor(const options& o) {
+/// `guest_listeners`: where the driver hands the guest proxy listeners (null: none).
+hypervisor_stack make_hypervisor(const options& o,
+                                 hypervisor::guest_listener_sink* guest_listeners = nullptr) {
   hypervisor_stack stack;
   if (o.cfg.hypervisor == "libvirt") {
     hypervisor::image::store_config ic;
@@ -668,6 +691,7 @@ hypervisor_stack make_hypervisor(const options& o) {
   f.template_delay = std::chrono::milliseconds(o.fake_template_delay_ms);
   f.restore_delay = std::chrono::milliseconds(o.fake_restore_delay_ms);
   f.login_delay = std::chrono::milliseconds(o.fake_login_delay_ms);
+  f.guest_listeners = guest_listeners;
   if (!o.fake_state_dir.empty()) {
     f.state_dir = std::filesystem::path(o.fake_state_dir);
   } else if (!o.cfg.state_dir.empty()) {
@@ -727,15 +751,21 @@ int serve(options& o) {
   controlplane::http::prometheus_metrics stats;
   controlplane::pg_store db(o.cfg.database_url, static_cast<std::size_t>(o.cfg.db_pool_size),
                             std::chrono::seconds(5), db_limits(o.cfg));
-  auto hv = make_hypervisor(o);
-  const auto instance_id = new_uuid_v7(clock.now());
-  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
-  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock, instance_id);
-  controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
   auto proxy_allow = controlplane::parse_proxy_allow(o.cfg.http_proxy_allow);
   if (!proxy_allow) {
     throw startup_error(proxy_allow.error().message);
   }
+  // The guest-facing end of the HTTP proxies: the driver hands it one listener per host.
+  controlplane::http::guest_gateway_options gw;
+  gw.max_connections_per_host = o.cfg.guest_proxy_max_connections;
+  gw.connect_timeout = o.cfg.guest_proxy_connect_timeout;
+  gw.idle_timeout = o.cfg.guest_proxy_idle_timeout;
+  controlplane::http::guest_gateway gateway(gw, db, *proxy_allow, stats);
+  auto hv = make_hypervisor(o, &gateway);
+  const auto instance_id = new_uuid_v7(clock.now());
+  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
+  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock, instance_id);
+  controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
   controlplane::proxy_service proxies(db, clock, std::move(*proxy_allow));
   controlplane::reconciler vms(o.cfg, db, *hv.driver, clock, [&hosts](const std::string& id) {
     return hosts.provisioning_here(id);
@@ -754,6 +784,7 @@ int serve(options& o) {
       [&keys] { keys.listener_lost(); });
   controlplane::http::http_server server(o.cfg, hosts, stats, keys, &proxies);
   server.start();
+  gateway.start();
   if (!o.port_file.empty()) {
     write_port_file(o.port_file, server.port());
   }
@@ -778,6 +809,7 @@ int serve(options& o) {
   reaper.stop();
   vms.stop();
   hosts.shutdown();
+  gateway.stop();
   spdlog::info("stopped");
   return 0;
 }

@@ -4,10 +4,16 @@
 #include "hypervisor/errc.hpp"
 
 #include <algorithm>
+#include <arpa/inet.h>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fstream>
+#include <netinet/in.h>
 #include <sstream>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 
 namespace litterbox::hypervisor {
 
@@ -93,6 +99,12 @@ fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
         templates_[entry.path().stem().string()] = std::move(t);
       }
     }
+  }
+  // VMs that outlived a process get their guest endpoints back, as the libvirt driver
+  // re-adopts the links of the domains it owns (on a new port: the file says which).
+  const std::lock_guard lock(mutex_);
+  for (const auto& [id, vm] : vms_) {
+    (void)open_guest_endpoint(id);
   }
 }
 
@@ -193,6 +205,9 @@ result<void> fake_driver::create_vm(const vm_spec& spec) {
     return make_error(errc::vm_create_failed, "domain failed to start");
   }
   const std::lock_guard lock(mutex_);
+  if (auto opened = open_guest_endpoint(spec.host_id); !opened) {
+    return opened.error();
+  }
   vms_[spec.host_id] = spec;
   if (options_.state_dir) {
     std::ofstream(*options_.state_dir / (spec.host_id + ".vm"))
@@ -232,6 +247,7 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   }
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
+  close_guest_endpoint(std::string(host_id));
   clone_of_.erase(std::string(host_id));
   stopped_.erase(std::string(host_id));
   bool existed = vms_.erase(std::string(host_id)) > 0;
@@ -388,6 +404,9 @@ result<void> fake_driver::restore_clone(std::string_view template_id, const vm_s
   if (templates_.count(std::string(template_id)) == 0) {
     return make_error(errc::template_missing,
                       "template " + std::string(template_id) + " was removed during the restore");
+  }
+  if (auto opened = open_guest_endpoint(spec.host_id); !opened) {
+    return opened.error();
   }
   vms_[spec.host_id] = spec;
   clone_of_[spec.host_id] = std::string(template_id);
@@ -553,6 +572,8 @@ bool fake_driver::kill_vm(std::string_view host_id, vm_fate fate) {
         stopped_[id] = vm_status{vm_state::crashed, "QEMU exited unexpectedly"};
         break;
       case vm_fate::vanished:
+        // Its link went with its QEMU, as a tap does.
+        close_guest_endpoint(id);
         vms_.erase(id);
         stopped_.erase(id);
         clone_of_.erase(id);
@@ -579,6 +600,59 @@ void fake_driver::reconnected() {
   if (wake) {
     wake();
   }
+}
+
+result<void> fake_driver::open_guest_endpoint(const std::string& host_id) {
+  if (options_.guest_listeners == nullptr) {
+    return {};
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return make_error(errc::vm_create_failed,
+                      std::string("guest proxy endpoint: socket: ") + std::strerror(errno));
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    const int saved = errno;
+    ::close(fd);
+    return make_error(errc::vm_create_failed,
+                      std::string("guest proxy endpoint: ") + std::strerror(saved));
+  }
+  const auto endpoint = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  options_.guest_listeners->add_listener(host_id, fd);
+  endpoints_[host_id] = endpoint;
+  if (options_.state_dir) {
+    const auto path = *options_.state_dir / (host_id + ".guest-endpoint");
+    const auto tmp = *options_.state_dir / (host_id + ".guest-endpoint.tmp");
+    std::ofstream(tmp) << endpoint << '\n';
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+  }
+  return {};
+}
+
+void fake_driver::close_guest_endpoint(const std::string& host_id) {
+  if (options_.guest_listeners == nullptr || endpoints_.erase(host_id) == 0) {
+    return;
+  }
+  options_.guest_listeners->remove_listener(host_id);
+  if (options_.state_dir) {
+    std::error_code ec;
+    fs::remove(*options_.state_dir / (host_id + ".guest-endpoint"), ec);
+  }
+}
+
+std::optional<std::string> fake_driver::guest_endpoint(std::string_view host_id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = endpoints_.find(std::string(host_id));
+  if (it == endpoints_.end()) {
+    return std::nullopt;
+  }
+  return it->second;
 }
 
 }  // namespace litterbox::hypervisor

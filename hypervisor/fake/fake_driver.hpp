@@ -1,6 +1,7 @@
 #pragma once
 
 #include "hypervisor/driver.hpp"
+#include "hypervisor/guest_listener_sink.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -51,6 +52,13 @@ struct fake_options {
   std::function<void(const std::string& digest)> on_wait;
   /// Called at the start of each apply_login (after an injected failure), without the lock.
   std::function<void(const std::string& host_id)> on_login;
+  /// When set, every VM the driver creates or restores gets a guest proxy endpoint the way
+  /// the libvirt driver's per-host link does: a listener on 127.0.0.1 (a port of its own)
+  /// handed to this sink, removed again when the VM is destroyed or vanishes, and opened
+  /// anew for the VMs a restarted fake finds in `state_dir`. With `state_dir` its
+  /// address is also written to `<state_dir>/<host_id>.guest-endpoint` ("127.0.0.1:PORT"),
+  /// so black-box tests of litterboxd can connect "from inside" a fake guest.
+  guest_listener_sink* guest_listeners = nullptr;
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
@@ -111,6 +119,9 @@ class fake_driver final : public driver {
   std::optional<vm_spec> vm(std::string_view host_id) const;
   /// The template a live VM was restored from, or nullopt for a cold-booted VM or none.
   std::optional<std::string> cloned_from(std::string_view host_id) const;
+  /// The guest proxy endpoint of a live VM ("127.0.0.1:PORT"), or nullopt when there is none
+  /// (no such VM, or no guest_listeners sink).
+  std::optional<std::string> guest_endpoint(std::string_view host_id) const;
   /// The key of a saved template, or nullopt.
   std::optional<template_key> template_of(std::string_view template_id) const;
   /// From now on `image` names `digest` (a tag pushed anew); by default an image's digest is
@@ -121,6 +132,11 @@ class fake_driver final : public driver {
   std::optional<error> injected(fake_phase phase);
   void wait(std::chrono::milliseconds d) const;
   std::string digest_of(std::string_view image) const;
+  /// Opens the guest endpoint of `host_id` and hands it to the sink; a failure to open one
+  /// fails the create. Called with mutex_ held.
+  result<void> open_guest_endpoint(const std::string& host_id);
+  /// Removes the guest endpoint of `host_id` if it has one. Called with mutex_ held.
+  void close_guest_endpoint(const std::string& host_id);
 
   fake_options options_;
   mutable std::mutex mutex_;
@@ -138,8 +154,9 @@ class fake_driver final : public driver {
     std::string ssh_username;
   };
   std::map<std::string, saved_template> templates_;
-  std::set<std::string> building_;               ///< template ids whose build_template is running
-  std::map<std::string, std::string> retagged_;  ///< image -> digest, set by retag()
+  std::set<std::string> building_;                ///< template ids whose build_template is running
+  std::map<std::string, std::string> retagged_;   ///< image -> digest, set by retag()
+  std::map<std::string, std::string> endpoints_;  ///< host id -> "127.0.0.1:PORT"
   int conversions_ = 0;
   int destroyed_ = 0;
 };

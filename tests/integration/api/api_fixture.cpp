@@ -232,20 +232,22 @@ json expect_validation(const http_response& r, const std::vector<std::string>& l
   return found;
 }
 
-void api_test::start_server(std::vector<std::string> args) {
+void api_test::start_server(std::vector<std::string> args,
+                            std::vector<std::pair<std::string, std::string>> env) {
   start_error_.clear();
   try {
     auto s = std::make_unique<server_state>();
     s->db = std::make_unique<test_database>();
     s->database_url = s->db->url();
     state_ = std::move(s);
-    start_server_on(state_->database_url, std::move(args));
+    start_server_on(state_->database_url, std::move(args), std::move(env));
   } catch (const std::exception& e) {
     start_error_ = e.what();
   }
 }
 
-void api_test::start_server_on(std::string url, std::vector<std::string> args) {
+void api_test::start_server_on(std::string url, std::vector<std::string> args,
+                               std::vector<std::pair<std::string, std::string>> env) {
   if (!state_) {
     state_ = std::make_unique<server_state>();
   }
@@ -257,6 +259,7 @@ void api_test::start_server_on(std::string url, std::vector<std::string> args) {
   o.database_url = std::move(url);
   o.service_tokens = {std::string(k_token), std::string(k_token2)};
   o.args = std::move(args);
+  o.env = std::move(env);
   state_->process = std::make_unique<litterboxd_process>(std::move(o));
   state_->client = std::make_unique<http_client>("127.0.0.1", state_->process->port());
 }

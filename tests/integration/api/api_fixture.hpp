@@ -74,8 +74,10 @@ class api_test : public ::testing::Test {
  protected:
   static void SetUpTestSuite() { start_server(default_args()); }
   static void TearDownTestSuite();
-  /// Starts the suite's server with exactly these flags (after the fixed serve flags).
-  static void start_server(std::vector<std::string> args);
+  /// Starts the suite's server with exactly these flags (after the fixed serve flags) and
+  /// this extra environment.
+  static void start_server(std::vector<std::string> args,
+                           std::vector<std::pair<std::string, std::string>> env = {});
 
   void SetUp() override;
   void TearDown() override;
@@ -85,7 +87,8 @@ class api_test : public ::testing::Test {
   /// The admin-free URL of the suite's database.
   static std::string database_url();
   /// Replaces the suite's server by a new one on `database_url` (for outage tests).
-  static void start_server_on(std::string database_url, std::vector<std::string> args);
+  static void start_server_on(std::string database_url, std::vector<std::string> args,
+                              std::vector<std::pair<std::string, std::string>> env = {});
 
   /// Sends a request with a bearer token (unless `auth` is false) and checks X-Request-Id.
   http_response call(std::string method, std::string target, std::string body = {},

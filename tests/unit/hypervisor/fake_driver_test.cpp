@@ -4,8 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <filesystem>
+#include <map>
+#include <mutex>
+#include <netinet/in.h>
 #include <random>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <vector>
 
 namespace litterbox::hypervisor {
 namespace {
@@ -181,6 +188,82 @@ TEST(FakeDriverTemplates, SavedTemplatesAndClonesOutliveTheProcessWithAStateDir)
   ASSERT_TRUE(again.destroy_template("t1"));
   EXPECT_TRUE(again.list_templates()->empty());
   std::filesystem::remove_all(dir);
+}
+
+/// Records what a driver hands over; owns (and closes) the listeners it is given.
+class recording_sink final : public guest_listener_sink {
+ public:
+  ~recording_sink() override {
+    for (const auto& [id, fd] : fds) {
+      ::close(fd);
+    }
+  }
+  void add_listener(const std::string& host_id, int fd) override {
+    const std::lock_guard lock(mutex);
+    if (const auto it = fds.find(host_id); it != fds.end()) {
+      ::close(it->second);
+    }
+    fds[host_id] = fd;
+    events.push_back("add " + host_id);
+  }
+  void remove_listener(std::string_view host_id) override {
+    const std::lock_guard lock(mutex);
+    if (const auto it = fds.find(std::string(host_id)); it != fds.end()) {
+      ::close(it->second);
+      fds.erase(it);
+    }
+    events.push_back("remove " + std::string(host_id));
+  }
+  std::mutex mutex;
+  std::map<std::string, int> fds;
+  std::vector<std::string> events;
+};
+
+/// "127.0.0.1:PORT" of a listening socket.
+std::string local_address(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return {};
+  }
+  char text[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text);
+  return std::string(text) + ":" + std::to_string(ntohs(addr.sin_port));
+}
+
+TEST(FakeDriverGuestEndpoints, EachVmHandsItsOwnLoopbackListenerToTheSinkUntilDestroyed) {
+  recording_sink sink;
+  fake_options o;
+  o.guest_listeners = &sink;
+  fake_driver d(o);
+  ASSERT_TRUE(d.create_vm(host("a1")));
+  ASSERT_TRUE(d.build_template(tmpl("t1"), soon()));
+  ASSERT_TRUE(d.restore_clone("t1", host("b2"), soon()));
+  ASSERT_EQ(sink.fds.size(), 2U);
+  const auto a = d.guest_endpoint("a1");
+  const auto b = d.guest_endpoint("b2");
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(*a, local_address(sink.fds.at("a1")));
+  EXPECT_EQ(*b, local_address(sink.fds.at("b2")));
+  EXPECT_NE(*a, *b);
+  int listening = 0;
+  socklen_t len = sizeof listening;
+  ASSERT_EQ(::getsockopt(sink.fds.at("a1"), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len), 0);
+  EXPECT_EQ(listening, 1);
+
+  ASSERT_TRUE(d.destroy("a1"));
+  EXPECT_FALSE(d.guest_endpoint("a1"));
+  EXPECT_EQ(sink.fds.count("a1"), 0U);
+  EXPECT_TRUE(d.kill_vm("b2", fake_driver::vm_fate::vanished));
+  EXPECT_FALSE(d.guest_endpoint("b2"));
+  EXPECT_TRUE(sink.fds.empty());
+  EXPECT_EQ(sink.events, (std::vector<std::string>{"add a1", "add b2", "remove a1", "remove b2"}));
+}
+
+TEST(FakeDriverGuestEndpoints, WithoutASinkNoEndpointIsOpened) {
+  fake_driver d;
+  ASSERT_TRUE(d.create_vm(host("a1")));
+  EXPECT_FALSE(d.guest_endpoint("a1"));
 }
 
 }  // namespace
