@@ -202,7 +202,7 @@ long http_connection::fill(steady::time_point deadline) {
   }
 }
 
-http_response http_connection::read_response(bool head_request) {
+http_response http_connection::read_response(bool head_request, bool stop_at_interim) {
   http_response r;
   if (!connected()) {
     r.error = error_.empty() ? "not connected" : error_;
@@ -254,6 +254,9 @@ http_response http_connection::read_response(bool head_request) {
     }
     // Interim responses (100 Continue) are followed by the real one.
     if (r.status >= 100 && r.status < 200 && r.status != 101) {
+      if (stop_at_interim) {
+        return r;
+      }
       continue;
     }
     break;

@@ -59,8 +59,9 @@ class http_connection {
   /// Writes all of `bytes` (or fails on timeout / reset). False on failure.
   bool write(std::string_view bytes);
   /// Reads one response. A response that is cut short has `error` set. `head_request`: the
-  /// response to a HEAD carries no body.
-  http_response read_response(bool head_request = false);
+  /// response to a HEAD carries no body. Interim responses (1xx but 101) are skipped, unless
+  /// `stop_at_interim`: then the first one is returned (it has no body).
+  http_response read_response(bool head_request = false, bool stop_at_interim = false);
   /// Waits until the peer closes the connection (EOF or reset) or `timeout` passes. Any
   /// bytes that arrive meanwhile are appended to `received`. True when closed.
   bool wait_closed(std::chrono::milliseconds timeout, std::string* received = nullptr);

@@ -1,4 +1,5 @@
 #include "tests/integration/api/api_fixture.hpp"
+#include "tests/support/proxy_origins.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>
@@ -10,8 +11,6 @@
 #include <map>
 #include <mutex>
 #include <netinet/in.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <sstream>
 #include <string>
 #include <sys/socket.h>
@@ -34,357 +33,6 @@ using namespace std::chrono_literals;
 constexpr std::string_view k_secret = "sk-gw-5b0e7f3c91d24a68-never-in-a-guest";
 constexpr std::string_view k_secret2 = "key-gw-0c2f9e8d7b6a5-also-secret";
 constexpr std::size_t k_large = 64 * 1024 * 1024;
-
-std::uint64_t fnv1a(std::uint64_t h, std::string_view bytes) {
-  for (const char c : bytes) {
-    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ULL;
-  }
-  return h;
-}
-constexpr std::uint64_t k_fnv_basis = 14695981039346656037ULL;
-
-/// Deterministic, position-dependent bytes: a shifted or dropped piece changes the hash.
-std::string pattern(std::size_t size) {
-  std::string out(size, '\0');
-  std::uint32_t x = 2463534242U;
-  for (std::size_t i = 0; i < size; ++i) {
-    x ^= x << 13U;
-    x ^= x >> 17U;
-    x ^= x << 5U;
-    out[i] = static_cast<char>(x & 0xffU);
-  }
-  return out;
-}
-
-/// What a target saw of one request.
-struct seen_request {
-  std::string method;
-  std::string target;
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::size_t body_bytes = 0;
-  std::uint64_t body_hash = k_fnv_basis;
-
-  std::vector<std::string> values(std::string_view name) const {
-    std::vector<std::string> out;
-    for (const auto& [n, v] : headers) {
-      if (n.size() == name.size() &&
-          std::equal(n.begin(), n.end(), name.begin(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) ==
-                   std::tolower(static_cast<unsigned char>(b));
-          })) {
-        out.push_back(v);
-      }
-    }
-    return out;
-  }
-};
-
-/// Reads from a socket with a buffer, for the target servers.
-struct socket_reader {
-  int fd;
-  std::string buf;
-  bool fill() {
-    char tmp[64 * 1024];
-    const auto n = ::recv(fd, tmp, sizeof tmp, 0);
-    if (n <= 0) {
-      return false;
-    }
-    buf.append(tmp, static_cast<std::size_t>(n));
-    return true;
-  }
-  bool line(std::string& out) {
-    for (;;) {
-      if (const auto pos = buf.find("\r\n"); pos != std::string::npos) {
-        out = buf.substr(0, pos);
-        buf.erase(0, pos + 2);
-        return true;
-      }
-      if (!fill()) {
-        return false;
-      }
-    }
-  }
-  /// Consumes exactly `n` bytes, feeding them to `sink`.
-  template <class Sink>
-  bool take(std::size_t n, Sink&& sink) {
-    while (n > 0) {
-      if (buf.empty() && !fill()) {
-        return false;
-      }
-      const auto k = std::min(n, buf.size());
-      sink(std::string_view(buf).substr(0, k));
-      buf.erase(0, k);
-      n -= k;
-    }
-    return true;
-  }
-};
-
-bool send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const auto n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n <= 0) {
-      return false;
-    }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-int listen_loopback(std::uint16_t& port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(fd, 64) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    throw std::runtime_error("cannot listen on loopback");
-  }
-  port = ntohs(addr.sin_port);
-  return fd;
-}
-
-/// An HTTP/1.1 origin on 127.0.0.1 that records every request and answers
-///   /download?bytes=N          N pattern bytes with Content-Length
-///   /download-chunked?bytes=N  the same, chunked
-///   anything else              "ok" (after reading and hashing the request body)
-/// One thread per connection; each connection serves one request and closes.
-class target_server {
- public:
-  target_server() : fd_(listen_loopback(port_)), acceptor_([this] { accept_loop(); }) {}
-  ~target_server() {
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
-    acceptor_.join();
-    const std::lock_guard lock(mutex_);
-    for (auto& t : workers_) {
-      t.join();
-    }
-  }
-  std::uint16_t port() const { return port_; }
-  std::vector<seen_request> seen() const {
-    const std::lock_guard lock(mutex_);
-    return seen_;
-  }
-  std::size_t count() const { return seen().size(); }
-
- private:
-  void accept_loop() {
-    for (;;) {
-      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) {
-        return;
-      }
-      const std::lock_guard lock(mutex_);
-      workers_.emplace_back([this, c] {
-        serve(c);
-        ::close(c);
-      });
-    }
-  }
-
-  void serve(int fd) {
-    socket_reader in{fd, {}};
-    seen_request rq;
-    std::string line;
-    if (!in.line(line)) {
-      return;
-    }
-    std::istringstream request_line(line);
-    request_line >> rq.method >> rq.target;
-    std::optional<std::size_t> length;
-    bool chunked = false;
-    while (in.line(line) && !line.empty()) {
-      const auto colon = line.find(':');
-      auto value = line.substr(colon + 1);
-      value.erase(0, value.find_first_not_of(' '));
-      rq.headers.emplace_back(line.substr(0, colon), value);
-    }
-    if (auto v = rq.values("Content-Length"); !v.empty()) {
-      length = std::stoull(v.front());
-    }
-    if (auto v = rq.values("Transfer-Encoding"); !v.empty() && v.front() == "chunked") {
-      chunked = true;
-    }
-    const auto sink = [&rq](std::string_view piece) {
-      rq.body_bytes += piece.size();
-      rq.body_hash = fnv1a(rq.body_hash, piece);
-    };
-    if (length) {
-      if (!in.take(*length, sink)) {
-        return;
-      }
-    } else if (chunked) {
-      for (;;) {
-        if (!in.line(line)) {
-          return;
-        }
-        const auto size = std::stoull(line, nullptr, 16);
-        if (size == 0) {
-          while (in.line(line) && !line.empty()) {
-          }
-          break;
-        }
-        if (!in.take(size, sink) || !in.line(line)) {
-          return;
-        }
-      }
-    }
-    {
-      const std::lock_guard lock(mutex_);
-      seen_.push_back(rq);
-    }
-    const auto q = rq.target.find("bytes=");
-    if (rq.target.rfind("/download", 0) == 0 && q != std::string::npos) {
-      const auto n = std::stoull(rq.target.substr(q + 6));
-      const auto body = pattern(n);
-      const bool chunk = rq.target.rfind("/download-chunked", 0) == 0;
-      // /download-eof: no length at all, the body ends where the connection does.
-      const bool eof = rq.target.rfind("/download-eof", 0) == 0;
-      std::string head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n";
-      if (!eof) {
-        head += chunk ? "Transfer-Encoding: chunked\r\n"
-                      : "Content-Length: " + std::to_string(n) + "\r\n";
-      }
-      head += "Connection: close\r\n\r\n";
-      if (!send_all(fd, head)) {
-        return;
-      }
-      constexpr std::size_t piece = 1024 * 1024;
-      for (std::size_t off = 0; off < n; off += piece) {
-        const auto part = std::string_view(body).substr(off, piece);
-        std::ostringstream size;
-        size << std::hex << part.size() << "\r\n";
-        if ((chunk && !send_all(fd, size.str())) || !send_all(fd, part) ||
-            (chunk && !send_all(fd, "\r\n"))) {
-          return;
-        }
-      }
-      if (chunk) {
-        send_all(fd, "0\r\n\r\n");
-      }
-      return;
-    }
-    const std::string body =
-        "ok " + std::to_string(rq.body_bytes) + " " + std::to_string(rq.body_hash);
-    send_all(fd,
-             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Target: yes\r\nContent-Length: " +
-                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-  }
-
-  std::uint16_t port_ = 0;
-  int fd_;
-  mutable std::mutex mutex_;
-  std::vector<seen_request> seen_;
-  std::vector<std::thread> workers_;
-  std::thread acceptor_;
-};
-
-/// Runs `cmd` (openssl) quietly; throws when it fails.
-void run_openssl(const std::string& cmd) {
-  if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0) {
-    throw std::runtime_error("failed: " + cmd);
-  }
-}
-
-/// Test certificates made with the openssl tool in `dir`: a CA (given to litterboxd as
-/// SSL_CERT_FILE, in place of the system bundle), a certificate it signed for 127.0.0.1, one
-/// it signed for 127.0.0.2 only, and a self-signed one for 127.0.0.1 no CA vouches for.
-struct test_pki {
-  explicit test_pki(fs::path d) : dir(std::move(d)) {
-    const auto p = [this](const char* name) { return (dir / name).string(); };
-    run_openssl(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=lb-test-ca "
-        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign "
-        "-keyout " +
-        p("ca.key") + " -out " + p("ca.pem"));
-    for (const auto& [name, ip] :
-         {std::pair{"good", "127.0.0.1"}, std::pair{"wrong", "127.0.0.2"}}) {
-      std::ofstream(dir / (std::string(name) + ".ext")) << "subjectAltName=IP:" << ip << "\n";
-      run_openssl("openssl req -newkey rsa:2048 -nodes -subj /CN=" + std::string(ip) + " -keyout " +
-                  p(name) + ".key -out " + p(name) + ".csr");
-      run_openssl("openssl x509 -req -days 1 -in " + p(name) + ".csr -CA " + p("ca.pem") +
-                  " -CAkey " + p("ca.key") + " -CAcreateserial -extfile " + p(name) + ".ext -out " +
-                  p(name) + ".pem");
-    }
-    run_openssl(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
-        "-addext subjectAltName=IP:127.0.0.1 -keyout " +
-        p("self.key") + " -out " + p("self.pem"));
-  }
-  fs::path cert(std::string_view name) const { return dir / (std::string(name) + ".pem"); }
-  fs::path key(std::string_view name) const { return dir / (std::string(name) + ".key"); }
-  fs::path dir;
-};
-
-/// A TLS origin on 127.0.0.1 serving `cert`: answers every request "ok" and records its
-/// request line and headers. Counts handshakes that completed.
-class tls_server {
- public:
-  tls_server(const fs::path& cert, const fs::path& key) {
-    ctx_ = SSL_CTX_new(TLS_server_method());
-    if (ctx_ == nullptr ||
-        SSL_CTX_use_certificate_file(ctx_, cert.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-      throw std::runtime_error("cannot load the test certificate");
-    }
-    fd_ = listen_loopback(port_);
-    thread_ = std::thread([this] {
-      for (;;) {
-        const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) {
-          return;
-        }
-        SSL* ssl = SSL_new(ctx_);
-        SSL_set_fd(ssl, c);
-        if (SSL_accept(ssl) == 1) {
-          ++handshakes_;
-          std::string head;
-          char buf[4096];
-          while (head.find("\r\n\r\n") == std::string::npos) {
-            const int n = SSL_read(ssl, buf, sizeof buf);
-            if (n <= 0) {
-              break;
-            }
-            head.append(buf, static_cast<std::size_t>(n));
-          }
-          {
-            const std::lock_guard lock(mutex_);
-            heads_.push_back(head);
-          }
-          const std::string_view answer =
-              "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ntls ok";
-          SSL_write(ssl, answer.data(), static_cast<int>(answer.size()));
-          SSL_shutdown(ssl);
-        }
-        SSL_free(ssl);
-        ::close(c);
-      }
-    });
-  }
-  ~tls_server() {
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
-    thread_.join();
-    SSL_CTX_free(ctx_);
-  }
-  std::uint16_t port() const { return port_; }
-  int handshakes() const { return handshakes_.load(); }
-  std::vector<std::string> heads() const {
-    const std::lock_guard lock(mutex_);
-    return heads_;
-  }
-
- private:
-  SSL_CTX* ctx_ = nullptr;
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-  std::atomic<int> handshakes_{0};
-  mutable std::mutex mutex_;
-  std::vector<std::string> heads_;
-  std::thread thread_;
-};
 
 /// The resident set of `pid` in KiB: "VmRSS" or "VmHWM" (peak) from /proc/<pid>/status.
 long memory_kib(pid_t pid, std::string_view field) {
@@ -664,7 +312,7 @@ TEST_F(guest_gateway, LargeUploadsAndDownloadsStreamByteExactInBoundedMemory) {
   create_proxy("bulk", loopback(target.port()));
   attach("bulk", host);
   const auto data = pattern(k_large);
-  const auto hash = fnv1a(k_fnv_basis, data);
+  const auto hash = sha256_hex(data);
 
   // The peak resident set is reset, so what it reaches below is what the transfers cost.
   const auto pid = process().pid();
@@ -678,7 +326,7 @@ TEST_F(guest_gateway, LargeUploadsAndDownloadsStreamByteExactInBoundedMemory) {
   upload.body = data;
   auto r = from_guest(port, upload);
   ASSERT_EQ(r.status, 200) << r.status << r.error;
-  EXPECT_EQ(r.body, "ok " + std::to_string(k_large) + " " + std::to_string(hash));
+  EXPECT_EQ(r.body, "ok " + std::to_string(k_large) + " " + hash);
 
   // Chunked upload: the chunks are re-framed, the bytes arrive unchanged.
   std::string chunked;
@@ -701,7 +349,7 @@ TEST_F(guest_gateway, LargeUploadsAndDownloadsStreamByteExactInBoundedMemory) {
                     chunked));
     const auto c = guest.read_response();
     ASSERT_EQ(c.status, 200) << c.error;
-    EXPECT_EQ(c.body, "ok " + std::to_string(k_large) + " " + std::to_string(hash));
+    EXPECT_EQ(c.body, "ok " + std::to_string(k_large) + " " + hash);
   }
   chunked.clear();
   chunked.shrink_to_fit();
@@ -764,11 +412,11 @@ TEST_F(guest_gateway, ExpectContinueIsAnsweredByTheGatewayAndNotForwarded) {
   ASSERT_TRUE(
       guest.write("POST /expect/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                   "Expect: 100-continue\r\n\r\n"));
-  EXPECT_EQ(guest.read_response().status, 100);
+  EXPECT_EQ(guest.read_response(false, true).status, 100);
   ASSERT_TRUE(guest.write("hello"));
   const auto r = guest.read_response();
   ASSERT_EQ(r.status, 200) << r;
-  EXPECT_EQ(r.body, "ok 5 " + std::to_string(fnv1a(k_fnv_basis, "hello")));
+  EXPECT_EQ(r.body, "ok 5 " + sha256_hex("hello"));
   const auto seen = target.seen();
   ASSERT_EQ(seen.size(), 1U);
   EXPECT_TRUE(seen[0].values("Expect").empty());
