@@ -186,8 +186,8 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
     x += "      <mac address='" + std::string(k_proxy_mac) + "'/>\n";
     x += "      <target dev='" + xml_escape(spec.proxy_tap) + "'/>\n";
     x += "      <model type='virtio'/>\n";
-    x += "      <address type='pci' domain='0x0000' bus='0x00' slot='" + pci_slot(k_proxy_pci_slot) +
-         "' function='0x0'/>\n";
+    x += "      <address type='pci' domain='0x0000' bus='0x00' slot='" +
+         pci_slot(k_proxy_pci_slot) + "' function='0x0'/>\n";
     x += "    </interface>\n";
   }
   x += "  </devices>\n";

@@ -102,9 +102,11 @@ TEST(DomainXml, ProxyNicHasItsTapTheFixedMacAndTheSlotAfterTheUserModeNic) {
   ASSERT_TRUE(xa);
   ASSERT_TRUE(xb);
   for (const auto* x : {&*xa, &*xb}) {
-    EXPECT_TRUE(contains(*x, "<interface type='ethernet'>\n      <mac address='52:54:00:77:00:02'/>"));
-    EXPECT_TRUE(contains(*x, "<model type='virtio'/>\n      <address type='pci' domain='0x0000' "
-                             "bus='0x00' slot='0x1f' function='0x0'/>"));
+    EXPECT_TRUE(
+        contains(*x, "<interface type='ethernet'>\n      <mac address='52:54:00:77:00:02'/>"));
+    EXPECT_TRUE(contains(*x,
+                         "<model type='virtio'/>\n      <address type='pci' domain='0x0000' "
+                         "bus='0x00' slot='0x1f' function='0x0'/>"));
     EXPECT_TRUE(contains(*x, "addr=0x1e'"));
   }
   EXPECT_TRUE(contains(*xa, "<target dev='lbp1c2d3e4f5a6b'/>"));
