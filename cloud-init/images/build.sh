@@ -35,6 +35,7 @@ mmdebstrap --variant=minbase --include="$packages" \
   --aptopt='Acquire::Languages "none"' \
   --customize-hook="cp '$here/files/99-litterbox.cfg' \"\$1/etc/cloud/cloud.cfg.d/99-litterbox.cfg\"" \
   --customize-hook="cp '$here/files/10-dhcp.network' \"\$1/etc/systemd/network/10-dhcp.network\"" \
+  --customize-hook="cp '$here/files/05-litterbox-proxy.network' \"\$1/etc/systemd/network/05-litterbox-proxy.network\"" \
   --customize-hook="cp '$here/files/fstab' \"\$1/etc/fstab\"" \
   --customize-hook="mkdir -p \"\$1/etc/qemu\" && cp '$here/files/qemu-ga.conf' \"\$1/etc/qemu/qemu-ga.conf\"" \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-resolved.service' \

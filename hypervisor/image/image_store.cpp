@@ -4,6 +4,7 @@
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/rootfs.hpp"
+#include "hypervisor/libvirt/domain_xml.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -565,6 +566,10 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
       return added.error();
     }
     modules_version = added->first;
+  }
+  // The guest proxy's name (issue 11), resolvable from the first boot without DNS.
+  if (auto named = add_hosts_line(rootfs, k_proxy_hosts_line); !named) {
+    return named.error();
   }
 
   auto size = measure_tree(rootfs);

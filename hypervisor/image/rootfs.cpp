@@ -42,6 +42,7 @@ class unique_fd {
   unique_fd& operator=(const unique_fd&) = delete;
   ~unique_fd() { reset(); }
   int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
   bool valid() const { return fd_ >= 0; }
   void reset() {
     if (fd_ >= 0) {
@@ -651,6 +652,61 @@ result<std::pair<std::string, bool>> add_kernel_modules(const fs::path& root,
     }
   }
   return std::pair{version, true};
+}
+
+result<void> add_hosts_line(const fs::path& root, std::string_view line) {
+  unique_fd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd.valid()) {
+    return disk_error("cannot open", root.string(), errno);
+  }
+  std::vector<std::string> files{"etc/hosts"};
+  if (unique_fd templates(
+          open_in_root(root_fd.get(), "etc/cloud/templates", O_RDONLY | O_DIRECTORY));
+      templates.valid()) {
+    DIR* d = ::fdopendir(templates.get());
+    if (d == nullptr) {
+      return disk_error("cannot read", "etc/cloud/templates", errno);
+    }
+    (void)templates.release();
+    while (const dirent* e = ::readdir(d)) {
+      const std::string_view name = e->d_name;
+      if (name.starts_with("hosts.") && name.ends_with(".tmpl")) {
+        files.push_back("etc/cloud/templates/" + std::string(name));
+      }
+    }
+    ::closedir(d);
+  }
+  const std::string wanted = std::string(line) + "\n";
+  for (const auto& rel : files) {
+    int fd = open_in_root(root_fd.get(), rel, O_RDWR);
+    if (fd < 0 && errno == ENOENT && rel == "etc/hosts") {
+      unique_fd etc(open_in_root(root_fd.get(), "etc", O_PATH | O_DIRECTORY));
+      fd = etc.valid() ? ::openat(etc.get(), "hosts", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644)
+                       : -1;
+    }
+    if (fd < 0) {
+      return disk_error("cannot open", rel, errno);
+    }
+    const unique_fd file(fd);
+    std::string text;
+    char buf[4096];
+    ssize_t n = 0;
+    while ((n = ::read(file.get(), buf, sizeof buf)) > 0) {
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    if (n < 0) {
+      return disk_error("cannot read", rel, errno);
+    }
+    if (text.starts_with(wanted) || text.find("\n" + wanted) != std::string::npos) {
+      continue;
+    }
+    const std::string add = (text.empty() || text.back() == '\n' ? "" : "\n") + wanted;
+    if (::lseek(file.get(), 0, SEEK_END) < 0 ||
+        ::write(file.get(), add.data(), add.size()) != static_cast<ssize_t>(add.size())) {
+      return disk_error("cannot write", rel, errno);
+    }
+  }
+  return {};
 }
 
 result<tree_size> measure_tree(const fs::path& root) {

@@ -88,6 +88,13 @@ result<std::pair<std::string, bool>> add_kernel_modules(const std::filesystem::p
                                                         const std::filesystem::path& modules_dir,
                                                         const std::vector<std::string>& excludes);
 
+/// Makes `line` (e.g. "169.254.77.1 proxy.litterbox.internal") part of the guest's /etc/hosts
+/// (created if the image has none) and of every cloud-init hosts template
+/// (/etc/cloud/templates/hosts.*.tmpl), from which manage_etc_hosts rewrites /etc/hosts on
+/// every boot; paths resolve inside the root. A file that has the line already is left
+/// alone. Errors: internal.
+result<void> add_hosts_line(const std::filesystem::path& root, std::string_view line);
+
 /// Size of a tree as ext4 would need it: file bytes rounded up to 4 KiB blocks (hard links
 /// counted once), plus one block per directory and symlink, and the number of inodes.
 struct tree_size {

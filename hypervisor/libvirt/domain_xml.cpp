@@ -33,7 +33,28 @@ std::string_view between(std::string_view xml, std::string_view open, std::strin
   return xml.substr(start, b - start);
 }
 
+std::string pci_slot(int slot) {
+  static constexpr std::string_view k_hex = "0123456789abcdef";
+  std::string s = "0x";
+  s += k_hex[static_cast<unsigned>(slot) >> 4U & 0xfU];
+  s += k_hex[static_cast<unsigned>(slot) & 0xfU];
+  return s;
+}
+
 }  // namespace
+
+std::string proxy_tap_name(std::string_view host_id) {
+  std::string hex;
+  for (auto it = host_id.rbegin(); it != host_id.rend() && hex.size() < 12; ++it) {
+    const char c = *it;
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
+      hex.insert(hex.begin(), c);
+    } else if (c >= 'A' && c <= 'F') {
+      hex.insert(hex.begin(), static_cast<char>(c - 'A' + 'a'));
+    }
+  }
+  return hex.size() == 12 ? "lbp" + hex : std::string();
+}
 
 std::string xml_escape(std::string_view text) {
   std::string out;
@@ -158,8 +179,20 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
   // as it frees. Booted hosts keep the device-free machine of the cold path.
   x += spec.is_template ? "    <memballoon model='virtio' freePageReporting='on'/>\n"
                         : "    <memballoon model='none'/>\n";
+  if (!spec.proxy_tap.empty()) {
+    // managed='no' would make libvirt expect an existing tap; libvirt creates this one, and it
+    // goes away with QEMU wherever the control plane has moved it.
+    x += "    <interface type='ethernet'>\n";
+    x += "      <mac address='" + std::string(k_proxy_mac) + "'/>\n";
+    x += "      <target dev='" + xml_escape(spec.proxy_tap) + "'/>\n";
+    x += "      <model type='virtio'/>\n";
+    x += "      <address type='pci' domain='0x0000' bus='0x00' slot='" +
+         pci_slot(k_proxy_pci_slot) + "' function='0x0'/>\n";
+    x += "    </interface>\n";
+  }
   x += "  </devices>\n";
-  // The NIC sits at a fixed slot at the end of pci.0, away from the slots libvirt assigns.
+  // The user-mode NIC sits at a fixed slot near the end of pci.0, away from the slots libvirt
+  // assigns, and before the proxy NIC's.
   std::string netdev = "user,id=lbnet0,ipv6=off,hostfwd=tcp:" + spec.ssh_host + ":" +
                        std::to_string(spec.ssh_port) + "-:22";
   if (spec.restrict_network) {
@@ -169,7 +202,8 @@ result<std::string> render_domain_xml(const domain_spec& spec) {
   x += "    <qemu:arg value='-netdev'/>\n";
   x += "    <qemu:arg value='" + xml_escape(netdev) + "'/>\n";
   x += "    <qemu:arg value='-device'/>\n";
-  x += "    <qemu:arg value='virtio-net-pci,netdev=lbnet0,bus=pci.0,addr=0x1f'/>\n";
+  x += "    <qemu:arg value='virtio-net-pci,netdev=lbnet0,mac=" + std::string(k_slirp_mac) +
+       ",bus=pci.0,addr=" + pci_slot(k_slirp_pci_slot) + "'/>\n";
   x += "  </qemu:commandline>\n";
   x += "</domain>\n";
   return x;

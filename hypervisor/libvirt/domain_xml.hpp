@@ -36,7 +36,29 @@ struct domain_spec {
   std::string ssh_host;           ///< IPv4 literal the SSH forward listens on
   int ssh_port = 0;               ///< port the SSH forward listens on
   bool restrict_network = false;  ///< no outbound traffic at all, only the SSH forward
+  /// Host-side tap of the guest proxy NIC (proxy_tap_name); "" renders no proxy NIC.
+  std::string proxy_tap;
 };
+
+/// The guest proxy NIC (issue 11, docs/design/guest-proxy.md): a virtio NIC on a tap of its
+/// own, the same MAC in every guest (each tap is its own link), in the PCI slot after the
+/// user-mode NIC's so that it enumerates second.
+inline constexpr std::string_view k_proxy_mac = "52:54:00:77:00:02";
+/// QEMU's default MAC, which the user-mode NIC keeps; guests match their NICs by MAC.
+inline constexpr std::string_view k_slirp_mac = "52:54:00:12:34:56";
+/// PCI slots on pci.0: libvirt assigns its own devices from the lowest free slot upwards
+/// (slot 2 goes to the first of them), so both NICs sit at the top.
+inline constexpr int k_slirp_pci_slot = 0x1e;
+inline constexpr int k_proxy_pci_slot = 0x1f;
+
+/// The guest's side of the proxy link has 169.254.77.2/30; the name resolves through
+/// /etc/hosts (image conversion writes this line there and into cloud-init's template).
+inline constexpr std::string_view k_proxy_hosts_line = "169.254.77.1 proxy.litterbox.internal";
+
+/// The tap name of the proxy NIC of host (or template) `host_id`: "lbp" and the last 12 hex
+/// digits of the id (the random part of a UUIDv7; its first 12 are a timestamp). Fits
+/// IFNAMSIZ. "" for an id with fewer than 12 hex digits.
+std::string proxy_tap_name(std::string_view host_id);
 
 /// The kernel command line for a guest booted from a root filesystem on /dev/vda: serial
 /// console, the NoCloud datasource, and arguments that shorten boots.

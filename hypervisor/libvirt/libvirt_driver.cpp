@@ -99,6 +99,19 @@ struct domain_deleter {
 };
 using domain_ptr = std::unique_ptr<virDomain, domain_deleter>;
 
+// Adopts `id`'s proxy tap (with a listener unless `is_template`) and resumes `dom`, which was
+// started or restored paused: the guest runs only once its link is in place.
+result<void> link_and_resume(proxy_links& links, virDomainPtr dom, const std::string& id,
+                             bool is_template) {
+  if (auto linked = links.adopt(id, proxy_tap_name(id), !is_template); !linked) {
+    return linked.error();
+  }
+  if (virDomainResume(dom) != 0) {
+    return make_error(errc::vm_create_failed, "cannot resume the guest: " + last_libvirt_error());
+  }
+  return {};
+}
+
 bool valid_host_id(std::string_view id) {
   return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == '-';
@@ -332,7 +345,69 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     }
     firewall_thread_ = std::thread([this] { firewall_loop(); });
   }
-  (void)connect();
+  links_ = config_.links
+               ? config_.links
+               : std::make_shared<netns_proxy_links>(config_.proxy_netns, config_.guest_listeners);
+  if (auto ok = links_->prepare(); !ok) {
+    throw std::runtime_error(ok.error().message);
+  }
+  if (connect()) {
+    restore_links();
+  }
+}
+
+void libvirt_driver::restore_links() {
+  const auto conn = connect();
+  if (!conn) {
+    return;
+  }
+  virDomainPtr* doms = nullptr;
+  const int n = virConnectListAllDomains(conn->ptr, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+  if (n < 0) {
+    spdlog::warn("cannot list domains to restore the guest proxy links: {}", last_libvirt_error());
+    return;
+  }
+  std::vector<std::string> xmls;
+  for (int i = 0; i < n; ++i) {
+    const domain_ptr dom(doms[i]);
+    char* desc = virDomainGetXMLDesc(dom.get(), 0);
+    if (desc != nullptr) {
+      xmls.emplace_back(desc);
+      std::free(desc);
+    }
+    char* meta = virDomainGetMetadata(dom.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                                      std::string(k_metadata_ns).c_str(), 0);
+    if (meta == nullptr) {
+      continue;
+    }
+    const std::string host = metadata_host_id(meta, config_.owner);
+    const std::string tmpl = metadata_template_id(meta, config_.owner);
+    std::free(meta);
+    const std::string& id = host.empty() ? tmpl : host;
+    if (id.empty() || proxy_tap_name(id).empty() ||
+        xmls.back().find("dev='" + proxy_tap_name(id) + "'") == std::string::npos) {
+      continue;  // not ours, or a guest of a layout without the proxy NIC
+    }
+    if (auto ok = links_->adopt(id, proxy_tap_name(id), !host.empty()); !ok) {
+      spdlog::error("host {}: cannot restore its guest proxy link: {}", id, ok.error().message);
+    }
+  }
+  std::free(doms);
+  // A tap that no running domain (of any owner) names is left over: delete it.
+  const auto taps = links_->taps();
+  if (!taps) {
+    spdlog::warn("{}", taps.error().message);
+    return;
+  }
+  for (const auto& tap : *taps) {
+    const bool used = std::any_of(xmls.begin(), xmls.end(), [&](const std::string& x) {
+      return x.find("dev='" + tap + "'") != std::string::npos;
+    });
+    if (!used) {
+      spdlog::info("deleting the stray guest proxy link {}", tap);
+      (void)links_->remove(std::string(), tap);
+    }
+  }
 }
 
 libvirt_driver::~libvirt_driver() {
@@ -643,7 +718,7 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (!dom) {
     return fail(errc::vm_create_failed, "cannot define the domain: " + last_libvirt_error());
   }
-  if (virDomainCreate(dom.get()) != 0) {
+  if (virDomainCreateWithFlags(dom.get(), VIR_DOMAIN_START_PAUSED) != 0) {
     return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
   }
   // The firewall matches uids: make sure the one this QEMU really runs as is among them
@@ -658,6 +733,9 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
         return fail(errc::vm_create_failed, ok.error().message);
       }
     }
+  }
+  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false); !run) {
+    return fail(errc::vm_create_failed, run.error().message);
   }
   return {};
 }
@@ -721,6 +799,10 @@ result<std::string> libvirt_driver::make_guest(const vm_spec& spec, const fs::pa
   d.ssh_host = spec.ssh_host;
   d.ssh_port = spec.ssh_port;
   d.restrict_network = !config_.guest_internet;
+  d.proxy_tap = proxy_tap_name(spec.host_id);
+  if (d.proxy_tap.empty()) {
+    return make_error(errc::vm_create_failed, "the host id has too few hex digits for a tap name");
+  }
   auto xml = render_domain_xml(d);
   if (!xml) {
     return make_error(errc::vm_create_failed, xml.error().message);
@@ -791,6 +873,12 @@ result<void> libvirt_driver::await_ready(const vm_spec& spec, const fs::path& co
 result<void> libvirt_driver::destroy(std::string_view host_id) {
   if (!valid_host_id(host_id)) {
     return make_error(errc::teardown_failed, "malformed host id");
+  }
+  // The listener first: no connection from the guest outlives its teardown.
+  if (const auto tap = proxy_tap_name(host_id); !tap.empty()) {
+    if (auto gone = links_->remove(std::string(host_id), tap); !gone) {
+      return gone.error();
+    }
   }
   auto removed = remove_tagged(metadata_host_id, host_id, "domain", host_dir(host_id));
   if (removed) {
@@ -1285,10 +1373,13 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   if (!xml) {
     return fail(xml.error());
   }
-  const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(), 0));
+  const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(), VIR_DOMAIN_START_PAUSED));
   if (!dom) {
     return fail(make_error(errc::vm_create_failed,
                            "cannot start the template guest: " + last_libvirt_error()));
+  }
+  if (auto run = link_and_resume(*links_, dom.get(), id, true); !run) {
+    return fail(run.error());
   }
   const auto t_started = steady_clock::now();
   if (auto ready = await_ready(boot, paths.console(), deadline); !ready) {
@@ -1355,9 +1446,18 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
         "libvirt wrote a state file clones cannot be made from: " + head.error().message));
   }
   // Whatever clone_domain_xml needs from the saved XML is checked now, not at the first clone.
-  clone_names probe_names{
-      id,           paths.disk(),        paths.console(),      id,          "probe",
-      uuid_for(id), "/probe/disk.qcow2", "/probe/console.log", "127.0.0.1", 1};
+  clone_names probe_names{id,
+                          paths.disk(),
+                          paths.console(),
+                          id,
+                          "probe",
+                          uuid_for(id),
+                          "/probe/disk.qcow2",
+                          "/probe/console.log",
+                          "127.0.0.1",
+                          1,
+                          proxy_tap_name(id),
+                          "lbp000000000000"};
   if (auto x = clone_domain_xml(head->xml, probe_names); !x) {
     return fail(x.error());
   } else if (auto h = render_save_head(*head, *x); !h) {
@@ -1444,8 +1544,18 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
     return fail(make_error(errc::vm_create_failed, "cannot prepare the clone's files"));
   }
 
-  clone_names names{std::string(template_id), t.disk(), t.console(),  spec.host_id,  spec.name,
-                    uuid_for(spec.host_id),   disk,     console_path, spec.ssh_host, spec.ssh_port};
+  clone_names names{std::string(template_id),
+                    t.disk(),
+                    t.console(),
+                    spec.host_id,
+                    spec.name,
+                    uuid_for(spec.host_id),
+                    disk,
+                    console_path,
+                    spec.ssh_host,
+                    spec.ssh_port,
+                    proxy_tap_name(template_id),
+                    proxy_tap_name(spec.host_id)};
   auto xml = clone_domain_xml(head->xml, names);
   if (!xml) {
     return fail(xml.error());
@@ -1478,7 +1588,7 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
     }
   });
   const int restored =
-      virDomainRestoreFlags(conn->ptr, ((*feed)->fifo()).c_str(), nullptr, VIR_DOMAIN_SAVE_RUNNING);
+      virDomainRestoreFlags(conn->ptr, ((*feed)->fifo()).c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED);
   const std::string restore_error = restored != 0 ? last_libvirt_error() : std::string();
   {
     const std::lock_guard lock(watch_mutex);
@@ -1496,6 +1606,9 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
   if (!dom) {
     return fail(make_error(errc::boot_failed, "the restored clone is gone"));
+  }
+  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false); !run) {
+    return fail(run.error());
   }
 
   const auto t_restored = steady_clock::now();
@@ -1627,6 +1740,11 @@ result<void> libvirt_driver::apply_login(const vm_spec& spec, steady_clock::time
 result<void> libvirt_driver::destroy_template(std::string_view template_id) {
   if (!valid_host_id(template_id)) {
     return make_error(errc::teardown_failed, "malformed template id");
+  }
+  if (const auto tap = proxy_tap_name(template_id); !tap.empty()) {
+    if (auto gone = links_->remove(std::string(template_id), tap); !gone) {
+      return gone.error();
+    }
   }
   return remove_tagged(metadata_template_id, template_id, "template guest",
                        template_dir(template_id));

@@ -2,8 +2,10 @@
 
 #include "hypervisor/base_images.hpp"
 #include "hypervisor/driver.hpp"
+#include "hypervisor/guest_listener_sink.hpp"
 #include "hypervisor/libvirt/domain_xml.hpp"
 #include "hypervisor/libvirt/egress_firewall.hpp"
+#include "hypervisor/libvirt/proxy_link.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -69,11 +71,25 @@ struct libvirt_config {
   /// Called (on the calling thread) after each successful restore_clone and apply_login with
   /// where its time went; the same numbers are logged at debug level. For benchmarks.
   std::function<void(const clone_timing&)> on_timing;
+  /// Where each host's guest proxy listener goes (issue 11); nullptr: the hosts get their
+  /// proxy link (same devices, same isolation) but nobody listens on it.
+  guest_listener_sink* guest_listeners = nullptr;
+  /// The network namespace the guests' proxy taps are moved into.
+  std::string proxy_netns = "litterbox-gp";
+  /// The proxy links; nullptr: netns_proxy_links over proxy_netns and guest_listeners.
+  std::shared_ptr<proxy_links> links;
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel
 /// boot, user-mode networking with a loopback SSH forward, readiness from the guest's ready
 /// line on the serial console plus a pinned-key SSH handshake. Thread-safe.
+///
+/// Every guest also has a proxy NIC on a tap of its own (docs/design/guest-proxy.md): a
+/// guest starts (or is restored) paused, its tap is moved into the proxy namespace and its
+/// listener handed to config.guest_listeners, and only then does it run; a guest whose link
+/// cannot be set up is destroyed. destroy() takes the listener away before the domain. At
+/// start the driver re-adopts the taps of the running domains it owns and deletes taps that
+/// no running domain uses.
 class libvirt_driver final : public driver {
  public:
   /// Connects to libvirt and, if configured, installs the guest egress firewall for the uid
@@ -163,8 +179,12 @@ class libvirt_driver final : public driver {
   result<void> await_host_key(const vm_spec& spec, std::chrono::steady_clock::time_point deadline,
                               ssh_connection* early = nullptr);
 
+  /// Re-adopts the taps of our running domains, deletes the proxy namespace's other taps.
+  void restore_links();
+
   libvirt_config config_;
   base_images& images_;
+  std::shared_ptr<proxy_links> links_;
   accel accel_;
   std::shared_ptr<event_loop> events_;  ///< runs libvirt's event loop (keepalive) while we live
   std::shared_ptr<vm_watch> watch_;

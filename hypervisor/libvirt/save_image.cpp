@@ -243,6 +243,16 @@ result<std::string> clone_domain_xml(std::string_view saved_xml, const clone_nam
   }
   x.replace(fwd + k_fwd.size(), fwd_end - fwd - k_fwd.size(),
             xml_escape(n.ssh_host) + ":" + std::to_string(n.ssh_port));
+  // The proxy NIC: only its host-side name differs; MAC, model and slot are every guest's.
+  if (!n.template_tap.empty()) {
+    if (n.tap.empty() || !replace_once(x, "<target dev='" + xml_escape(n.template_tap) + "'",
+                                       "<target dev='" + xml_escape(n.tap) + "'")) {
+      return unclonable("does not name the template's proxy tap exactly once");
+    }
+    if (x.find(n.template_tap) != std::string::npos) {
+      return unclonable("names the template's proxy tap where it cannot be replaced");
+    }
+  }
   // Nothing of the template guest's own identity may be left for the clone to collide with.
   if (x.find(old_uuid) != std::string::npos || x.find(">" + old_name + "<") != std::string::npos ||
       x.find("template-id") != std::string::npos) {

@@ -54,12 +54,14 @@ struct clone_names {
   std::filesystem::path console;
   std::string ssh_host;  ///< IPv4 literal
   int ssh_port = 0;
+  std::string template_tap;  ///< the template guest's proxy tap ("": it has none)
+  std::string tap;           ///< the clone's proxy tap (required when template_tap is set)
 };
 
 /// The domain XML of a clone, from the XML libvirt saved for the template guest: name, uuid,
-/// metadata (template-id becomes host-id), disk and console paths and the SSH forward are
-/// replaced; every device, address and the machine ABI stay exactly as saved. Pure. Errors:
-/// vm_create_failed when the saved XML does not carry each of those exactly once.
+/// metadata (template-id becomes host-id), disk and console paths, the proxy tap and the SSH
+/// forward are replaced; every device, address and the machine ABI stay exactly as saved. Pure.
+/// Errors: vm_create_failed when the saved XML does not carry each of those exactly once.
 result<std::string> clone_domain_xml(std::string_view saved_xml, const clone_names& names);
 
 }  // namespace litterbox::hypervisor

@@ -1,6 +1,7 @@
 #include "hypervisor/libvirt/template_store.hpp"
 
 #include "hypervisor/errc.hpp"
+#include "hypervisor/libvirt/domain_xml.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -53,6 +54,7 @@ std::string render_template_info(const template_info& info) {
   s += "disk_gb=" + (info.key.disk_gb ? std::to_string(*info.key.disk_gb) : std::string()) + "\n";
   s += "ssh_username=" + info.ssh_username + "\n";
   s += "name=" + info.name + "\n";
+  s += "layout=" + std::to_string(k_template_layout) + "\n";
   return s;
 }
 
@@ -77,6 +79,11 @@ result<template_info> parse_template_info(std::string_view text) {
     if (fields.count(k) == 0) {
       return bad();
     }
+  }
+  if (const auto layout = fields.find("layout");
+      layout == fields.end() || layout->second != std::to_string(k_template_layout)) {
+    return make_error(errc::template_missing,
+                      "the template was saved with an older device layout and must be rebuilt");
   }
   template_info info;
   info.key.image_digest = fields["image_digest"];
@@ -189,7 +196,8 @@ result<std::vector<guest_file>> identity_files(const vm_spec& spec, std::string_
                                      "\n127.0.0.1 localhost\n\n"
                                      "# The following lines are desirable for IPv6 capable "
                                      "hosts\n::1 localhost ip6-localhost ip6-loopback\n"
-                                     "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n"});
+                                     "ff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n" +
+                                     std::string(k_proxy_hosts_line) + "\n"});
   files.push_back({"/proc/sys/kernel/hostname", spec.name});
   for (auto& f : *login) {
     files.push_back(std::move(f));

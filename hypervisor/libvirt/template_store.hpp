@@ -19,9 +19,16 @@ struct template_info {
   std::string name;          ///< the template guest's domain name (as in its saved XML)
 };
 
-/// The `info` file of a template directory: one `key=value` line per field.
+/// The device layout of template guests. A saved guest can only be restored into the layout it
+/// was saved with (libvirt's ABI check), so the info file records it and a template of
+/// another layout reads as missing, which makes the control plane rebuild it. 2: the guest
+/// proxy NIC (issue 11); 1 (no `layout` line): before it.
+inline constexpr int k_template_layout = 2;
+
+/// The `info` file of a template directory: one `key=value` line per field, and the layout.
 std::string render_template_info(const template_info& info);
-/// Parses an `info` file. Errors: template_missing (unreadable or incomplete).
+/// Parses an `info` file. Errors: template_missing (unreadable, incomplete, or saved with
+/// another layout than k_template_layout).
 result<template_info> parse_template_info(std::string_view text);
 
 /// Where a template's files live: <state_dir>/templates/<template id>/.

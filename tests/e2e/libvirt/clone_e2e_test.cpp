@@ -62,6 +62,8 @@ class CloneE2e : public ::testing::Test {
     cfg.initrd = e2e::guest_initrd();
     cfg.owner = "litterbox-e2e-clone";
     cfg.agent_connect_timeout = agent_bound();
+    cfg.guest_listeners = &sink_;
+    cfg.proxy_netns = netns_;
     driver_ = std::make_unique<libvirt_driver>(cfg, *images_);
     digest_ = driver_->prepare_image("e2e").value();
   }
@@ -74,6 +76,8 @@ class CloneE2e : public ::testing::Test {
         (void)driver_->destroy_template(id);
       }
     }
+    driver_.reset();
+    (void)e2e::run({"ip", "netns", "del", netns_}, std::chrono::seconds(30));
     std::error_code ec;
     fs::remove_all(root_, ec);
   }
@@ -145,7 +149,15 @@ class CloneE2e : public ::testing::Test {
     return p;
   }
 
+  // Whether `tap` is a link in the proxy namespace.
+  bool tap_exists(const std::string& tap) {
+    return e2e::run({"ip", "-n", netns_, "link", "show", "dev", tap}, std::chrono::seconds(30))
+               .exit_code == 0;
+  }
+
   fs::path root_;
+  std::string netns_ = "lbgp-e2e-c" + std::to_string(::getpid());
+  e2e::proxy_sink sink_;  // outlives the driver, which hands it listeners
   std::unique_ptr<fixed_base_image> images_;
   std::unique_ptr<libvirt_driver> driver_;
   std::string digest_;
@@ -263,8 +275,24 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
         }
       }
     }
+    {
+      SCOPED_TRACE("each clone's proxy connection arrives on its own listener only");
+      for (const auto& me : live) {
+        EXPECT_TRUE(tap_exists(proxy_tap_name(me.spec.host_id)));
+        const auto r = ssh(me.spec, me.key, e2e::proxy_probe_command());
+        ASSERT_EQ(r.exit_code, 0) << r.output;
+        EXPECT_EQ(r.output, "169.254.77.1\n" + me.spec.host_id + "\n81 closed\n");
+      }
+      for (const auto& me : live) {
+        EXPECT_EQ(sink_.connections(me.spec.host_id), 1) << me.spec.name;
+      }
+      EXPECT_EQ(sink_.connections(tmpl.template_id), 0);
+      EXPECT_FALSE(sink_.listening(tmpl.template_id));
+    }
     for (auto& f : live) {
       ASSERT_TRUE(driver_->destroy(f.spec.host_id));
+      EXPECT_FALSE(sink_.listening(f.spec.host_id));
+      EXPECT_FALSE(tap_exists(proxy_tap_name(f.spec.host_id)));
       facts.push_back(std::move(f));
     }
   }
@@ -342,6 +370,7 @@ TEST_F(CloneE2e, TenClonesOfOneTemplateShareNoIdentityAndEachServesOnlyItsOwnLog
     ASSERT_TRUE(driver_->destroy_template(tmpl.template_id));
     ASSERT_TRUE(driver_->destroy_template(tmpl.template_id));
     EXPECT_FALSE(fs::exists(tdir));
+    EXPECT_FALSE(tap_exists(proxy_tap_name(tmpl.template_id)));
     EXPECT_TRUE(driver_->list_templates()->empty());
     const auto gone = driver_->restore_clone(tmpl.template_id, make_spec(uuid_like(52), {}),
                                              steady_clock::now() + 30s);

@@ -4,13 +4,16 @@
 #include "base/secret.hpp"
 
 #include <arpa/inet.h>
+#include <array>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
 #include <iterator>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdexcept>
 #include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 namespace litterbox::e2e {
@@ -118,6 +121,126 @@ void write_private_file(const fs::path& path, const std::string& data) {
     throw std::runtime_error("cannot write " + path.string());
   }
   ::close(fd);
+}
+
+}  // namespace litterbox::e2e
+
+namespace litterbox::e2e {
+
+struct proxy_sink::served {
+  int fd = -1;
+  int stop[2] = {-1, -1};
+  std::thread thread;
+};
+
+proxy_sink::proxy_sink() = default;
+
+proxy_sink::~proxy_sink() {
+  std::vector<std::string> ids;
+  {
+    const std::lock_guard lock(mutex_);
+    for (const auto& [id, s] : listeners_) {
+      ids.push_back(id);
+    }
+  }
+  for (const auto& id : ids) {
+    remove_listener(id);
+  }
+}
+
+void proxy_sink::add_listener(const std::string& host_id, int fd) {
+  remove_listener(host_id);
+  auto s = std::make_unique<served>();
+  s->fd = fd;
+  if (::pipe2(s->stop, O_CLOEXEC) != 0) {
+    ::close(fd);
+    return;
+  }
+  s->thread = std::thread([this, host_id, fd, stop = s->stop[0]] {
+    for (;;) {
+      std::array<pollfd, 2> p{pollfd{fd, POLLIN, 0}, pollfd{stop, POLLIN, 0}};
+      if (::poll(p.data(), p.size(), -1) < 0 || (p[1].revents & POLLIN) != 0) {
+        return;
+      }
+      const int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        continue;
+      }
+      std::string request;
+      char buf[1024];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) {
+          break;
+        }
+        request.append(buf, static_cast<std::size_t>(n));
+      }
+      const std::string reply =
+          "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(host_id.size()) + "\r\n\r\n" +
+          host_id;
+      (void)::send(c, reply.data(), reply.size(), MSG_NOSIGNAL);
+      ::close(c);
+      const std::lock_guard lock(mutex_);
+      ++connections_[host_id];
+    }
+  });
+  const std::lock_guard lock(mutex_);
+  listeners_[host_id] = std::move(s);
+}
+
+void proxy_sink::remove_listener(std::string_view host_id) {
+  std::unique_ptr<served> s;
+  {
+    const std::lock_guard lock(mutex_);
+    auto it = listeners_.find(std::string(host_id));
+    if (it == listeners_.end()) {
+      return;
+    }
+    s = std::move(it->second);
+    listeners_.erase(it);
+    removed_.emplace_back(host_id);
+  }
+  (void)::write(s->stop[1], "x", 1);
+  s->thread.join();
+  ::close(s->stop[0]);
+  ::close(s->stop[1]);
+  ::close(s->fd);
+}
+
+int proxy_sink::connections(const std::string& host_id) {
+  const std::lock_guard lock(mutex_);
+  auto it = connections_.find(host_id);
+  return it == connections_.end() ? 0 : it->second;
+}
+
+bool proxy_sink::listening(const std::string& host_id) {
+  const std::lock_guard lock(mutex_);
+  return listeners_.count(host_id) != 0;
+}
+
+std::vector<std::string> proxy_sink::removed() {
+  const std::lock_guard lock(mutex_);
+  return removed_;
+}
+
+std::string proxy_probe_command() {
+  return "python3 -c '\n"
+         "import socket\n"
+         "print(socket.gethostbyname(\"proxy.litterbox.internal\"))\n"
+         "s = socket.create_connection((\"proxy.litterbox.internal\", 80), timeout=20)\n"
+         "s.sendall(b\"GET / HTTP/1.0\\r\\nHost: proxy.litterbox.internal\\r\\n\\r\\n\")\n"
+         "r = b\"\"\n"
+         "while True:\n"
+         "    b = s.recv(4096)\n"
+         "    if not b: break\n"
+         "    r += b\n"
+         "print(r.split(b\"\\r\\n\\r\\n\", 1)[1].decode())\n"
+         "try:\n"
+         "    socket.create_connection((\"169.254.77.1\", 81), timeout=3)\n"
+         "    print(\"81 open\")\n"
+         "except OSError:\n"
+         "    print(\"81 closed\")\n"
+         "'";
 }
 
 }  // namespace litterbox::e2e

@@ -1,7 +1,12 @@
 #pragma once
 
+#include "hypervisor/guest_listener_sink.hpp"
+
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -31,5 +36,38 @@ command_result run(const std::vector<std::string>& argv,
 
 /// Writes `data` to `path` with mode 0600.
 void write_private_file(const std::filesystem::path& path, const std::string& data);
+
+/// The test's own end of the guest proxy listeners: serves each listener on a thread of its
+/// own, answering every connection with "HTTP/1.0 200 OK" and the host id of the listener it
+/// arrived on as the body, and counts connections per host id.
+class proxy_sink final : public hypervisor::guest_listener_sink {
+ public:
+  proxy_sink();
+  ~proxy_sink() override;
+  proxy_sink(const proxy_sink&) = delete;
+  proxy_sink& operator=(const proxy_sink&) = delete;
+
+  void add_listener(const std::string& host_id, int fd) override;
+  void remove_listener(std::string_view host_id) override;
+
+  /// Connections served for `host_id` so far.
+  int connections(const std::string& host_id);
+  /// Whether `host_id` has a listener now.
+  bool listening(const std::string& host_id);
+  /// Host ids whose listener was removed, in order.
+  std::vector<std::string> removed();
+
+ private:
+  struct served;
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<served>> listeners_;
+  std::map<std::string, int> connections_;
+  std::vector<std::string> removed_;
+};
+
+/// Python run inside a guest (over SSH): resolves proxy.litterbox.internal, makes one HTTP
+/// request to it on port 80 and prints the body, then tries port 81 on the same address;
+/// prints "<address>\n<body>\n81 closed\n" when all is as it must be.
+std::string proxy_probe_command();
 
 }  // namespace litterbox::e2e

@@ -68,6 +68,8 @@ class LibvirtDriverE2e : public ::testing::Test {
     cfg.kernel = e2e::guest_kernel();
     cfg.initrd = e2e::guest_initrd();
     cfg.owner = "litterbox-e2e";
+    cfg.guest_listeners = &sink_;
+    cfg.proxy_netns = netns_;
     driver_ = std::make_unique<libvirt_driver>(cfg, *images_);
   }
   void TearDown() override {
@@ -76,8 +78,16 @@ class LibvirtDriverE2e : public ::testing::Test {
         (void)driver_->destroy(id);
       }
     }
+    driver_.reset();
+    (void)e2e::run({"ip", "netns", "del", netns_}, std::chrono::seconds(30));
     std::error_code ec;
     fs::remove_all(root_, ec);
+  }
+
+  // Whether `tap` is a link in the proxy namespace.
+  bool tap_exists(const std::string& tap) {
+    return e2e::run({"ip", "-n", netns_, "link", "show", "dev", tap}, std::chrono::seconds(30))
+               .exit_code == 0;
   }
 
   vm_spec make_spec(std::string host_id, std::vector<std::string> keys) {
@@ -123,6 +133,8 @@ class LibvirtDriverE2e : public ::testing::Test {
   }
 
   fs::path root_;
+  std::string netns_ = "lbgp-e2e-" + std::to_string(::getpid());
+  e2e::proxy_sink sink_;  // outlives the driver, which hands it listeners
   std::unique_ptr<fixed_base_image> images_;
   std::unique_ptr<libvirt_driver> driver_;
   std::vector<std::string> spawned_;
@@ -195,6 +207,25 @@ TEST_F(LibvirtDriverE2e, GuestBootsReadyWithPinnedKeyEnvSudoIsolationAndLeavesNo
     EXPECT_FALSE(host_service.has_pending_connection());
   }
   {
+    SCOPED_TRACE("the first boot reaches proxy.litterbox.internal:80 on its own listener only");
+    const std::string tap = proxy_tap_name(spec.host_id);
+    EXPECT_TRUE(tap_exists(tap));
+    EXPECT_TRUE(sink_.listening(spec.host_id));
+    const auto r = ssh(spec, key_file, e2e::proxy_probe_command());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output, "169.254.77.1\n" + spec.host_id + "\n81 closed\n");
+    EXPECT_EQ(sink_.connections(spec.host_id), 1);
+    // The user-mode NIC still carries everything else, by MAC whatever the enumeration.
+    const auto links = ssh(spec, key_file,
+                           "ip -o -4 addr show dev lbproxy0; ip -o -4 addr show dev lbnet0; "
+                           "ip route show default; cat /sys/class/net/lbnet0/address");
+    EXPECT_NE(links.output.find("inet 169.254.77.2/30"), std::string::npos) << links.output;
+    EXPECT_NE(links.output.find("inet 10.0.2.15/24"), std::string::npos) << links.output;
+    EXPECT_NE(links.output.find("default via 10.0.2.2 dev lbnet0"), std::string::npos)
+        << links.output;
+    EXPECT_NE(links.output.find("52:54:00:12:34:56"), std::string::npos) << links.output;
+  }
+  {
     SCOPED_TRACE("console, ownership and a pinned-key mismatch");
     const auto console = driver_->console(spec.host_id, 64 * 1024);
     ASSERT_TRUE(console);
@@ -227,6 +258,11 @@ TEST_F(LibvirtDriverE2e, GuestBootsReadyWithPinnedKeyEnvSudoIsolationAndLeavesNo
         << "the SSH port is still held";
     ::close(fd);
     EXPECT_TRUE(driver_->destroy(spec.host_id));
+    // The listener went with it (before the domain: destroy removes it first), and the tap.
+    EXPECT_FALSE(sink_.listening(spec.host_id));
+    ASSERT_FALSE(sink_.removed().empty());
+    EXPECT_EQ(sink_.removed().front(), spec.host_id);
+    EXPECT_FALSE(tap_exists(proxy_tap_name(spec.host_id)));
   }
 }
 

@@ -32,6 +32,31 @@ if [ ! -f "$out/base.qcow2" ]; then
   cp -a "/lib/modules/$kver" "$work/root/lib/modules/"
   # Only the seed can configure these guests; probing other datasources costs boot time.
   printf 'datasource_list: [NoCloud, None]\n' > "$work/root/etc/cloud/cloud.cfg.d/90-litterbox.cfg"
+  # NICs by MAC, as in the reference image (issue 11): udev names the user-mode NIC (QEMU's
+  # default MAC) lbnet0 and the proxy NIC lbproxy0, whatever order they enumerate in, and
+  # ifupdown configures them by those names; cloud-init's fallback (DHCP on "eth0") is off.
+  printf 'network: {config: disabled}\n' > "$work/root/etc/cloud/cloud.cfg.d/91-litterbox-network.cfg"
+  printf '[Match]\nMACAddress=52:54:00:12:34:56\n\n[Link]\nName=lbnet0\n' \
+    > "$work/root/etc/systemd/network/10-litterbox-net.link"
+  printf '[Match]\nMACAddress=52:54:00:77:00:02\n\n[Link]\nName=lbproxy0\n' \
+    > "$work/root/etc/systemd/network/10-litterbox-proxy.link"
+  cat > "$work/root/etc/network/interfaces" <<'IFACES'
+auto lo
+iface lo inet loopback
+
+allow-hotplug lbnet0
+iface lbnet0 inet dhcp
+
+allow-hotplug lbproxy0
+iface lbproxy0 inet static
+    address 169.254.77.2/30
+    pre-up echo 1 > /proc/sys/net/ipv6/conf/lbproxy0/disable_ipv6
+IFACES
+  # What image conversion adds (hypervisor/image): the name in /etc/hosts and in the template
+  # that manage_etc_hosts rewrites it from.
+  for f in "$work/root/etc/hosts" "$work/root/etc/cloud/templates/hosts.debian.tmpl"; do
+    printf '169.254.77.1 proxy.litterbox.internal\n' >> "$f"
+  done
   # The guest agent restricted exactly as in the reference image (templates and clones).
   mkdir -p "$work/root/etc/qemu"
   cp "$here/../../../cloud-init/images/files/qemu-ga.conf" "$work/root/etc/qemu/qemu-ga.conf"

@@ -260,5 +260,28 @@ TEST_F(LayerApplier, KernelModulesAreAddedOnceAndExcludesSkipped) {
   EXPECT_FALSE(again->second);
 }
 
+TEST_F(LayerApplier, TheProxyHostsLineGoesIntoEtcHostsAndEveryCloudInitHostsTemplateOnce) {
+  ASSERT_TRUE(apply({minimal_guest()}));
+  fs::create_directories(root_ / "etc/cloud/templates");
+  std::ofstream(root_ / "etc/hosts") << "127.0.0.1 localhost";  // no final newline
+  std::ofstream(root_ / "etc/cloud/templates/hosts.debian.tmpl") << "## template:jinja\n";
+  std::ofstream(root_ / "etc/cloud/templates/hosts.redhat.tmpl") << "";
+  std::ofstream(root_ / "etc/cloud/templates/sources.list.debian.tmpl") << "deb x\n";
+  const std::string line = "169.254.77.1 proxy.litterbox.internal";
+  ASSERT_TRUE(add_hosts_line(root_, line));
+  ASSERT_TRUE(add_hosts_line(root_, line));  // idempotent
+  EXPECT_EQ(read("etc/hosts"), "127.0.0.1 localhost\n" + line + "\n");
+  EXPECT_EQ(read("etc/cloud/templates/hosts.debian.tmpl"), "## template:jinja\n" + line + "\n");
+  EXPECT_EQ(read("etc/cloud/templates/hosts.redhat.tmpl"), line + "\n");
+  EXPECT_EQ(read("etc/cloud/templates/sources.list.debian.tmpl"), "deb x\n");
+}
+
+TEST_F(LayerApplier, AnImageWithoutEtcHostsGetsOneWithTheProxyLine) {
+  ASSERT_TRUE(apply({minimal_guest()}));
+  fs::remove(root_ / "etc/hosts");
+  ASSERT_TRUE(add_hosts_line(root_, "169.254.77.1 proxy.litterbox.internal"));
+  EXPECT_EQ(read("etc/hosts"), "169.254.77.1 proxy.litterbox.internal\n");
+}
+
 }  // namespace
 }  // namespace litterbox::hypervisor::image

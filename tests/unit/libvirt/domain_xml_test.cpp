@@ -79,8 +79,45 @@ TEST(DomainXml, ForwardsSshFromTheLoopbackPortWithoutIpv6) {
   ASSERT_TRUE(xml);
   EXPECT_TRUE(contains(
       *xml, "<qemu:arg value='user,id=lbnet0,ipv6=off,hostfwd=tcp:127.0.0.1:22017-:22'/>"));
-  EXPECT_TRUE(contains(*xml, "virtio-net-pci,netdev=lbnet0,bus=pci.0,addr=0x1f"));
+  EXPECT_TRUE(
+      contains(*xml, "virtio-net-pci,netdev=lbnet0,mac=52:54:00:12:34:56,bus=pci.0,addr=0x1e"));
   EXPECT_FALSE(contains(*xml, "restrict=on"));
+}
+
+TEST(DomainXml, ProxyTapNameIsLbpAndTheLastTwelveHexDigitsOfTheId) {
+  EXPECT_EQ(proxy_tap_name("0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b"), "lbp1c2d3e4f5a6b");
+  EXPECT_EQ(proxy_tap_name("0190A3B4-5C6D-7E8F-9A0B-1C2D3E4F5A6B"), "lbp1c2d3e4f5a6b");
+  EXPECT_LE(proxy_tap_name("0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b").size(), 15U);  // IFNAMSIZ - 1
+  EXPECT_EQ(proxy_tap_name("abc-123"), "");
+}
+
+TEST(DomainXml, ProxyNicHasItsTapTheFixedMacAndTheSlotAfterTheUserModeNic) {
+  auto a = sample();
+  a.proxy_tap = proxy_tap_name(a.host_id);
+  auto b = sample();
+  b.host_id = "0190a3b4-5c6d-7e8f-9a0b-aaaabbbbcccc";
+  b.proxy_tap = proxy_tap_name(b.host_id);
+  const auto xa = render_domain_xml(a);
+  const auto xb = render_domain_xml(b);
+  ASSERT_TRUE(xa);
+  ASSERT_TRUE(xb);
+  for (const auto* x : {&*xa, &*xb}) {
+    EXPECT_TRUE(
+        contains(*x, "<interface type='ethernet'>\n      <mac address='52:54:00:77:00:02'/>"));
+    EXPECT_TRUE(contains(*x,
+                         "<model type='virtio'/>\n      <address type='pci' domain='0x0000' "
+                         "bus='0x00' slot='0x1f' function='0x0'/>"));
+    EXPECT_TRUE(contains(*x, "addr=0x1e'"));
+  }
+  EXPECT_TRUE(contains(*xa, "<target dev='lbp1c2d3e4f5a6b'/>"));
+  EXPECT_TRUE(contains(*xb, "<target dev='lbpaaaabbbbcccc'/>"));
+  EXPECT_FALSE(contains(*xa, "lbpaaaabbbbcccc"));
+}
+
+TEST(DomainXml, NoProxyTapRendersNoProxyNic) {
+  const auto xml = render_domain_xml(sample());
+  ASSERT_TRUE(xml);
+  EXPECT_FALSE(contains(*xml, "<interface"));
 }
 
 TEST(DomainXml, RestrictedNetworkAddsRestrictOn) {

@@ -98,6 +98,7 @@ TEST(LibvirtDriverHungDaemon, CallsFailWithinTheConnectTimeoutAndDoNotQueueBehin
   cfg.state_dir = s->state_dir;
   cfg.isolate_host = false;
   cfg.connect_timeout = 1000ms;
+  cfg.links = std::make_shared<fake_proxy_links>();  // no namespace on the test machine
   cfg.check_timeout = 1500ms;
 
   auto started = steady::now();

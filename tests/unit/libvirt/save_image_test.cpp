@@ -48,6 +48,13 @@ std::string saved_xml() {
          d +
          "/console.log'/>\n"
          "    </console>\n"
+         "    <interface type='ethernet'>\n"
+         "      <mac address='52:54:00:77:00:02'/>\n"
+         "      <target dev='lbp000000000001'/>\n"
+         "      <model type='virtio'/>\n"
+         "      <alias name='net0'/>\n"
+         "      <address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x0'/>\n"
+         "    </interface>\n"
          "  </devices>\n"
          "  <qemu:commandline>\n"
          "    <qemu:arg value='user,id=lbnet0,ipv6=off,hostfwd=tcp:127.0.0.1:31000-:22'/>\n"
@@ -67,6 +74,8 @@ clone_names names() {
   n.console = "/var/lib/litterbox/vms/0190a3b4-0000-7000-8000-0000000000aa/console.log";
   n.ssh_host = "127.0.0.1";
   n.ssh_port = 32123;
+  n.template_tap = "lbp000000000001";
+  n.tap = "lbp0000000000aa";
   return n;
 }
 
@@ -166,6 +175,22 @@ TEST(CloneXml, RenamesReidentifiesAndRepointsTheCloneButKeepsDevicesAndGenid) {
   EXPECT_FALSE(has("6d1c8f3e-1111-4222-8333-944455556666"));
   EXPECT_FALSE(has("template-id"));
   EXPECT_FALSE(has(std::string(k_tdir) + "/disk.qcow2"));
+}
+
+TEST(CloneXml, TheProxyNicGetsTheClonesTapAndKeepsMacAndSlot) {
+  const auto xml = clone_domain_xml(saved_xml(), names());
+  ASSERT_TRUE(xml) << xml.error().message;
+  const auto has = [&](std::string_view s) { return xml->find(s) != std::string::npos; };
+  EXPECT_TRUE(has("<target dev='lbp0000000000aa'/>"));
+  EXPECT_FALSE(has("lbp000000000001"));
+  EXPECT_TRUE(has("<mac address='52:54:00:77:00:02'/>"));
+  EXPECT_TRUE(has("slot='0x1f'"));
+  auto no_tap = names();
+  no_tap.tap.clear();
+  EXPECT_FALSE(clone_domain_xml(saved_xml(), no_tap));
+  auto other_template = names();
+  other_template.template_tap = "lbp999999999999";
+  EXPECT_FALSE(clone_domain_xml(saved_xml(), other_template));
 }
 
 TEST(CloneXml, TheTemplateDisksRecordedBackingChainIsDroppedSoLibvirtProbesTheClones) {

@@ -51,6 +51,22 @@ TEST(TemplateInfo, ATruncatedOrGarbledFileIsNoTemplate) {
   }
 }
 
+TEST(TemplateInfo, ATemplateSavedWithAnotherDeviceLayoutIsMissingSoItIsRebuilt) {
+  const std::string full = render_template_info({{"sha256:abc", 2, 1536, 8}, "agent", "lbt-1"});
+  ASSERT_NE(full.find("layout=" + std::to_string(k_template_layout) + "\n"), std::string::npos);
+  ASSERT_TRUE(parse_template_info(full));
+  std::string before_proxy_nic = full;
+  before_proxy_nic.erase(before_proxy_nic.find("layout="));
+  std::string other = full;
+  other.replace(other.find("layout=") + 7, 1, "1");
+  for (const std::string& old : {before_proxy_nic, other}) {
+    const auto r = parse_template_info(old);
+    ASSERT_FALSE(r) << old;
+    EXPECT_EQ(r.error().code, errc::template_missing);
+    EXPECT_NE(r.error().message.find("layout"), std::string::npos);
+  }
+}
+
 TEST(TemplateScrub, EmptiesHostKeysLoginSeedCopiesRandomSeedAndReadyScript) {
   const auto paths = template_scrub_paths("agent", "0190a3b4-0000-7000-8000-000000000001");
   const auto has = [&](std::string_view p) {
@@ -83,6 +99,8 @@ TEST(CloneIdentity, WritesTheHostKeyFirstThenMachineIdHostnameAndTheLoginLast) {
   EXPECT_EQ(content["/etc/hostname"], "sb-0000000000aa\n");
   EXPECT_EQ(content["/proc/sys/kernel/hostname"], "sb-0000000000aa");
   EXPECT_NE(content["/etc/hosts"].find("127.0.1.1 sb-0000000000aa sb-0000000000aa\n"),
+            std::string::npos);
+  EXPECT_NE(content["/etc/hosts"].find("\n169.254.77.1 proxy.litterbox.internal\n"),
             std::string::npos);
   EXPECT_EQ(content["/etc/ssh/ssh_host_ed25519_key"],
             "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n");

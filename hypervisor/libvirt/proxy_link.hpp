@@ -1,0 +1,91 @@
+#pragma once
+
+#include "base/result.hpp"
+#include "hypervisor/guest_listener_sink.hpp"
+
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace litterbox::hypervisor {
+
+/// The host's side of the proxy link (issue 11, docs/design/guest-proxy.md): every guest's
+/// proxy NIC is a tap that the driver moves into one network namespace, where nothing lives
+/// but the taps and one listener per tap on 169.254.77.1:80, bound to that tap with
+/// SO_BINDTODEVICE. The listener is the guest's identity: whatever source address a guest
+/// uses, its connections arrive on its own tap's listener. Thread-safe.
+class proxy_links {
+ public:
+  virtual ~proxy_links() = default;
+
+  /// Creates the namespace if it does not exist and (re)asserts what it must be: IPv6 off,
+  /// no forwarding, no route, and a filter that accepts only TCP to 169.254.77.1:80 (ARP is
+  /// not IP and passes). Idempotent. Errors: unavailable.
+  virtual result<void> prepare() = 0;
+
+  /// Moves `tap` (in this process's namespace, or already in the proxy namespace after a
+  /// restart) into the proxy namespace, gives it 169.254.77.1/30, IPv6 off, and brings it up;
+  /// when `listen` and a sink is set, opens its listener and hands it to the sink as host
+  /// `host_id`'s, replacing one it has (a template guest, which nobody talks to, is adopted
+  /// without one). Errors:
+  /// vm_create_failed (no such tap, or a step failed; the tap is left where it is).
+  virtual result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) = 0;
+
+  /// Takes host `host_id`'s listener from the sink (closing it and its connections) and
+  /// deletes `tap` from the proxy namespace. A tap that is gone already is fine. Errors:
+  /// teardown_failed.
+  virtual result<void> remove(const std::string& host_id, const std::string& tap) = 0;
+
+  /// The proxy taps (names starting with "lbp") in the proxy namespace. Errors: unavailable.
+  virtual result<std::vector<std::string>> taps() = 0;
+};
+
+/// The real thing: `ip` for the links, `nft` for the filter, and a thread that setns()es into
+/// the namespace to create each listening socket. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
+class netns_proxy_links final : public proxy_links {
+ public:
+  /// `sink` may be null: taps are adopted and isolated, but no listener is opened.
+  explicit netns_proxy_links(std::string netns = "litterbox-gp",
+                             guest_listener_sink* sink = nullptr);
+
+  result<void> prepare() override;
+  result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
+  result<void> remove(const std::string& host_id, const std::string& tap) override;
+  result<std::vector<std::string>> taps() override;
+
+  /// A listening TCP socket on 169.254.77.1:`port` in the namespace, bound to `tap`
+  /// (close-on-exec, blocking; the caller owns it). Errors: vm_create_failed.
+  result<int> open_listener(const std::string& tap, int port = 80);
+
+  const std::string& netns() const { return netns_; }
+
+ private:
+  std::string netns_;
+  guest_listener_sink* sink_;
+  std::mutex prepare_mutex_;
+};
+
+/// Records what the driver asks of its proxy links, in order ("adopt <host> <tap> listen",
+/// "adopt <host> <tap>", "remove <host> <tap>"), and fails the next adopt when told to.
+class fake_proxy_links final : public proxy_links {
+ public:
+  result<void> prepare() override;
+  result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
+  result<void> remove(const std::string& host_id, const std::string& tap) override;
+  result<std::vector<std::string>> taps() override;
+
+  std::vector<std::string> calls();
+  /// The next adopt fails with vm_create_failed.
+  void fail_next_adopt();
+  /// Taps that taps() reports (as if left in the namespace by an earlier run).
+  void add_tap(std::string tap);
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> calls_;
+  std::vector<std::string> taps_;
+  bool fail_adopt_ = false;
+};
+
+}  // namespace litterbox::hypervisor
