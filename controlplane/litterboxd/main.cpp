@@ -680,6 +680,7 @@ hypervisor_stack make_hypervisor(const options& o,
     lv.guest_internet = o.guest_internet;
     lv.guest_egress = o.guest_egress_entries;
     lv.owner = o.owner;
+    lv.guest_listeners = guest_listeners;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
   }

@@ -561,6 +561,9 @@ result<std::map<std::string, vm_status>> libvirt_driver::vm_states() {
   if (!conn) {
     return make_error(errc::unavailable, "libvirt is unreachable: " + why);
   }
+  // Taken before the listing: a listener adopted after it belongs to a domain the listing may
+  // not show yet, and must not be taken for a gone guest's.
+  const auto listening = links_->listening();
   virDomainPtr* doms = nullptr;
   const int n = virConnectListAllDomains(conn->ptr, &doms, 0);
   if (n < 0) {
@@ -615,6 +618,14 @@ result<std::map<std::string, vm_status>> libvirt_driver::vm_states() {
     const std::lock_guard lock(watch_->mutex);
     for (const auto& [uuid, entry] : watch_->stopped) {
       out.try_emplace(uuid, entry.first);
+    }
+  }
+  // A guest destroyed by another process (`litterboxd reap`, a peer) or dead on its own took
+  // its tap along, but its listener would stay open here until a restart.
+  for (const auto& [id, generation] : listening) {
+    const auto it = out.find(id);
+    if (it == out.end() || it->second.state != vm_state::running) {
+      links_->drop_listener(id, generation);
     }
   }
   return out;

@@ -126,6 +126,8 @@ class libvirt_driver final : public driver {
                            std::chrono::steady_clock::time_point deadline) override;
   result<void> destroy_template(std::string_view template_id) override;
   result<std::vector<std::string>> list_templates() override;
+  /// Also drops the guest proxy listeners of hosts whose guest is gone (destroyed by another
+  /// process, or dead): their taps went with their QEMUs.
   result<std::map<std::string, vm_status>> vm_states() override;
   void watch_vms(std::function<void()> wake) override;
 

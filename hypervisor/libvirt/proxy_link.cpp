@@ -118,13 +118,19 @@ result<void> netns_proxy_links::adopt(const std::string& host_id, const std::str
   if (!listen || sink_ == nullptr) {
     return {};
   }
-  // A listener of an earlier adopt holds the address on this tap: it goes first.
-  sink_->remove_listener(host_id);
+  {
+    // A listener of an earlier adopt holds the address on this tap: it goes first.
+    const std::lock_guard lock(listeners_mutex_);
+    sink_->remove_listener(host_id);
+    listening_.erase(host_id);
+  }
   auto fd = open_listener(tap);
   if (!fd) {
     return fd.error();
   }
+  const std::lock_guard lock(listeners_mutex_);
   sink_->add_listener(host_id, *fd);
+  listening_[host_id] = ++generation_;
   return {};
 }
 
@@ -180,7 +186,9 @@ result<int> netns_proxy_links::open_listener(const std::string& tap, int port) {
 
 result<void> netns_proxy_links::remove(const std::string& host_id, const std::string& tap) {
   if (sink_ != nullptr) {
+    const std::lock_guard lock(listeners_mutex_);
     sink_->remove_listener(host_id);
+    listening_.erase(host_id);
   }
   if (!valid_ifname(tap)) {
     return make_error(errc::teardown_failed, "malformed proxy tap name");
@@ -193,6 +201,20 @@ result<void> netns_proxy_links::remove(const std::string& host_id, const std::st
     return make_error(errc::teardown_failed, "cannot delete the proxy link " + tap + ": " + why);
   }
   return {};
+}
+
+std::map<std::string, std::uint64_t> netns_proxy_links::listening() {
+  const std::lock_guard lock(listeners_mutex_);
+  return listening_;
+}
+
+void netns_proxy_links::drop_listener(const std::string& host_id, std::uint64_t generation) {
+  const std::lock_guard lock(listeners_mutex_);
+  const auto it = listening_.find(host_id);
+  if (sink_ != nullptr && it != listening_.end() && it->second == generation) {
+    sink_->remove_listener(host_id);
+    listening_.erase(it);
+  }
 }
 
 result<std::vector<std::string>> netns_proxy_links::taps() {
@@ -236,6 +258,9 @@ result<void> fake_proxy_links::adopt(const std::string& host_id, const std::stri
     return make_error(errc::vm_create_failed, "cannot set up the proxy link " + tap + ": injected");
   }
   taps_.push_back(tap);
+  if (listen) {
+    listening_[host_id] = ++generation_;
+  }
   return {};
 }
 
@@ -243,7 +268,22 @@ result<void> fake_proxy_links::remove(const std::string& host_id, const std::str
   const std::lock_guard lock(mutex_);
   calls_.push_back("remove " + host_id + " " + tap);
   std::erase(taps_, tap);
+  listening_.erase(host_id);
   return {};
+}
+
+std::map<std::string, std::uint64_t> fake_proxy_links::listening() {
+  const std::lock_guard lock(mutex_);
+  return listening_;
+}
+
+void fake_proxy_links::drop_listener(const std::string& host_id, std::uint64_t generation) {
+  const std::lock_guard lock(mutex_);
+  const auto it = listening_.find(host_id);
+  if (it != listening_.end() && it->second == generation) {
+    calls_.push_back("drop " + host_id);
+    listening_.erase(it);
+  }
 }
 
 result<std::vector<std::string>> fake_proxy_links::taps() {

@@ -3,6 +3,8 @@
 #include "base/result.hpp"
 #include "hypervisor/guest_listener_sink.hpp"
 
+#include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -39,6 +41,15 @@ class proxy_links {
 
   /// The proxy taps (names starting with "lbp") in the proxy namespace. Errors: unavailable.
   virtual result<std::vector<std::string>> taps() = 0;
+
+  /// The hosts whose listener this object handed to the sink, each with the generation of
+  /// that adopt (a later adopt of the same host has a higher one).
+  virtual std::map<std::string, std::uint64_t> listening() = 0;
+
+  /// Takes host `host_id`'s listener from the sink if it is still the one of adopt
+  /// `generation`: its guest is gone (destroyed by another process, or it died) and its tap
+  /// went with its QEMU. A newer adopt's listener stays. The tap is not touched.
+  virtual void drop_listener(const std::string& host_id, std::uint64_t generation) = 0;
 };
 
 /// The real thing: `ip` for the links, `nft` for the filter, and a thread that setns()es into
@@ -53,6 +64,8 @@ class netns_proxy_links final : public proxy_links {
   result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
   result<void> remove(const std::string& host_id, const std::string& tap) override;
   result<std::vector<std::string>> taps() override;
+  std::map<std::string, std::uint64_t> listening() override;
+  void drop_listener(const std::string& host_id, std::uint64_t generation) override;
 
   /// A listening TCP socket on 169.254.77.1:`port` in the namespace, bound to `tap`
   /// (close-on-exec, blocking; the caller owns it). Errors: vm_create_failed.
@@ -64,6 +77,9 @@ class netns_proxy_links final : public proxy_links {
   std::string netns_;
   guest_listener_sink* sink_;
   std::mutex prepare_mutex_;
+  std::mutex listeners_mutex_;  ///< the sink's calls and listening_ change together
+  std::map<std::string, std::uint64_t> listening_;
+  std::uint64_t generation_ = 0;
 };
 
 /// Records what the driver asks of its proxy links, in order ("adopt <host> <tap> listen",
@@ -74,6 +90,8 @@ class fake_proxy_links final : public proxy_links {
   result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
   result<void> remove(const std::string& host_id, const std::string& tap) override;
   result<std::vector<std::string>> taps() override;
+  std::map<std::string, std::uint64_t> listening() override;
+  void drop_listener(const std::string& host_id, std::uint64_t generation) override;
 
   std::vector<std::string> calls();
   /// The next adopt fails with vm_create_failed.
@@ -85,6 +103,8 @@ class fake_proxy_links final : public proxy_links {
   std::mutex mutex_;
   std::vector<std::string> calls_;
   std::vector<std::string> taps_;
+  std::map<std::string, std::uint64_t> listening_;
+  std::uint64_t generation_ = 0;
   bool fail_adopt_ = false;
 };
 

@@ -264,6 +264,25 @@ TEST_F(ProxyLinks, ATapAlreadyInTheNamespaceIsReadoptedWithAFreshListener) {
   ::close(c);
 }
 
+TEST_F(ProxyLinks, AGoneGuestsListenerIsDroppedOnlyWhileNoNewerAdoptReplacedIt) {
+  adopt_both();
+  const auto first = links_->listening();
+  ASSERT_EQ(first.size(), 2U);
+  // Host 0 is adopted again (its guest re-created) after a caller took its snapshot: the
+  // stale generation leaves the new listener alone.
+  ASSERT_TRUE(links_->adopt(ids_[0], taps_[0], true));
+  links_->drop_listener(ids_[0], first.at(ids_[0]));
+  EXPECT_GE(sink_.fd(ids_[0]), 0);
+  EXPECT_EQ(sink_.removed(), std::vector<std::string>{ids_[0]});  // by the re-adopt only
+  // Host 1's guest is gone: its listener goes, its tap is left to whoever deletes it.
+  links_->drop_listener(ids_[1], first.at(ids_[1]));
+  EXPECT_EQ(sink_.fd(ids_[1]), -1);
+  EXPECT_EQ(links_->listening().count(ids_[1]), 0U);
+  const auto listed = links_->taps();
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), 2U);
+}
+
 TEST_F(ProxyLinks, AdoptingATapThatDoesNotExistFailsAsVmCreateFailed) {
   const auto r = links_->adopt("host-x", "lbpnosuchtap00", true);
   ASSERT_FALSE(r);
