@@ -400,7 +400,6 @@ clock_row() {
 stats "$work/raw/pool-1.txt"
 pool_table="$(srow "pool claim (pool of $pool_size, full before each claim)" \
   "p50 ≤ 0.150 s: $(met "$st_p50" 0.150); p99 ≤ 1 s: $(met "$st_p99" 1)")"
-ratio="$(awk -v a="$boot_p50" -v b="$bare_ready_s" 'BEGIN { printf "%.3f", a / b }')"
 stats "$work/raw/refill.txt"
 refill_table="$(srow "refill: claim answered → pool full again" "—")"
 refill_rate="$(awk -v m="$st_mean" 'BEGIN { if (m > 0) printf "%.1f", 60 / m; else print "?" }')"
