@@ -4,12 +4,16 @@
 # plus the pool's refill rate and what a pooled guest and a template cost in memory and disk.
 # One run, as root; prints Markdown tables.
 #
-#   bench/fast/run.sh [--no-build] [--pool-claims N] [--clones N] [--boots N]
-#                     [--pool-size P] [--refill-per-minute R] [--runs K] [--keep DIR]
+#   bench/fast/run.sh [--no-build] [--pool-claims N] [--clones N] [--clones-set-time N]
+#                     [--boots N] [--pool-size P] [--refill-per-minute R] [--runs K] [--keep DIR]
 #
 #   --pool-claims N  sequential pool claims per run (default 50)
 #   --clones N       sequential clone creates per run (default 50)
-#   --boots N        sequential cold boots (default 5: each is a minute or more under TCG)
+#   --clones-set-time N  as many clones again whose clock is set by guest-set-time
+#                    (LITTERBOX_CLONE_CLOCK=set-time), in blocks of 5 alternating with the
+#                    default clones (default 0: none)
+#   --boots N        cold boots, each after a bare qemu boot of the same image (default 5:
+#                    each is a minute or more under TCG)
 #   --pool-size P    warm-pool size while claims are measured (default 2, as scripts/up)
 #   --refill-per-minute R  the pool server's LITTERBOX_POOL_REFILL_PER_MINUTE (default 12,
 #                    litterboxd's default)
@@ -28,6 +32,7 @@ source "$LB_ROOT/bench/lib/guests.sh"
 build=1
 n_pool=50
 n_clone=50
+n_clone_st=0
 n_boot=5
 pool_size=2
 refill_per_minute=12
@@ -39,20 +44,22 @@ while (($#)); do
     --no-build) build=0; shift ;;
     --pool-claims) n_pool="$2"; shift 2 ;;
     --clones) n_clone="$2"; shift 2 ;;
+    --clones-set-time) n_clone_st="$2"; shift 2 ;;
     --boots) n_boot="$2"; shift 2 ;;
     --pool-size) pool_size="$2"; shift 2 ;;
     --refill-per-minute) refill_per_minute="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --keep) keep="$2"; shift 2 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) lb_die "unknown argument $1 (see --help)" ;;
   esac
 done
 for v in "$n_pool" "$n_clone" "$n_boot" "$pool_size" "$refill_per_minute" "$runs"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || lb_die "every count and rate takes a number ≥ 1 (see --help)"
 done
+[[ "$n_clone_st" =~ ^[0-9]+$ ]] || lb_die "--clones-set-time takes a number ≥ 0 (see --help)"
 ((EUID == 0)) || lb_die "run as root (libvirtd, the cluster and qemu need it)"
-bench_require_tools curl jq qemu-img qemu-system-x86_64 libvirtd virtlogd virsh unshare skopeo
+bench_require_tools curl jq qemu-img qemu-system-x86_64 libvirtd virtlogd virsh unshare skopeo ssh
 
 bench_name=fastbench
 bench_root="${FASTBENCH_DIR:-/var/tmp/litterbox-fastbench}"
@@ -96,6 +103,26 @@ create() {
   [[ "$got" == "$want" ]] ||
     lb_die "$label: served by '${got:-no X-Litterbox-Create-Path}', not $want (see $label.headers)"
   echo "$label $took $made" >>"$work/raw/creates.txt"
+}
+
+# clock_offset LABEL FILE: logs in to the host the 201 of LABEL made (its private_key and
+# known_hosts, strict checking), reads the guest's clock and appends the guest's clock minus
+# the host's at the midpoint of the login, and half the login's duration (the bound on that
+# difference's error), both in seconds, to FILE.
+clock_offset() {
+  local json="$work/raw/$1.json" dir="$work/raw/ssh-$1" t0 t1 guest
+  mkdir -p "$dir"
+  jq -r .private_key "$json" >"$dir/key"
+  chmod 0600 "$dir/key"
+  jq -r .known_hosts "$json" >"$dir/known_hosts"
+  t0="$(now_us)"
+  guest="$(ssh -F none -i "$dir/key" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$dir/known_hosts" -o ConnectTimeout=30 \
+    -p "$(jq -r .ssh_port "$json")" "$(jq -r .ssh_username "$json")@$(jq -r .ssh_host "$json")" \
+    'date +%s%N')" || lb_die "$1: SSH login to read the guest clock failed"
+  t1="$(now_us)"
+  awk -v g="$guest" -v a="$t0" -v b="$t1" \
+    'BEGIN { printf "%.3f %.3f\n", g / 1e9 - (a + b) / 2e6, (b - a) / 2e6 }' >>"$2"
 }
 
 # metric NAME SELECTOR: sets mval to the value of the first sample of NAME whose labels contain
@@ -157,18 +184,26 @@ first_id="$made"
 # The bare boot reuses this host's seed, overlay size, base, size and kernel command line.
 bench_bare_source "$first_id" "$(jq -r .name "$work/raw/first-boot.json")"
 delete_host "$first_id"
-: >"$work/raw/boot.txt"
-for ((i = 1; i <= n_boot; i++)); do
-  lb_log "cold boot $i of $n_boot"
-  create "boot-$i" boot
-  echo "$took" >>"$work/raw/boot.txt"
-  delete_host "$made"
-done
+# Bare and cold boots alternate, one pair at a time, so that both see the same load on this
+# shared machine: the ratio is taken from pairs side by side, not from series minutes apart.
 # The bare boot runs while no guest does, in a cpu cgroup under `machine` beside where libvirt
 # puts its guests (bench/boot/README.md: on a loaded machine the placement matters).
 bench_machine_cgroup
-lb_log "bare qemu boot in the cpu cgroup ${bare_cgroup:-of this script}"
-bare_boot bare "$LITTERBOX_INITRD" "$bare_cgroup"
+: >"$work/raw/boot.txt"
+: >"$work/raw/bare.txt"
+: >"$work/raw/bare-ssh.txt"
+: >"$work/raw/pair-ratio.txt"
+for ((i = 1; i <= n_boot; i++)); do
+  lb_log "pair $i of $n_boot: bare qemu boot in the cpu cgroup ${bare_cgroup:-of this script}"
+  bare_boot "bare-$i" "$LITTERBOX_INITRD" "$bare_cgroup"
+  echo "$bare_ready_s" >>"$work/raw/bare.txt"
+  echo "$bare_ssh_s" >>"$work/raw/bare-ssh.txt"
+  lb_log "pair $i of $n_boot: cold boot"
+  create "boot-$i" boot
+  echo "$took" >>"$work/raw/boot.txt"
+  awk -v a="$took" -v b="$bare_ready_s" 'BEGIN { printf "%.3f\n", a / b }' >>"$work/raw/pair-ratio.txt"
+  delete_host "$made"
+done
 
 # --- 2. clones: templates on, no pool ------------------------------------------------------------
 serve --templates on
@@ -189,13 +224,43 @@ infos=("$state"/templates/*/info)
 tdir="$(dirname "${infos[0]}")"
 template_state_bytes="$(stat -c %s "$tdir/state.sav")"
 template_disk_bytes="$(du -B1 "$tdir/disk.qcow2" | cut -f1)"
+# clone_block SERIES RUN FROM COUNT: COUNT clones labelled SERIES-RUN-i from i = FROM, each
+# timed, then logged in to for its clock, then deleted.
+clone_block() {
+  local i
+  for ((i = $3; i < $3 + $4; i++)); do
+    lb_log "run $2 of $runs: $1 $i"
+    create "$1-$2-$i" clone
+    echo "$took" >>"$work/raw/$1-$2.txt"
+    clock_offset "$1-$2-$i" "$work/raw/$1-clock.txt"
+    delete_host "$made"
+  done
+}
+: >"$work/raw/clone-clock.txt"
+: >"$work/raw/clonest-clock.txt"
 for ((r = 1; r <= runs; r++)); do
   : >"$work/raw/clone-$r.txt"
-  for ((i = 1; i <= n_clone; i++)); do
-    lb_log "run $r of $runs: clone $i of $n_clone"
-    create "clone-$r-$i" clone
-    echo "$took" >>"$work/raw/clone-$r.txt"
-    delete_host "$made"
+  : >"$work/raw/clonest-$r.txt"
+  if ((n_clone_st == 0)); then
+    clone_block clone "$r" 1 "$n_clone"
+    continue
+  fi
+  # Both clock methods side by side: blocks of 5 alternate, the server restarted between them
+  # with the other LITTERBOX_CLONE_CLOCK (same database, state and template).
+  done_date=0 done_st=0
+  while ((done_date < n_clone || done_st < n_clone_st)); do
+    if ((done_st < n_clone_st)); then
+      k=$((n_clone_st - done_st < 5 ? n_clone_st - done_st : 5))
+      serve --templates on --clone-clock set-time
+      clone_block clonest "$r" $((done_st + 1)) "$k"
+      done_st=$((done_st + k))
+    fi
+    if ((done_date < n_clone)); then
+      k=$((n_clone - done_date < 5 ? n_clone - done_date : 5))
+      serve --templates on --clone-clock date
+      clone_block clone "$r" $((done_date + 1)) "$k"
+      done_date=$((done_date + k))
+    fi
   done
 done
 
@@ -305,13 +370,36 @@ prow() {
 # --- report ----------------------------------------------------------------------------------------
 stats "$work/raw/boot.txt"
 boot_p50="$st_p50"
-boot_table="$(srow "cold boot (\`--templates off\`)" "—")"
+boot_table="$(srow "cold boot (\`--templates off\`), each right after a bare boot" "—")"
+stats "$work/raw/bare.txt"
+bare_p50="$st_p50"
+bare_table="$(srow "bare qemu → ready line (same base, seed, kernel, initrd, cmdline)" "machine cgroup")"
+stats "$work/raw/bare-ssh.txt"
+bare_ssh_table="$(srow "bare qemu → SSH banner on the forward" "—")"
+stats "$work/raw/pair-ratio.txt"
+pair_table="$(srow "ratio of each pair: cold boot / the bare boot before it" "spread of the ratio")"
+ratio="$(awk -v a="$boot_p50" -v b="$bare_p50" 'BEGIN { printf "%.3f", a / b }')"
 stats "$work/raw/clone-1.txt"
-clone_table="$(srow "clone (template ready, no pool)" "p50 ≤ 3 s: $(met "$st_p50" 3)")"
+clone_table="$(srow "clone (template ready, no pool; clock: /bin/date)" "p50 ≤ 3 s: $(met "$st_p50" 3)")"
+clone_st_table=""
+if ((n_clone_st > 0)); then
+  stats "$work/raw/clonest-1.txt"
+  clone_st_table="$(srow "clone, clock by guest-set-time (before), blocks alternating with the row above" "p50 ≤ 3 s: $(met "$st_p50" 3)")"
+fi
+# clock_row SERIES LABEL: |guest − host| over the series' clock readings.
+clock_row() {
+  local f="$work/raw/$1-clock.txt"
+  [[ -s "$f" ]] || return 0
+  awk '{ print ($1 < 0 ? -$1 : $1), $2 }' "$f" | sort -g | awk -v label="$2" '
+    { v[NR] = $1; s += $1; if ($2 > e) e = $2 }
+    END {
+      r50 = int(0.50 * NR); if (r50 < 0.50 * NR) r50++
+      printf "| %s | %d | %.3f | %.3f | %.3f | ±%.3f |\n", label, NR, v[r50], v[NR], s / NR, e
+    }'
+}
 stats "$work/raw/pool-1.txt"
 pool_table="$(srow "pool claim (pool of $pool_size, full before each claim)" \
   "p50 ≤ 0.150 s: $(met "$st_p50" 0.150); p99 ≤ 1 s: $(met "$st_p99" 1)")"
-ratio="$(awk -v a="$boot_p50" -v b="$bare_ready_s" 'BEGIN { printf "%.3f", a / b }')"
 stats "$work/raw/refill.txt"
 refill_table="$(srow "refill: claim answered → pool full again" "—")"
 refill_rate="$(awk -v m="$st_mean" 'BEGIN { if (m > 0) printf "%.1f", 60 / m; else print "?" }')"
@@ -329,10 +417,22 @@ p50/p99 are nearest-rank (with n < 100 the p99 is the maximum):
 |---|---:|---:|---:|---:|---:|---:|---|
 $pool_table
 $clone_table
-$boot_table
+${clone_st_table:+$clone_st_table
+}$boot_table
+$bare_table
+$bare_ssh_table
+$pair_table
 | first create (image pulled, then booted) | 1 | $(printf '%.3f' "$first_s") | | | | | not counted above |
-| bare qemu → ready line (same base, seed, kernel, initrd, cmdline) | 1 | $bare_ready_s | | | | | machine cgroup; SSH banner at $bare_ssh_s s; qemu CPU $bare_cpu s |
-| **ratio cold boot p50 / bare qemu** | | **$ratio** | | | | | ≤ 1.05: $(met "$ratio" 1.05) |
+| **ratio cold boot p50 / bare qemu p50** | | **$ratio** | | | | | ≤ 1.05: $(met "$ratio" 1.05) |
+
+Clone clocks: each clone logged in to after its create (strict host-key checking, its own
+key), \`date +%s%N\` in the guest against the host's clock at the login's midpoint; seconds,
+|guest − host|; the error bound is half the longest login:
+
+| clock set by | n | p50 | max | mean | error bound |
+|---|---:|---:|---:|---:|---:|
+$(clock_row clone "/bin/date through guest-exec (default)")
+$(clock_row clonest "guest-set-time (system clock, then hwclock -w)")
 
 Pool refill (one member restored per claim, \`LITTERBOX_POOL_REFILL_PER_MINUTE\` $refill_per_minute):
 
@@ -378,11 +478,29 @@ $(prow clone-1- c_files "overlay, seed and domain files")
 $(prow clone-1- c_restore "restore of the saved state")
 $(prow clone-1- c_agent "guest agent answering")
 $(prow clone-1- c_key "RNG reseed, host key")
-$(prow clone-1- c_clock "clock (guest-set-time)")
+$(prow clone-1- c_clock "clock (/bin/date)")
 $(prow clone-1- c_ident "identity files (login, env, hostname)")
 $(prow clone-1- c_ssh "readiness proof: SSH handshake")
 $(prow clone-1- c_other "rest: resolve, transactions, HTTP")
 TABLE
+if ((n_clone_st > 0)); then
+  phases clonest-1-
+  cat <<TABLE
+
+The same for the clones whose clock guest-set-time set (milliseconds):
+
+| phase | n | p50 | p99 | min | max | mean |
+|---|---:|---:|---:|---:|---:|---:|
+$(prow clonest-1- c_files "overlay, seed and domain files")
+$(prow clonest-1- c_restore "restore of the saved state")
+$(prow clonest-1- c_agent "guest agent answering")
+$(prow clonest-1- c_key "RNG reseed, host key")
+$(prow clonest-1- c_clock "clock (guest-set-time)")
+$(prow clonest-1- c_ident "identity files (login, env, hostname)")
+$(prow clonest-1- c_ssh "readiness proof: SSH handshake")
+$(prow clonest-1- c_other "rest: resolve, transactions, HTTP")
+TABLE
+fi
 
 if ((runs > 1)); then
   printf '\nHeadline figures per run (same servers, series repeated; seconds):\n\n'

@@ -106,6 +106,7 @@ struct options {
   std::vector<hypervisor::egress_entry> guest_egress_entries;  ///< parsed by finish_config
   std::string owner = "litterbox";
   std::string templates = "on";
+  std::string clone_clock = "date";
   std::int64_t template_ttl = 7 * 86400;
   std::int64_t template_retry = 600;
   std::string pool;
@@ -437,6 +438,12 @@ void add_config_options(CLI::App& cmd, options& o) {
       ->envname("LITTERBOX_TEMPLATES")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
+  cmd.add_option("--clone-clock", o.clone_clock,
+                 "How a clone's clock is set: date (system clock, one fixed /bin/date through "
+                 "the guest agent) | set-time (guest-set-time, also the RTC: seconds under TCG)")
+      ->envname("LITTERBOX_CLONE_CLOCK")
+      ->check(CLI::IsMember({"date", "set-time"}))
+      ->capture_default_str();
   cmd.add_option("--template-ttl", o.template_ttl,
                  "Seconds a template nothing clones is kept before it is collected")
       ->envname("LITTERBOX_TEMPLATE_TTL")
@@ -681,6 +688,8 @@ hypervisor_stack make_hypervisor(const options& o,
     lv.guest_egress = o.guest_egress_entries;
     lv.owner = o.owner;
     lv.guest_listeners = guest_listeners;
+    lv.clock = o.clone_clock == "set-time" ? hypervisor::clone_clock::set_time
+                                           : hypervisor::clone_clock::date;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
   }

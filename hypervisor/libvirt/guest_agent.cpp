@@ -57,6 +57,27 @@ result<std::string> agent_return(std::string_view reply) {
   return dump(*r);
 }
 
+result<std::string> clock_exec_arguments(std::chrono::system_clock::time_point now) {
+  // 2000-01-01 and 2100-01-01 UTC: a host clock outside is broken, and the guest keeps its own.
+  constexpr long long k_earliest = 946'684'800;
+  constexpr long long k_latest = 4'102'444'800;
+  const long long ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  const long long seconds = ns / 1'000'000'000;
+  const long long fraction = ns % 1'000'000'000;
+  if (ns < 0 || seconds < k_earliest || seconds >= k_latest) {
+    return make_error(errc::boot_failed, "the host clock (" + std::to_string(seconds) +
+                                             " s since the epoch) is not a time to give a guest");
+  }
+  std::string digits = std::to_string(fraction);
+  digits.insert(0, 9 - digits.size(), '0');
+  json args;
+  args["path"] = "/bin/date";
+  args["arg"] = json::array({"-u", "-s", "@" + std::to_string(seconds) + "." + digits});
+  args["capture-output"] = false;
+  return dump(args);
+}
+
 bool agent_refused(std::string_view message) {
   // qemu-ga 7.2: a blocked RPC is "The command X has been disabled for this instance", an
   // unknown one "The command X has not been found", guest-set-time without hwclock "this
@@ -136,6 +157,46 @@ result<void> guest_agent::set_time_now() {
     return r.error();
   }
   return {};
+}
+
+result<void> guest_agent::set_system_clock_now() {
+  auto args = clock_exec_arguments(std::chrono::system_clock::now());
+  if (!args) {
+    return args.error();
+  }
+  auto started = command("guest-exec", *args);
+  if (!started) {
+    return started.error();
+  }
+  const json pid = json::parse(*started, nullptr, false);
+  if (!pid.is_object() || !pid.contains("pid") || !pid["pid"].is_number_integer()) {
+    return make_error(errc::boot_failed, "guest-exec returned no pid");
+  }
+  json status_args;
+  status_args["pid"] = pid["pid"];
+  const std::string status_request = dump(status_args);
+  auto pause = std::chrono::milliseconds(5);
+  while (true) {
+    auto status = command("guest-exec-status", status_request);
+    if (!status) {
+      return status.error();
+    }
+    const json st = json::parse(*status, nullptr, false);
+    if (!st.is_object() || !st.contains("exited") || !st["exited"].is_boolean()) {
+      return make_error(errc::boot_failed, "guest-exec-status returned no exit state");
+    }
+    if (st["exited"].get<bool>()) {
+      if (st.contains("exitcode") && st["exitcode"].is_number_integer() &&
+          st["exitcode"].get<long long>() == 0) {
+        return {};
+      }
+      return make_error(errc::boot_failed,
+                        "setting the guest clock with /bin/date failed: " + dump(st));
+    }
+    // command() gives up at the deadline; until then the date process is given time to run.
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
+  }
 }
 
 result<void> guest_agent::write_file(std::string_view path, std::string_view content) {

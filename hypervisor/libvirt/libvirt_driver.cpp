@@ -1214,6 +1214,20 @@ error as_restore_failure(error e) {
   return e;
 }
 
+// The clock of a restored guest stands where its template's stopped. The system clock is what
+// the guest's programs read; its RTC matters only to its next boot, which a clone never has.
+result<void> set_guest_clock(guest_agent& agent, clone_clock how) {
+  if (how == clone_clock::date) {
+    auto set = agent.set_system_clock_now();
+    if (set || set.error().code != errc::clone_unsupported) {
+      return set;
+    }
+    spdlog::debug("the guest agent refuses guest-exec ({}); the clock is set with guest-set-time",
+                  set.error().message);
+  }
+  return agent.set_time_now();
+}
+
 long long ms_between(steady_clock::time_point a, steady_clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(b - a).count();
 }
@@ -1408,11 +1422,12 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
             std::to_string(bound.count() / 1000) + " s of the guest being ready (" +
             up.error().message + ")"));
   }
-  if (auto t = agent.set_time_now(); !t) {
+  if (auto t = set_guest_clock(agent, config_.clock); !t) {
     if (t.error().code == errc::clone_unsupported) {
       return fail(make_error(errc::clone_unsupported,
                              "the image cannot be cloned: its guest agent cannot set the clock "
-                             "(guest-set-time needs /sbin/hwclock, package util-linux-extra): " +
+                             "(neither guest-exec of /bin/date nor guest-set-time, which needs "
+                             "/sbin/hwclock, package util-linux-extra): " +
                                  t.error().message));
     }
     return fail(t.error());
@@ -1655,7 +1670,7 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   const auto t_key = steady_clock::now();
   // The restored guest's clock stands where the template's stopped. (Syncing it from the RTC
   // instead, `hwclock -s`, which sleeps rather than spins, left clones 1.3 s off.)
-  if (auto tm = agent.set_time_now(); !tm) {
+  if (auto tm = set_guest_clock(agent, config_.clock); !tm) {
     return fail(as_restore_failure(tm.error()));
   }
   const auto t_clock = steady_clock::now();

@@ -40,6 +40,16 @@ struct clone_timing {
   int agent_commands = 0;  ///< guest-agent commands sent (each is two round trips)
 };
 
+/// How a clone's clock is set to the host's after its restore (LITTERBOX_CLONE_CLOCK).
+enum class clone_clock {
+  /// The system clock only, by one guest-exec of a fixed `/bin/date -u -s @<host time>`; an
+  /// agent that refuses guest-exec gets set_time instead.
+  date,
+  /// guest-set-time: the system clock, then the RTC with `hwclock -w` (which spins the guest CPU
+  /// up to a few seconds under TCG).
+  set_time,
+};
+
 /// Settings of the libvirt driver; litterboxd fills it from its config.
 struct libvirt_config {
   std::string uri = "qemu:///system";  ///< LIBVIRT_URI
@@ -68,6 +78,7 @@ struct libvirt_config {
   /// How long a template guest's agent may take to answer once the guest is ready before the
   /// image counts as not clonable (it has no agent, or the agent is not on its channel).
   std::chrono::milliseconds agent_connect_timeout{30000};
+  clone_clock clock = clone_clock::date;  ///< LITTERBOX_CLONE_CLOCK
   /// Called (on the calling thread) after each successful restore_clone and apply_login with
   /// where its time went; the same numbers are logged at debug level. For benchmarks.
   std::function<void(const clone_timing&)> on_timing;

@@ -168,6 +168,29 @@ TEST(GuestAgentJson, RepliesYieldTheirReturnValueOrTheAgentsError) {
   EXPECT_FALSE(agent_return(R"({"id":1})"));
 }
 
+TEST(GuestAgentJson, ClockCommandIsTheFixedDateArgvWithTheHostTimeToTheNanosecond) {
+  using namespace std::chrono;
+  const system_clock::time_point now{
+      duration_cast<system_clock::duration>(seconds(1'764'659'130) + nanoseconds(7'000'001))};
+  const auto args = clock_exec_arguments(now);
+  ASSERT_TRUE(args) << args.error().message;
+  EXPECT_EQ(
+      *args,
+      R"({"arg":["-u","-s","@1764659130.007000001"],"capture-output":false,"path":"/bin/date"})");
+  const auto round = clock_exec_arguments(system_clock::time_point{seconds(1'764'659'130)});
+  ASSERT_TRUE(round);
+  EXPECT_NE(round->find(R"("@1764659130.000000000")"), std::string::npos) << *round;
+}
+
+TEST(GuestAgentJson, ClockCommandRefusesAHostClockOutsideThisCentury) {
+  using namespace std::chrono;
+  EXPECT_FALSE(clock_exec_arguments(system_clock::time_point{}));
+  EXPECT_FALSE(clock_exec_arguments(system_clock::time_point{seconds(946'684'799)}));
+  EXPECT_FALSE(clock_exec_arguments(system_clock::time_point{seconds(4'102'444'800)}));
+  EXPECT_FALSE(clock_exec_arguments(system_clock::time_point{seconds(-5)}));
+  EXPECT_TRUE(clock_exec_arguments(system_clock::time_point{seconds(946'684'800)}));
+}
+
 TEST(GuestAgentJson, RefusalsAreToldApartFromSilence) {
   EXPECT_TRUE(agent_refused("The command guest-exec has been disabled for this instance"));
   EXPECT_TRUE(agent_refused("this feature or command is not currently supported"));
