@@ -1489,7 +1489,8 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   } else if (auto h = render_save_head(*head, *x); !h) {
     return fail(h.error());
   }
-  template_info info{key_of(spec.guest), spec.guest.ssh_username, spec.guest.name};
+  template_info info{key_of(spec.guest), spec.guest.ssh_username, spec.guest.name,
+                     accel_ == accel::kvm ? "kvm" : "tcg"};
   if (!write_file_atomically(paths.info(), render_template_info(info))) {
     return fail(make_error(errc::vm_create_failed, "cannot write the template's info file"));
   }
@@ -1517,6 +1518,11 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   auto info = parse_template_info(*info_text);
   if (!info) {
     return info.error();
+  }
+  if (const std::string running = accel_ == accel::kvm ? "kvm" : "tcg"; info->accel != running) {
+    return make_error(errc::template_missing, "the template was saved under " + info->accel +
+                                                  " and this driver runs " + running +
+                                                  " guests: it must be rebuilt");
   }
   if (info->key != key_of(spec) || info->ssh_username != spec.ssh_username) {
     return make_error(errc::vm_create_failed,

@@ -54,6 +54,7 @@ std::string render_template_info(const template_info& info) {
   s += "disk_gb=" + (info.key.disk_gb ? std::to_string(*info.key.disk_gb) : std::string()) + "\n";
   s += "ssh_username=" + info.ssh_username + "\n";
   s += "name=" + info.name + "\n";
+  s += "accel=" + info.accel + "\n";
   s += "layout=" + std::to_string(k_template_layout) + "\n";
   return s;
 }
@@ -75,7 +76,8 @@ result<template_info> parse_template_info(std::string_view text) {
   const auto bad = [] {
     return make_error(errc::template_missing, "the template's info file is incomplete");
   };
-  for (const char* k : {"image_digest", "cpus", "memory_mib", "disk_gb", "ssh_username", "name"}) {
+  for (const char* k :
+       {"image_digest", "cpus", "memory_mib", "disk_gb", "ssh_username", "name", "accel"}) {
     if (fields.count(k) == 0) {
       return bad();
     }
@@ -89,6 +91,7 @@ result<template_info> parse_template_info(std::string_view text) {
   info.key.image_digest = fields["image_digest"];
   info.ssh_username = fields["ssh_username"];
   info.name = fields["name"];
+  info.accel = fields["accel"];
   if (!parse_int(fields["cpus"], info.key.cpus) ||
       !parse_int(fields["memory_mib"], info.key.memory_mib)) {
     return bad();

@@ -17,6 +17,10 @@ struct template_info {
   template_key key;
   std::string ssh_username;  ///< the login user the template guest was booted with
   std::string name;          ///< the template guest's domain name (as in its saved XML)
+  /// "kvm" or "tcg": what the template guest ran on. A saved state restores only onto the
+  /// accelerator (and CPU model) it was saved with, so a driver running the other one treats
+  /// the template as missing (LITTERBOX_ACCEL changed, or the host gained or lost KVM).
+  std::string accel = "tcg";
 };
 
 /// The device layout of template guests. A saved guest can only be restored into the layout it

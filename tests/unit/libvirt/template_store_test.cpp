@@ -32,10 +32,21 @@ TEST(TemplateInfo, RoundTripsEveryFieldIncludingANullDiskSize) {
   EXPECT_EQ(back->key, info.key);
   EXPECT_EQ(back->ssh_username, "agent");
   EXPECT_EQ(back->name, "lbt-1");
+  EXPECT_EQ(back->accel, "tcg");
   info.key.disk_gb = 20;
+  info.accel = "kvm";
   back = parse_template_info(render_template_info(info));
   ASSERT_TRUE(back);
   EXPECT_EQ(back->key.disk_gb, 20);
+  EXPECT_EQ(back->accel, "kvm");
+}
+
+TEST(TemplateInfo, ATemplateThatDoesNotSayItsAcceleratorIsMissingSoItIsRebuilt) {
+  std::string text = render_template_info({{"sha256:abc", 2, 1536, 8}, "agent", "lbt-1", "kvm"});
+  text.erase(text.find("accel="), std::string("accel=kvm\n").size());
+  const auto r = parse_template_info(text);
+  ASSERT_FALSE(r) << text;
+  EXPECT_EQ(r.error().code, errc::template_missing);
 }
 
 TEST(TemplateInfo, ATruncatedOrGarbledFileIsNoTemplate) {
