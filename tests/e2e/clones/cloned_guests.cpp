@@ -152,7 +152,8 @@ class cloned_guests_environment final : public ::testing::Environment {
       s.work = std::make_unique<temp_dir>("lb-e2e-clones");
       s.service = std::make_unique<e2e_service>(
           std::vector<std::string>{"--templates", "on", "--reconcile-interval", "600",
-                                   "--reap-interval", "86400"},
+                                   "--reap-interval", "86400", "--http-proxy-allow",
+                                   "127.0.0.1/32"},
           s.work->path() / "state");
       build_template(*s.service);
       std::cout << "[ setup    ] template ready in "
