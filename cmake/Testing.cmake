@@ -4,7 +4,7 @@
 # carrying the label, so `ctest -L unit` runs in seconds. Integration binaries: each test suite
 # becomes one CTest test (GtestSuites.cmake), so a suite's SetUpTestSuite (a litterboxd, a
 # migrated database) runs once, not once per case, and CTest still runs suites in parallel.
-# TIMEOUT is per case (default 300 s); a suite gets it times its number of cases.
+# TIMEOUT is per case (default 300 s); a suite gets it plus 10 s for each further case.
 function(lb_add_gtest target)
   cmake_parse_arguments(T "" "LABEL;TIMEOUT;ONE_TEST_PER" "SOURCES;LIBS" ${ARGN})
   add_executable(${target} ${T_SOURCES})
