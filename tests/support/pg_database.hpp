@@ -5,7 +5,8 @@
 namespace litterbox::test {
 
 /// A throw-away database on the cluster named by LITTERBOX_TEST_DATABASE_URL (an admin URL),
-/// created with a unique name and migrated to the current schema; dropped (WITH (FORCE)) when
+/// created with a unique name and migrated to the current schema (the process migrates one
+/// database per cluster and copies it for every later one); dropped (WITH (FORCE)) when
 /// destroyed. Without the variable the calling test fails: integration tests never skip.
 class test_database {
  public:

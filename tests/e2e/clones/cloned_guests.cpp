@@ -1,6 +1,7 @@
 #include "tests/e2e/clones/cloned_guests.hpp"
 
 #include "hypervisor/libvirt/domain_xml.hpp"
+#include "tests/e2e/egress/link_local_peer.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,11 @@ using steady = std::chrono::steady_clock;
 
 struct shared_service {
   std::unique_ptr<temp_dir> work;
+  // The egress rules the service's --guest-egress allowance writes are the host's: they are
+  // put back to the default policy once the service is gone (declared before it, so destroyed
+  // after it), and the peer outlives the service too.
+  std::unique_ptr<default_policy_restorer> restore_egress;
+  std::unique_ptr<link_local_peer> egress_peer;
   std::unique_ptr<e2e_service> service;
   std::string error;  ///< why there is no service
 };
@@ -150,10 +156,13 @@ class cloned_guests_environment final : public ::testing::Environment {
     auto& s = shared();
     try {
       s.work = std::make_unique<temp_dir>("lb-e2e-clones");
+      s.restore_egress = std::make_unique<default_policy_restorer>();
+      s.egress_peer = std::make_unique<link_local_peer>();
       s.service = std::make_unique<e2e_service>(
           std::vector<std::string>{"--templates", "on", "--reconcile-interval", "600",
-                                   "--reap-interval", "86400", "--http-proxy-allow",
-                                   "127.0.0.1/32"},
+                                   "--reap-interval", "86400", "--guest-egress",
+                                   "allow=" + s.egress_peer->allowed() + "/32",
+                                   "--http-proxy-allow", "127.0.0.1/32"},
           s.work->path() / "state");
       build_template(*s.service);
       std::cout << "[ setup    ] template ready in "
@@ -191,6 +200,8 @@ class cloned_guests_environment final : public ::testing::Environment {
         }
       }
     }
+    s.egress_peer.reset();
+    s.restore_egress.reset();
     s.work.reset();
   }
 };
@@ -208,6 +219,15 @@ e2e_service& cloned_guest_service() {
                              (s.error.empty() ? std::string("not set up") : s.error));
   }
   return *s.service;
+}
+
+const link_local_peer& cloned_guest_egress_peer() {
+  auto& s = shared();
+  if (!s.egress_peer) {
+    throw std::runtime_error("no link-local peer: " +
+                             (s.error.empty() ? std::string("not set up") : s.error));
+  }
+  return *s.egress_peer;
 }
 
 std::string create_path(const test::http_response& r) {
