@@ -24,16 +24,17 @@ result<std::string> fixed_base_image::prepare(
   return "sha256:" + sha256_hex(disk_.string());
 }
 
-result<void> base_images::create_overlay(std::string_view digest, const fs::path& disk,
-                                         std::optional<int> disk_gb) {
-  auto base = base_disk(digest);
-  if (!base) {
-    return make_error(errc::vm_create_failed, "no base disk for " + std::string(digest));
-  }
-  std::vector<std::string> argv{"qemu-img", "create", "-q", "-f",           "qcow2",
-                                "-F",       "qcow2",  "-b", base->string(), disk.string()};
-  if (disk_gb) {
-    argv.push_back(std::to_string(*disk_gb) + "G");
+namespace {
+
+// `qemu-img create` of a qcow2 overlay `disk` backed by the qcow2 `backing`, `size` large
+// ("" for the backing's size).
+result<void> qemu_img_overlay(const fs::path& backing, const fs::path& disk,
+                              const std::string& size) {
+  std::vector<std::string> argv{"qemu-img",       "create",     "-q",    "-f",
+                                "qcow2",          "-F",         "qcow2", "-b",
+                                backing.string(), disk.string()};
+  if (!size.empty()) {
+    argv.push_back(size);
   }
   if (const auto r = run_process(argv, k_qemu_img_timeout);
       !r || r->timed_out || r->exit_code != 0) {
@@ -42,6 +43,21 @@ result<void> base_images::create_overlay(std::string_view digest, const fs::path
                       "cannot create the disk overlay: " + process_failure_text(r));
   }
   return {};
+}
+
+}  // namespace
+
+result<void> base_images::create_overlay(std::string_view digest, const fs::path& disk,
+                                         std::optional<int> disk_gb) {
+  auto base = base_disk(digest);
+  if (!base) {
+    return make_error(errc::vm_create_failed, "no base disk for " + std::string(digest));
+  }
+  return qemu_img_overlay(*base, disk, disk_gb ? std::to_string(*disk_gb) + "G" : "");
+}
+
+result<void> base_images::create_clone_overlay(const fs::path& backing, const fs::path& disk) {
+  return qemu_img_overlay(backing, disk, "");
 }
 
 result<fs::path> fixed_base_image::base_disk(std::string_view /*digest*/) {

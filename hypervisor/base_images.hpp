@@ -40,6 +40,12 @@ class base_images {
   /// insufficient_disk, vm_create_failed. Default: qemu-img on base_disk(), without checks.
   virtual result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,
                                       std::optional<int> disk_gb);
+  /// Creates a clone's qcow2 overlay `disk` on `backing` (a template's frozen qcow2 disk), as
+  /// large as it, under the limits create_overlay applies (LITTERBOX_OVERLAY_MAX_GB: clones
+  /// count like every other guest). Blocks. Errors: insufficient_disk, vm_create_failed.
+  /// Default: qemu-img, without checks.
+  virtual result<void> create_clone_overlay(const std::filesystem::path& backing,
+                                            const std::filesystem::path& disk);
 };
 
 /// A single pre-built base disk served for every image reference: for development and tests

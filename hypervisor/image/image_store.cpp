@@ -740,6 +740,18 @@ result<void> image_store::create_overlay(const base_image& base, const fs::path&
   return {};
 }
 
+result<void> image_store::create_clone_overlay(const fs::path& backing, const fs::path& path) {
+  base_image b;
+  b.digest = "the template disk " + backing.string();
+  b.path = backing;
+  const auto bytes = qcow2_virtual_bytes(backing);
+  if (!bytes) {
+    return make_error(errc::vm_create_failed, "cannot read the size of " + backing.string());
+  }
+  b.virtual_bytes = *bytes;
+  return create_overlay(b, path, std::nullopt);
+}
+
 result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_use) {
   struct entry {
     std::string digest;

@@ -148,6 +148,12 @@ class image_store {
   result<void> create_overlay(const base_image& base, const std::filesystem::path& path,
                               std::optional<int> disk_gb);
 
+  /// Creates a clone's overlay at `path` on `backing` (a template's frozen qcow2 disk), as
+  /// large as it, under the same cap and lock as create_overlay: a clone's disk may grow as
+  /// far as any other guest's. Errors: insufficient_disk, vm_create_failed.
+  result<void> create_clone_overlay(const std::filesystem::path& backing,
+                                    const std::filesystem::path& path);
+
   /// Removes cached bases whose digest is not in `in_use`, that no build is using and that
   /// were not used within gc_grace, least recently used first, until the cache fits the size
   /// budget. The caller lists every digest a live or provisioning host references. Holds the

@@ -37,6 +37,11 @@ result<void> image_store_bases::create_overlay(std::string_view digest,
   return store_.create_overlay(*base, disk, disk_gb);
 }
 
+result<void> image_store_bases::create_clone_overlay(const std::filesystem::path& backing,
+                                                     const std::filesystem::path& disk) {
+  return store_.create_clone_overlay(backing, disk);
+}
+
 result<int> image_store_bases::collect(const std::set<std::string>& in_use) {
   auto report = store_.collect_garbage(in_use);
   if (!report) {

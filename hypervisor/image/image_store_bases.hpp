@@ -19,6 +19,8 @@ class image_store_bases final : public base_images {
   std::optional<std::uint64_t> known_size(std::string_view image) override;
   result<void> create_overlay(std::string_view digest, const std::filesystem::path& disk,
                               std::optional<int> disk_gb) override;
+  result<void> create_clone_overlay(const std::filesystem::path& backing,
+                                    const std::filesystem::path& disk) override;
   result<int> collect(const std::set<std::string>& in_use) override;
 
  private:

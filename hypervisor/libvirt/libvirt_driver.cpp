@@ -1561,13 +1561,8 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec, ec);
   // Same virtual size as the template's disk: the guest's memory already knows that size.
   const fs::path disk = dir / "disk.qcow2";
-  if (const auto r = run_process({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                                  t.disk().string(), disk.string()},
-                                 k_qemu_img_timeout);
-      !r || r->timed_out || r->exit_code != 0) {
-    const bool full = r && r->err.find("No space") != std::string::npos;
-    return fail(make_error(full ? errc::insufficient_disk : errc::vm_create_failed,
-                           "cannot create the disk overlay: " + process_failure_text(r)));
+  if (auto made = images_.create_clone_overlay(t.disk(), disk); !made) {
+    return fail(made.error());
   }
   ::chmod(disk.c_str(), 0600);
   const fs::path console_path = dir / "console.log";

@@ -565,6 +565,36 @@ TEST_F(ImageStore, OverlaysTogetherCannotPromiseMoreThanTheCap) {
   EXPECT_TRUE(store.create_overlay(*base, vms / "b/disk.qcow2", 2));
 }
 
+TEST_F(ImageStore, ACloneOverlayCountsAgainstTheCapLikeAnyOtherDisk) {
+  registry_->publish("guest:1", {minimal_guest()});
+  store_config config;
+  config.state_dir = tmp_.path() / "state";
+  config.default_registry = "registry.test";
+  config.reserve_bytes = 0;
+  config.overlay_max_bytes = std::uint64_t{3} << 30;
+  image_store store(config, registry_);
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base);
+  // A template's frozen disk: a 2 GiB overlay outside the hosts' directory.
+  const fs::path vms = tmp_.path() / "state/vms";
+  const fs::path template_disk = tmp_.path() / "state/templates/t/disk.qcow2";
+  fs::create_directories(template_disk.parent_path());
+  ASSERT_TRUE(store.create_overlay(*base, template_disk, 2));
+  fs::create_directories(vms / "a");
+  fs::create_directories(vms / "b");
+  ASSERT_TRUE(store.create_clone_overlay(template_disk, vms / "a/disk.qcow2"));
+  auto over = store.create_clone_overlay(template_disk, vms / "b/disk.qcow2");
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, errc::insufficient_disk);
+  EXPECT_NE(over.error().message.find("LITTERBOX_OVERLAY_MAX_GB"), std::string::npos);
+  EXPECT_FALSE(fs::exists(vms / "b/disk.qcow2"));
+  fs::remove(vms / "a/disk.qcow2");
+  EXPECT_TRUE(store.create_clone_overlay(template_disk, vms / "b/disk.qcow2"));
+  auto missing = store.create_clone_overlay(tmp_.path() / "nothing.qcow2", vms / "c.qcow2");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, errc::vm_create_failed);
+}
+
 TEST_F(ImageStore, VirtualSizeIsKnownWithoutTheNetworkOnlyForACachedDigest) {
   const auto digest = registry_->publish("guest:1", {minimal_guest()});
   auto store = make_store();
