@@ -100,13 +100,13 @@ struct domain_deleter {
 using domain_ptr = std::unique_ptr<virDomain, domain_deleter>;
 
 // Adopts `id`'s proxy tap (with a listener unless `is_template`) and resumes `dom`, which was
-// started or restored paused: the guest runs only once its link is in place.
+// started or restored paused (`paused`): the guest runs only once its link is in place.
 result<void> link_and_resume(proxy_links& links, virDomainPtr dom, const std::string& id,
-                             bool is_template) {
+                             bool is_template, bool paused) {
   if (auto linked = links.adopt(id, proxy_tap_name(id), !is_template); !linked) {
     return linked.error();
   }
-  if (virDomainResume(dom) != 0) {
+  if (paused && virDomainResume(dom) != 0) {
     return make_error(errc::vm_create_failed, "cannot resume the guest: " + last_libvirt_error());
   }
   return {};
@@ -729,7 +729,8 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (!dom) {
     return fail(errc::vm_create_failed, "cannot define the domain: " + last_libvirt_error());
   }
-  if (virDomainCreateWithFlags(dom.get(), VIR_DOMAIN_START_PAUSED) != 0) {
+  if (virDomainCreateWithFlags(dom.get(), config_.start_paused ? VIR_DOMAIN_START_PAUSED : 0) !=
+      0) {
     return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
   }
   // The firewall matches uids: make sure the one this QEMU really runs as is among them
@@ -745,7 +746,8 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
       }
     }
   }
-  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false); !run) {
+  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false, config_.start_paused);
+      !run) {
     return fail(errc::vm_create_failed, run.error().message);
   }
   return {};
@@ -1398,12 +1400,13 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   if (!xml) {
     return fail(xml.error());
   }
-  const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(), VIR_DOMAIN_START_PAUSED));
+  const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(),
+                                          config_.start_paused ? VIR_DOMAIN_START_PAUSED : 0));
   if (!dom) {
     return fail(make_error(errc::vm_create_failed,
                            "cannot start the template guest: " + last_libvirt_error()));
   }
-  if (auto run = link_and_resume(*links_, dom.get(), id, true); !run) {
+  if (auto run = link_and_resume(*links_, dom.get(), id, true, config_.start_paused); !run) {
     return fail(run.error());
   }
   const auto t_started = steady_clock::now();
@@ -1614,8 +1617,9 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
       (void)virDomainDestroy(stuck.get());
     }
   });
-  const int restored =
-      virDomainRestoreFlags(conn->ptr, ((*feed)->fifo()).c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED);
+  const int restored = virDomainRestoreFlags(
+      conn->ptr, ((*feed)->fifo()).c_str(), nullptr,
+      config_.start_paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING);
   const std::string restore_error = restored != 0 ? last_libvirt_error() : std::string();
   {
     const std::lock_guard lock(watch_mutex);
@@ -1634,7 +1638,8 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   if (!dom) {
     return fail(make_error(errc::boot_failed, "the restored clone is gone"));
   }
-  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false); !run) {
+  if (auto run = link_and_resume(*links_, dom.get(), spec.host_id, false, config_.start_paused);
+      !run) {
     return fail(run.error());
   }
 

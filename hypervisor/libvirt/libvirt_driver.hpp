@@ -89,6 +89,10 @@ struct libvirt_config {
   std::string proxy_netns = "litterbox-gp";
   /// The proxy links; nullptr: netns_proxy_links over proxy_netns and guest_listeners.
   std::shared_ptr<proxy_links> links;
+  /// Guests start (and clones are restored) paused and run only once their proxy link is
+  /// adopted. false only for libvirt's test:///default, which cannot start a domain paused
+  /// (and runs no guest anyway).
+  bool start_paused = true;
 };
 
 /// hypervisor::driver over the libvirt C API: qcow2 overlay + NoCloud seed + direct kernel

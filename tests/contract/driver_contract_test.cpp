@@ -5,6 +5,7 @@
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
+#include "hypervisor/libvirt/proxy_link.hpp"
 #include "hypervisor/ssh/keys.hpp"
 #include "schema/host.hpp"
 
@@ -107,6 +108,9 @@ struct libvirt_backend {
     const passwd* me = ::getpwuid(::geteuid());
     c.qemu_user = me != nullptr ? me->pw_name : "root";
     c.isolate_host = false;  // test:///default runs no QEMU; the rule needs root and iptables
+    // Nor taps, nor paused starts: the proxy links are recorded, not made.
+    c.start_paused = false;
+    c.links = std::make_shared<fake_proxy_links>();
     c.poll_interval = 10ms;
     return c;
   }
