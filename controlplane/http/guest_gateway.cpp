@@ -4,6 +4,7 @@
 #include "controlplane/core/proxy_store.hpp"
 #include "controlplane/core/proxy_target.hpp"
 #include "controlplane/http/metrics.hpp"
+#include "controlplane/http/offload.hpp"
 #include "controlplane/http/routes.hpp"
 #include "schema/errors.hpp"
 #include "schema/http_proxy.hpp"
@@ -80,33 +81,6 @@ constexpr std::string_view k_route_label = "guest_proxy";
 
 steady::duration to_steady(std::chrono::seconds s) {
   return std::chrono::duration_cast<steady::duration>(s);
-}
-
-/// Runs the blocking `fn` on `pool` and resumes the calling coroutine on its own executor.
-// `fn` is taken by reference: GCC 12 may destroy a non-trivial temporary of a co_await
-// full-expression twice, so callers pass named lambdas capturing only references.
-template <class F>
-net::awaitable<std::invoke_result_t<const F&>> offload(net::thread_pool& pool, const F& fn) {
-  using value_type = std::invoke_result_t<const F&>;
-  std::optional<value_type> out;
-  std::exception_ptr failure;
-  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
-      [&pool, &fn, &out, &failure](auto handler) {
-        net::post(pool, [&fn, &out, &failure, handler = std::move(handler)]() mutable {
-          try {
-            out.emplace(fn());
-          } catch (...) {
-            failure = std::current_exception();
-          }
-          auto ex = net::get_associated_executor(handler);
-          net::dispatch(ex, std::move(handler));
-        });
-      },
-      net::use_awaitable);
-  if (failure) {
-    std::rethrow_exception(failure);
-  }
-  co_return std::move(*out);
 }
 
 /// Headers that describe one hop, never forwarded either way (RFC 9110 §7.6.1), plus those

@@ -9,6 +9,7 @@
 #include "controlplane/http/auth.hpp"
 #include "controlplane/http/error_mapping.hpp"
 #include "controlplane/http/http_proxy_handlers.hpp"
+#include "controlplane/http/offload.hpp"
 #include "controlplane/http/openapi.hpp"
 #include "controlplane/http/routes.hpp"
 #include "controlplane/http/tenant_handlers.hpp"
@@ -173,35 +174,6 @@ bool contains_token_ci(std::string_view haystack, std::string_view needle) {
     }
   }
   return false;
-}
-
-/// Runs the blocking `fn` on `pool` and resumes the calling coroutine on its own executor
-/// with the result; an exception thrown by `fn` is rethrown in the coroutine.
-// `fn` is taken by reference: GCC 12 may destroy a non-trivial temporary of a co_await
-// full-expression twice, so callers pass named functors or lambdas capturing only references.
-template <class F>
-net::awaitable<std::invoke_result_t<const F&>> offload(net::thread_pool& pool, const F& fn) {
-  using value_type = std::invoke_result_t<const F&>;
-  static_assert(!std::is_void_v<value_type>, "offload needs a value to hand back");
-  std::optional<value_type> out;
-  std::exception_ptr failure;
-  co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
-      [&pool, &fn, &out, &failure](auto handler) {
-        net::post(pool, [&fn, &out, &failure, handler = std::move(handler)]() mutable {
-          try {
-            out.emplace(fn());
-          } catch (...) {
-            failure = std::current_exception();
-          }
-          auto ex = net::get_associated_executor(handler);
-          net::dispatch(ex, std::move(handler));
-        });
-      },
-      net::use_awaitable);
-  if (failure) {
-    std::rethrow_exception(failure);
-  }
-  co_return std::move(*out);
 }
 
 /// Parses "host:port" / "[v6]:port".
