@@ -190,6 +190,7 @@ ssh_login make_ssh_login(const json& host, const fs::path& dir, const std::strin
   login.user = host.value("ssh_username", "");
   login.known_hosts = dir / "known_hosts";
   login.identity = dir / "id";
+  fs::create_directories(dir);  // callers may name a per-host subfolder of their work dir
   write_private_file(login.known_hosts, host.value("known_hosts", ""));
   std::string key = private_key;
   if (!key.empty() && key.back() != '\n') {

@@ -72,8 +72,8 @@ struct ssh_login {
   std::filesystem::path identity;
 };
 
-/// Writes `known_hosts` and `private_key` (0600) into `dir` and returns the login for `host`
-/// (a Host object as the API returns it).
+/// Writes `known_hosts` and `private_key` (0600) into `dir` (made when missing) and returns
+/// the login for `host` (a Host object as the API returns it).
 ssh_login make_ssh_login(const nlohmann::json& host, const std::filesystem::path& dir,
                          const std::string& private_key);
 
