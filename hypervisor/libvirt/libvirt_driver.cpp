@@ -343,7 +343,6 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     if (auto ok = assert_firewall(std::nullopt); !ok) {
       throw std::runtime_error(ok.error().message);
     }
-    firewall_thread_ = std::thread([this] { firewall_loop(); });
   }
   links_ = config_.links
                ? config_.links
@@ -351,6 +350,7 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
   if (auto ok = links_->prepare(); !ok) {
     throw std::runtime_error(ok.error().message);
   }
+  firewall_thread_ = std::thread([this] { firewall_loop(); });
   if (connect()) {
     restore_links();
   }
@@ -671,18 +671,27 @@ void libvirt_driver::firewall_loop() {
   std::unique_lock lock(stop_mutex_);
   while (!stop_cv_.wait_for(lock, config_.firewall_interval, [this] { return stopping_; })) {
     lock.unlock();
-    std::vector<unsigned> uids;
-    {
-      const std::lock_guard fw(firewall_mutex_);
-      uids = firewall_uids_;
+    if (firewall_) {
+      std::vector<unsigned> uids;
+      {
+        const std::lock_guard fw(firewall_mutex_);
+        uids = firewall_uids_;
+      }
+      // Someone else's iptables-restore, a flush or a rule inserted above ours: log what was
+      // found, then rebuild either way (content can drift without the count changing).
+      if (const auto state = firewall_->inspect(uids); !state.ok) {
+        spdlog::warn("guest egress firewall was not in force ({}); re-asserting it", state.detail);
+      }
+      if (auto ok = assert_firewall(std::nullopt); !ok) {
+        spdlog::error("cannot re-assert the guest egress firewall: {}", ok.error().message);
+      }
     }
-    // Someone else's iptables-restore, a flush or a rule inserted above ours: log what was
-    // found, then rebuild either way (content can drift without the count changing).
-    if (const auto state = firewall_->inspect(uids); !state.ok) {
-      spdlog::warn("guest egress firewall was not in force ({}); re-asserting it", state.detail);
-    }
-    if (auto ok = assert_firewall(std::nullopt); !ok) {
-      spdlog::error("cannot re-assert the guest egress firewall: {}", ok.error().message);
+    // The proxy namespace is compared whole, so it is rebuilt only when it changed.
+    if (const auto state = links_->inspect(); !state.ok) {
+      spdlog::warn("guest proxy namespace was not as prepared ({}); re-asserting it", state.detail);
+      if (auto ok = links_->prepare(); !ok) {
+        spdlog::error("cannot re-assert the guest proxy namespace: {}", ok.error().message);
+      }
     }
     lock.lock();
   }
@@ -1190,6 +1199,22 @@ std::vector<check_result> libvirt_driver::doctor() {
     out.push_back(boxed_check("guest_isolation", timeout,
                               [this, held = hold_for_check()] { return isolation_check(); }));
   }
+  out.push_back(boxed_check(
+      "guest_proxy", timeout,
+      [links = links_, netns = config_.proxy_netns,
+       every =
+           std::chrono::duration_cast<std::chrono::seconds>(config_.firewall_interval).count()] {
+        const auto state = links->inspect();
+        check_result r;
+        r.ok = state.ok;
+        r.detail = state.detail;
+        if (!r.ok) {
+          r.hint = "litterboxd re-asserts the proxy namespace every " + std::to_string(every) +
+                   " s; if this persists, look at `ip netns exec " + netns +
+                   " nft list ruleset` for what else changes it";
+        }
+        return r;
+      }));
   return out;
 }
 

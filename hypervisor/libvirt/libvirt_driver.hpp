@@ -64,9 +64,10 @@ struct libvirt_config {
   bool guest_internet = true;  ///< false: QEMU `restrict=on` and a firewall that passes nothing
   bool isolate_host = true;    ///< keep the guest egress firewall in force (see egress_firewall)
   std::vector<egress_entry> guest_egress;  ///< LITTERBOX_GUEST_EGRESS, checked before defaults
-  std::chrono::milliseconds firewall_interval{30000};  ///< how often the firewall is re-asserted
-  std::chrono::milliseconds poll_interval{250};        ///< console/domain polling while booting
-  std::chrono::milliseconds check_timeout{3000};       ///< per /doctor check
+  /// How often the egress firewall and the proxy namespace are checked and re-asserted.
+  std::chrono::milliseconds firewall_interval{30000};
+  std::chrono::milliseconds poll_interval{250};   ///< console/domain polling while booting
+  std::chrono::milliseconds check_timeout{3000};  ///< per /doctor check
   /// How long a call waits for a connection to libvirtd to open. libvirt's open has no
   /// timeout of its own: one open runs at a time, on a thread that is abandoned (and cleans
   /// up after itself) if libvirtd never answers.
@@ -108,7 +109,9 @@ struct libvirt_config {
 class libvirt_driver final : public driver {
  public:
   /// Connects to libvirt and, if configured, installs the guest egress firewall for the uid
-  /// QEMU runs as, then re-asserts it every firewall_interval and before each create_vm.
+  /// QEMU runs as, then re-asserts it every firewall_interval and before each create_vm. The
+  /// proxy namespace is prepared here and, when inspect() finds it changed, re-prepared on
+  /// the same interval.
   /// Throws std::runtime_error when the configuration is unusable (unknown accel, no state
   /// dir, QEMU running as root, the firewall cannot be installed); an unreachable libvirt is
   /// not fatal here (reconnects on use, reported by doctor).
@@ -173,6 +176,7 @@ class libvirt_driver final : public driver {
   result<std::vector<std::string>> owned_ids(std::string (*id_of)(std::string_view metadata_xml,
                                                                   std::string_view owner),
                                              const std::filesystem::path& dir);
+  /// Every firewall_interval: the egress firewall (when isolating) and the proxy namespace.
   void firewall_loop();
   struct open_attempt;
   class event_loop;

@@ -24,10 +24,10 @@ constexpr std::string_view k_host_prefix = "169.254.77.1/30";
 constexpr std::string_view k_tap_prefix = "lbp";
 
 // Only TCP to the proxy listeners comes in, only their answers go out, nothing is forwarded;
-// everything else, IPv6 included, is dropped. Replaced whole, atomically, on every prepare.
+// everything else, IPv6 included, is dropped. The namespace's whole ruleset is litterbox's:
+// every prepare replaces all of it in one transaction, so a table someone added goes too.
 constexpr std::string_view k_ruleset =
-    "table inet litterbox_proxy\n"
-    "delete table inet litterbox_proxy\n"
+    "flush ruleset\n"
     "table inet litterbox_proxy {\n"
     "  chain input {\n"
     "    type filter hook input priority 0; policy drop;\n"
@@ -45,6 +45,16 @@ constexpr std::string_view k_ruleset =
 bool valid_ifname(std::string_view name) {
   return !name.empty() && name.size() < 16 &&
          name.find_first_of("/ \t\n:") == std::string_view::npos;
+}
+
+// What `argv` printed, or why it failed.
+result<std::string> output_of(const std::vector<std::string>& argv, std::string_view what) {
+  const auto r = run_process(argv, k_tool_timeout);
+  if (!r || r->timed_out || r->exit_code != 0) {
+    return make_error(errc::unavailable,
+                      "cannot read " + std::string(what) + ": " + process_failure_text(r));
+  }
+  return r->out;
 }
 
 // Runs `argv`; "" on success, else what went wrong.
@@ -89,7 +99,58 @@ result<void> netns_proxy_links::prepare() {
       !why.empty()) {
     return make_error(errc::unavailable, "cannot install the proxy namespace's filter: " + why);
   }
+  auto listed = output_of({"ip", "netns", "exec", netns_, "nft", "list", "ruleset"},
+                          "the proxy namespace's filter");
+  if (!listed) {
+    return listed.error();
+  }
+  ruleset_ = std::move(*listed);
   return {};
+}
+
+proxy_links::state netns_proxy_links::inspect() {
+  state s;
+  std::error_code ec;
+  if (!std::filesystem::exists("/run/netns/" + netns_, ec)) {
+    s.detail = "the proxy namespace " + netns_ + " does not exist";
+    return s;
+  }
+  const auto sysctls =
+      output_of({"ip", "netns", "exec", netns_, "sysctl", "-n", "net.ipv4.ip_forward",
+                 "net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"},
+                "the proxy namespace's settings");
+  if (!sysctls) {
+    s.detail = sysctls.error().message;
+    return s;
+  }
+  if (*sysctls != "0\n1\n1\n") {
+    s.detail = "forwarding is on or IPv6 is enabled in the proxy namespace " + netns_;
+    return s;
+  }
+  const auto listed = output_of({"ip", "netns", "exec", netns_, "nft", "list", "ruleset"},
+                                "the proxy namespace's filter");
+  if (!listed) {
+    s.detail = listed.error().message;
+    return s;
+  }
+  {
+    const std::lock_guard lock(prepare_mutex_);
+    if (ruleset_.empty()) {
+      s.detail = "the proxy namespace's filter was never installed by this process";
+      return s;
+    }
+    if (*listed != ruleset_) {
+      s.detail = "the nftables ruleset in the proxy namespace " + netns_ +
+                 " is not the one litterbox installed (flushed, changed or added to)";
+      return s;
+    }
+  }
+  const auto links = taps();
+  s.ok = true;
+  s.detail = "namespace " + netns_ +
+             ": only TCP to 169.254.77.1:80 admitted, no forwarding, no IPv6; " +
+             (links ? std::to_string(links->size()) : std::string("?")) + " guest links";
+  return s;
 }
 
 result<void> netns_proxy_links::adopt(const std::string& host_id, const std::string& tap,
@@ -218,14 +279,14 @@ void netns_proxy_links::drop_listener(const std::string& host_id, std::uint64_t 
 }
 
 result<std::vector<std::string>> netns_proxy_links::taps() {
-  const auto r = run_process({"ip", "-n", netns_, "-o", "link", "show"}, k_tool_timeout);
-  if (!r || r->timed_out || r->exit_code != 0) {
-    return make_error(errc::unavailable,
-                      "cannot list the proxy namespace's links: " + process_failure_text(r));
+  const auto listed =
+      output_of({"ip", "-n", netns_, "-o", "link", "show"}, "the proxy namespace's links");
+  if (!listed) {
+    return listed.error();
   }
   // "7: lbp0123456789ab: <BROADCAST,…" (a veth reads "name@ifN").
   std::vector<std::string> names;
-  std::string_view text = r->out;
+  std::string_view text = *listed;
   while (!text.empty()) {
     const auto eol = text.find('\n');
     const std::string_view line = text.substr(0, eol);
@@ -246,7 +307,21 @@ result<std::vector<std::string>> netns_proxy_links::taps() {
 result<void> fake_proxy_links::prepare() {
   const std::lock_guard lock(mutex_);
   calls_.emplace_back("prepare");
+  broken_ = false;
   return {};
+}
+
+proxy_links::state fake_proxy_links::inspect() {
+  const std::lock_guard lock(mutex_);
+  if (broken_) {
+    return {false, "the fake proxy namespace was broken"};
+  }
+  return {true, "fake proxy links: " + std::to_string(taps_.size()) + " guest links"};
+}
+
+void fake_proxy_links::break_namespace() {
+  const std::lock_guard lock(mutex_);
+  broken_ = true;
 }
 
 result<void> fake_proxy_links::adopt(const std::string& host_id, const std::string& tap,

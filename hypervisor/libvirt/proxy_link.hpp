@@ -19,12 +19,24 @@ namespace litterbox::hypervisor {
 /// uses, its connections arrive on its own tap's listener. Thread-safe.
 class proxy_links {
  public:
+  /// What inspect() found: `ok` when the namespace is as prepare() left it; `detail` says
+  /// what is wrong, or what is in force.
+  struct state {
+    bool ok = false;
+    std::string detail;
+  };
+
   virtual ~proxy_links() = default;
 
   /// Creates the namespace if it does not exist and (re)asserts what it must be: IPv6 off,
   /// no forwarding, no route, and a filter that accepts only TCP to 169.254.77.1:80 (ARP is
   /// not IP and passes). Idempotent. Errors: unavailable.
   virtual result<void> prepare() = 0;
+
+  /// Whether the namespace is still what prepare() made it: it exists, forwarding is off,
+  /// IPv6 is off, and its whole nftables ruleset is the one prepare() installed (a flush, a
+  /// changed rule or an added table are all caught). Read-only.
+  virtual state inspect() = 0;
 
   /// Moves `tap` (in this process's namespace, or already in the proxy namespace after a
   /// restart) into the proxy namespace, gives it 169.254.77.1/30, IPv6 off, and brings it up;
@@ -61,6 +73,7 @@ class netns_proxy_links final : public proxy_links {
                              guest_listener_sink* sink = nullptr);
 
   result<void> prepare() override;
+  state inspect() override;
   result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
   result<void> remove(const std::string& host_id, const std::string& tap) override;
   result<std::vector<std::string>> taps() override;
@@ -77,6 +90,10 @@ class netns_proxy_links final : public proxy_links {
   std::string netns_;
   guest_listener_sink* sink_;
   std::mutex prepare_mutex_;
+  /// `nft list ruleset` in the namespace right after the last prepare(): what inspect()
+  /// compares with (nftables prints a ruleset in its own canonical form, not as it was
+  /// written, so the listing, not k_ruleset, is the reference). Under prepare_mutex_.
+  std::string ruleset_;
   std::mutex listeners_mutex_;  ///< the sink's calls and listening_ change together
   std::map<std::string, std::uint64_t> listening_;
   std::uint64_t generation_ = 0;
@@ -87,6 +104,8 @@ class netns_proxy_links final : public proxy_links {
 class fake_proxy_links final : public proxy_links {
  public:
   result<void> prepare() override;
+  /// Healthy unless break_namespace() was called since the last prepare().
+  state inspect() override;
   result<void> adopt(const std::string& host_id, const std::string& tap, bool listen) override;
   result<void> remove(const std::string& host_id, const std::string& tap) override;
   result<std::vector<std::string>> taps() override;
@@ -98,6 +117,8 @@ class fake_proxy_links final : public proxy_links {
   void fail_next_adopt();
   /// Taps that taps() reports (as if left in the namespace by an earlier run).
   void add_tap(std::string tap);
+  /// inspect() fails until the next prepare(), as if someone flushed the filter.
+  void break_namespace();
 
  private:
   std::mutex mutex_;
@@ -106,6 +127,7 @@ class fake_proxy_links final : public proxy_links {
   std::map<std::string, std::uint64_t> listening_;
   std::uint64_t generation_ = 0;
   bool fail_adopt_ = false;
+  bool broken_ = false;
 };
 
 }  // namespace litterbox::hypervisor

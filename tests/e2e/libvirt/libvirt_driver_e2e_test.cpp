@@ -266,17 +266,20 @@ TEST_F(LibvirtDriverE2e, GuestBootsReadyWithPinnedKeyEnvSudoIsolationAndLeavesNo
   }
 }
 
-TEST_F(LibvirtDriverE2e, DoctorReportsLibvirtTcgKernelDiskAndIsolation) {
+TEST_F(LibvirtDriverE2e, DoctorReportsLibvirtTcgKernelDiskIsolationAndProxyNamespace) {
   const auto checks = driver_->doctor();
   std::map<std::string, check_result> by_name;
   for (const auto& c : checks) {
     by_name[c.name] = c;
   }
-  for (const auto* name : {"libvirt", "accelerator", "guest_kernel", "disk", "guest_isolation"}) {
+  for (const auto* name :
+       {"libvirt", "accelerator", "guest_kernel", "disk", "guest_isolation", "guest_proxy"}) {
     ASSERT_TRUE(by_name.count(name)) << name;
     EXPECT_TRUE(by_name[name].ok) << name << ": " << by_name[name].detail;
   }
   EXPECT_NE(by_name["accelerator"].detail.find("tcg"), std::string::npos);
+  EXPECT_NE(by_name["guest_proxy"].detail.find("only TCP to 169.254.77.1:80"), std::string::npos)
+      << by_name["guest_proxy"].detail;
 }
 
 }  // namespace

@@ -236,6 +236,45 @@ TEST_F(ProxyLinks, AnotherPortOnTheProxyAddressIsUnreachable) {
   EXPECT_EQ(v6->out, "1\n");
 }
 
+TEST_F(ProxyLinks, AFlushedFilterForwardingOnOrAnAddedTableIsCaughtByInspectAndPrepareRepairs) {
+  adopt_both();
+  const auto healthy = links_->inspect();
+  EXPECT_TRUE(healthy.ok) << healthy.detail;
+  EXPECT_NE(healthy.detail.find("2 guest links"), std::string::npos) << healthy.detail;
+  auto extra = links_->open_listener(taps_[0], 81);
+  ASSERT_TRUE(extra) << extra.error().message;
+  const std::vector<std::vector<std::string>> breakages = {
+      {"ip", "netns", "exec", proxy_ns_, "nft", "flush", "ruleset"},
+      {"ip", "netns", "exec", proxy_ns_, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+      {"ip", "netns", "exec", proxy_ns_, "nft",
+       "add table ip intruder; add chain ip intruder in { type filter hook input priority -10; "
+       "policy accept; }; add rule ip intruder in tcp dport 81 accept"},
+  };
+  for (const auto& breakage : breakages) {
+    SCOPED_TRACE(breakage.back());
+    ASSERT_TRUE(run(breakage));
+    const auto broken = links_->inspect();
+    EXPECT_FALSE(broken.ok) << broken.detail;
+    EXPECT_FALSE(broken.detail.empty());
+    ASSERT_TRUE(links_->prepare());
+    const auto repaired = links_->inspect();
+    EXPECT_TRUE(repaired.ok) << repaired.detail;
+    // Repaired means in force: port 81 is unreachable from the guest again, and nothing
+    // but litterbox's table is left (the namespace's whole ruleset is litterbox's).
+    const auto tables =
+        run_process({"ip", "netns", "exec", proxy_ns_, "nft", "list", "tables"}, 10s);
+    ASSERT_TRUE(tables);
+    EXPECT_EQ(tables->out, "table inet litterbox_proxy\n");
+    int err = 0;
+    const int c = connect_from(guests_[0], 81, "", 1s, &err);
+    EXPECT_LT(c, 0) << "port 81 reachable after the repair";
+    if (c >= 0) {
+      ::close(c);
+    }
+  }
+  ::close(*extra);
+}
+
 TEST_F(ProxyLinks, RemovingALinkClosesItsListenerAndDeletesTheTapButLeavesTheOther) {
   adopt_both();
   ASSERT_TRUE(links_->remove(ids_[0], taps_[0]));

@@ -1,9 +1,11 @@
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
 #include "hypervisor/errc.hpp"
+#include "hypervisor/libvirt/proxy_link.hpp"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -143,6 +145,84 @@ TEST(LibvirtDriverHungDaemon, CallsFailWithinTheConnectTimeoutAndDoNotQueueBehin
   s->driver.reset();
   std::error_code ec;
   fs::remove_all(s->state_dir, ec);
+}
+
+/// A driver on libvirt's in-process test driver whose proxy links are `links`, checking and
+/// re-asserting every `interval`.
+std::unique_ptr<libvirt_driver> driver_on_test_libvirt(const fs::path& dir,
+                                                       std::shared_ptr<fake_proxy_links> links,
+                                                       std::chrono::milliseconds interval,
+                                                       base_images& images) {
+  libvirt_config cfg;
+  cfg.uri = "test:///default";
+  cfg.accel = "tcg";
+  cfg.state_dir = dir;
+  cfg.isolate_host = false;
+  cfg.start_paused = false;
+  cfg.links = std::move(links);
+  cfg.firewall_interval = interval;
+  return std::make_unique<libvirt_driver>(cfg, images);
+}
+
+std::optional<check_result> find_check(const std::vector<check_result>& report,
+                                       std::string_view name) {
+  for (const auto& c : report) {
+    if (c.name == name) {
+      return c;
+    }
+  }
+  return std::nullopt;
+}
+
+TEST(LibvirtDriverProxyNamespace, DoctorReportsABrokenProxyNamespaceWithAHintNamingIt) {
+  const fs::path dir = fs::temp_directory_path() / ("lb-proxy-ns-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fixed_base_image images{"/nonexistent/base.qcow2"};
+  auto links = std::make_shared<fake_proxy_links>();
+  auto driver = driver_on_test_libvirt(dir, links, 1h, images);  // no repair during the test
+
+  auto check = find_check(driver->doctor(), "guest_proxy");
+  ASSERT_TRUE(check);
+  EXPECT_TRUE(check->ok) << check->detail;
+  EXPECT_TRUE(check->hint.empty());
+
+  links->break_namespace();
+  check = find_check(driver->doctor(), "guest_proxy");
+  ASSERT_TRUE(check);
+  EXPECT_FALSE(check->ok);
+  EXPECT_EQ(check->detail, "the fake proxy namespace was broken");
+  EXPECT_NE(check->hint.find("ip netns exec litterbox-gp nft list ruleset"), std::string::npos)
+      << check->hint;
+  driver.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST(LibvirtDriverProxyNamespace, TheDriverPreparesABrokenProxyNamespaceAgainOnItsOwn) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("lb-proxy-ns-repair-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fixed_base_image images{"/nonexistent/base.qcow2"};
+  auto links = std::make_shared<fake_proxy_links>();
+  auto driver = driver_on_test_libvirt(dir, links, 20ms, images);
+  const auto prepares = [&links] {
+    const auto calls = links->calls();
+    return std::count(calls.begin(), calls.end(), "prepare");
+  };
+  // A healthy namespace is left alone: nothing is re-run on every tick.
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(prepares(), 1);
+
+  links->break_namespace();
+  const auto deadline = steady::now() + 10s;
+  while (prepares() < 2 && steady::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(prepares(), 2);
+  EXPECT_TRUE(links->inspect().ok);
+  driver.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
 }
 
 }  // namespace
