@@ -145,24 +145,75 @@ class file_lock {
   int fd_ = -1;
 };
 
-// The virtual size recorded in a qcow2 header (big-endian at offset 24, after the magic
-// "QFI\xfb"); nullopt for anything else.
-std::optional<std::uint64_t> qcow2_virtual_bytes(const fs::path& p) {
+// What this store reads of a qcow2 header: the virtual size and the backing file's name.
+struct qcow2_header {
+  bool qcow2 = false;  // false: the file is something else (or too short to tell)
+  std::uint64_t virtual_bytes = 0;
+  std::string backing;  // as written, "" for none
+};
+
+// The header of `p`; nullopt (errno set) when it cannot be opened. Fields are big-endian after
+// the magic "QFI\xfb": backing file offset at 8, its length at 16, the virtual size at 24.
+std::optional<qcow2_header> read_qcow2_header(const fs::path& p) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     return std::nullopt;
   }
   std::array<unsigned char, 32> h{};
-  const bool ok = ::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size());
+  qcow2_header out;
+  const auto field = [&](std::size_t at, std::size_t bytes) {
+    std::uint64_t v = 0;
+    for (std::size_t i = at; i < at + bytes; ++i) {
+      v = (v << 8U) | h[i];
+    }
+    return v;
+  };
+  if (::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size()) && h[0] == 'Q' &&
+      h[1] == 'F' && h[2] == 'I' && h[3] == 0xfb) {
+    out.qcow2 = true;
+    out.virtual_bytes = field(24, 8);
+    const std::uint64_t offset = field(8, 8);
+    const std::uint64_t length = field(16, 4);
+    // QEMU refuses names over 1023 bytes.
+    if (offset != 0 && length > 0 && length < 1024) {
+      out.backing.resize(length);
+      if (::pread(fd, out.backing.data(), length, static_cast<off_t>(offset)) !=
+          static_cast<ssize_t>(length)) {
+        out.backing.clear();
+      }
+    }
+  }
   ::close(fd);
-  if (!ok || h[0] != 'Q' || h[1] != 'F' || h[2] != 'I' || h[3] != 0xfb) {
-    return std::nullopt;
+  return out;
+}
+
+std::optional<std::uint64_t> qcow2_virtual_bytes(const fs::path& p) {
+  const auto h = read_qcow2_header(p);
+  return h && h->qcow2 ? std::optional(h->virtual_bytes) : std::nullopt;
+}
+
+// The guest disks one level below `root` (<root>/<host or template>/*.qcow2); false when `root`
+// exists but could not be listed fully.
+bool list_guest_disks(const fs::path& root, std::vector<fs::path>& out) {
+  std::error_code ec;
+  fs::directory_iterator dirs(root, ec);
+  if (ec) {
+    return ec == std::errc::no_such_file_or_directory;
   }
-  std::uint64_t v = 0;
-  for (std::size_t i = 24; i < 32; ++i) {
-    v = (v << 8U) | h[i];
+  bool complete = true;
+  for (const auto& dir : dirs) {
+    std::error_code inner;
+    if (!dir.is_directory(inner)) {
+      continue;
+    }
+    for (const auto& f : fs::directory_iterator(dir.path(), inner)) {
+      if (f.path().extension() == ".qcow2") {
+        out.push_back(f.path());
+      }
+    }
+    complete = complete && !inner;
   }
-  return v;
+  return complete;
 }
 
 std::uint64_t gib_up(std::uint64_t bytes) {
@@ -700,15 +751,11 @@ result<void> image_store::create_overlay(const base_image& base, const fs::path&
                       "cannot lock " + overlays_dir().string() + ": " + std::strerror(errno));
   }
   std::uint64_t promised = 0;
-  for (const auto& host : fs::directory_iterator(overlays_dir(), ec)) {
-    std::error_code inner;
-    if (!host.is_directory(inner)) {
-      continue;
-    }
-    for (const auto& f : fs::directory_iterator(host.path(), inner)) {
-      if (f.path().extension() == ".qcow2" && f.path() != path) {
-        promised += qcow2_virtual_bytes(f.path()).value_or(0);
-      }
+  std::vector<fs::path> disks;
+  (void)list_guest_disks(overlays_dir(), disks);
+  for (const auto& disk : disks) {
+    if (disk != path) {
+      promised += qcow2_virtual_bytes(disk).value_or(0);
     }
   }
   if (promised + size > *cap) {
