@@ -216,6 +216,87 @@ bool list_guest_disks(const fs::path& root, std::vector<fs::path>& out) {
   return complete;
 }
 
+fs::path comparable(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? p.lexically_normal() : c;
+}
+
+// Every file the backing chains of the guest disks under `roots` reach (a clone's reaches its
+// template's disk and, through it, the base), as comparable() paths; nullopt when a disk could
+// not be read, so what it backs onto is unknown.
+std::optional<std::set<fs::path>> backing_files(const std::vector<fs::path>& roots) {
+  std::vector<fs::path> disks;
+  bool complete = true;
+  for (const auto& root : roots) {
+    complete = list_guest_disks(root, disks) && complete;
+  }
+  std::set<fs::path> reached;
+  for (const auto& disk : disks) {
+    fs::path at = disk;
+    // Chains are short (clone → template disk → base); the bound stops a loop of names.
+    for (int depth = 0; depth < 16; ++depth) {
+      const auto h = read_qcow2_header(at);
+      if (!h) {
+        // A disk removed meanwhile backs onto nothing; one that cannot be opened might.
+        complete = complete && errno == ENOENT;
+        break;
+      }
+      if (!h->qcow2 || h->backing.empty()) {
+        break;
+      }
+      fs::path next = h->backing;
+      if (next.is_relative()) {
+        next = at.parent_path() / next;  // QEMU reads it relative to the disk naming it
+      }
+      if (!reached.insert(comparable(next)).second) {
+        break;  // the rest of this chain is known already
+      }
+      at = next;
+    }
+  }
+  if (!complete) {
+    return std::nullopt;
+  }
+  return reached;
+}
+
+// Where the base of `digest` made by `conversion` lives: <digest> for conversion 1 (from before
+// conversions were counted), <digest>.c<conversion> for the later ones.
+std::string base_dir_name(std::string_view digest, int conversion) {
+  std::string name(digest);
+  if (conversion > 1) {
+    name += ".c" + std::to_string(conversion);
+  }
+  return name;
+}
+
+// The digest and conversion a cache entry's directory name stands for; nullopt for anything
+// else (build directories, the lock).
+std::optional<std::pair<std::string, int>> parse_base_dir_name(std::string_view name) {
+  const auto dot = name.find('.');
+  const std::string_view digest = name.substr(0, dot);
+  if (!is_sha256_digest(digest)) {
+    return std::nullopt;
+  }
+  int conversion = 1;
+  if (dot != std::string_view::npos) {
+    const std::string_view suffix = name.substr(dot);
+    const long n =
+        suffix.size() > 2 ? std::strtol(std::string(suffix.substr(2)).c_str(), nullptr, 10) : 0;
+    if (n < 2 || n > 1'000'000 || base_dir_name(digest, static_cast<int>(n)) != name) {
+      return std::nullopt;
+    }
+    conversion = static_cast<int>(n);
+  }
+  return std::pair{std::string(digest), conversion};
+}
+
+// The conversion meta.json says made its base; bases from before the field are conversion 1.
+int conversion_of(const json& meta) {
+  return static_cast<int>(uint_at(meta, "conversion").value_or(1));
+}
+
 std::uint64_t gib_up(std::uint64_t bytes) {
   return (bytes + k_gib - 1) / k_gib;
 }
@@ -372,14 +453,15 @@ std::optional<base_image> image_store::cached(std::string_view digest) const {
   if (!is_sha256_digest(digest)) {
     return std::nullopt;
   }
-  const fs::path dir = images_dir() / std::string(digest);
+  const fs::path dir = images_dir() / base_dir_name(digest, k_base_conversion);
   const auto meta_text = read_file(dir / "meta.json");
   if (!meta_text) {
     return std::nullopt;
   }
   const auto meta = json::parse(*meta_text, nullptr, false);
   std::error_code ec;
-  if (!meta.is_object() || !fs::is_regular_file(dir / "base.qcow2", ec)) {
+  if (!meta.is_object() || conversion_of(meta) != k_base_conversion ||
+      !fs::is_regular_file(dir / "base.qcow2", ec)) {
     return std::nullopt;
   }
   base_image out;
@@ -430,7 +512,7 @@ std::optional<base_image> image_store::mark_used(const std::string& digest) {
   if (!base) {
     return std::nullopt;
   }
-  const fs::path stamp = images_dir() / digest / "used";
+  const fs::path stamp = base->path.parent_path() / "used";
   const int fd = ::open(stamp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd >= 0) {
     ::futimens(fd, nullptr);  // now
@@ -682,6 +764,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
                       .count()},
       {"virtual_bytes", fs_bytes},
       {"modules_version", modules_version},
+      {"conversion", k_base_conversion},
   };
   // Durable before it becomes visible: a crash after the rename must not expose a base whose
   // blocks never reached the disk.
@@ -690,7 +773,8 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
     return internal_error("cannot write the base disk");
   }
   fs::permissions(out, fs::perms(0755), ec);
-  const fs::path final_dir = images_dir() / digest;
+  // Beside any base of an older conversion, never over it: guests' disks may back onto that.
+  const fs::path final_dir = images_dir() / base_dir_name(digest, k_base_conversion);
   if (::rename(out.c_str(), final_dir.c_str()) != 0 && errno != EEXIST && errno != ENOTEMPTY) {
     return internal_error(std::string("cannot publish the base disk: ") + std::strerror(errno));
   }
@@ -802,6 +886,8 @@ result<void> image_store::create_clone_overlay(const fs::path& backing, const fs
 result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_use) {
   struct entry {
     std::string digest;
+    std::string name;            // the directory: base_dir_name of digest and its conversion
+    bool superseded = false;     // made by another (older) conversion: never handed out again
     std::int64_t last_used = 0;  // seconds since the epoch: built or last handed out
     std::uint64_t bytes = 0;
   };
@@ -817,13 +903,18 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
       return internal_error("cannot lock the image cache: " + std::string(std::strerror(errno)));
     }
     std::vector<entry> entries;
+    bool superseded_in_use = false;
     for (const auto& d : fs::directory_iterator(images_dir(), ec)) {
       const std::string name = d.path().filename().string();
-      if (!is_sha256_digest(name)) {
+      const auto parsed = parse_base_dir_name(name);
+      if (!parsed) {
         continue;
       }
-      entry e{name, 0, allocated_bytes(d.path() / "base.qcow2")};
+      entry e{parsed->first, name, false, 0, allocated_bytes(d.path() / "base.qcow2")};
       const auto meta = json::parse(read_file(d.path() / "meta.json").value_or(""), nullptr, false);
+      e.superseded =
+          parsed->second != k_base_conversion || conversion_of(meta) != k_base_conversion;
+      superseded_in_use = superseded_in_use || (e.superseded && in_use.contains(e.digest));
       const auto created = uint_at(meta, "created").value_or(0);
       e.last_used = static_cast<std::int64_t>(created);
       struct stat st {};
@@ -836,32 +927,45 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
     if (ec) {
       return internal_error("cannot list the image cache: " + ec.message());
     }
+    // A digest in use says nothing of which of its bases the disks back onto: the disks do.
+    // nullopt: unknown (a disk could not be read), so every base of a digest in use stays.
+    std::optional<std::set<fs::path>> backed;
+    if (superseded_in_use) {
+      backed = backing_files({overlays_dir(), config_.state_dir / "templates"});
+    }
     std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
-      return a.last_used != b.last_used ? a.last_used < b.last_used : a.digest < b.digest;
+      return a.last_used != b.last_used ? a.last_used < b.last_used : a.name < b.name;
     });
     const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
     std::uint64_t total = report.bytes_before;
-    for (const auto& e : entries) {
-      if (total <= config_.size_budget_bytes) {
-        break;
+    // Superseded bases first: what they free may spare a current one the budget would take.
+    for (const bool superseded : {true, false}) {
+      for (const auto& e : entries) {
+        if (e.superseded != superseded || flights_.contains(e.digest) ||
+            now - e.last_used < config_.gc_grace.count()) {
+          continue;
+        }
+        if (superseded) {
+          // Whatever the budget: no guest is given it again. Kept while a disk may back onto it.
+          if (in_use.contains(e.digest) &&
+              (!backed || backed->contains(comparable(images_dir() / e.name / "base.qcow2")))) {
+            continue;
+          }
+        } else if (total <= config_.size_budget_bytes || in_use.contains(e.digest)) {
+          continue;
+        }
+        // Renamed first so that the base stops looking valid in one atomic step.
+        doomed.push_back(images_dir() /
+                         (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8)));
+        if (::rename((images_dir() / e.name).c_str(), doomed.back().c_str()) != 0) {
+          return internal_error("cannot remove base " + e.name + ": " + std::strerror(errno));
+        }
+        total -= e.bytes;
+        (superseded ? report.superseded : report.removed).push_back(e.digest);
+        ++collected_;
       }
-      if (in_use.contains(e.digest) || flights_.contains(e.digest)) {
-        continue;
-      }
-      if (now - e.last_used < config_.gc_grace.count()) {
-        continue;
-      }
-      // Renamed first so that the base stops looking valid in one atomic step.
-      doomed.push_back(images_dir() /
-                       (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8)));
-      if (::rename((images_dir() / e.digest).c_str(), doomed.back().c_str()) != 0) {
-        return internal_error("cannot remove base " + e.digest + ": " + std::strerror(errno));
-      }
-      total -= e.bytes;
-      report.removed.push_back(e.digest);
-      ++collected_;
     }
     report.bytes_after = total;
     return {};
