@@ -7,6 +7,7 @@
 #include "hypervisor/libvirt/domain_xml.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
@@ -496,7 +497,7 @@ result<base_image> image_store::ensure_base(
     if (!base) {
       return base;
     }
-    if (auto kept = mark_used(base->digest)) {
+    if (auto kept = mark_used(*base)) {
       return *kept;
     }
   }
@@ -504,14 +505,15 @@ result<base_image> image_store::ensure_base(
                         " was removed by a cache collection as it was handed out");
 }
 
-std::optional<base_image> image_store::mark_used(const std::string& digest) {
+std::optional<base_image> image_store::mark_used(const base_image& found) {
   // Under the cache lock: a collection either ran before (the base is gone) or runs after
   // and sees the stamp. Never taken while holding mutex_ (collect_garbage nests the other way).
   const file_lock lock(images_dir() / ".lock", LOCK_SH);
-  auto base = cached(digest);
-  if (!base) {
+  std::error_code ec;
+  if (!fs::is_regular_file(found.path, ec)) {
     return std::nullopt;
   }
+  std::optional<base_image> base = found;
   const fs::path stamp = base->path.parent_path() / "used";
   const int fd = ::open(stamp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd >= 0) {
@@ -519,6 +521,48 @@ std::optional<base_image> image_store::mark_used(const std::string& digest) {
     ::close(fd);
   }
   return base;
+}
+
+std::optional<base_image> image_store::cached_older(std::string_view digest) const {
+  if (!is_sha256_digest(digest)) {
+    return std::nullopt;
+  }
+  for (int conversion = k_base_conversion - 1; conversion >= 1; --conversion) {
+    const fs::path dir = images_dir() / base_dir_name(digest, conversion);
+    const auto meta = json::parse(read_file(dir / "meta.json").value_or(""), nullptr, false);
+    std::error_code ec;
+    if (!meta.is_object() || conversion_of(meta) != conversion ||
+        !fs::is_regular_file(dir / "base.qcow2", ec)) {
+      continue;
+    }
+    base_image out;
+    out.digest = std::string(digest);
+    out.path = dir / "base.qcow2";
+    out.size_bytes = allocated_bytes(out.path);
+    out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
+    out.modules_version = string_at(meta, "modules_version");
+    return out;
+  }
+  return std::nullopt;
+}
+
+// A base of an older conversion is the same image without what the newer conversion adds
+// (conversion 2: the guest proxy's name in /etc/hosts): better than no guest when the registry
+// cannot be reached right after an upgrade. Only then: an image this conversion refuses (a
+// check it added) must not slip through on its old base. Collection keeps the old base while a
+// disk backs onto it; the next create that can convert replaces it.
+result<base_image> image_store::or_older_base(std::string_view digest,
+                                              result<base_image> failed) const {
+  if (failed || failed.error().code != errc::registry_unavailable) {
+    return failed;
+  }
+  auto older = cached_older(digest);
+  if (!older) {
+    return failed;
+  }
+  spdlog::warn("image cache: cannot convert {} again ({}); using its base of an older conversion",
+               digest, failed.error().message);
+  return *older;
 }
 
 result<base_image> image_store::find_or_build(std::string_view text,
@@ -537,7 +581,8 @@ result<base_image> image_store::find_or_build(std::string_view text,
   }
   auto digest = resolve(text);
   if (!digest) {
-    return digest.error();
+    return ref->digest.empty() ? digest.error()
+                               : or_older_base(ref->digest, result<base_image>(digest.error()));
   }
   std::shared_ptr<flight> f;
   {
@@ -560,7 +605,7 @@ result<base_image> image_store::find_or_build(std::string_view text,
     f = std::make_shared<flight>();
     flights_.emplace(*digest, f);
   }
-  auto outcome = build(*ref, *digest, deadline);
+  auto outcome = or_older_base(*digest, build(*ref, *digest, deadline));
   {
     std::lock_guard lock(mutex_);
     f->outcome = outcome;

@@ -147,7 +147,8 @@ class image_store {
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
   /// The cached base for `digest` made by this conversion (k_base_conversion), if any. Never
-  /// touches the network.
+  /// touches the network. (ensure_base falls back to a base of an older conversion only when
+  /// this one cannot be made.)
   std::optional<base_image> cached(std::string_view digest) const;
 
   /// The virtual size of the base `ref` names, when that is known without the network: `ref`
@@ -184,7 +185,13 @@ class image_store {
  private:
   result<base_image> find_or_build(std::string_view ref,
                                    std::chrono::steady_clock::time_point deadline);
-  std::optional<base_image> mark_used(const std::string& digest);
+  /// Stamps `base` as handed out; nullopt when a collection removed it meanwhile.
+  std::optional<base_image> mark_used(const base_image& base);
+  /// The newest base of `digest` made by an older conversion, if one is cached.
+  std::optional<base_image> cached_older(std::string_view digest) const;
+  /// `failed` unless it failed as registry_unavailable and an older base of `digest` is cached;
+  /// then that base (logged).
+  result<base_image> or_older_base(std::string_view digest, result<base_image> failed) const;
   struct flight;
 
   result<base_image> build(const image_ref& ref, const std::string& digest,

@@ -65,6 +65,9 @@ class fake_registry final : public registry {
   result<std::string> fetch_manifest(const image_ref& ref) override {
     std::lock_guard lock(mutex_);
     ++fetches;
+    if (down) {
+      return make_error(errc::registry_unavailable, "registry.test: connection refused");
+    }
     const auto key = ref.digest.empty() ? ref.repository + ":" + ref.tag : ref.digest;
     auto it = manifests_.find(key);
     if (it == manifests_.end()) {
@@ -90,6 +93,9 @@ class fake_registry final : public registry {
   result<void> pull(const image_ref& /*ref*/, std::string_view digest,
                     const fs::path& dir) override {
     ++pulls;
+    if (down) {
+      return make_error(errc::registry_unavailable, "registry.test: connection refused");
+    }
     if (on_pull) {
       on_pull(dir);
     }
@@ -116,6 +122,8 @@ class fake_registry final : public registry {
   std::atomic<int> pulls{0};
   std::atomic<int> heads{0};
   std::atomic<bool> answer_heads{false};
+  /// Every manifest fetch and pull fails as registry_unavailable.
+  std::atomic<bool> down{false};
 
  private:
   fs::path blobs_;
@@ -704,6 +712,37 @@ TEST_F(ImageStoreConversion, BaseWithoutAConversionInItsMetaIsNotHandedOutAndIsC
   const auto meta = json::parse(file_bytes(base->path.parent_path() / "meta.json"));
   EXPECT_EQ(meta["conversion"], k_base_conversion);
   EXPECT_EQ(store.cached(digest_)->path, base->path);
+}
+
+TEST_F(ImageStoreConversion,
+       AnOlderBaseServesWhileThisConversionCannotBeMadeAndIsReplacedOnceItCan) {
+  auto store = make_store();
+  registry_->down = true;
+  auto fallback = store.ensure_base(pinned_);
+  ASSERT_TRUE(fallback) << fallback.error().message;
+  EXPECT_EQ(fallback->path, old_);
+  EXPECT_EQ(store.stats().conversions, 0U);
+  EXPECT_TRUE(fs::exists(old_.parent_path() / "used")) << "handed out: spared by collection";
+  EXPECT_FALSE(store.cached(digest_)) << "still not a base of this conversion";
+  // A digest with no base at all still needs the registry.
+  const auto other = registry_->publish("other:1", {minimal_guest(), {file("etc/o", "o")}});
+  const auto none = store.ensure_base("registry.test/other@" + other);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, errc::registry_unavailable);
+
+  // Any other failure is the create's (were it an image this conversion refuses, its old base
+  // must not slip through): here, too little disk to convert.
+  registry_->down = false;
+  auto tight = make_store(std::uint64_t{1} << 60);
+  const auto refused = tight.ensure_base(pinned_);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, errc::insufficient_disk);
+
+  auto converted = store.ensure_base(pinned_);
+  ASSERT_TRUE(converted) << converted.error().message;
+  EXPECT_EQ(store.stats().conversions, 1U);
+  EXPECT_EQ(converted->path,
+            images() / (digest_ + ".c" + std::to_string(k_base_conversion)) / "base.qcow2");
 }
 
 TEST_F(ImageStoreConversion, BaseWhoseMetaLacksTheConversionCountsAsOlderWhereverItLies) {
