@@ -7,6 +7,7 @@
 #include "hypervisor/libvirt/domain_xml.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
@@ -145,24 +146,156 @@ class file_lock {
   int fd_ = -1;
 };
 
-// The virtual size recorded in a qcow2 header (big-endian at offset 24, after the magic
-// "QFI\xfb"); nullopt for anything else.
-std::optional<std::uint64_t> qcow2_virtual_bytes(const fs::path& p) {
+// What this store reads of a qcow2 header: the virtual size and the backing file's name.
+struct qcow2_header {
+  bool qcow2 = false;  // false: the file is something else (or too short to tell)
+  std::uint64_t virtual_bytes = 0;
+  std::string backing;  // as written, "" for none
+};
+
+// The header of `p`; nullopt (errno set) when it cannot be opened. Fields are big-endian after
+// the magic "QFI\xfb": backing file offset at 8, its length at 16, the virtual size at 24.
+std::optional<qcow2_header> read_qcow2_header(const fs::path& p) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     return std::nullopt;
   }
   std::array<unsigned char, 32> h{};
-  const bool ok = ::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size());
+  qcow2_header out;
+  const auto field = [&](std::size_t at, std::size_t bytes) {
+    std::uint64_t v = 0;
+    for (std::size_t i = at; i < at + bytes; ++i) {
+      v = (v << 8U) | h[i];
+    }
+    return v;
+  };
+  if (::pread(fd, h.data(), h.size(), 0) == static_cast<ssize_t>(h.size()) && h[0] == 'Q' &&
+      h[1] == 'F' && h[2] == 'I' && h[3] == 0xfb) {
+    out.qcow2 = true;
+    out.virtual_bytes = field(24, 8);
+    const std::uint64_t offset = field(8, 8);
+    const std::uint64_t length = field(16, 4);
+    // QEMU refuses names over 1023 bytes.
+    if (offset != 0 && length > 0 && length < 1024) {
+      out.backing.resize(length);
+      if (::pread(fd, out.backing.data(), length, static_cast<off_t>(offset)) !=
+          static_cast<ssize_t>(length)) {
+        out.backing.clear();
+      }
+    }
+  }
   ::close(fd);
-  if (!ok || h[0] != 'Q' || h[1] != 'F' || h[2] != 'I' || h[3] != 0xfb) {
+  return out;
+}
+
+std::optional<std::uint64_t> qcow2_virtual_bytes(const fs::path& p) {
+  const auto h = read_qcow2_header(p);
+  return h && h->qcow2 ? std::optional(h->virtual_bytes) : std::nullopt;
+}
+
+// The guest disks one level below `root` (<root>/<host or template>/*.qcow2); false when `root`
+// exists but could not be listed fully.
+bool list_guest_disks(const fs::path& root, std::vector<fs::path>& out) {
+  std::error_code ec;
+  fs::directory_iterator dirs(root, ec);
+  if (ec) {
+    return ec == std::errc::no_such_file_or_directory;
+  }
+  bool complete = true;
+  for (const auto& dir : dirs) {
+    std::error_code inner;
+    if (!dir.is_directory(inner)) {
+      continue;
+    }
+    for (const auto& f : fs::directory_iterator(dir.path(), inner)) {
+      if (f.path().extension() == ".qcow2") {
+        out.push_back(f.path());
+      }
+    }
+    complete = complete && !inner;
+  }
+  return complete;
+}
+
+fs::path comparable(const fs::path& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? p.lexically_normal() : c;
+}
+
+// Every file the backing chains of the guest disks under `roots` reach (a clone's reaches its
+// template's disk and, through it, the base), as comparable() paths; nullopt when a disk could
+// not be read, so what it backs onto is unknown.
+std::optional<std::set<fs::path>> backing_files(const std::vector<fs::path>& roots) {
+  std::vector<fs::path> disks;
+  bool complete = true;
+  for (const auto& root : roots) {
+    complete = list_guest_disks(root, disks) && complete;
+  }
+  std::set<fs::path> reached;
+  for (const auto& disk : disks) {
+    fs::path at = disk;
+    // Chains are short (clone → template disk → base); the bound stops a loop of names.
+    for (int depth = 0; depth < 16; ++depth) {
+      const auto h = read_qcow2_header(at);
+      if (!h) {
+        // A disk removed meanwhile backs onto nothing; one that cannot be opened might.
+        complete = complete && errno == ENOENT;
+        break;
+      }
+      if (!h->qcow2 || h->backing.empty()) {
+        break;
+      }
+      fs::path next = h->backing;
+      if (next.is_relative()) {
+        next = at.parent_path() / next;  // QEMU reads it relative to the disk naming it
+      }
+      if (!reached.insert(comparable(next)).second) {
+        break;  // the rest of this chain is known already
+      }
+      at = next;
+    }
+  }
+  if (!complete) {
     return std::nullopt;
   }
-  std::uint64_t v = 0;
-  for (std::size_t i = 24; i < 32; ++i) {
-    v = (v << 8U) | h[i];
+  return reached;
+}
+
+// Where the base of `digest` made by `conversion` lives: <digest> for conversion 1 (from before
+// conversions were counted), <digest>.c<conversion> for the later ones.
+std::string base_dir_name(std::string_view digest, int conversion) {
+  std::string name(digest);
+  if (conversion > 1) {
+    name += ".c" + std::to_string(conversion);
   }
-  return v;
+  return name;
+}
+
+// The digest and conversion a cache entry's directory name stands for; nullopt for anything
+// else (build directories, the lock).
+std::optional<std::pair<std::string, int>> parse_base_dir_name(std::string_view name) {
+  const auto dot = name.find('.');
+  const std::string_view digest = name.substr(0, dot);
+  if (!is_sha256_digest(digest)) {
+    return std::nullopt;
+  }
+  int conversion = 1;
+  if (dot != std::string_view::npos) {
+    const std::string_view suffix = name.substr(dot);
+    const long n =
+        suffix.size() > 2 ? std::strtol(std::string(suffix.substr(2)).c_str(), nullptr, 10) : 0;
+    if (n < 2 || n > 1'000'000 || base_dir_name(digest, static_cast<int>(n)) != name) {
+      return std::nullopt;
+    }
+    conversion = static_cast<int>(n);
+  }
+  return std::pair{std::string(digest), conversion};
+}
+
+// The conversion meta.json says made its base; bases from before the field are conversion 1.
+int conversion_of(const json& meta) {
+  return static_cast<int>(uint_at(meta, "conversion").value_or(1));
 }
 
 std::uint64_t gib_up(std::uint64_t bytes) {
@@ -321,14 +454,15 @@ std::optional<base_image> image_store::cached(std::string_view digest) const {
   if (!is_sha256_digest(digest)) {
     return std::nullopt;
   }
-  const fs::path dir = images_dir() / std::string(digest);
+  const fs::path dir = images_dir() / base_dir_name(digest, k_base_conversion);
   const auto meta_text = read_file(dir / "meta.json");
   if (!meta_text) {
     return std::nullopt;
   }
   const auto meta = json::parse(*meta_text, nullptr, false);
   std::error_code ec;
-  if (!meta.is_object() || !fs::is_regular_file(dir / "base.qcow2", ec)) {
+  if (!meta.is_object() || conversion_of(meta) != k_base_conversion ||
+      !fs::is_regular_file(dir / "base.qcow2", ec)) {
     return std::nullopt;
   }
   base_image out;
@@ -363,7 +497,7 @@ result<base_image> image_store::ensure_base(
     if (!base) {
       return base;
     }
-    if (auto kept = mark_used(base->digest)) {
+    if (auto kept = mark_used(*base)) {
       return *kept;
     }
   }
@@ -371,21 +505,64 @@ result<base_image> image_store::ensure_base(
                         " was removed by a cache collection as it was handed out");
 }
 
-std::optional<base_image> image_store::mark_used(const std::string& digest) {
+std::optional<base_image> image_store::mark_used(const base_image& found) {
   // Under the cache lock: a collection either ran before (the base is gone) or runs after
   // and sees the stamp. Never taken while holding mutex_ (collect_garbage nests the other way).
   const file_lock lock(images_dir() / ".lock", LOCK_SH);
-  auto base = cached(digest);
-  if (!base) {
+  std::error_code ec;
+  if (!fs::is_regular_file(found.path, ec)) {
     return std::nullopt;
   }
-  const fs::path stamp = images_dir() / digest / "used";
+  std::optional<base_image> base = found;
+  const fs::path stamp = base->path.parent_path() / "used";
   const int fd = ::open(stamp.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd >= 0) {
     ::futimens(fd, nullptr);  // now
     ::close(fd);
   }
   return base;
+}
+
+std::optional<base_image> image_store::cached_older(std::string_view digest) const {
+  if (!is_sha256_digest(digest)) {
+    return std::nullopt;
+  }
+  for (int conversion = k_base_conversion - 1; conversion >= 1; --conversion) {
+    const fs::path dir = images_dir() / base_dir_name(digest, conversion);
+    const auto meta = json::parse(read_file(dir / "meta.json").value_or(""), nullptr, false);
+    std::error_code ec;
+    if (!meta.is_object() || conversion_of(meta) != conversion ||
+        !fs::is_regular_file(dir / "base.qcow2", ec)) {
+      continue;
+    }
+    base_image out;
+    out.digest = std::string(digest);
+    out.path = dir / "base.qcow2";
+    out.size_bytes = allocated_bytes(out.path);
+    out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
+    out.modules_version = string_at(meta, "modules_version");
+    return out;
+  }
+  return std::nullopt;
+}
+
+// A base of an older conversion is the same image without what the newer conversion adds
+// (conversion 2: the guest proxy's name in /etc/hosts): better than no guest when the registry
+// cannot be reached right after an upgrade. Only then: an image this conversion refuses (a
+// check it added) must not slip through on its old base. Collection keeps the old base while a
+// disk backs onto it; the next create that can convert replaces it.
+result<base_image> image_store::or_older_base(std::string_view digest,
+                                              result<base_image> failed) const {
+  if (failed || failed.error().code != errc::registry_unavailable) {
+    return failed;
+  }
+  auto older = cached_older(digest);
+  if (!older) {
+    return failed;
+  }
+  spdlog::warn("image cache: cannot convert {} again ({}); using its base of an older conversion",
+               digest, failed.error().message);
+  return *older;
 }
 
 result<base_image> image_store::find_or_build(std::string_view text,
@@ -404,7 +581,8 @@ result<base_image> image_store::find_or_build(std::string_view text,
   }
   auto digest = resolve(text);
   if (!digest) {
-    return digest.error();
+    return ref->digest.empty() ? digest.error()
+                               : or_older_base(ref->digest, result<base_image>(digest.error()));
   }
   std::shared_ptr<flight> f;
   {
@@ -427,7 +605,7 @@ result<base_image> image_store::find_or_build(std::string_view text,
     f = std::make_shared<flight>();
     flights_.emplace(*digest, f);
   }
-  auto outcome = build(*ref, *digest, deadline);
+  auto outcome = or_older_base(*digest, build(*ref, *digest, deadline));
   {
     std::lock_guard lock(mutex_);
     f->outcome = outcome;
@@ -631,6 +809,7 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
                       .count()},
       {"virtual_bytes", fs_bytes},
       {"modules_version", modules_version},
+      {"conversion", k_base_conversion},
   };
   // Durable before it becomes visible: a crash after the rename must not expose a base whose
   // blocks never reached the disk.
@@ -639,7 +818,8 @@ result<base_image> image_store::build_in(const image_ref& ref, const std::string
     return internal_error("cannot write the base disk");
   }
   fs::permissions(out, fs::perms(0755), ec);
-  const fs::path final_dir = images_dir() / digest;
+  // Beside any base of an older conversion, never over it: guests' disks may back onto that.
+  const fs::path final_dir = images_dir() / base_dir_name(digest, k_base_conversion);
   if (::rename(out.c_str(), final_dir.c_str()) != 0 && errno != EEXIST && errno != ENOTEMPTY) {
     return internal_error(std::string("cannot publish the base disk: ") + std::strerror(errno));
   }
@@ -700,15 +880,11 @@ result<void> image_store::create_overlay(const base_image& base, const fs::path&
                       "cannot lock " + overlays_dir().string() + ": " + std::strerror(errno));
   }
   std::uint64_t promised = 0;
-  for (const auto& host : fs::directory_iterator(overlays_dir(), ec)) {
-    std::error_code inner;
-    if (!host.is_directory(inner)) {
-      continue;
-    }
-    for (const auto& f : fs::directory_iterator(host.path(), inner)) {
-      if (f.path().extension() == ".qcow2" && f.path() != path) {
-        promised += qcow2_virtual_bytes(f.path()).value_or(0);
-      }
+  std::vector<fs::path> disks;
+  (void)list_guest_disks(overlays_dir(), disks);
+  for (const auto& disk : disks) {
+    if (disk != path) {
+      promised += qcow2_virtual_bytes(disk).value_or(0);
     }
   }
   if (promised + size > *cap) {
@@ -755,6 +931,8 @@ result<void> image_store::create_clone_overlay(const fs::path& backing, const fs
 result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_use) {
   struct entry {
     std::string digest;
+    std::string name;            // the directory: base_dir_name of digest and its conversion
+    bool superseded = false;     // made by another (older) conversion: never handed out again
     std::int64_t last_used = 0;  // seconds since the epoch: built or last handed out
     std::uint64_t bytes = 0;
   };
@@ -770,13 +948,18 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
       return internal_error("cannot lock the image cache: " + std::string(std::strerror(errno)));
     }
     std::vector<entry> entries;
+    bool superseded_in_use = false;
     for (const auto& d : fs::directory_iterator(images_dir(), ec)) {
       const std::string name = d.path().filename().string();
-      if (!is_sha256_digest(name)) {
+      const auto parsed = parse_base_dir_name(name);
+      if (!parsed) {
         continue;
       }
-      entry e{name, 0, allocated_bytes(d.path() / "base.qcow2")};
+      entry e{parsed->first, name, false, 0, allocated_bytes(d.path() / "base.qcow2")};
       const auto meta = json::parse(read_file(d.path() / "meta.json").value_or(""), nullptr, false);
+      e.superseded =
+          parsed->second != k_base_conversion || conversion_of(meta) != k_base_conversion;
+      superseded_in_use = superseded_in_use || (e.superseded && in_use.contains(e.digest));
       const auto created = uint_at(meta, "created").value_or(0);
       e.last_used = static_cast<std::int64_t>(created);
       struct stat st {};
@@ -789,32 +972,45 @@ result<gc_report> image_store::collect_garbage(const std::set<std::string>& in_u
     if (ec) {
       return internal_error("cannot list the image cache: " + ec.message());
     }
+    // A digest in use says nothing of which of its bases the disks back onto: the disks do.
+    // nullopt: unknown (a disk could not be read), so every base of a digest in use stays.
+    std::optional<std::set<fs::path>> backed;
+    if (superseded_in_use) {
+      backed = backing_files({overlays_dir(), config_.state_dir / "templates"});
+    }
     std::sort(entries.begin(), entries.end(), [](const entry& a, const entry& b) {
-      return a.last_used != b.last_used ? a.last_used < b.last_used : a.digest < b.digest;
+      return a.last_used != b.last_used ? a.last_used < b.last_used : a.name < b.name;
     });
     const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
     std::uint64_t total = report.bytes_before;
-    for (const auto& e : entries) {
-      if (total <= config_.size_budget_bytes) {
-        break;
+    // Superseded bases first: what they free may spare a current one the budget would take.
+    for (const bool superseded : {true, false}) {
+      for (const auto& e : entries) {
+        if (e.superseded != superseded || flights_.contains(e.digest) ||
+            now - e.last_used < config_.gc_grace.count()) {
+          continue;
+        }
+        if (superseded) {
+          // Whatever the budget: no guest is given it again. Kept while a disk may back onto it.
+          if (in_use.contains(e.digest) &&
+              (!backed || backed->contains(comparable(images_dir() / e.name / "base.qcow2")))) {
+            continue;
+          }
+        } else if (total <= config_.size_budget_bytes || in_use.contains(e.digest)) {
+          continue;
+        }
+        // Renamed first so that the base stops looking valid in one atomic step.
+        doomed.push_back(images_dir() /
+                         (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8)));
+        if (::rename((images_dir() / e.name).c_str(), doomed.back().c_str()) != 0) {
+          return internal_error("cannot remove base " + e.name + ": " + std::strerror(errno));
+        }
+        total -= e.bytes;
+        (superseded ? report.superseded : report.removed).push_back(e.digest);
+        ++collected_;
       }
-      if (in_use.contains(e.digest) || flights_.contains(e.digest)) {
-        continue;
-      }
-      if (now - e.last_used < config_.gc_grace.count()) {
-        continue;
-      }
-      // Renamed first so that the base stops looking valid in one atomic step.
-      doomed.push_back(images_dir() /
-                       (".tmp-" + std::to_string(::getpid()) + "-gc-" + random_hex(8)));
-      if (::rename((images_dir() / e.digest).c_str(), doomed.back().c_str()) != 0) {
-        return internal_error("cannot remove base " + e.digest + ": " + std::strerror(errno));
-      }
-      total -= e.bytes;
-      report.removed.push_back(e.digest);
-      ++collected_;
     }
     report.bytes_after = total;
     return {};

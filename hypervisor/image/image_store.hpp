@@ -19,9 +19,20 @@
 
 namespace litterbox::hypervisor::image {
 
+/// Which conversion (OCI image → base disk) this build performs; meta.json records it
+/// ("conversion", absent = 1). Bump it whenever what a conversion writes into a base changes
+/// (2: the guest proxy's name in /etc/hosts, issue 11): cached bases of an older conversion
+/// are then converted again, once per digest, into a directory of their own. A base is never
+/// rewritten or replaced where it lies, because the overlays of running guests and saved
+/// templates name it by path as their backing file; the old one goes with a collection once no
+/// disk backs onto it.
+inline constexpr int k_base_conversion = 2;
+
 /// Configuration of the image store; litterboxd fills it from its own configuration.
 struct store_config {
-  /// Root of the cache; bases live in <state_dir>/images/<digest>/.
+  /// Root of the cache; bases live in <state_dir>/images/<digest>.c<conversion>/ (those of
+  /// conversion 1 in <state_dir>/images/<digest>/). Collection reads which of them the guest
+  /// disks in overlays_dir and <state_dir>/templates/ still back onto.
   std::filesystem::path state_dir;
   /// Registry for references without one ("alpine" → docker.io/library/alpine).
   std::string default_registry = "docker.io";
@@ -75,7 +86,7 @@ std::filesystem::path modules_dir_for_kernel(
 /// A cached, read-only base disk.
 struct base_image {
   std::string digest;               ///< manifest digest "sha256:…"
-  std::filesystem::path path;       ///< <state_dir>/images/<digest>/base.qcow2 (mode 0444)
+  std::filesystem::path path;       ///< <state_dir>/images/<digest>.c<N>/base.qcow2 (mode 0444)
   std::uint64_t size_bytes = 0;     ///< bytes the qcow2 file occupies
   std::uint64_t virtual_bytes = 0;  ///< size of the disk the guest sees
   std::string modules_version;      ///< kernel modules present in /lib/modules ("" = none)
@@ -95,6 +106,8 @@ struct store_stats {
 /// What collect_garbage did.
 struct gc_report {
   std::vector<std::string> removed;  ///< digests, least recently used first
+  /// Digests whose base of an older conversion was removed (no disk backed onto it any more).
+  std::vector<std::string> superseded;
   std::uint64_t bytes_before = 0;
   std::uint64_t bytes_after = 0;
 };
@@ -121,7 +134,8 @@ class image_store {
   result<std::string> resolve(std::string_view ref);
 
   /// The base disk for `ref`: resolved, then pulled, verified, flattened, checked, given the
-  /// guest kernel's modules, turned into ext4 and qcow2 — unless that digest is cached.
+  /// guest kernel's modules, turned into ext4 and qcow2 — unless that digest is cached from
+  /// this conversion (k_base_conversion; a base of an older one is converted again beside it).
   /// Concurrent calls for the same new digest do the work once; the others wait for it until
   /// `deadline` (default: as long as one build may take) and then fail with
   /// registry_unavailable. The base is stamped as used on disk, so a collection in any
@@ -132,7 +146,9 @@ class image_store {
       std::string_view ref,
       std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
-  /// The cached base for `digest`, if any. Never touches the network.
+  /// The cached base for `digest` made by this conversion (k_base_conversion), if any. Never
+  /// touches the network. (ensure_base falls back to a base of an older conversion only when
+  /// this one cannot be made.)
   std::optional<base_image> cached(std::string_view digest) const;
 
   /// The virtual size of the base `ref` names, when that is known without the network: `ref`
@@ -156,8 +172,11 @@ class image_store {
 
   /// Removes cached bases whose digest is not in `in_use`, that no build is using and that
   /// were not used within gc_grace, least recently used first, until the cache fits the size
-  /// budget. The caller lists every digest a live or provisioning host references. Holds the
-  /// cache lock (images/.lock) against hand-outs in every process. Errors: internal.
+  /// budget. The caller lists every digest a live or provisioning host references. A base of
+  /// an older conversion (never handed out again) goes whatever the budget, once its digest is
+  /// not in use or no guest disk under overlays_dir or <state_dir>/templates/ backs onto it
+  /// (when a disk there cannot be read, it stays while its digest is in use). Holds the cache
+  /// lock (images/.lock) against hand-outs in every process. Errors: internal.
   result<gc_report> collect_garbage(const std::set<std::string>& in_use);
 
   /// Counters since construction.
@@ -166,7 +185,13 @@ class image_store {
  private:
   result<base_image> find_or_build(std::string_view ref,
                                    std::chrono::steady_clock::time_point deadline);
-  std::optional<base_image> mark_used(const std::string& digest);
+  /// Stamps `base` as handed out; nullopt when a collection removed it meanwhile.
+  std::optional<base_image> mark_used(const base_image& base);
+  /// The newest base of `digest` made by an older conversion, if one is cached.
+  std::optional<base_image> cached_older(std::string_view digest) const;
+  /// `failed` unless it failed as registry_unavailable and an older base of `digest` is cached;
+  /// then that base (logged).
+  result<base_image> or_older_base(std::string_view digest, result<base_image> failed) const;
   struct flight;
 
   result<base_image> build(const image_ref& ref, const std::string& digest,

@@ -50,7 +50,10 @@ result<int> image_store_bases::collect(const std::set<std::string>& in_use) {
   for (const auto& digest : report->removed) {
     spdlog::info("image cache: removed unused base {}", digest);
   }
-  return static_cast<int>(report->removed.size());
+  for (const auto& digest : report->superseded) {
+    spdlog::info("image cache: removed the base of {} from an older conversion", digest);
+  }
+  return static_cast<int>(report->removed.size() + report->superseded.size());
 }
 
 }  // namespace litterbox::hypervisor::image

@@ -3,6 +3,8 @@
 #include "base/process.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/image_store.hpp"
+#include "hypervisor/libvirt/domain_xml.hpp"
+#include "tests/unit/image/cached_base.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
 #include <gtest/gtest.h>
@@ -183,6 +185,16 @@ void push_image(const fs::path& work, const std::string& target,
   }
 }
 
+// The raw filesystem image inside the qcow2 `disk`, for debugfs; "" or what went wrong.
+std::string to_raw(const fs::path& disk, const fs::path& raw) {
+  auto run = run_process({"qemu-img", "convert", "-O", "raw", disk.string(), raw.string()},
+                         std::chrono::seconds(120));
+  if (!run) {
+    return run.error().message;
+  }
+  return run->exit_code == 0 ? std::string() : "qemu-img convert failed: " + run->err;
+}
+
 std::string debugfs(const fs::path& raw, const std::string& request) {
   auto run = run_process({"debugfs", "-R", request, raw.string()}, std::chrono::seconds(60));
   return run ? run->out + run->err : std::string("debugfs failed");
@@ -235,11 +247,7 @@ TEST_F(ImageStoreIntegration, PullsFlattensAndConvertsAnImageWhoseFilesystemHono
   EXPECT_EQ(base->modules_version, "6.1.0-test-amd64");
 
   const fs::path raw = tmp_->path() / "check.raw";
-  auto convert =
-      run_process({"qemu-img", "convert", "-O", "raw", base->path.string(), raw.string()},
-                  std::chrono::seconds(120));
-  ASSERT_TRUE(convert);
-  ASSERT_EQ(convert->exit_code, 0) << convert->err;
+  ASSERT_EQ(to_raw(base->path, raw), "");
   EXPECT_NE(debugfs(raw, "cat /etc/motd").find("hello from layer two"), std::string::npos);
   EXPECT_NE(debugfs(raw, "stat /etc/hostname").find("File not found"), std::string::npos);
   EXPECT_NE(debugfs(raw, "cat /usr/lib/modules/6.1.0-test-amd64/kernel/drivers/net/virtio_net.ko")
@@ -322,6 +330,34 @@ TEST_F(ImageStoreIntegration, StoppedRegistryIsRegistryUnavailable) {
   auto r = store.ensure_base(target);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, errc::registry_unavailable) << r.error().message;
+}
+
+TEST_F(ImageStoreIntegration, CachedBaseOfAnOlderConversionIsConvertedAgainWithTheProxyHostsLine) {
+  std::vector<tar_entry> guest = minimal_guest();
+  guest.push_back(file("etc/hosts", "127.0.0.1 localhost\n"));
+  guest.push_back(dir("etc/cloud"));
+  guest.push_back(dir("etc/cloud/templates"));
+  guest.push_back(file("etc/cloud/templates/hosts.debian.tmpl", "127.0.0.1 localhost\n"));
+  push_image(tmp_->path(), ref("test/guest:older"), {guest});
+  auto store = make_store("state-g");
+  auto digest = store.resolve(ref("test/guest:older"));
+  ASSERT_TRUE(digest) << digest.error().message;
+  // What a litterbox from before the hosts line left in the cache for this digest.
+  const fs::path old = write_cached_base(tmp_->path() / "state-g/images", *digest, 1, 64 << 20);
+  const std::string old_bytes = file_bytes(old);
+
+  auto base = store.ensure_base(ref("test/guest:older"));
+  ASSERT_TRUE(base) << base.error().message;
+  EXPECT_EQ(store.stats().conversions, 1U);
+  EXPECT_NE(base->path, old);
+  EXPECT_EQ(file_bytes(old), old_bytes);
+
+  const fs::path raw = tmp_->path() / "older.raw";
+  ASSERT_EQ(to_raw(base->path, raw), "");
+  const std::string line(k_proxy_hosts_line);
+  EXPECT_NE(debugfs(raw, "cat /etc/hosts").find(line), std::string::npos);
+  EXPECT_NE(debugfs(raw, "cat /etc/cloud/templates/hosts.debian.tmpl").find(line),
+            std::string::npos);
 }
 
 }  // namespace

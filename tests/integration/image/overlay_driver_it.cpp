@@ -1,24 +1,21 @@
 // The libvirt driver's create_vm takes its overlay from the image store, so the store's
 // checks (disk_gb against the base, the cap on all overlays) end a create at once. libvirt's
 // test:///default driver needs no daemon; qemu-img makes the disks.
-#include "base/process.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/image/image_store.hpp"
 #include "hypervisor/image/image_store_bases.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
+#include "tests/unit/image/cached_base.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <fstream>
 
 namespace litterbox::hypervisor::image {
 namespace {
 
 namespace fs = std::filesystem;
-using json = nlohmann::json;
 using namespace testing;
 
 constexpr std::uint64_t k_gib = std::uint64_t{1} << 30;
@@ -26,16 +23,8 @@ constexpr std::uint64_t k_gib = std::uint64_t{1} << 30;
 class OverlayThroughTheDriver : public ::testing::Test {
  protected:
   OverlayThroughTheDriver() {
-    // A cached base of a 3 GiB root filesystem, as a conversion would have left it.
-    const fs::path dir = state_ / "images" / digest_;
-    fs::create_directories(dir);
-    auto made = run_process({"qemu-img", "create", "-q", "-f", "qcow2",
-                             (dir / "base.qcow2").string(), std::to_string(3 * k_gib)},
-                            std::chrono::seconds(30));
-    if (!made || made->exit_code != 0) {
-      throw std::runtime_error("qemu-img create failed");
-    }
-    std::ofstream(dir / "meta.json") << json{{"digest", digest_}, {"virtual_bytes", 3 * k_gib}};
+    // A cached base of a 3 GiB root filesystem, as this conversion would have left it.
+    write_cached_base(state_ / "images", digest_, k_base_conversion, 3 * k_gib);
   }
 
   image_store make_store(std::uint64_t overlay_max_bytes) {

@@ -3,6 +3,7 @@
 #include "base/process.hpp"
 #include "base/secret.hpp"
 #include "hypervisor/errc.hpp"
+#include "tests/unit/image/cached_base.hpp"
 #include "tests/unit/image/layer_builder.hpp"
 
 #include <gtest/gtest.h>
@@ -64,6 +65,9 @@ class fake_registry final : public registry {
   result<std::string> fetch_manifest(const image_ref& ref) override {
     std::lock_guard lock(mutex_);
     ++fetches;
+    if (down) {
+      return make_error(errc::registry_unavailable, "registry.test: connection refused");
+    }
     const auto key = ref.digest.empty() ? ref.repository + ":" + ref.tag : ref.digest;
     auto it = manifests_.find(key);
     if (it == manifests_.end()) {
@@ -89,6 +93,9 @@ class fake_registry final : public registry {
   result<void> pull(const image_ref& /*ref*/, std::string_view digest,
                     const fs::path& dir) override {
     ++pulls;
+    if (down) {
+      return make_error(errc::registry_unavailable, "registry.test: connection refused");
+    }
     if (on_pull) {
       on_pull(dir);
     }
@@ -115,6 +122,8 @@ class fake_registry final : public registry {
   std::atomic<int> pulls{0};
   std::atomic<int> heads{0};
   std::atomic<bool> answer_heads{false};
+  /// Every manifest fetch and pull fails as registry_unavailable.
+  std::atomic<bool> down{false};
 
  private:
   fs::path blobs_;
@@ -145,7 +154,8 @@ TEST_F(ImageStore, EnsureBaseBuildsAReadOnlyQcow2OnceAndThenHitsTheCache) {
   auto base = store.ensure_base("guest:1");
   ASSERT_TRUE(base) << base.error().message;
   EXPECT_EQ(base->digest, digest);
-  EXPECT_EQ(base->path, tmp_.path() / "state/images" / digest / "base.qcow2");
+  EXPECT_EQ(base->path, tmp_.path() / "state/images" /
+                            (digest + ".c" + std::to_string(k_base_conversion)) / "base.qcow2");
   EXPECT_TRUE(fs::is_regular_file(base->path));
   EXPECT_EQ(fs::status(base->path).permissions() & fs::perms::all, fs::perms(0444));
   EXPECT_GT(base->virtual_bytes, 0U);
@@ -361,7 +371,7 @@ TEST_F(ImageStore, GarbageCollectionRemovesUnusedBasesOldestFirstAboveTheBudget)
   }
   // Make the creation order unambiguous: d2 oldest, then d1, then d3.
   auto set_created = [&](const std::string& d, int t) {
-    const fs::path meta = tmp_.path() / "state/images" / d / "meta.json";
+    const fs::path meta = store.cached(d)->path.parent_path() / "meta.json";
     auto j = json::parse(std::ifstream(meta));
     j["created"] = t;
     fs::permissions(meta, fs::perms(0644));
@@ -371,9 +381,8 @@ TEST_F(ImageStore, GarbageCollectionRemovesUnusedBasesOldestFirstAboveTheBudget)
   auto set_used = [&](const std::string& d, int t) {
     set_created(d, t);
     const std::array<timespec, 2> times{timespec{t, 0}, timespec{t, 0}};
-    ASSERT_EQ(
-        ::utimensat(AT_FDCWD, (tmp_.path() / "state/images" / d / "used").c_str(), times.data(), 0),
-        0);
+    const fs::path used = store.cached(d)->path.parent_path() / "used";
+    ASSERT_EQ(::utimensat(AT_FDCWD, used.c_str(), times.data(), 0), 0);
   };
   set_used(d2, 100);
   set_used(d1, 200);
@@ -501,7 +510,7 @@ TEST_F(ImageStore, AnotherProcessCollectingTheCacheSparesABaseHandedOutWithinThe
   image_store serve(config, registry_);
   ASSERT_TRUE(serve.ensure_base("a:1"));
   // Built long ago: only the hand-out just now keeps it.
-  const fs::path dir = tmp_.path() / "state/images" / digest;
+  const fs::path dir = serve.cached(digest)->path.parent_path();
   auto meta = json::parse(std::ifstream(dir / "meta.json"));
   meta["created"] = 100;
   fs::permissions(dir / "meta.json", fs::perms(0644));
@@ -655,6 +664,212 @@ TEST_F(ImageStore, LayersThatCannotFitOnTheDiskAreRefusedBeforeTheyAreDownloaded
   EXPECT_EQ(r.error().code, errc::insufficient_disk);
   EXPECT_NE(r.error().message.find("pulling"), std::string::npos) << r.error().message;
   EXPECT_EQ(registry_->pulls.load(), 0);
+}
+
+// An upgrade whose conversion changed finds bases of the older one in the cache; guests' and
+// templates' disks may still back onto them.
+class ImageStoreConversion : public ImageStore {
+ protected:
+  image_store make_collecting_store(std::uint64_t budget) {
+    store_config config;
+    config.state_dir = tmp_.path() / "state";
+    config.default_registry = "registry.test";
+    config.reserve_bytes = 0;
+    config.size_budget_bytes = budget;
+    config.gc_grace = std::chrono::seconds(0);
+    return image_store(config, registry_);
+  }
+
+  // The guest disk `disk` backed by `backing`, made as the driver makes hosts' and templates'.
+  static void make_disk(const fs::path& backing, const fs::path& disk) {
+    fs::create_directories(disk.parent_path());
+    auto made = run_process({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                             backing.string(), disk.string()},
+                            std::chrono::seconds(30));
+    ASSERT_TRUE(made && made->exit_code == 0) << (made ? made->err : made.error().message);
+  }
+
+  fs::path images() const { return tmp_.path() / "state/images"; }
+  fs::path vms() const { return tmp_.path() / "state/vms"; }
+
+  std::string digest_ = registry_->publish("guest:1", {minimal_guest()});
+  std::string pinned_ = "registry.test/guest@" + digest_;
+  fs::path old_ = write_cached_base(images(), digest_, 1, std::uint64_t{64} << 20);
+};
+
+TEST_F(ImageStoreConversion, BaseWithoutAConversionInItsMetaIsNotHandedOutAndIsConvertedAgain) {
+  auto store = make_store();
+  EXPECT_FALSE(store.cached(digest_));
+  EXPECT_FALSE(store.known_virtual_bytes(pinned_));
+  // Even pinned by digest, which a cached base would answer without the registry.
+  auto base = store.ensure_base(pinned_);
+  ASSERT_TRUE(base) << base.error().message;
+  EXPECT_EQ(store.stats().conversions, 1U);
+  EXPECT_EQ(store.stats().cache_hits, 0U);
+  EXPECT_EQ(base->path,
+            images() / (digest_ + ".c" + std::to_string(k_base_conversion)) / "base.qcow2");
+  EXPECT_NE(base->path, old_);
+  const auto meta = json::parse(file_bytes(base->path.parent_path() / "meta.json"));
+  EXPECT_EQ(meta["conversion"], k_base_conversion);
+  EXPECT_EQ(store.cached(digest_)->path, base->path);
+}
+
+TEST_F(ImageStoreConversion,
+       AnOlderBaseServesWhileThisConversionCannotBeMadeAndIsReplacedOnceItCan) {
+  auto store = make_store();
+  registry_->down = true;
+  auto fallback = store.ensure_base(pinned_);
+  ASSERT_TRUE(fallback) << fallback.error().message;
+  EXPECT_EQ(fallback->path, old_);
+  EXPECT_EQ(store.stats().conversions, 0U);
+  EXPECT_TRUE(fs::exists(old_.parent_path() / "used")) << "handed out: spared by collection";
+  EXPECT_FALSE(store.cached(digest_)) << "still not a base of this conversion";
+  // A digest with no base at all still needs the registry.
+  const auto other = registry_->publish("other:1", {minimal_guest(), {file("etc/o", "o")}});
+  const auto none = store.ensure_base("registry.test/other@" + other);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, errc::registry_unavailable);
+
+  // Any other failure is the create's (were it an image this conversion refuses, its old base
+  // must not slip through): here, too little disk to convert.
+  registry_->down = false;
+  auto tight = make_store(std::uint64_t{1} << 60);
+  const auto refused = tight.ensure_base(pinned_);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, errc::insufficient_disk);
+
+  auto converted = store.ensure_base(pinned_);
+  ASSERT_TRUE(converted) << converted.error().message;
+  EXPECT_EQ(store.stats().conversions, 1U);
+  EXPECT_EQ(converted->path,
+            images() / (digest_ + ".c" + std::to_string(k_base_conversion)) / "base.qcow2");
+}
+
+TEST_F(ImageStoreConversion, BaseWhoseMetaLacksTheConversionCountsAsOlderWhereverItLies) {
+  {
+    auto first = make_store();
+    ASSERT_TRUE(first.ensure_base("guest:1"));
+  }
+  const fs::path meta =
+      images() / (digest_ + ".c" + std::to_string(k_base_conversion)) / "meta.json";
+  auto doc = json::parse(file_bytes(meta));
+  doc.erase("conversion");
+  fs::permissions(meta, fs::perms(0644));
+  std::ofstream(meta) << doc.dump();
+  auto store = make_collecting_store(std::uint64_t{1} << 40);
+  EXPECT_FALSE(store.cached(digest_));
+  // No disk backs onto it: it goes even though its digest is in use, and is then built again.
+  auto report = store.collect_garbage({digest_});
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->superseded, (std::vector<std::string>{digest_, digest_}));
+  auto base = store.ensure_base("guest:1");
+  ASSERT_TRUE(base) << base.error().message;
+  EXPECT_EQ(store.stats().conversions, 1U);
+}
+
+TEST_F(ImageStoreConversion, ReconversionLeavesTheOlderBaseByteForByteWhereItWas) {
+  const std::string before = file_bytes(old_);
+  const std::string meta_before = file_bytes(old_.parent_path() / "meta.json");
+  ASSERT_FALSE(before.empty());
+  // A host of the older conversion runs on it.
+  make_disk(old_, vms() / "h" / "disk.qcow2");
+  auto store = make_store();
+  ASSERT_TRUE(store.ensure_base("guest:1"));
+  EXPECT_EQ(file_bytes(old_), before);
+  EXPECT_EQ(file_bytes(old_.parent_path() / "meta.json"), meta_before);
+  EXPECT_EQ(fs::status(old_).permissions() & fs::perms::all, fs::perms(0444));
+  EXPECT_FALSE(fs::exists(old_.parent_path() / "used")) << "the older base is never handed out";
+}
+
+TEST_F(ImageStoreConversion, BaseOfThisConversionIsReusedWithoutConvertingAgainAfterARestart) {
+  {
+    auto first = make_store();
+    ASSERT_TRUE(first.ensure_base("guest:1"));
+    ASSERT_EQ(first.stats().conversions, 1U);
+  }
+  auto restarted = make_store();
+  auto again = restarted.ensure_base(pinned_);
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(restarted.stats().conversions, 0U);
+  EXPECT_EQ(restarted.stats().pulls, 0U);
+  EXPECT_EQ(restarted.stats().cache_hits, 1U);
+}
+
+TEST_F(ImageStoreConversion, CollectingADigestNoRowNamesRemovesItsOlderAndItsCurrentBase) {
+  auto store = make_collecting_store(1);
+  ASSERT_TRUE(store.ensure_base("guest:1"));
+  auto report = store.collect_garbage({});
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->removed, std::vector<std::string>{digest_});
+  EXPECT_EQ(report->superseded, std::vector<std::string>{digest_});
+  EXPECT_EQ(report->bytes_after, 0U);
+  EXPECT_FALSE(fs::exists(old_.parent_path()));
+  EXPECT_FALSE(store.cached(digest_));
+  EXPECT_EQ(store.stats().collected, 2U);
+}
+
+TEST_F(ImageStoreConversion, OlderBaseOfADigestInUseStaysWhileAHostOrTemplateDiskBacksOntoIt) {
+  auto store = make_collecting_store(std::uint64_t{1} << 40);  // far under budget
+  const std::string before = file_bytes(old_);
+  // From before the upgrade: a host on the older base, and a template with a clone of it.
+  const fs::path host = vms() / "h" / "disk.qcow2";
+  const fs::path template_disk = tmp_.path() / "state/templates/t/disk.qcow2";
+  const fs::path clone = vms() / "c" / "disk.qcow2";
+  make_disk(old_, host);
+  make_disk(old_, template_disk);
+  make_disk(template_disk, clone);
+  ASSERT_TRUE(store.ensure_base("guest:1"));
+
+  auto kept = store.collect_garbage({digest_});
+  ASSERT_TRUE(kept) << kept.error().message;
+  EXPECT_TRUE(kept->removed.empty());
+  EXPECT_TRUE(kept->superseded.empty());
+  EXPECT_EQ(file_bytes(old_), before);
+
+  fs::remove(host);  // the host is gone; the template still backs onto the older base
+  auto still = store.collect_garbage({digest_});
+  ASSERT_TRUE(still);
+  EXPECT_TRUE(still->superseded.empty());
+  EXPECT_EQ(file_bytes(old_), before);
+
+  fs::remove_all(vms() / "c");
+  fs::remove_all(template_disk.parent_path());
+  auto gone = store.collect_garbage({digest_});
+  ASSERT_TRUE(gone);
+  // Whatever the budget, and the digest's current base stays.
+  EXPECT_EQ(gone->superseded, std::vector<std::string>{digest_});
+  EXPECT_TRUE(gone->removed.empty());
+  EXPECT_FALSE(fs::exists(old_.parent_path()));
+  EXPECT_TRUE(store.cached(digest_));
+}
+
+TEST_F(ImageStoreConversion, OlderBaseStaysWhileADiskReachesItThroughAnotherDisk) {
+  auto store = make_collecting_store(1);
+  // A clone whose template's disk lies outside the directories collection lists.
+  const fs::path middle = tmp_.path() / "elsewhere" / "disk.qcow2";
+  make_disk(old_, middle);
+  make_disk(middle, vms() / "c" / "disk.qcow2");
+  ASSERT_TRUE(store.ensure_base("guest:1"));
+  auto kept = store.collect_garbage({digest_});
+  ASSERT_TRUE(kept);
+  EXPECT_TRUE(kept->superseded.empty());
+  EXPECT_TRUE(fs::exists(old_));
+}
+
+TEST_F(ImageStoreConversion, OlderBaseOfADigestInUseStaysWhenAGuestDiskCannotBeRead) {
+  auto store = make_collecting_store(1);
+  ASSERT_TRUE(store.ensure_base("guest:1"));
+  // Not opened (symbolic links are not followed): what it backs onto is unknown.
+  fs::create_directories(vms() / "h");
+  fs::create_symlink(old_, vms() / "h" / "disk.qcow2");
+  auto kept = store.collect_garbage({digest_});
+  ASSERT_TRUE(kept);
+  EXPECT_TRUE(kept->superseded.empty());
+  EXPECT_TRUE(fs::exists(old_));
+  // Its digest out of use, it goes as any base would.
+  auto gone = store.collect_garbage({});
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->superseded, std::vector<std::string>{digest_});
 }
 
 }  // namespace
