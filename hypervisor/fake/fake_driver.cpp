@@ -52,6 +52,21 @@ bool parse_template_file(std::istream& in, template_key& key, std::string& user)
   return ec == std::errc() && end == disk.data() + disk.size();
 }
 
+// Written to a temporary name and renamed, so that another process reading the state dir
+// never sees half a file.
+void write_atomically(const fs::path& path, const std::string& text) {
+  auto tmp = path;
+  tmp += ".tmp";
+  std::ofstream(tmp) << text;
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+}
+
+// `<state_dir>/<host id>.vm`: the VM's name and host key, all another process needs of it.
+std::string vm_file(const vm_spec& spec) {
+  return spec.name + '\n' + spec.host_key.public_line + '\n';
+}
+
 }  // namespace
 
 namespace {
@@ -79,33 +94,64 @@ std::string key_material(std::string_view line) {
 fake_driver::fake_driver(fake_options options) : options_(std::move(options)) {
   if (options_.state_dir) {
     fs::create_directories(*options_.state_dir);
-    for (const auto& entry : fs::directory_iterator(*options_.state_dir)) {
-      if (entry.path().extension() == ".vm") {
-        // A VM that outlived its process, as a libvirt domain does: its name and host key.
-        std::ifstream in(entry.path());
-        vm_spec vm;
-        vm.host_id = entry.path().stem().string();
-        std::getline(in, vm.name);
-        std::getline(in, vm.host_key.public_line);
-        vms_[vm.host_id] = std::move(vm);
-        continue;
-      }
-      if (entry.path().extension() != k_template_ext) {
-        continue;
-      }
-      std::ifstream in(entry.path());
-      saved_template t;
-      if (parse_template_file(in, t.key, t.ssh_username)) {
-        templates_[entry.path().stem().string()] = std::move(t);
-      }
-    }
   }
   // VMs that outlived a process get their guest endpoints back, as the libvirt driver
   // re-adopts the links of the domains it owns (on a new port: the file says which).
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   for (const auto& [id, vm] : vms_) {
     (void)open_guest_endpoint(id);
   }
+}
+
+void fake_driver::sync_state_dir() {
+  if (!options_.state_dir) {
+    return;
+  }
+  std::set<std::string> vm_ids;
+  std::map<std::string, saved_template> saved;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
+    if (entry.path().extension() == ".vm") {
+      vm_ids.insert(entry.path().stem().string());
+      continue;
+    }
+    if (entry.path().extension() != k_template_ext) {
+      continue;
+    }
+    std::ifstream in(entry.path());
+    saved_template t;
+    if (parse_template_file(in, t.key, t.ssh_username)) {
+      saved[entry.path().stem().string()] = std::move(t);
+    }
+  }
+  if (ec) {
+    return;  // unreadable for now: keep the last view rather than lose every VM
+  }
+  // Gone from the directory: another process destroyed it.
+  for (auto it = vms_.begin(); it != vms_.end();) {
+    if (vm_ids.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    close_guest_endpoint(it->first);
+    stopped_.erase(it->first);
+    clone_of_.erase(it->first);
+    it = vms_.erase(it);
+  }
+  // New in the directory: another process made it (or an earlier one, before a restart).
+  for (const auto& id : vm_ids) {
+    if (vms_.count(id) != 0) {
+      continue;
+    }
+    std::ifstream in(*options_.state_dir / (id + ".vm"));
+    vm_spec vm;
+    vm.host_id = id;
+    std::getline(in, vm.name);
+    std::getline(in, vm.host_key.public_line);
+    vms_[id] = std::move(vm);
+  }
+  templates_ = std::move(saved);
 }
 
 std::optional<error> fake_driver::injected(fake_phase phase) {
@@ -210,9 +256,7 @@ result<void> fake_driver::create_vm(const vm_spec& spec) {
   }
   vms_[spec.host_id] = spec;
   if (options_.state_dir) {
-    std::ofstream(*options_.state_dir / (spec.host_id + ".vm"))
-        << spec.name << '\n'
-        << spec.host_key.public_line << '\n';
+    write_atomically(*options_.state_dir / (spec.host_id + ".vm"), vm_file(spec));
   }
   return {};
 }
@@ -232,6 +276,7 @@ result<void> fake_driver::wait_ready(const vm_spec& spec,
   }
   std::this_thread::sleep_until(ready_at);
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   if (vms_.count(spec.host_id) == 0) {
     return make_error(errc::boot_failed, "domain is not running");
   }
@@ -247,6 +292,8 @@ result<void> fake_driver::destroy(std::string_view host_id) {
   }
   wait(options_.destroy_delay);
   const std::lock_guard lock(mutex_);
+  // A VM another process destroyed meanwhile is gone already, as for a second libvirt client.
+  sync_state_dir();
   close_guest_endpoint(std::string(host_id));
   clone_of_.erase(std::string(host_id));
   stopped_.erase(std::string(host_id));
@@ -266,6 +313,7 @@ result<std::string> fake_driver::console(std::string_view host_id, std::size_t m
     return make_error(errc::not_found, "no console for this host");
   }
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   const auto it = vms_.find(std::string(host_id));
   if (it == vms_.end()) {
     return make_error(errc::not_found, "no console for this host");
@@ -279,19 +327,12 @@ result<std::string> fake_driver::console(std::string_view host_id, std::size_t m
 
 result<std::vector<std::string>> fake_driver::list_owned() {
   const std::lock_guard lock(mutex_);
-  std::set<std::string> ids;
+  sync_state_dir();
+  std::vector<std::string> ids;
   for (const auto& [id, spec] : vms_) {
-    ids.insert(id);
+    ids.push_back(id);
   }
-  if (options_.state_dir) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
-      if (entry.path().extension() == ".vm") {
-        ids.insert(entry.path().stem().string());
-      }
-    }
-  }
-  return std::vector<std::string>(ids.begin(), ids.end());
+  return ids;
 }
 
 result<int> fake_driver::collect_images(const std::set<std::string>& in_use) {
@@ -337,6 +378,10 @@ result<void> fake_driver::build_template(const template_spec& spec,
                         "template " + spec.template_id + " is being built already");
     }
     templates_.erase(spec.template_id);
+    if (options_.state_dir) {
+      std::error_code ec;
+      fs::remove(*options_.state_dir / (spec.template_id + std::string(k_template_ext)), ec);
+    }
   }
   auto finish = [&](result<void> r) {
     const std::lock_guard lock(mutex_);
@@ -344,8 +389,8 @@ result<void> fake_driver::build_template(const template_spec& spec,
     if (r) {
       templates_[spec.template_id] = saved_template{key_of(guest), guest.ssh_username};
       if (options_.state_dir) {
-        std::ofstream(*options_.state_dir / (spec.template_id + std::string(k_template_ext)))
-            << template_file(key_of(guest), guest.ssh_username);
+        write_atomically(*options_.state_dir / (spec.template_id + std::string(k_template_ext)),
+                         template_file(key_of(guest), guest.ssh_username));
       }
     }
     return r;
@@ -383,6 +428,7 @@ result<void> fake_driver::restore_clone(std::string_view template_id, const vm_s
   }
   {
     const std::lock_guard lock(mutex_);
+    sync_state_dir();
     const auto it = templates_.find(std::string(template_id));
     if (it == templates_.end()) {
       return make_error(errc::template_missing, "no saved template " + std::string(template_id));
@@ -401,6 +447,7 @@ result<void> fake_driver::restore_clone(std::string_view template_id, const vm_s
   }
   std::this_thread::sleep_until(ready_at);
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   if (templates_.count(std::string(template_id)) == 0) {
     return make_error(errc::template_missing,
                       "template " + std::string(template_id) + " was removed during the restore");
@@ -411,9 +458,7 @@ result<void> fake_driver::restore_clone(std::string_view template_id, const vm_s
   vms_[spec.host_id] = spec;
   clone_of_[spec.host_id] = std::string(template_id);
   if (options_.state_dir) {
-    std::ofstream(*options_.state_dir / (spec.host_id + ".vm"))
-        << spec.name << '\n'
-        << spec.host_key.public_line << '\n';
+    write_atomically(*options_.state_dir / (spec.host_id + ".vm"), vm_file(spec));
   }
   return {};
 }
@@ -432,6 +477,7 @@ result<void> fake_driver::apply_login(const vm_spec& spec, steady_clock::time_po
   }
   std::this_thread::sleep_until(done_at);
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   const auto it = vms_.find(spec.host_id);
   if (it == vms_.end()) {
     return make_error(errc::not_found, "no running host " + spec.host_id);
@@ -463,17 +509,10 @@ result<void> fake_driver::destroy_template(std::string_view template_id) {
 
 result<std::vector<std::string>> fake_driver::list_templates() {
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   std::set<std::string> ids(building_.begin(), building_.end());
   for (const auto& [id, t] : templates_) {
     ids.insert(id);
-  }
-  if (options_.state_dir) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
-      if (entry.path().extension() == k_template_ext) {
-        ids.insert(entry.path().stem().string());
-      }
-    }
   }
   return std::vector<std::string>(ids.begin(), ids.end());
 }
@@ -535,15 +574,8 @@ result<std::map<std::string, vm_status>> fake_driver::vm_states() {
     return *e;
   }
   const std::lock_guard lock(mutex_);
+  sync_state_dir();
   std::map<std::string, vm_status> out;
-  if (options_.state_dir) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(*options_.state_dir, ec)) {
-      if (entry.path().extension() == ".vm") {
-        out[entry.path().stem().string()] = vm_status{};
-      }
-    }
-  }
   for (const auto& [id, spec] : vms_) {
     const auto s = stopped_.find(id);
     out[id] = s == stopped_.end() ? vm_status{} : s->second;
@@ -560,6 +592,7 @@ bool fake_driver::kill_vm(std::string_view host_id, vm_fate fate) {
   std::function<void()> wake;
   {
     const std::lock_guard lock(mutex_);
+    sync_state_dir();
     const std::string id(host_id);
     if (vms_.count(id) == 0) {
       return false;
@@ -626,11 +659,7 @@ result<void> fake_driver::open_guest_endpoint(const std::string& host_id) {
   options_.guest_listeners->add_listener(host_id, fd);
   endpoints_[host_id] = endpoint;
   if (options_.state_dir) {
-    const auto path = *options_.state_dir / (host_id + ".guest-endpoint");
-    const auto tmp = *options_.state_dir / (host_id + ".guest-endpoint.tmp");
-    std::ofstream(tmp) << endpoint << '\n';
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
+    write_atomically(*options_.state_dir / (host_id + ".guest-endpoint"), endpoint + '\n');
   }
   return {};
 }

@@ -39,7 +39,9 @@ struct fake_options {
   std::chrono::milliseconds login_delay{0};
   /// When set, each VM is a file `<state_dir>/<host_id>.vm` and each saved template a file
   /// `<state_dir>/<template_id>.template`, so they outlive a killed process the way libvirt
-  /// domains and state files do and crash-recovery tests see real leftovers.
+  /// domains and state files do and crash-recovery tests see real leftovers. The files are
+  /// the truth: every driver call reads the directory again, so several processes on one
+  /// state dir see each other's VMs and templates as clients of one libvirtd do.
   std::optional<std::filesystem::path> state_dir;
   /// collect_images keeps an image prepared within this long even when no row references it
   /// yet, as the image store's gc_grace does (a create between prepare_image and recording
@@ -112,7 +114,8 @@ class fake_driver final : public driver {
   int conversions() const;
   /// Number of destroy calls that removed a VM which existed.
   int vms_destroyed() const;
-  /// Host ids whose VM exists now.
+  /// Host ids whose VM exists now. These test accessors show what another process on the
+  /// same state dir did as of this driver's last call of the driver interface.
   std::set<std::string> live_vms() const;
   /// The VM of `host_id` as it is now (a clone's spec with the login apply_login gave it),
   /// or nullopt.
@@ -130,6 +133,10 @@ class fake_driver final : public driver {
 
  private:
   std::optional<error> injected(fake_phase phase);
+  /// With a state dir, makes vms_ and templates_ what the directory holds now (another
+  /// process may have made or destroyed some); keeps the in-memory detail of VMs still there.
+  /// Called with mutex_ held.
+  void sync_state_dir();
   void wait(std::chrono::milliseconds d) const;
   std::string digest_of(std::string_view image) const;
   /// Opens the guest endpoint of `host_id` and hands it to the sink; a failure to open one

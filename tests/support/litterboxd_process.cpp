@@ -1,5 +1,8 @@
 #include "tests/support/litterboxd_process.hpp"
 
+#include "base/secret.hpp"
+
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
@@ -78,7 +81,25 @@ std::string describe_status(int status) {
   return "stopped";
 }
 
+/// True when `args` or `env` choose where the server keeps its state (or its fake VMs).
+bool names_state_dir(const litterboxd_options& o) {
+  const auto is_flag = [](const std::string& a) {
+    return a == "--state-dir" || a == "--fake-state-dir" || a.starts_with("--state-dir=") ||
+           a.starts_with("--fake-state-dir=");
+  };
+  const auto is_var = [](const std::pair<std::string, std::string>& e) {
+    return e.first == "LITTERBOX_STATE_DIR" || e.first == "LITTERBOX_FAKE_STATE_DIR";
+  };
+  return std::any_of(o.args.begin(), o.args.end(), is_flag) ||
+         std::any_of(o.env.begin(), o.env.end(), is_var);
+}
+
 }  // namespace
+
+std::filesystem::path fake_node_dir(const std::string& database_url) {
+  return std::filesystem::temp_directory_path() /
+         ("lb-node-" + sha256_hex(database_url).substr(0, 16));
+}
 
 litterboxd_process::litterboxd_process(litterboxd_options options) {
   if (options.binary.empty() || !std::filesystem::exists(options.binary)) {
@@ -108,6 +129,9 @@ litterboxd_process::litterboxd_process(litterboxd_options options) {
                                "LITTERBOX_CONFIG=/dev/null"};
   for (const auto& [k, v] : options.env) {
     env.push_back(k + "=" + v);
+  }
+  if (options.hypervisor == "fake" && !names_state_dir(options)) {
+    env.push_back("LITTERBOX_FAKE_STATE_DIR=" + fake_node_dir(options.database_url).string());
   }
   // Every create boots unless a test asks for templates (LITTERBOX_TEMPLATES=on in `env`,
   // which comes first and so wins: getenv takes the first entry of a name): a template built

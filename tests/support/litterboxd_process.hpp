@@ -23,11 +23,19 @@ struct litterboxd_options {
   /// <path>`.
   std::vector<std::string> args;
   /// Extra environment (the child gets only PATH, DATABASE_URL, SERVICE_TOKENS,
-  /// LITTERBOX_CONFIG=/dev/null, these, and LITTERBOX_TEMPLATES=off unless these set it).
+  /// LITTERBOX_CONFIG=/dev/null, these, LITTERBOX_TEMPLATES=off unless these set it, and
+  /// LITTERBOX_FAKE_STATE_DIR=fake_node_dir(database_url) for a fake hypervisor unless these
+  /// or `args` name a state dir).
   std::vector<std::pair<std::string, std::string>> env;
   /// How long to wait for the port file before giving up.
   std::chrono::milliseconds start_timeout = std::chrono::seconds(30);
 };
+
+/// Where the fake hypervisor of a `litterboxd serve` on `database_url` keeps its VMs when the
+/// test names no state dir: one node per test database, shared by every replica on it and by
+/// a server restarted on it, and by no other database's servers (whose orphan sweeps would
+/// remove its VMs). test_database removes it with the database.
+std::filesystem::path fake_node_dir(const std::string& database_url);
 
 /// A running `litterboxd serve` child process bound to 127.0.0.1 on a port it chose. Its
 /// stdout and stderr go to a file kept for diagnostics. The destructor stops it (SIGTERM,

@@ -2,6 +2,7 @@
 
 #include "base/secret.hpp"
 #include "controlplane/pg/migrate.hpp"
+#include "tests/support/litterboxd_process.hpp"
 
 #include <gtest/gtest.h>
 #include <pqxx/connection>
@@ -141,6 +142,8 @@ test_database::test_database(const std::string& admin_url, schema s)
 }
 
 test_database::~test_database() {
+  std::error_code ec;
+  std::filesystem::remove_all(fake_node_dir(url_), ec);
   try {
     pqxx::connection admin(admin_url_);
     pqxx::nontransaction tx(admin);

@@ -7,7 +7,8 @@ namespace litterbox::test {
 /// A throw-away database on the cluster named by LITTERBOX_TEST_DATABASE_URL (an admin URL),
 /// created with a unique name and migrated to the current schema (the process migrates one
 /// database per cluster and copies it for every later one); dropped (WITH (FORCE)) when
-/// destroyed. Without the variable the calling test fails: integration tests never skip.
+/// destroyed, together with the fake_node_dir of the servers that ran on it. Without the variable
+/// the calling test fails: integration tests never skip.
 class test_database {
  public:
   /// Whether the new database gets the schema (every migration) or stays empty.

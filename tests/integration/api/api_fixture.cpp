@@ -27,6 +27,18 @@ std::filesystem::path litterboxd_binary() {
   return LB_LITTERBOXD_PATH;
 }
 
+/// `litterboxd serve` on `database_url` with both tokens, these flags and this environment.
+litterboxd_options server_options(std::string database_url, std::vector<std::string> args,
+                                  std::vector<std::pair<std::string, std::string>> env) {
+  litterboxd_options o;
+  o.binary = litterboxd_binary();
+  o.database_url = std::move(database_url);
+  o.service_tokens = {std::string(k_token), std::string(k_token2)};
+  o.args = std::move(args);
+  o.env = std::move(env);
+  return o;
+}
+
 }  // namespace
 
 struct server_state {
@@ -254,14 +266,15 @@ void api_test::start_server_on(std::string url, std::vector<std::string> args,
   state_->client.reset();
   state_->process.reset();
   state_->database_url = url;
-  litterboxd_options o;
-  o.binary = litterboxd_binary();
-  o.database_url = std::move(url);
-  o.service_tokens = {std::string(k_token), std::string(k_token2)};
-  o.args = std::move(args);
-  o.env = std::move(env);
-  state_->process = std::make_unique<litterboxd_process>(std::move(o));
+  state_->process = std::make_unique<litterboxd_process>(
+      server_options(std::move(url), std::move(args), std::move(env)));
   state_->client = std::make_unique<http_client>("127.0.0.1", state_->process->port());
+}
+
+std::unique_ptr<litterboxd_process> api_test::start_replica(
+    std::vector<std::string> args, std::vector<std::pair<std::string, std::string>> env) {
+  return std::make_unique<litterboxd_process>(
+      server_options(database_url(), std::move(args), std::move(env)));
 }
 
 void api_test::TearDownTestSuite() {

@@ -89,6 +89,12 @@ class api_test : public ::testing::Test {
   /// Replaces the suite's server by a new one on `database_url` (for outage tests).
   static void start_server_on(std::string database_url, std::vector<std::string> args,
                               std::vector<std::pair<std::string, std::string>> env = {});
+  /// Another `litterboxd serve` on the suite's database, and so on its fake node
+  /// (fake_node_dir): a replica of the suite's server, with these flags and environment.
+  /// Throws what litterboxd_process throws when it does not start.
+  static std::unique_ptr<litterboxd_process> start_replica(
+      std::vector<std::string> args = default_args(),
+      std::vector<std::pair<std::string, std::string>> env = {});
 
   /// Sends a request with a bearer token (unless `auth` is false) and checks X-Request-Id.
   http_response call(std::string method, std::string target, std::string body = {},

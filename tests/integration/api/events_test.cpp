@@ -101,18 +101,8 @@ TEST_F(events, StatusFiltersKeepOnlyThoseEvents) {
   EXPECT_EQ(kinds_of(got, id), (std::vector<P>{P{"status", "active"}}));
 }
 
-/// A second `litterboxd serve` on the suite's database: another replica.
-std::unique_ptr<litterboxd_process> replica(const std::string& database_url) {
-  litterboxd_options o;
-  o.binary = LB_LITTERBOXD_PATH;
-  o.database_url = database_url;
-  o.service_tokens = {std::string(k_token)};
-  o.args = default_args();
-  return std::make_unique<litterboxd_process>(std::move(o));
-}
-
 TEST_F(events, AResumeOnTheOtherReplicaAndAfterItsRestartGetsEveryEventExactlyOnce) {
-  auto other = replica(database_url());
+  auto other = start_replica();
   sse_client on_a(process().port(), "/events");
   ASSERT_NE(on_a.head().find("200 OK"), std::string::npos);
   on_a.until([&](const auto&) { return !on_a.comments().empty(); });
@@ -143,7 +133,7 @@ TEST_F(events, AResumeOnTheOtherReplicaAndAfterItsRestartGetsEveryEventExactlyOn
   // That replica restarts; the client resumes there again and sees the delete, once.
   const auto last = resumed_events.back().id;
   other->stop();
-  other = replica(database_url());
+  other = start_replica();
   ASSERT_EQ(call("DELETE", "/hosts/" + id).status, 204);
   sse_client after_restart(other->port(), "/hosts/" + id + "/events",
                            {"Last-Event-ID: " + std::to_string(last)});

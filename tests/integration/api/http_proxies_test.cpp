@@ -288,14 +288,9 @@ namespace litterbox::test::api {
 namespace {
 
 TEST_F(http_proxies, ABadAllowListStopsTheServerAtStartNamingTheEntry) {
-  litterboxd_options o;
-  o.binary = LB_LITTERBOXD_PATH;
-  o.database_url = database_url();
-  o.service_tokens = {std::string(k_token)};
-  o.args = default_args();
-  o.env = {{"LITTERBOX_HTTP_PROXY_ALLOW", "127.0.0.1/8, 10.0.0.0/99"}};
   try {
-    litterboxd_process p(std::move(o));
+    const auto p =
+        start_replica(default_args(), {{"LITTERBOX_HTTP_PROXY_ALLOW", "127.0.0.1/8, 10.0.0.0/99"}});
     ADD_FAILURE() << "litterboxd started with a bad LITTERBOX_HTTP_PROXY_ALLOW";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("10.0.0.0/99"), std::string::npos) << e.what();

@@ -336,13 +336,8 @@ TEST_F(tenants, ARevokedKeyIsRefusedAtOnceAndTheAdminTokensKeepWorking) {
 // Two `litterboxd serve` on one database: a key revoked through replica 1 is refused by
 // replica 2, whose cache had just vouched for it, within a second.
 TEST_F(tenants, AKeyRevokedOnOneReplicaIsRefusedOnTheOtherWithinOneSecond) {
-  litterboxd_options o;
-  o.binary = LB_LITTERBOXD_PATH;
-  o.database_url = database_url();
-  o.service_tokens = {std::string(k_token)};
-  o.args = default_args();
-  litterboxd_process replica2(std::move(o));
-  const http_client second("127.0.0.1", replica2.port());
+  const auto replica2 = start_replica();
+  const http_client second("127.0.0.1", replica2->port());
   const auto k = mint("replicas");
   const auto on_second = [&] { return second.get("/hosts", {bearer(k.key)}).status; };
   // Used on replica 2 a few times: its cache now holds the key.

@@ -164,11 +164,17 @@ TEST(FakeDriverTemplates, InjectedRestoreFailuresAreReturnedAndCounted) {
   EXPECT_EQ(d.calls(fake_phase::restore_clone), 2);
 }
 
+/// Options with a state dir of their own under the temp dir (the test removes it).
+fake_options with_fresh_state_dir() {
+  fake_options o;
+  o.state_dir = std::filesystem::temp_directory_path() /
+                ("lb-fake-" + std::to_string(std::random_device{}()));
+  return o;
+}
+
 TEST(FakeDriverTemplates, SavedTemplatesAndClonesOutliveTheProcessWithAStateDir) {
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("lb-fake-" + std::to_string(std::random_device{}()));
-  fake_options persistent;
-  persistent.state_dir = dir;
+  const auto persistent = with_fresh_state_dir();
+  const auto dir = *persistent.state_dir;
   {
     fake_driver d(persistent);
     auto t = tmpl("t1");
@@ -187,6 +193,41 @@ TEST(FakeDriverTemplates, SavedTemplatesAndClonesOutliveTheProcessWithAStateDir)
   EXPECT_TRUE(again.restore_clone("t1", h2, soon()));
   ASSERT_TRUE(again.destroy_template("t1"));
   EXPECT_TRUE(again.list_templates()->empty());
+  std::filesystem::remove_all(dir);
+}
+
+// Two drivers on one state dir stand for two litterboxd processes on one node: like two
+// clients of one libvirtd, each sees what the other made or destroyed since it started.
+TEST(FakeDriverStateDir, TwoDriversOnOneStateDirSeeEachOthersVmsAndTemplates) {
+  const auto shared = with_fresh_state_dir();
+  const auto dir = *shared.state_dir;
+  fake_driver one(shared);
+  fake_driver two(shared);
+
+  ASSERT_TRUE(one.create_vm(host("a1")));
+  EXPECT_EQ(*two.list_owned(), std::vector<std::string>{"a1"});
+  EXPECT_EQ(two.vm_states()->count("a1"), 1U);
+  EXPECT_TRUE(two.console("a1", 4096));
+  EXPECT_TRUE(two.wait_ready(host("a1"), soon()));
+
+  // Destroyed by the other one: gone for both, and counted once, by the one that removed it.
+  ASSERT_TRUE(two.destroy("a1"));
+  EXPECT_TRUE(one.list_owned()->empty());
+  EXPECT_TRUE(one.vm_states()->empty());
+  EXPECT_EQ(one.wait_ready(host("a1"), soon()).error().code, errc::boot_failed);
+  EXPECT_EQ(one.apply_login(host("a1"), soon()).error().code, errc::not_found);
+  ASSERT_TRUE(one.destroy("a1"));
+  EXPECT_EQ(two.vms_destroyed(), 1);
+  EXPECT_EQ(one.vms_destroyed(), 0);
+  EXPECT_TRUE(one.live_vms().empty());
+
+  ASSERT_TRUE(one.build_template(tmpl("t1"), soon()));
+  EXPECT_EQ(*two.list_templates(), std::vector<std::string>{"t1"});
+  ASSERT_TRUE(two.restore_clone("t1", host("b2"), soon()));
+  EXPECT_EQ(*one.list_owned(), std::vector<std::string>{"b2"});
+  ASSERT_TRUE(one.destroy_template("t1"));
+  EXPECT_TRUE(two.list_templates()->empty());
+  EXPECT_EQ(two.restore_clone("t1", host("c3"), soon()).error().code, errc::template_missing);
   std::filesystem::remove_all(dir);
 }
 
