@@ -298,6 +298,27 @@ int conversion_of(const json& meta) {
   return static_cast<int>(uint_at(meta, "conversion").value_or(1));
 }
 
+// The base in `dir` of `digest`, when its meta.json says `conversion` made it.
+std::optional<base_image> base_in(const fs::path& dir, std::string_view digest, int conversion) {
+  const auto meta_text = read_file(dir / "meta.json");
+  if (!meta_text) {
+    return std::nullopt;
+  }
+  const auto meta = json::parse(*meta_text, nullptr, false);
+  std::error_code ec;
+  if (!meta.is_object() || conversion_of(meta) != conversion ||
+      !fs::is_regular_file(dir / "base.qcow2", ec)) {
+    return std::nullopt;
+  }
+  base_image out;
+  out.digest = std::string(digest);
+  out.path = dir / "base.qcow2";
+  out.size_bytes = allocated_bytes(out.path);
+  out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
+  out.modules_version = string_at(meta, "modules_version");
+  return out;
+}
+
 std::uint64_t gib_up(std::uint64_t bytes) {
   return (bytes + k_gib - 1) / k_gib;
 }
@@ -454,24 +475,8 @@ std::optional<base_image> image_store::cached(std::string_view digest) const {
   if (!is_sha256_digest(digest)) {
     return std::nullopt;
   }
-  const fs::path dir = images_dir() / base_dir_name(digest, k_base_conversion);
-  const auto meta_text = read_file(dir / "meta.json");
-  if (!meta_text) {
-    return std::nullopt;
-  }
-  const auto meta = json::parse(*meta_text, nullptr, false);
-  std::error_code ec;
-  if (!meta.is_object() || conversion_of(meta) != k_base_conversion ||
-      !fs::is_regular_file(dir / "base.qcow2", ec)) {
-    return std::nullopt;
-  }
-  base_image out;
-  out.digest = std::string(digest);
-  out.path = dir / "base.qcow2";
-  out.size_bytes = allocated_bytes(out.path);
-  out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
-  out.modules_version = string_at(meta, "modules_version");
-  return out;
+  return base_in(images_dir() / base_dir_name(digest, k_base_conversion), digest,
+                 k_base_conversion);
 }
 
 std::optional<std::uint64_t> image_store::known_virtual_bytes(std::string_view text) const {
@@ -528,20 +533,9 @@ std::optional<base_image> image_store::cached_older(std::string_view digest) con
     return std::nullopt;
   }
   for (int conversion = k_base_conversion - 1; conversion >= 1; --conversion) {
-    const fs::path dir = images_dir() / base_dir_name(digest, conversion);
-    const auto meta = json::parse(read_file(dir / "meta.json").value_or(""), nullptr, false);
-    std::error_code ec;
-    if (!meta.is_object() || conversion_of(meta) != conversion ||
-        !fs::is_regular_file(dir / "base.qcow2", ec)) {
-      continue;
+    if (auto base = base_in(images_dir() / base_dir_name(digest, conversion), digest, conversion)) {
+      return base;
     }
-    base_image out;
-    out.digest = std::string(digest);
-    out.path = dir / "base.qcow2";
-    out.size_bytes = allocated_bytes(out.path);
-    out.virtual_bytes = uint_at(meta, "virtual_bytes").value_or(0);
-    out.modules_version = string_at(meta, "modules_version");
-    return out;
   }
   return std::nullopt;
 }
