@@ -313,6 +313,7 @@ result<void> fake_proxy_links::prepare() {
 
 proxy_links::state fake_proxy_links::inspect() {
   const std::lock_guard lock(mutex_);
+  ++inspections_;
   if (broken_) {
     return {false, "the fake proxy namespace was broken"};
   }
@@ -322,6 +323,11 @@ proxy_links::state fake_proxy_links::inspect() {
 void fake_proxy_links::break_namespace() {
   const std::lock_guard lock(mutex_);
   broken_ = true;
+}
+
+int fake_proxy_links::inspections() {
+  const std::lock_guard lock(mutex_);
+  return inspections_;
 }
 
 result<void> fake_proxy_links::adopt(const std::string& host_id, const std::string& tap,

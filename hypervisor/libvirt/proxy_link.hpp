@@ -119,6 +119,8 @@ class fake_proxy_links final : public proxy_links {
   void add_tap(std::string tap);
   /// inspect() fails until the next prepare(), as if someone flushed the filter.
   void break_namespace();
+  /// How many times inspect() was called.
+  int inspections();
 
  private:
   std::mutex mutex_;
@@ -128,6 +130,7 @@ class fake_proxy_links final : public proxy_links {
   std::uint64_t generation_ = 0;
   bool fail_adopt_ = false;
   bool broken_ = false;
+  int inspections_ = 0;
 };
 
 }  // namespace litterbox::hypervisor

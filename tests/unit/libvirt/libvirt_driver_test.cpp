@@ -209,8 +209,12 @@ TEST(LibvirtDriverProxyNamespace, TheDriverPreparesABrokenProxyNamespaceAgainOnI
     const auto calls = links->calls();
     return std::count(calls.begin(), calls.end(), "prepare");
   };
-  // A healthy namespace is left alone: nothing is re-run on every tick.
-  std::this_thread::sleep_for(200ms);
+  // A healthy namespace is left alone: three ticks inspect it and none prepares it again.
+  const auto ticked = steady::now() + 10s;
+  while (links->inspections() < 3 && steady::now() < ticked) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GE(links->inspections(), 3);
   EXPECT_EQ(prepares(), 1);
 
   links->break_namespace();
