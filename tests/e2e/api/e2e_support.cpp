@@ -1,5 +1,7 @@
 #include "tests/e2e/api/e2e_support.hpp"
 
+#include "hypervisor/libvirt/forward_port.hpp"
+
 #include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
@@ -315,8 +317,14 @@ std::string free_port_range(int count) {
   std::random_device seed;
   std::mt19937 gen(seed());
   std::uniform_int_distribution<int> base_of(20000, 60000 - count);
-  for (int attempt = 0; attempt < 200; ++attempt) {
+  for (int attempt = 0; attempt < 1000; ++attempt) {
     const int base = base_of(gen);
+    // Ports the kernel hands out to outgoing connections (the tests' own HTTP and SSH
+    // clients among them) would be taken now and then: the window is outside them, as
+    // /doctor's ssh_ports check asks of a deployment.
+    if (hypervisor::ephemeral_ports_within(base, base + count - 1).value_or(0) != 0) {
+      continue;
+    }
     bool all_free = true;
     for (int p = base; p < base + count && all_free; ++p) {
       all_free = port_bindable(p);
