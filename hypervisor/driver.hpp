@@ -116,7 +116,8 @@ class driver {
 
   /// Creates the host's disks and seed, then defines and starts the VM with its SSH forward on
   /// spec.ssh_host:spec.ssh_port. On failure releases whatever it made. Errors:
-  /// vm_create_failed, insufficient_disk, unavailable.
+  /// vm_create_failed, insufficient_disk, unavailable, port_busy (something else on this
+  /// node has bound spec.ssh_port: another port may work).
   virtual result<void> create_vm(const vm_spec& spec) = 0;
 
   /// Blocks until the guest has sent its authenticated ready signal and an SSH handshake to
@@ -162,7 +163,7 @@ class driver {
   /// concurrent build of the same id fails with vm_create_failed. Blocks for minutes. On
   /// failure releases whatever it made. Errors: clone_unsupported (the image
   /// cannot be cloned; the message says what is missing), vm_create_failed, boot_failed,
-  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable.
+  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable, port_busy.
   virtual result<void> build_template(const template_spec& spec,
                                       std::chrono::steady_clock::time_point deadline) = 0;
 
@@ -174,7 +175,8 @@ class driver {
   /// Ready when an SSH handshake presents spec.host_key, as for wait_ready. key_of(spec) and
   /// spec.ssh_username must be the template's. On failure releases the host's resources
   /// (as destroy(spec.host_id)). Errors: template_missing, vm_create_failed, boot_failed,
-  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable.
+  /// boot_timeout, host_key_mismatch, insufficient_disk, unavailable, port_busy (as
+  /// create_vm's).
   virtual result<void> restore_clone(std::string_view template_id, const vm_spec& spec,
                                      std::chrono::steady_clock::time_point deadline) = 0;
 

@@ -7,7 +7,7 @@
 namespace litterbox::hypervisor {
 namespace {
 
-constexpr std::array<std::pair<errc, std::string_view>, 15> k_kinds{{
+constexpr std::array<std::pair<errc, std::string_view>, 16> k_kinds{{
     {errc::image_not_found, "ImageNotFound"},
     {errc::registry_unavailable, "RegistryUnavailable"},
     {errc::image_corrupt, "ImageCorrupt"},
@@ -23,6 +23,7 @@ constexpr std::array<std::pair<errc, std::string_view>, 15> k_kinds{{
     {errc::internal, "InternalError"},
     {errc::clone_unsupported, "CloneUnsupported"},
     {errc::template_missing, "TemplateMissing"},
+    {errc::port_busy, "PortBusy"},
 }};
 
 class category_impl final : public std::error_category {

@@ -23,6 +23,7 @@ enum class errc {
   internal,              ///< InternalError
   clone_unsupported,     ///< CloneUnsupported: the image lacks what cloning needs (guest agent)
   template_missing,      ///< TemplateMissing: no saved template of that id (fall back to a boot)
+  port_busy,  ///< PortBusy: the SSH forward's port is bound by something else on this node
 };
 
 const std::error_category& category();

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <vector>
 
 namespace litterbox::controlplane {
 
@@ -45,6 +46,9 @@ namespace {
 // Claims are a few guest-agent writes and an SSH handshake each; a handful at once keeps
 // their latency flat without competing with the boots for the CPU.
 constexpr int k_claim_workers = 4;
+
+// Ports a create tries when the ones it is given are found bound by something else.
+constexpr std::size_t k_port_tries = 4;
 
 }  // namespace
 
@@ -348,36 +352,54 @@ void provisioner::run(const provision_job& job) {
   a.vm_made = true;  // from here on a half-made VM may exist
 
   host_patch to_boot;
-  to_boot.ssh_host = spec.ssh_host;
-  to_boot.ssh_port = spec.ssh_port;
-  if (template_id) {
-    auto restored = driver_.restore_clone(*template_id, spec, job.deadline);
-    if (!restored && restored.error().code == hypervisor::errc::template_missing) {
+  // A clone of the template, or a boot when there is none (or its files are gone).
+  auto start_guest = [&]() -> result<void> {
+    if (template_id) {
+      auto restored = driver_.restore_clone(*template_id, spec, job.deadline);
+      if (restored) {
+        (void)db_.touch_template(*template_id, clock_.now());
+        return {};
+      }
+      if (restored.error().code != hypervisor::errc::template_missing) {
+        return restored.error();
+      }
       // Its files are gone (collected, or a node without it): forget the row so that it is
       // rebuilt, and serve a caller's create the slow way.
       spdlog::warn("host {}: template {} is gone ({}){}", id, *template_id,
                    log_escape(restored.error().message), member ? "" : "; booting instead");
       (void)db_.remove_template(*template_id, {template_status::ready});
       if (member) {
-        fail(job, last_error_text(restored.error()), a.vm_made);
-        return;
+        return restored.error();
       }
       template_id.reset();
       to_boot.path = create_path::boot;
       templates_->want(template_key_for(spec), spec.image);
-    } else if (!restored) {
-      fail(job, last_error_text(restored.error()), a.vm_made);
-      return;
-    } else {
-      (void)db_.touch_template(*template_id, clock_.now());
     }
-  }
-  if (!template_id) {
-    if (auto made = driver_.create_vm(spec); !made) {
-      fail(job, last_error_text(made.error()), a.vm_made);
-      return;
+    return driver_.create_vm(spec);
+  };
+  auto started = start_guest();
+  // The lease says the port is ours among litterbox's hosts, not that nothing else on this
+  // node has bound it (an outgoing connection's ephemeral port, another service): such a
+  // port is given back for another one, a few times, before the create fails.
+  std::vector<int> busy;
+  while (!started && started.error().code == hypervisor::errc::port_busy &&
+         busy.size() + 1 < k_port_tries) {
+    busy.push_back(spec.ssh_port);
+    auto moved = db_.move_port(id, cfg_.ssh_port_min, cfg_.ssh_port_max, busy, clock_.now());
+    if (!moved) {
+      break;
     }
+    spdlog::warn("host {}: port {} is bound by something else on this node; trying port {}", id,
+                 spec.ssh_port, *moved);
+    spec.ssh_port = *moved;
+    started = start_guest();
   }
+  if (!started) {
+    fail(job, last_error_text(started.error()), a.vm_made);
+    return;
+  }
+  to_boot.ssh_host = spec.ssh_host;
+  to_boot.ssh_port = spec.ssh_port;
   if (past_deadline(a) || !step(a, host_status::bootstrapping, to_boot)) {
     return;
   }

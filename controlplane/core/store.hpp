@@ -233,6 +233,13 @@ class store {
   /// processes). Returns the port it already holds if any. Errors: capacity when none is free.
   virtual result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) = 0;
 
+  /// Moves `host_id` off the port it holds to another free port of [lo, hi] that is not in
+  /// `avoid` (ports this node found bound by something else), in one transaction: the host
+  /// never holds two ports, nor none. Errors: capacity when no other port is free (the old
+  /// lease is kept), not_found.
+  virtual result<int> move_port(std::string_view host_id, int lo, int hi,
+                                const std::vector<int>& avoid, timestamp now) = 0;
+
   /// Number of hosts per status (for metrics); pool members are left out (count_pool).
   virtual result<std::map<schema::host_status, std::int64_t>> count_by_status() = 0;
 

@@ -186,15 +186,18 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
     // An image without what cloning needs will not gain it: its creates take the cold path
     // for good, and the row says why (the log now, /doctor for as long as the row lives).
     const bool for_good = built.error().code == hypervisor::errc::clone_unsupported;
+    // A port something else had bound says nothing about the image: the next build (which
+    // leases its port afresh, most likely another one) is due at once.
+    const bool port_busy = built.error().code == hypervisor::errc::port_busy;
+    const auto retry_in = port_busy ? std::chrono::seconds(0) : cfg_.template_retry;
     if (for_good) {
       spdlog::warn("template {}: {} cannot be cloned; its creates boot from scratch: {}", row.id,
                    image, log_escape(why));
     } else {
       spdlog::warn("template {}: build failed after {} s (retried in {} s): {}", row.id, seconds,
-                   cfg_.template_retry.count(), log_escape(why));
+                   retry_in.count(), log_escape(why));
     }
-    finish(false, why,
-           for_good ? std::nullopt : std::optional<timestamp>(clock_.now() + cfg_.template_retry));
+    finish(false, why, for_good ? std::nullopt : std::optional<timestamp>(clock_.now() + retry_in));
     return false;
   }
   if (!finish(true, "", std::nullopt)) {

@@ -688,6 +688,8 @@ hypervisor_stack make_hypervisor(const options& o,
     lv.guest_egress = o.guest_egress_entries;
     lv.owner = o.owner;
     lv.guest_listeners = guest_listeners;
+    lv.ssh_port_min = o.cfg.ssh_port_min;
+    lv.ssh_port_max = o.cfg.ssh_port_max;
     lv.clock = o.clone_clock == "set-time" ? hypervisor::clone_clock::set_time
                                            : hypervisor::clone_clock::date;
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);

@@ -82,6 +82,7 @@ std::vector<std::pair<std::string, std::string>> statements() {
   const std::string owner_alive_at_1 = owner_alive;
   return {
       {"get_host", "SELECT " + c + " FROM hosts h WHERE h.id = $1::uuid"},
+      {"lock_host", "SELECT 1 FROM hosts WHERE id = $1::uuid FOR UPDATE"},
       {"insert_host",
        "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
        "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
@@ -126,8 +127,9 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"free_port",
        // Concurrent creates must not all race for the same port: each searches the range
        // from its own starting point ($3, derived from its host id), wrapping around.
+       // $4 are ports this node found bound by something else (move_port).
        "SELECT p FROM generate_series($1::int, $2::int) AS p WHERE NOT EXISTS "
-       "(SELECT 1 FROM ssh_ports s WHERE s.port = p) "
+       "(SELECT 1 FROM ssh_ports s WHERE s.port = p) AND p <> ALL($4::int[]) "
        "ORDER BY (p - $1::int + $3::int) % ($2::int - $1::int + 1) LIMIT 1"},
       {"lease_port",
        "INSERT INTO ssh_ports (port, host_id, leased_at) VALUES ($1, $2::uuid, $3::timestamptz) "
@@ -588,15 +590,24 @@ enum class port_holder { host, template_build };
 // that into an empty insert (after waiting for the other to finish) and we pick again.
 // Ports of both kinds of holder are one table, so a host never gets a template's port.
 std::optional<int> lease_free_port(pqxx::transaction_base& tx, const std::string& id, int lo,
-                                   int hi, timestamp now, port_holder holder = port_holder::host) {
+                                   int hi, timestamp now, port_holder holder = port_holder::host,
+                                   const std::vector<int>& avoid = {}) {
   const bool host = holder == port_holder::host;
-  const int start = port_search_start(id, lo, hi);
+  // A template row is claimed again for each rebuild: its search starts somewhere new each
+  // time, so that a port something else on the node holds is not the one tried again.
+  const int start = port_search_start(
+      host ? id : id + "@" + std::to_string(now.time_since_epoch().count()), lo, hi);
+  std::string avoided = "{";
+  for (const int p : avoid) {
+    avoided += (avoided.size() > 1 ? "," : "") + std::to_string(p);
+  }
+  avoided += '}';
   for (int attempt = 0; attempt < port_attempts; ++attempt) {
     const auto held = tx.exec_prepared(host ? "port_of" : "port_of_template", id);
     if (!held.empty()) {
       return held[0][0].as<int>();
     }
-    const auto free = tx.exec_prepared("free_port", lo, hi, start);
+    const auto free = tx.exec_prepared("free_port", lo, hi, start, avoided);
     if (free.empty()) {
       return std::nullopt;
     }
@@ -914,6 +925,32 @@ result<int> pg_store::allocate_port(std::string_view host_id_text, int lo, int h
     } catch (const pqxx::foreign_key_violation&) {
       return not_found();
     }
+  });
+}
+
+result<int> pg_store::move_port(std::string_view host_id_text, int lo, int hi,
+                                const std::vector<int>& avoid, timestamp now) {
+  const auto id = host_id(host_id_text);
+  if (!id) {
+    return not_found();
+  }
+  if (lo < 1 || hi > 65535 || lo > hi) {
+    return no_port();
+  }
+  return run<int>(*pool_, "move_port", [&](pqxx::connection& conn) -> result<int> {
+    pqxx::work tx(conn);
+    // The host's row is locked first, so that a concurrent delete (which releases the port
+    // with it) either finishes before, and this finds no host, or waits for this.
+    if (tx.exec_prepared("lock_host", *id).empty()) {
+      return not_found();
+    }
+    tx.exec_prepared("release_port", *id);
+    const auto port = lease_free_port(tx, *id, lo, hi, now, port_holder::host, avoid);
+    if (!port) {
+      return no_port();  // rolled back: the old lease stays
+    }
+    tx.commit();
+    return *port;
   });
 }
 

@@ -46,6 +46,8 @@ class pg_store final : public store, public proxy_store, public tenant_store {
   result<host_record> renew(std::string_view id, timestamp expires_at, timestamp now) override;
   result<void> remove_host(std::string_view id) override;
   result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) override;
+  result<int> move_port(std::string_view host_id, int lo, int hi, const std::vector<int>& avoid,
+                        timestamp now) override;
   result<std::map<schema::host_status, std::int64_t>> count_by_status() override;
   result<std::vector<host_record>> claim_expired(timestamp now, timestamp error_cutoff,
                                                  std::size_t limit) override;

@@ -243,6 +243,9 @@ result<void> fake_driver::create_vm(const vm_spec& spec) {
   if (auto e = injected(fake_phase::create_vm)) {
     return *e;
   }
+  if (auto e = port_taken(spec.ssh_port)) {
+    return *e;
+  }
   if (!valid_host_id(spec.host_id)) {
     return make_error(errc::vm_create_failed, "malformed host id");
   }
@@ -366,6 +369,9 @@ result<void> fake_driver::build_template(const template_spec& spec,
   if (auto e = injected(fake_phase::build_template)) {
     return *e;
   }
+  if (auto e = port_taken(spec.guest.ssh_port)) {
+    return *e;
+  }
   const auto& guest = spec.guest;
   if (spec.template_id.empty() || !guest.authorized_keys.empty() || !guest.env.empty()) {
     return make_error(errc::vm_create_failed,
@@ -424,6 +430,9 @@ result<void> fake_driver::build_template(const template_spec& spec,
 result<void> fake_driver::restore_clone(std::string_view template_id, const vm_spec& spec,
                                         steady_clock::time_point deadline) {
   if (auto e = injected(fake_phase::restore_clone)) {
+    return *e;
+  }
+  if (auto e = port_taken(spec.ssh_port)) {
     return *e;
   }
   {
@@ -524,6 +533,20 @@ void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {
   } else {
     failures_.erase(phase);
   }
+}
+
+void fake_driver::set_busy_ports(std::set<int> ports) {
+  const std::lock_guard lock(mutex_);
+  busy_ports_ = std::move(ports);
+}
+
+std::optional<error> fake_driver::port_taken(int port) const {
+  const std::lock_guard lock(mutex_);
+  if (busy_ports_.count(port) == 0) {
+    return std::nullopt;
+  }
+  return make_error(errc::port_busy,
+                    "port " + std::to_string(port) + " is already bound by something else");
 }
 
 int fake_driver::calls(fake_phase phase) const {

@@ -108,6 +108,10 @@ class fake_driver final : public driver {
 
   /// Makes every call of `phase` fail with `e` until cleared with nullopt.
   void set_failure(fake_phase phase, std::optional<error> e);
+  /// From now on these ports count as bound by something else on this node: create_vm,
+  /// restore_clone and build_template of a guest forwarded on one fail with port_busy, as
+  /// the libvirt driver's do.
+  void set_busy_ports(std::set<int> ports);
   /// Number of calls of `phase` so far (destroy counts calls, not VMs removed).
   int calls(fake_phase phase) const;
   /// Number of image conversions done (prepare_image of a digest not yet cached).
@@ -133,6 +137,7 @@ class fake_driver final : public driver {
 
  private:
   std::optional<error> injected(fake_phase phase);
+  std::optional<error> port_taken(int port) const;
   /// With a state dir, makes vms_ and templates_ what the directory holds now (another
   /// process may have made or destroyed some); keeps the in-memory detail of VMs still there.
   /// Called with mutex_ held.
@@ -148,6 +153,7 @@ class fake_driver final : public driver {
   fake_options options_;
   mutable std::mutex mutex_;
   std::map<fake_phase, error> failures_;
+  std::set<int> busy_ports_;
   std::map<fake_phase, int> calls_;
   std::map<std::string, std::chrono::steady_clock::time_point> digests_;  ///< → last prepared
   std::set<std::string> converting_;   ///< digests whose conversion is under way

@@ -6,6 +6,7 @@
 #include "base/uuid.hpp"
 #include "cloud-init/seed.hpp"
 #include "hypervisor/errc.hpp"
+#include "hypervisor/libvirt/forward_port.hpp"
 #include "hypervisor/libvirt/guest_agent.hpp"
 #include "hypervisor/libvirt/save_image.hpp"
 #include "hypervisor/libvirt/state_feed.hpp"
@@ -290,6 +291,43 @@ class libvirt_driver::event_loop {
   std::thread thread_;
 };
 
+namespace {
+
+// A guest whose forward cannot be bound would fail to start (QEMU exits): this says so
+// before anything is made, and the caller can lease another port.
+result<void> forward_free(const vm_spec& spec) {
+  if (forward_port_bindable(spec.ssh_host, spec.ssh_port)) {
+    return {};
+  }
+  return make_error(errc::port_busy, "port " + std::to_string(spec.ssh_port) + " on " +
+                                         spec.ssh_host + " is already bound by something else");
+}
+
+check_result ssh_ports_check(int lo, int hi) {
+  check_result r;
+  const std::string range = std::to_string(lo) + "-" + std::to_string(hi);
+  const auto ephemeral = ephemeral_ports_within(lo, hi);
+  if (!ephemeral) {
+    r.ok = true;  // not Linux's /proc: nothing known either way
+    r.detail = range + "; the kernel's ephemeral port range cannot be read";
+    return r;
+  }
+  r.ok = *ephemeral == 0;
+  if (r.ok) {
+    r.detail = range + ", outside the kernel's ephemeral ports";
+    return r;
+  }
+  r.detail = std::to_string(*ephemeral) + " of the SSH ports " + range +
+             " are ephemeral ports the kernel may give outgoing connections; a create whose "
+             "port is taken that way moves to another port, a few times before it fails";
+  r.hint =
+      "choose LITTERBOX_SSH_PORTS outside net.ipv4.ip_local_port_range, or add the range to "
+      "net.ipv4.ip_local_reserved_ports";
+  return r;
+}
+
+}  // namespace
+
 libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
     : config_(std::move(config)), images_(images), accel_(accel::tcg) {
   init_libvirt_once();
@@ -310,6 +348,11 @@ libvirt_driver::libvirt_driver(libvirt_config config, base_images& images)
                   fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
   fs::permissions(config_.state_dir / "templates",
                   fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  if (config_.ssh_port_min <= config_.ssh_port_max) {
+    if (const auto ports = ssh_ports_check(config_.ssh_port_min, config_.ssh_port_max); !ports.ok) {
+      spdlog::warn("{}: {}", ports.detail, ports.hint);
+    }
+  }
   qemu_user_ = config_.qemu_user;
   {
     std::ifstream in(config_.qemu_conf);
@@ -725,6 +768,9 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   if (auto gone = destroy(spec.host_id); !gone) {
     return gone.error();
   }
+  if (auto free = forward_free(spec); !free) {
+    return free.error();
+  }
   auto fail = [&](errc code, std::string message) -> result<void> {
     (void)destroy(spec.host_id);
     return make_error(code, std::move(message));
@@ -740,7 +786,9 @@ result<void> libvirt_driver::create_vm(const vm_spec& spec) {
   }
   if (virDomainCreateWithFlags(dom.get(), config_.start_paused ? VIR_DOMAIN_START_PAUSED : 0) !=
       0) {
-    return fail(errc::vm_create_failed, "cannot start the domain: " + last_libvirt_error());
+    const auto start_error = last_libvirt_error();
+    return fail(is_forward_bind_failure(start_error) ? errc::port_busy : errc::vm_create_failed,
+                "cannot start the domain: " + start_error);
   }
   // The firewall matches uids: make sure the one this QEMU really runs as is among them
   // (qemu.conf may have changed under a running libvirtd). The guest is still in its
@@ -1199,6 +1247,12 @@ std::vector<check_result> libvirt_driver::doctor() {
     out.push_back(boxed_check("guest_isolation", timeout,
                               [this, held = hold_for_check()] { return isolation_check(); }));
   }
+  if (config_.ssh_port_min <= config_.ssh_port_max) {
+    out.push_back(
+        boxed_check("ssh_ports", timeout, [lo = config_.ssh_port_min, hi = config_.ssh_port_max] {
+          return ssh_ports_check(lo, hi);
+        }));
+  }
   out.push_back(boxed_check(
       "guest_proxy", timeout,
       [links = links_, netns = config_.proxy_netns,
@@ -1407,6 +1461,9 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   if (auto gone = destroy_template(id); !gone) {
     return gone.error();
   }
+  if (auto free = forward_free(spec.guest); !free) {
+    return free.error();
+  }
   std::error_code ec;
   fs::create_directories(config_.state_dir / "templates", ec);
   fs::permissions(config_.state_dir / "templates",
@@ -1428,8 +1485,10 @@ result<void> libvirt_driver::build_template(const template_spec& spec,
   const domain_ptr dom(virDomainCreateXML(conn->ptr, xml->c_str(),
                                           config_.start_paused ? VIR_DOMAIN_START_PAUSED : 0));
   if (!dom) {
-    return fail(make_error(errc::vm_create_failed,
-                           "cannot start the template guest: " + last_libvirt_error()));
+    const auto start_error = last_libvirt_error();
+    return fail(
+        make_error(is_forward_bind_failure(start_error) ? errc::port_busy : errc::vm_create_failed,
+                   "cannot start the template guest: " + start_error));
   }
   if (auto run = link_and_resume(*links_, dom.get(), id, true, config_.start_paused); !run) {
     return fail(run.error());
@@ -1574,6 +1633,9 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
   if (auto gone = destroy(spec.host_id); !gone) {
     return gone.error();
   }
+  if (auto free = forward_free(spec); !free) {
+    return free.error();
+  }
   auto fail = [&](error e) -> result<void> {
     (void)destroy(spec.host_id);
     return e;
@@ -1657,7 +1719,9 @@ result<void> libvirt_driver::restore_clone(std::string_view template_id, const v
     return fail(make_error(errc::boot_timeout, "the clone was not restored in time"));
   }
   if (restored != 0) {
-    return fail(make_error(errc::vm_create_failed, "cannot restore the clone: " + restore_error));
+    return fail(make_error(
+        is_forward_bind_failure(restore_error) ? errc::port_busy : errc::vm_create_failed,
+        "cannot restore the clone: " + restore_error));
   }
   const domain_ptr dom(virDomainLookupByName(conn->ptr, spec.name.c_str()));
   if (!dom) {

@@ -86,6 +86,10 @@ struct libvirt_config {
   /// Where each host's guest proxy listener goes (issue 11); nullptr: the hosts get their
   /// proxy link (same devices, same isolation) but nobody listens on it.
   guest_listener_sink* guest_listeners = nullptr;
+  /// The SSH forward ports (LITTERBOX_SSH_PORTS), for the ssh_ports /doctor check; an empty
+  /// range (min > max) skips it.
+  int ssh_port_min = 1;
+  int ssh_port_max = 0;
   /// The network namespace the guests' proxy taps are moved into.
   std::string proxy_netns = "litterbox-gp";
   /// The proxy links; nullptr: netns_proxy_links over proxy_netns and guest_listeners.

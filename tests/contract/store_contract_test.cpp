@@ -483,6 +483,38 @@ TYPED_TEST(store_contract, AllocatePortForAnUnknownOrMalformedHostIsNotFound) {
   EXPECT_EQ(bad.error().code, errc::not_found);
 }
 
+TYPED_TEST(store_contract, MovePortLeasesAnotherPortOutsideTheAvoidedOnesAndFreesTheOld) {
+  const auto a = make_host(t0);
+  const auto b = make_host(t0);
+  const int pa = this->insert_with_port(a, {2200, 2203});
+  const int pb = this->insert_with_port(b, {2200, 2203});
+  const auto moved = this->store_.move_port(a.host.id, 2200, 2203, {pa}, t0);
+  ASSERT_TRUE(moved.has_value()) << moved.error().message;
+  EXPECT_NE(moved.value(), pa);
+  EXPECT_NE(moved.value(), pb) << "a port another host holds is never given";
+  EXPECT_EQ(this->store_.allocate_port(a.host.id, 2200, 2203, t0).value(), moved.value())
+      << "the host holds exactly the new port";
+  // The old port is free again for whoever asks next (it may be free on another try).
+  std::set<int> rest;
+  rest.insert(this->insert_with_port(make_host(t0), {2200, 2203}));
+  rest.insert(this->insert_with_port(make_host(t0), {2200, 2203}));
+  EXPECT_TRUE(rest.count(pa) == 1);
+}
+
+TYPED_TEST(store_contract, MovePortWithNoOtherFreePortIsCapacityAndKeepsTheOldLease) {
+  const auto a = make_host(t0);
+  const int pa = this->insert_with_port(a, {2200, 2201});
+  const int pb = this->insert_with_port(make_host(t0), {2200, 2201});
+  const auto moved = this->store_.move_port(a.host.id, 2200, 2201, {pa}, t0);
+  ASSERT_FALSE(moved.has_value());
+  EXPECT_EQ(moved.error().code, errc::capacity);
+  EXPECT_EQ(this->store_.allocate_port(a.host.id, 2200, 2201, t0).value(), pa);
+  EXPECT_NE(pa, pb);
+  const auto unknown = this->store_.move_port(new_uuid_v7(t0), 2200, 2201, {}, t0);
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code, errc::not_found);
+}
+
 TYPED_TEST(store_contract, RemovingAHostFreesItsPort) {
   const auto a = make_host(t0);
   ASSERT_EQ(this->insert_with_port(a, {2200, 2200}), 2200);

@@ -232,6 +232,31 @@ class memory_store final : public store, public proxy_store, public tenant_store
     return *p;
   }
 
+  result<int> move_port(std::string_view host_id, int lo, int hi, const std::vector<int>& avoid,
+                        timestamp) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    const auto id = parse_uuid(host_id);
+    if (!id || hosts_.count(*id) == 0)
+      return make_error(errc::not_found, "host not found");
+    if (lo < 1 || hi > 65535 || lo > hi)
+      return make_error(errc::capacity, "no SSH port left");
+    const auto held = ports_.find(*id);
+    const std::optional<int> old =
+        held == ports_.end() ? std::nullopt : std::optional<int>(held->second);
+    if (old)
+      ports_.erase(*id);
+    const auto p = free_port(lo, hi, {}, avoid);
+    if (!p) {
+      if (old)
+        ports_[*id] = *old;
+      return make_error(errc::capacity, "no SSH port left");
+    }
+    ports_[*id] = *p;
+    return *p;
+  }
+
   result<std::map<schema::host_status, std::int64_t>> count_by_status() override {
     const std::lock_guard lock(mutex_);
     if (down)
@@ -722,6 +747,14 @@ class memory_store final : public store, public proxy_store, public tenant_store
     const std::lock_guard lock(mutex_);
     return ports_.size();
   }
+  /// The ports leased now, to hosts and template builds.
+  std::set<int> leased_ports() {
+    const std::lock_guard lock(mutex_);
+    std::set<int> out;
+    for (const auto& [holder, port] : ports_)
+      out.insert(port);
+    return out;
+  }
 
   // proxy_store
 
@@ -932,10 +965,13 @@ class memory_store final : public store, public proxy_store, public tenant_store
   }
 
   /// A free port of [lo, hi], or the one `holder` already leases.
-  std::optional<int> free_port(int lo, int hi, const std::string& holder = {}) const {
+  std::optional<int> free_port(int lo, int hi, const std::string& holder = {},
+                               const std::vector<int>& avoid = {}) const {
     if (auto held = ports_.find(holder); !holder.empty() && held != ports_.end())
       return held->second;
     for (int p = lo; p <= hi; ++p) {
+      if (std::find(avoid.begin(), avoid.end(), p) != avoid.end())
+        continue;
       const bool used =
           std::any_of(ports_.begin(), ports_.end(), [p](const auto& e) { return e.second == p; });
       if (!used)

@@ -231,6 +231,44 @@ TEST_F(FastCreatesTest, TemplateWhoseFilesAreGoneFallsBackToABootAndIsRebuilt) {
   EXPECT_EQ(created().second, create_path::clone);
 }
 
+TEST_F(FastCreatesTest, ACloneWhosePortIsBoundBySomethingElseIsRestoredOnAnotherPort) {
+  created();
+  build_templates();
+  // The three lowest free ports, the ones the next create is given first, are taken.
+  std::set<int> busy;
+  const auto leased = store_.leased_ports();
+  for (int p = cfg_.ssh_port_min; busy.size() < 3; ++p) {
+    if (leased.count(p) == 0) {
+      busy.insert(p);
+    }
+  }
+  driver_.set_busy_ports(busy);
+  const int restores_before = driver_.calls(fake_phase::restore_clone);
+  auto [h, path] = created();
+  EXPECT_EQ(path, create_path::clone);
+  EXPECT_EQ(busy.count(h.host.ssh_port), 0U) << h.host.ssh_port;
+  EXPECT_EQ(driver_.vm(h.host.id)->ssh_port, h.host.ssh_port);
+  EXPECT_NE(h.host.known_hosts.find("]:" + std::to_string(h.host.ssh_port) + " "),
+            std::string::npos)
+      << h.host.known_hosts;
+  EXPECT_EQ(driver_.calls(fake_phase::restore_clone) - restores_before, 4)
+      << "each busy port cost one restore attempt";
+}
+
+TEST_F(FastCreatesTest, ATemplateBuildOnABusyPortIsDueAgainAtOnce) {
+  created();
+  std::set<int> all;
+  for (int p = cfg_.ssh_port_min; p <= cfg_.ssh_port_max; ++p) {
+    all.insert(p);
+  }
+  driver_.set_busy_ports(all);
+  EXPECT_EQ(build_templates(), 0);
+  driver_.set_busy_ports({});
+  created();
+  EXPECT_EQ(build_templates(), 1) << "no template_retry wait for a port that was taken";
+  EXPECT_EQ(created().second, create_path::clone);
+}
+
 TEST_F(FastCreatesTest, PoolFillsToItsSizeAndItsMembersAreNoCallersHosts) {
   with_pool(3);
   fill_pool();  // no template yet: the pool asks for one and waits

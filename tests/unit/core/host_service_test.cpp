@@ -251,6 +251,33 @@ TEST_F(HostServiceTest, NoFreePortIsACapacityErrorThatKeepsNothing) {
   EXPECT_EQ(settled(retried->host.id).status, host_status::active);
 }
 
+TEST_F(HostServiceTest, APortBoundBySomethingElseIsSwappedForAFreeOneAndTheHostServesOnIt) {
+  cfg_.ssh_port_max = 30003;
+  driver_.set_busy_ports({30000, 30001, 30002});  // only 30003 can be bound on this node
+  auto a = create("{}");
+  ASSERT_TRUE(a) << a.error().message;
+  const auto h = settled(a->host.id);
+  ASSERT_EQ(h.status, host_status::active) << h.last_error;
+  EXPECT_EQ(h.ssh_port, 30003);
+  EXPECT_EQ(h.known_hosts.rfind("[127.0.0.1]:30003 ", 0), 0U) << h.known_hosts;
+  EXPECT_EQ(driver_.vm(a->host.id)->ssh_port, 30003);
+  EXPECT_EQ(store_.port_count(), 1U) << "the busy ports went back to the range";
+}
+
+TEST_F(HostServiceTest, WhenEveryPortTriedIsBoundTheCreateFailsWithPortBusyAndKeepsNothing) {
+  cfg_.ssh_port_max = 30009;
+  driver_.set_busy_ports({30000, 30001, 30002, 30003, 30004, 30005, 30006, 30007, 30008, 30009});
+  auto a = create("{}", "k");
+  ASSERT_TRUE(a);
+  const auto h = settled(a->host.id);
+  EXPECT_EQ(h.status, host_status::error);
+  EXPECT_EQ(h.last_error.rfind("PortBusy: ", 0), 0U) << h.last_error;
+  EXPECT_EQ(driver_.calls(fake_phase::create_vm), 4) << "a bounded number of ports is tried";
+  EXPECT_TRUE(driver_.live_vms().empty());
+  EXPECT_EQ(store_.port_count(), 0U);
+  EXPECT_EQ(store_.key_count(), 0U);
+}
+
 TEST_F(HostServiceTest, DeleteWhileProvisioningIsRefusedWithHostState) {
   hypervisor::fake_options slow_boot;
   slow_boot.boot_delay = std::chrono::milliseconds(500);

@@ -8,6 +8,7 @@ namespace {
 TEST(HypervisorErrc, CloneCodesHaveTheirKindNames) {
   EXPECT_EQ(kind_name(errc::clone_unsupported), "CloneUnsupported");
   EXPECT_EQ(kind_name(errc::template_missing), "TemplateMissing");
+  EXPECT_EQ(kind_name(errc::port_busy), "PortBusy");
   EXPECT_EQ(kind_name(errc::boot_timeout), "BootTimeout");
 }
 

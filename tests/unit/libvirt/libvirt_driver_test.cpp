@@ -1,6 +1,7 @@
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 
 #include "hypervisor/errc.hpp"
+#include "hypervisor/libvirt/forward_port.hpp"
 #include "hypervisor/libvirt/proxy_link.hpp"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -194,6 +196,51 @@ TEST(LibvirtDriverProxyNamespace, DoctorReportsABrokenProxyNamespaceWithAHintNam
   EXPECT_NE(check->hint.find("ip netns exec litterbox-gp nft list ruleset"), std::string::npos)
       << check->hint;
   driver.reset();
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST(LibvirtDriverSshPorts, DoctorFailsARangeOfEphemeralPortsWithAHintAndPassesOneBelowThem) {
+  std::ifstream sysctl("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0;
+  int last = 0;
+  ASSERT_TRUE(sysctl >> first >> last) << "Linux keeps it in /proc";
+  ASSERT_GT(first, 200);
+  const fs::path dir = fs::temp_directory_path() / ("lb-ssh-ports-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fixed_base_image images{"/nonexistent/base.qcow2"};
+  auto links = std::make_shared<fake_proxy_links>();
+  libvirt_config cfg;
+  cfg.uri = "test:///default";
+  cfg.accel = "tcg";
+  cfg.state_dir = dir;
+  cfg.isolate_host = false;
+  cfg.start_paused = false;
+  cfg.links = links;
+  cfg.firewall_interval = 1h;
+
+  cfg.ssh_port_min = first - 100;
+  cfg.ssh_port_max = first - 91;
+  auto below = find_check(libvirt_driver(cfg, images).doctor(), "ssh_ports");
+  ASSERT_TRUE(below);
+  EXPECT_TRUE(below->ok) << below->detail;
+
+  cfg.ssh_port_min = first;
+  cfg.ssh_port_max = first + 9;
+  const auto expected = ephemeral_ports_within(first, first + 9).value();
+  auto inside = find_check(libvirt_driver(cfg, images).doctor(), "ssh_ports");
+  ASSERT_TRUE(inside);
+  EXPECT_EQ(inside->ok, expected == 0);
+  if (expected != 0) {
+    EXPECT_EQ(inside->detail.rfind(std::to_string(expected) + " of the SSH ports ", 0), 0U)
+        << inside->detail;
+    EXPECT_NE(inside->hint.find("net.ipv4.ip_local_reserved_ports"), std::string::npos);
+  }
+
+  cfg.ssh_port_min = 1;
+  cfg.ssh_port_max = 0;
+  EXPECT_FALSE(find_check(libvirt_driver(cfg, images).doctor(), "ssh_ports"))
+      << "no range configured, no check";
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
