@@ -1,5 +1,11 @@
 #include "controlplane/core/store.hpp"
 
+#include "controlplane/core/errc.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
 namespace litterbox::controlplane {
 
 std::string_view to_string(create_path p) {
@@ -54,6 +60,62 @@ std::optional<event_type> event_type_from(std::string_view text) {
     if (text == to_string(t)) {
       return t;
     }
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(node_state s) {
+  switch (s) {
+    case node_state::active:
+      return "active";
+    case node_state::cordoned:
+      return "cordoned";
+    case node_state::draining:
+      return "draining";
+  }
+  return "cordoned";
+}
+
+std::optional<node_state> node_state_from(std::string_view text) {
+  for (auto s : {node_state::active, node_state::cordoned, node_state::draining}) {
+    if (text == to_string(s)) {
+      return s;
+    }
+  }
+  return std::nullopt;
+}
+
+std::int64_t node_record::cpu_capacity() const {
+  return static_cast<std::int64_t>(std::floor(cpus * cpu_overcommit)) - reserved_cpus;
+}
+
+std::int64_t node_record::memory_capacity() const {
+  return static_cast<std::int64_t>(
+             std::floor(static_cast<double>(memory_mib) * memory_overcommit)) -
+         reserved_memory_mib;
+}
+
+std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib) {
+  const std::int64_t free_cpus = n.cpu_capacity() - n.used_cpus;
+  const std::int64_t free_memory = n.memory_capacity() - n.used_memory_mib;
+  if (cpus <= free_cpus && memory_mib <= free_memory) {
+    return std::nullopt;
+  }
+  return make_error(errc::capacity,
+                    "node " + n.uri + " has no room for " + std::to_string(cpus) + " vCPUs and " +
+                        std::to_string(memory_mib) + " MiB (" +
+                        std::to_string(std::max<std::int64_t>(free_cpus, 0)) + " vCPUs and " +
+                        std::to_string(std::max<std::int64_t>(free_memory, 0)) + " MiB free)");
+}
+
+std::optional<error> invalid_node_settings(const node_settings& s) {
+  if ((s.reserved_cpus && *s.reserved_cpus < 0) ||
+      (s.reserved_memory_mib && *s.reserved_memory_mib < 0)) {
+    return make_error(errc::validation, "a node's reservations cannot be negative");
+  }
+  if ((s.cpu_overcommit && !(*s.cpu_overcommit > 0)) ||
+      (s.memory_overcommit && !(*s.memory_overcommit > 0))) {
+    return make_error(errc::validation, "a node's overcommit must be a positive number");
   }
   return std::nullopt;
 }

@@ -41,11 +41,72 @@ struct host_record {
   std::optional<create_path> path;
   /// The namespace the host belongs to (API.md "Tenants: scoped keys").
   std::string ns = std::string(k_admin_namespace);
+  /// The node the host is placed on (a node id). Set by the service before insert_host or
+  /// insert_pool_member, which then admit the row only when that node takes new hosts and
+  /// has room for its cpus and memory_mib (errc::capacity otherwise), under a lock on the
+  /// node row in the same transaction, so that concurrent creates never overfill it. Unset:
+  /// no placement (rows from before nodes, and tests of other things).
+  std::optional<std::string> node_id;
   /// Admission only, never stored: insert_host and claim_pool_member refuse the row with
   /// errc::quota ("quota exceeded: max_hosts=5") when `ns` would then hold more than this,
   /// counted under a lock on the namespace in the same transaction, so that concurrent
   /// creates never overshoot it.
   namespace_quota quota;
+};
+
+/// Whether a node takes new hosts: active does; cordoned and draining (being emptied) do not.
+enum class node_state { active, cordoned, draining };
+std::string_view to_string(node_state s);
+std::optional<node_state> node_state_from(std::string_view text);
+
+/// A hypervisor node (issue 14). Capacity for guests: floor(cpus × cpu_overcommit) −
+/// reserved_cpus vCPUs and floor(memory_mib × memory_overcommit) − reserved_memory_mib MiB,
+/// of which the node's hosts that are not in error hold their cpus and memory_mib.
+struct node_record {
+  std::string id;
+  std::string uri;       ///< the libvirt URI that drives it
+  std::string ssh_host;  ///< where callers reach its SSH forwards
+  int cpus = 0;          ///< as the node reports them
+  std::int64_t memory_mib = 0;
+  int reserved_cpus = 0;
+  std::int64_t reserved_memory_mib = 1024;
+  double cpu_overcommit = 16;
+  double memory_overcommit = 1;
+  node_state state = node_state::active;
+  timestamp created_at{};
+  timestamp updated_at{};
+  timestamp last_seen_at{};
+  // Read by list_nodes: what its hosts hold now.
+  std::int64_t hosts = 0;
+  std::int64_t used_cpus = 0;
+  std::int64_t used_memory_mib = 0;
+
+  std::int64_t cpu_capacity() const;
+  std::int64_t memory_capacity() const;
+};
+
+/// Why node `n` (its used_* filled in) cannot take one more host of `cpus` and `memory_mib`
+/// (errc::capacity, saying what is free), or nullopt when it has room. The state is not
+/// looked at.
+std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib);
+
+/// The operator's settings of a node (`litterboxd node set`); unset fields are kept.
+struct node_settings {
+  std::optional<int> reserved_cpus;
+  std::optional<std::int64_t> reserved_memory_mib;
+  std::optional<double> cpu_overcommit;
+  std::optional<double> memory_overcommit;
+};
+
+/// Why `s` cannot be applied (errc::validation), or nullopt.
+std::optional<error> invalid_node_settings(const node_settings& s);
+
+/// What a node reports of itself when it registers.
+struct node_report {
+  std::string uri;
+  std::string ssh_host;
+  int cpus = 0;
+  std::int64_t memory_mib = 0;
 };
 
 /// An Idempotency-Key to reserve together with a new host.
@@ -239,6 +300,29 @@ class store {
   /// lease is kept), not_found.
   virtual result<int> move_port(std::string_view host_id, int lo, int hi,
                                 const std::vector<int>& avoid, timestamp now) = 0;
+
+  // --- nodes (issue 14) ---
+
+  /// Records the node `r.uri` (inserted with the default reservations and overcommit when
+  /// new; its reported ssh_host, cpus and memory refreshed when known, the operator's
+  /// settings kept) and gives it every host row without a node. Returns it.
+  virtual result<node_record> register_node(const node_report& r, timestamp now) = 0;
+
+  /// Every node, oldest first, with what its hosts hold.
+  virtual result<std::vector<node_record>> list_nodes() = 0;
+
+  /// Sets the state of the node whose id or URI is `node`. Errors: not_found.
+  virtual result<node_record> set_node_state(std::string_view node, node_state state,
+                                             timestamp now) = 0;
+
+  /// Changes the operator's settings of the node whose id or URI is `node`. Errors:
+  /// validation (a negative reservation, an overcommit that is not positive), not_found.
+  virtual result<node_record> configure_node(std::string_view node, const node_settings& s,
+                                             timestamp now) = 0;
+
+  /// Makes every host on node `node_id` that is active or bootstrapping (pool members
+  /// included) expire at `now`, so that the reaper tears each down once. Returns how many.
+  virtual result<int> expire_node_hosts(std::string_view node_id, timestamp now) = 0;
 
   /// Number of hosts per status (for metrics); pool members are left out (count_pool).
   virtual result<std::map<schema::host_status, std::int64_t>> count_by_status() = 0;

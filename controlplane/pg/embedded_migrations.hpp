@@ -11,6 +11,7 @@ extern const std::string_view migration_0003;
 extern const std::string_view migration_0004;
 extern const std::string_view migration_0005;
 extern const std::string_view migration_0006;
+extern const std::string_view migration_0007;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -31,6 +32,7 @@ inline constexpr std::array migrations{
     migration{4, "0004_events", &schema::embedded::migration_0004},
     migration{5, "0005_http_proxies", &schema::embedded::migration_0005},
     migration{6, "0006_tenants", &schema::embedded::migration_0006},
+    migration{7, "0007_nodes", &schema::embedded::migration_0007},
 };
 
 }  // namespace litterbox::controlplane::pg

@@ -31,8 +31,22 @@ constexpr const char* host_columns =
     "(extract(epoch from h.activated_at) * 1000000)::bigint, "
     "(extract(epoch from h.expires_at) * 1000000)::bigint, "
     "(extract(epoch from h.provision_deadline) * 1000000)::bigint, h.pooled, h.create_path, "
-    "h.namespace";
-constexpr int host_column_count = 26;
+    "h.namespace, h.node_id::text";
+constexpr int host_column_count = 27;
+
+constexpr const char* node_columns =
+    "n.id::text, n.uri, n.ssh_host, n.cpus, n.memory_mib, n.reserved_cpus, "
+    "n.reserved_memory_mib, n.cpu_overcommit, n.memory_overcommit, n.state, "
+    "(extract(epoch from n.created_at) * 1000000)::bigint, "
+    "(extract(epoch from n.updated_at) * 1000000)::bigint, "
+    "(extract(epoch from n.last_seen_at) * 1000000)::bigint";
+// What the hosts on node n.id hold: the ones not in error (whose VM is released).
+constexpr const char* node_usage_of_n =
+    "(SELECT count(*) FROM hosts u WHERE u.node_id = n.id AND u.status <> 'error'), "
+    "(SELECT COALESCE(sum(u.cpus), 0) FROM hosts u WHERE u.node_id = n.id AND "
+    "u.status <> 'error'), "
+    "(SELECT COALESCE(sum(u.memory_mib), 0) FROM hosts u WHERE u.node_id = n.id AND "
+    "u.status <> 'error')";
 
 constexpr const char* template_columns =
     "t.id::text, t.image_digest, t.cpus, t.memory_mib, t.disk_gb, t.ssh_username, t.image, "
@@ -87,11 +101,43 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "INSERT INTO hosts AS h (id, name, status, provider, image, image_digest, instance_type, "
        "cpus, memory_mib, disk_gb, ssh_host, ssh_port, internal_ssh_host, ssh_username, "
        "known_hosts, last_error, lease_seconds, owner_id, created_at, updated_at, activated_at, "
-       "expires_at, provision_deadline, pooled, create_path, namespace) VALUES ($1::uuid, $2, $3, "
-       "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18::uuid, "
-       "$19::timestamptz, $20::timestamptz, $21::timestamptz, $22::timestamptz, "
-       "$23::timestamptz, $24::boolean, $25, $26) RETURNING " +
+       "expires_at, provision_deadline, pooled, create_path, namespace, node_id) VALUES "
+       "($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, "
+       "$18::uuid, $19::timestamptz, $20::timestamptz, $21::timestamptz, $22::timestamptz, "
+       "$23::timestamptz, $24::boolean, $25, $26, $27::uuid) RETURNING " +
            c},
+      {"register_node",
+       "INSERT INTO nodes AS n (id, uri, ssh_host, cpus, memory_mib, created_at, updated_at, "
+       "last_seen_at) VALUES ($1::uuid, $2, $3, $4, $5, $6::timestamptz, $6::timestamptz, "
+       "$6::timestamptz) ON CONFLICT (uri) DO UPDATE SET ssh_host = EXCLUDED.ssh_host, "
+       "cpus = EXCLUDED.cpus, memory_mib = EXCLUDED.memory_mib, updated_at = "
+       "EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at RETURNING n.id::text"},
+      {"adopt_hosts", "UPDATE hosts SET node_id = $1::uuid WHERE node_id IS NULL"},
+      {"list_nodes", "SELECT " + std::string(node_columns) + ", " + node_usage_of_n +
+                         " FROM nodes n ORDER BY n.created_at, n.id"},
+      {"get_node", "SELECT " + std::string(node_columns) + ", " + node_usage_of_n +
+                       " FROM nodes n WHERE n.id::text = $1 OR n.uri = $1"},
+      {"set_node_state",
+       "UPDATE nodes SET state = $2, updated_at = $3::timestamptz WHERE id::text = $1 OR "
+       "uri = $1 RETURNING id::text"},
+      {"configure_node",
+       "UPDATE nodes SET reserved_cpus = COALESCE($2::integer, reserved_cpus), "
+       "reserved_memory_mib = COALESCE($3::bigint, reserved_memory_mib), cpu_overcommit = "
+       "COALESCE($4::double precision, cpu_overcommit), memory_overcommit = "
+       "COALESCE($5::double precision, memory_overcommit), updated_at = $6::timestamptz "
+       "WHERE id::text = $1 OR uri = $1 RETURNING id::text"},
+      {"lock_node",
+       "SELECT uri, state, cpus, memory_mib, reserved_cpus, reserved_memory_mib, "
+       "cpu_overcommit, memory_overcommit FROM nodes WHERE id = $1::uuid FOR UPDATE"},
+      {"node_usage",
+       "SELECT COALESCE(sum(cpus), 0), COALESCE(sum(memory_mib), 0) FROM hosts WHERE "
+       "node_id = $1::uuid AND status <> 'error'"},
+      {"expire_node_hosts",
+       // The activation lease is dropped too: a bootstrapping host's activation would
+       // otherwise stamp a new expires_at over this one.
+       "UPDATE hosts SET expires_at = $2::timestamptz, lease_seconds = NULL WHERE node_id = "
+       "$1::uuid AND status IN ('active', 'bootstrapping') AND (expires_at IS NULL OR "
+       "expires_at > $2::timestamptz)"},
       {"delete_expired_key",
        "DELETE FROM idempotency_keys WHERE namespace = $1 AND key = $2 AND expires_at <= "
        "$3::timestamptz"},
@@ -362,6 +408,7 @@ host_record read_host(const pqxx::row& r) {
   rec.provision_deadline = opt_ts(r[22]);
   rec.pooled = r[23].as<bool>();
   rec.ns = r[25].as<std::string>();
+  rec.node_id = opt<std::string>(r[26]);
   if (!r[24].is_null()) {
     rec.path = create_path_from(r[24].as<std::string>());
     if (!rec.path) {
@@ -369,6 +416,32 @@ host_record read_host(const pqxx::row& r) {
     }
   }
   return rec;
+}
+
+// A row of node_columns followed by node_usage_of_n.
+node_record read_node(const pqxx::row& r) {
+  node_record n;
+  n.id = r[0].as<std::string>();
+  n.uri = r[1].as<std::string>();
+  n.ssh_host = r[2].as<std::string>();
+  n.cpus = r[3].as<int>();
+  n.memory_mib = r[4].as<std::int64_t>();
+  n.reserved_cpus = r[5].as<int>();
+  n.reserved_memory_mib = r[6].as<std::int64_t>();
+  n.cpu_overcommit = r[7].as<double>();
+  n.memory_overcommit = r[8].as<double>();
+  const auto state = node_state_from(r[9].as<std::string>());
+  if (!state) {
+    throw std::runtime_error("unknown node state in database");
+  }
+  n.state = *state;
+  n.created_at = from_us(r[10].as<std::int64_t>());
+  n.updated_at = from_us(r[11].as<std::int64_t>());
+  n.last_seen_at = from_us(r[12].as<std::int64_t>());
+  n.hosts = r[13].as<std::int64_t>();
+  n.used_cpus = r[14].as<std::int64_t>();
+  n.used_memory_mib = r[15].as<std::int64_t>();
+  return n;
 }
 
 template_status parse_template_status(const pqxx::field& f) {
@@ -644,7 +717,7 @@ bool insert_row(pqxx::transaction_base& tx, const std::string& id, const host_re
       w.image_digest, w.instance_type, w.cpus, w.memory_mib, w.disk_gb, w.ssh_host, w.ssh_port,
       w.internal_ssh_host, w.ssh_username, w.known_hosts, w.last_error, h.lease_seconds, owner,
       ts(w.created_at), ts(w.updated_at), ts(w.activated_at), ts(w.expires_at),
-      ts(h.provision_deadline), h.pooled, path_text(h.path), h.ns));
+      ts(h.provision_deadline), h.pooled, path_text(h.path), h.ns, h.node_id));
   const auto port = lease_free_port(tx, id, ports.lo, ports.hi, now);
   if (!port) {
     return false;
@@ -680,6 +753,37 @@ std::optional<error> over_quota(pqxx::transaction_base& tx, const std::string& n
     return exceeded("max_memory_mib", *quota.max_memory_mib);
   }
   return std::nullopt;
+}
+
+// Takes the lock of node `h.node_id` (to this transaction's end) and checks that it takes new
+// hosts and has room for one of h's cpus and memory_mib; the error (capacity) says why not.
+// Taken after the namespace lock and before any write to hosts, so the lock order is always
+// namespace, node, events; every insert on one node is serialised on its row.
+std::optional<error> refused_by_node(pqxx::transaction_base& tx, const host_record& h) {
+  if (!h.node_id) {
+    return std::nullopt;
+  }
+  const auto id = parse_uuid(*h.node_id);
+  const auto row = id ? tx.exec_prepared("lock_node", *id) : pqxx::result();
+  if (row.empty()) {
+    return make_error(errc::capacity, "no node " + *h.node_id);
+  }
+  node_record n;
+  n.uri = row[0][0].as<std::string>();
+  n.cpus = row[0][2].as<int>();
+  n.memory_mib = row[0][3].as<std::int64_t>();
+  n.reserved_cpus = row[0][4].as<int>();
+  n.reserved_memory_mib = row[0][5].as<std::int64_t>();
+  n.cpu_overcommit = row[0][6].as<double>();
+  n.memory_overcommit = row[0][7].as<double>();
+  const auto state = row[0][1].as<std::string>();
+  if (state != to_string(node_state::active)) {
+    return make_error(errc::capacity, "node " + n.uri + " is " + state + ": it takes no new hosts");
+  }
+  const auto used = tx.exec_prepared1("node_usage", *id);
+  n.used_cpus = used[0].as<std::int64_t>();
+  n.used_memory_mib = used[1].as<std::int64_t>();
+  return node_refusal(n, h.host.cpus, h.host.memory_mib);
 }
 
 // The owner column of a row: NULL, or the owner's UUID; an owner that is no UUID is an error.
@@ -720,6 +824,9 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
             return *over;  // rolled back
           }
+          if (auto full = refused_by_node(tx, h)) {
+            return *full;
+          }
           insert_outcome out;
           if (!insert_row(tx, *id, h, owner, ports, now, out)) {
             tx.abort();
@@ -739,6 +846,9 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           if (!claimed.empty()) {
             if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
               return *over;  // rolled back, and the key with it
+            }
+            if (auto full = refused_by_node(tx, h)) {
+              return *full;
             }
             insert_outcome out;
             if (!insert_row(tx, *id, h, owner, ports, now, out)) {
@@ -951,6 +1061,82 @@ result<int> pg_store::move_port(std::string_view host_id_text, int lo, int hi,
     }
     tx.commit();
     return *port;
+  });
+}
+
+result<node_record> pg_store::register_node(const node_report& r, timestamp now) {
+  if (r.uri.empty() || r.cpus < 0 || r.memory_mib < 0) {
+    return make_error(errc::validation, "a node needs a URI and what it reports of itself");
+  }
+  return run<node_record>(
+      *pool_, "register_node", [&](pqxx::connection& conn) -> result<node_record> {
+        pqxx::work tx(conn);
+        const auto id = tx.exec_prepared1("register_node", new_uuid_v7(now), r.uri, r.ssh_host,
+                                          r.cpus, r.memory_mib, ts(now))[0]
+                            .as<std::string>();
+        tx.exec_prepared("adopt_hosts", id);
+        auto n = read_node(tx.exec_prepared1("get_node", id));
+        tx.commit();
+        return n;
+      });
+}
+
+result<std::vector<node_record>> pg_store::list_nodes() {
+  return run<std::vector<node_record>>(
+      *pool_, "list_nodes", [&](pqxx::connection& conn) -> result<std::vector<node_record>> {
+        pqxx::nontransaction tx(conn);
+        std::vector<node_record> out;
+        for (const auto& row : tx.exec_prepared("list_nodes")) {
+          out.push_back(read_node(row));
+        }
+        return out;
+      });
+}
+
+result<node_record> pg_store::set_node_state(std::string_view node, node_state state,
+                                             timestamp now) {
+  return run<node_record>(
+      *pool_, "set_node_state", [&](pqxx::connection& conn) -> result<node_record> {
+        pqxx::work tx(conn);
+        const auto set = tx.exec_prepared("set_node_state", std::string(node),
+                                          std::string(to_string(state)), ts(now));
+        if (set.size() != 1) {
+          return make_error(errc::not_found, "no node " + std::string(node));
+        }
+        auto n = read_node(tx.exec_prepared1("get_node", set[0][0].as<std::string>()));
+        tx.commit();
+        return n;
+      });
+}
+
+result<node_record> pg_store::configure_node(std::string_view node, const node_settings& set,
+                                             timestamp now) {
+  if (auto bad = invalid_node_settings(set)) {
+    return *bad;
+  }
+  return run<node_record>(
+      *pool_, "configure_node", [&](pqxx::connection& conn) -> result<node_record> {
+        pqxx::work tx(conn);
+        const auto done = tx.exec_prepared("configure_node", std::string(node), set.reserved_cpus,
+                                           set.reserved_memory_mib, set.cpu_overcommit,
+                                           set.memory_overcommit, ts(now));
+        if (done.size() != 1) {
+          return make_error(errc::not_found, "no node " + std::string(node));
+        }
+        auto n = read_node(tx.exec_prepared1("get_node", done[0][0].as<std::string>()));
+        tx.commit();
+        return n;
+      });
+}
+
+result<int> pg_store::expire_node_hosts(std::string_view node_id, timestamp now) {
+  const auto id = parse_uuid(node_id);
+  if (!id) {
+    return make_error(errc::not_found, "no node " + std::string(node_id));
+  }
+  return run<int>(*pool_, "expire_node_hosts", [&](pqxx::connection& conn) -> result<int> {
+    pqxx::nontransaction tx(conn);
+    return static_cast<int>(tx.exec_prepared("expire_node_hosts", *id, ts(now)).affected_rows());
   });
 }
 
@@ -1361,6 +1547,9 @@ result<insert_outcome> pg_store::insert_pool_member(const host_record& h,
         if (live >= target) {
           tx.abort();
           return insert_outcome{false, {}, true, 0};
+        }
+        if (auto full = refused_by_node(tx, member)) {
+          return *full;
         }
         insert_outcome out;
         if (!insert_row(tx, *id, member, *owner_col, ports, now, out)) {

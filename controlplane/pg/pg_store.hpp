@@ -46,6 +46,13 @@ class pg_store final : public store, public proxy_store, public tenant_store {
   result<host_record> renew(std::string_view id, timestamp expires_at, timestamp now) override;
   result<void> remove_host(std::string_view id) override;
   result<int> allocate_port(std::string_view host_id, int lo, int hi, timestamp now) override;
+  result<node_record> register_node(const node_report& r, timestamp now) override;
+  result<std::vector<node_record>> list_nodes() override;
+  result<node_record> set_node_state(std::string_view node, node_state state,
+                                     timestamp now) override;
+  result<node_record> configure_node(std::string_view node, const node_settings& s,
+                                     timestamp now) override;
+  result<int> expire_node_hosts(std::string_view node_id, timestamp now) override;
   result<int> move_port(std::string_view host_id, int lo, int hi, const std::vector<int>& avoid,
                         timestamp now) override;
   result<std::map<schema::host_status, std::int64_t>> count_by_status() override;

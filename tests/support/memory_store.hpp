@@ -60,6 +60,8 @@ class memory_store final : public store, public proxy_store, public tenant_store
       return make_error(errc::internal, "database error");  // the primary key refuses it
     if (auto over = over_quota(h.ns, h.quota, h.host.cpus, h.host.memory_mib))
       return *over;
+    if (auto full = refused_by_node(h))
+      return *full;
     const auto port = free_port(ports.lo, ports.hi);
     if (!port)
       return make_error(errc::capacity, "no SSH port left");
@@ -255,6 +257,91 @@ class memory_store final : public store, public proxy_store, public tenant_store
     }
     ports_[*id] = *p;
     return *p;
+  }
+
+  result<node_record> register_node(const node_report& r, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (r.uri.empty() || r.cpus < 0 || r.memory_mib < 0)
+      return make_error(errc::validation, "a node needs a URI and what it reports of itself");
+    node_record* n = find_node(r.uri);
+    if (n == nullptr) {
+      node_record fresh;
+      fresh.id = new_uuid_v7(now);
+      fresh.uri = r.uri;
+      fresh.created_at = now;
+      nodes_.push_back(fresh);
+      n = &nodes_.back();
+    }
+    n->ssh_host = r.ssh_host;
+    n->cpus = r.cpus;
+    n->memory_mib = r.memory_mib;
+    n->updated_at = n->last_seen_at = now;
+    for (auto& [id, h] : hosts_) {
+      if (!h.node_id)
+        h.node_id = n->id;
+    }
+    return with_usage(*n);
+  }
+
+  result<std::vector<node_record>> list_nodes() override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    std::vector<node_record> out;
+    for (const auto& n : nodes_)
+      out.push_back(with_usage(n));
+    return out;
+  }
+
+  result<node_record> set_node_state(std::string_view node, node_state state,
+                                     timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    node_record* n = find_node(node);
+    if (n == nullptr)
+      return make_error(errc::not_found, "no node " + std::string(node));
+    n->state = state;
+    n->updated_at = now;
+    return with_usage(*n);
+  }
+
+  result<int> expire_node_hosts(std::string_view node_id, timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    int n = 0;
+    for (auto& [id, h] : hosts_) {
+      const auto s = h.host.status;
+      if (h.node_id != node_id ||
+          (s != schema::host_status::active && s != schema::host_status::bootstrapping) ||
+          (h.host.expires_at && *h.host.expires_at <= now))
+        continue;
+      h.host.expires_at = now;
+      h.lease_seconds.reset();
+      ++n;
+    }
+    return n;
+  }
+
+  result<node_record> configure_node(std::string_view node, const node_settings& s,
+                                     timestamp now) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    if (auto bad = invalid_node_settings(s))
+      return *bad;
+    node_record* n = find_node(node);
+    if (n == nullptr)
+      return make_error(errc::not_found, "no node " + std::string(node));
+    n->reserved_cpus = s.reserved_cpus.value_or(n->reserved_cpus);
+    n->reserved_memory_mib = s.reserved_memory_mib.value_or(n->reserved_memory_mib);
+    n->cpu_overcommit = s.cpu_overcommit.value_or(n->cpu_overcommit);
+    n->memory_overcommit = s.memory_overcommit.value_or(n->memory_overcommit);
+    n->updated_at = now;
+    return with_usage(*n);
   }
 
   result<std::map<schema::host_status, std::int64_t>> count_by_status() override {
@@ -581,6 +668,8 @@ class memory_store final : public store, public proxy_store, public tenant_store
       return insert_outcome{false, {}, true, 0};
     if (hosts_.count(*id) != 0)
       return make_error(errc::internal, "database error");  // the primary key refuses it
+    if (auto full = refused_by_node(member_row(h, key)))
+      return *full;
     const auto port = free_port(ports.lo, ports.hi);
     if (!port)
       return make_error(errc::capacity, "no SSH port left");
@@ -938,6 +1027,41 @@ class memory_store final : public store, public proxy_store, public tenant_store
         host_event{next_event_++, r.host.id, type, r.host.status, at, r.host.last_error, r.ns});
   }
 
+  /// node_record `n` with what its hosts hold now.
+  node_record with_usage(node_record n) const {
+    n.hosts = n.used_cpus = n.used_memory_mib = 0;
+    for (const auto& [id, r] : hosts_) {
+      if (r.node_id != n.id || r.host.status == schema::host_status::error)
+        continue;
+      ++n.hosts;
+      n.used_cpus += r.host.cpus;
+      n.used_memory_mib += r.host.memory_mib;
+    }
+    return n;
+  }
+
+  /// What pg_store's refused_by_node checks, under the store's one lock.
+  std::optional<error> refused_by_node(const host_record& h) const {
+    if (!h.node_id)
+      return std::nullopt;
+    const auto it = std::find_if(nodes_.begin(), nodes_.end(),
+                                 [&](const node_record& n) { return n.id == *h.node_id; });
+    if (it == nodes_.end())
+      return make_error(errc::capacity, "no node " + *h.node_id);
+    if (it->state != node_state::active)
+      return make_error(errc::capacity, "node " + it->uri + " is " +
+                                            std::string(to_string(it->state)) +
+                                            ": it takes no new hosts");
+    return node_refusal(with_usage(*it), h.host.cpus, h.host.memory_mib);
+  }
+
+  node_record* find_node(std::string_view node) {
+    const auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const node_record& n) {
+      return n.id == node || n.uri == node;
+    });
+    return it == nodes_.end() ? nullptr : &*it;
+  }
+
   /// What pg_store's over_quota checks, under the store's one lock.
   std::optional<error> over_quota(const std::string& ns, const namespace_quota& q, int cpus,
                                   int memory_mib) const {
@@ -1028,6 +1152,7 @@ class memory_store final : public store, public proxy_store, public tenant_store
   };
   std::mutex mutex_;
   std::map<std::string, host_record> hosts_;  // ids are UUIDv7: map order is creation order
+  std::vector<node_record> nodes_;            // registration order
   std::map<std::string, key_row> keys_;
   std::map<std::string, int> ports_;  // host id, or template_port_key of a template id
   std::map<std::string, beat> beats_;
