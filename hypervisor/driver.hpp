@@ -67,6 +67,13 @@ struct template_spec {
   vm_spec guest;
 };
 
+/// What a hypervisor node reports of itself.
+struct node_info {
+  std::string uri;
+  int cpus = 0;
+  std::int64_t memory_mib = 0;
+};
+
 /// One /doctor check (API.md "Operational endpoints").
 struct check_result {
   std::string name;
@@ -145,6 +152,10 @@ class driver {
 
   /// Health checks for /doctor, each time-boxed by the driver.
   virtual std::vector<check_result> doctor() = 0;
+
+  /// The node this driver runs guests on, as it reports itself: its URI (what names it in
+  /// the nodes table), its logical CPUs and its memory. Errors: unavailable.
+  virtual result<node_info> node() = 0;
 
   /// Bytes of root disk `image` needs, when known without the network (a reference pinned by
   /// digest whose base is cached), so that a smaller disk_gb is refused at admission; nullopt

@@ -40,7 +40,10 @@ struct config {
   std::string accel = "auto";                  ///< LITTERBOX_ACCEL: auto | kvm | tcg
   std::filesystem::path state_dir;             ///< LITTERBOX_STATE_DIR
   std::string ssh_host = "127.0.0.1";          ///< LITTERBOX_SSH_HOST
-  int ssh_port_min = 22000;                    ///< LITTERBOX_SSH_PORTS "min-max"
+  /// The node this process places its hosts on (issue 14); serve sets it at start-up from
+  /// the nodes table. Empty: no placement.
+  std::string node_id;
+  int ssh_port_min = 22000;  ///< LITTERBOX_SSH_PORTS "min-max"
   int ssh_port_max = 22999;
   std::string default_image = "127.0.0.1:5000/litterbox/debian:12";  ///< LITTERBOX_DEFAULT_IMAGE
   std::string kernel;                                                ///< LITTERBOX_KERNEL

@@ -316,6 +316,9 @@ result<create_result> host_service::create(const schema::create_host_request& re
 
   // The SSH port is leased in the insert's transaction: running out of ports is the caller's
   // 503 CAPACITY with nothing kept, and a row never exists without its port.
+  if (!cfg_.node_id.empty()) {
+    rec.node_id = cfg_.node_id;
+  }
   auto inserted = db_.insert_host(rec, claim, {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
   if (!inserted && inserted.error().code == errc::outcome_unknown) {
     // The commit may have landed: the row says. Found, it is ours to provision; not found,
@@ -542,6 +545,9 @@ schema::doctor_report host_service::doctor() {
   if (pool_) {
     report.checks.push_back(pool_check());
   }
+  if (!cfg_.node_id.empty()) {
+    report.checks.push_back(node_check());
+  }
   report.ok =
       std::all_of(report.checks.begin(), report.checks.end(), [](const auto& c) { return c.ok; });
   return report;
@@ -594,6 +600,36 @@ schema::doctor_check host_service::templates_check() {
       c.hint =
           "images need qemu-guest-agent and util-linux-extra to be cloned (README: "
           "fast creates)";
+    }
+  }
+  c.latency_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return c;
+}
+
+schema::doctor_check host_service::node_check() {
+  const auto start = std::chrono::steady_clock::now();
+  schema::doctor_check c{"node", false, "", 0, ""};
+  auto nodes = db_.list_nodes();
+  if (!nodes) {
+    c.detail = nodes.error().message;
+  } else {
+    const auto it = std::find_if(nodes->begin(), nodes->end(),
+                                 [this](const node_record& n) { return n.id == cfg_.node_id; });
+    if (it == nodes->end()) {
+      c.detail = "node " + cfg_.node_id + " is not in the database";
+      c.hint = "restart litterboxd serve: it registers its node at start-up";
+    } else {
+      // Creates are refused while the node takes no new hosts: not healthy, even on purpose.
+      c.ok = it->state == node_state::active;
+      c.detail = it->uri + " " + std::string(to_string(it->state)) + ": " +
+                 std::to_string(it->hosts) + " hosts, " + std::to_string(it->used_cpus) + "/" +
+                 std::to_string(it->cpu_capacity()) + " vCPUs, " +
+                 std::to_string(it->used_memory_mib) + "/" + std::to_string(it->memory_capacity()) +
+                 " MiB";
+      if (!c.ok) {
+        c.hint = "creates get 503 CAPACITY until `litterboxd node uncordon " + it->uri + "`";
+      }
     }
   }
   c.latency_ms =

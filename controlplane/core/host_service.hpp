@@ -149,6 +149,7 @@ class host_service {
   result<host_record> find_host(std::string_view raw_id, const caller& who);
   schema::doctor_check templates_check();
   schema::doctor_check pool_check();
+  schema::doctor_check node_check();
   /// Claims a warm-pool member for the create `rec` when a pool serves its size and a member
   /// of its image's digest is free (or finds the host its key already names); nullopt to go
   /// on with a new row.

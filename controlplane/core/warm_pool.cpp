@@ -188,6 +188,9 @@ int warm_pool::refill(std::size_t index) {
   rec.owner_id = instance_.id();
   rec.provision_deadline = now + cfg_.provision_timeout;
   rec.pooled = true;
+  if (!cfg_.node_id.empty()) {
+    rec.node_id = cfg_.node_id;
+  }
 
   auto host_key = hypervisor::generate_ed25519(rec.host.name);
   if (!host_key) {

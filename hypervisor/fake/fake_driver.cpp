@@ -535,6 +535,10 @@ void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {
   }
 }
 
+result<node_info> fake_driver::node() {
+  return options_.node;
+}
+
 void fake_driver::set_busy_ports(std::set<int> ports) {
   const std::lock_guard lock(mutex_);
   busy_ports_ = std::move(ports);

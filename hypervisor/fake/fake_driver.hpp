@@ -61,6 +61,8 @@ struct fake_options {
   /// address is also written to `<state_dir>/<host_id>.guest-endpoint` ("127.0.0.1:PORT"),
   /// so black-box tests of litterboxd can connect "from inside" a fake guest.
   guest_listener_sink* guest_listeners = nullptr;
+  /// What node() reports: a node roomy enough that no test runs out of it by accident.
+  node_info node{"fake:///node", 64, 262144};
 };
 
 /// An in-memory hypervisor for tests and `litterboxd serve --hypervisor=fake`. Image
@@ -86,6 +88,7 @@ class fake_driver final : public driver {
   result<std::vector<std::string>> list_owned() override;
   result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
+  result<node_info> node() override;
   result<void> build_template(const template_spec& spec,
                               std::chrono::steady_clock::time_point deadline) override;
   result<void> restore_clone(std::string_view template_id, const vm_spec& spec,

@@ -1102,6 +1102,21 @@ std::vector<std::string> libvirt_driver::owned_domain_names() {
   return names;
 }
 
+result<node_info> libvirt_driver::node() {
+  std::string why;
+  const auto conn = connect(&why);
+  if (!conn) {
+    return make_error(errc::unavailable, "libvirt is unreachable: " + why);
+  }
+  virNodeInfo info{};
+  if (virNodeGetInfo(conn->ptr, &info) != 0) {
+    return make_error(errc::unavailable, "cannot read the node's info: " + last_libvirt_error());
+  }
+  // The URI as configured names the node: it is what litterboxd connects with.
+  return node_info{config_.uri, static_cast<int>(info.cpus),
+                   static_cast<std::int64_t>(info.memory / 1024)};
+}
+
 check_result libvirt_driver::isolation_check() {
   check_result r;
   r.hint =

@@ -137,6 +137,7 @@ class libvirt_driver final : public driver {
   result<std::vector<std::string>> list_owned() override;
   result<int> collect_images(const std::set<std::string>& in_use) override;
   std::vector<check_result> doctor() override;
+  result<node_info> node() override;
   std::optional<std::uint64_t> known_image_bytes(std::string_view image) override {
     return images_.known_size(image);
   }
