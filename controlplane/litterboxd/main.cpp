@@ -15,6 +15,7 @@
 #include "controlplane/http/prometheus_metrics.hpp"
 #include "controlplane/http/server.hpp"
 #include "controlplane/litterboxd/config_file.hpp"
+#include "controlplane/litterboxd/node_command.hpp"
 #include "controlplane/pg/connection_pool.hpp"
 #include "controlplane/pg/event_listener.hpp"
 #include "controlplane/pg/migrate.hpp"
@@ -756,6 +757,38 @@ controlplane::pg::session_limits db_limits(const controlplane::config& c) {
   return l;
 }
 
+// Registers the machine the driver runs guests on as a node and returns its id: every host
+// this process creates is placed on it. A node that cannot be asked now (libvirtd away)
+// keeps what it reported last time; one never seen before cannot be served without it.
+std::string join_node(const controlplane::config& cfg, controlplane::store& db,
+                      hypervisor::driver& driver, const clock& clk) {
+  auto info = driver.node();
+  if (!info) {
+    auto known = db.list_nodes();
+    if (!known) {
+      throw startup_error("cannot read the nodes: " + known.error().message);
+    }
+    for (const auto& n : *known) {
+      if (n.uri == cfg.libvirt_uri) {
+        spdlog::warn(
+            "node {}: cannot ask it for its size ({}); placing on what it reported "
+            "last",
+            n.uri, info.error().message);
+        return n.id;
+      }
+    }
+    throw startup_error("cannot register the node: " + info.error().message);
+  }
+  auto node = db.register_node({info->uri, cfg.ssh_host, info->cpus, info->memory_mib}, clk.now());
+  if (!node) {
+    throw startup_error("cannot register the node " + info->uri + ": " + node.error().message);
+  }
+  spdlog::info("node {} ({}): {}, {} vCPUs and {} MiB for guests, {} hosts on it", node->uri,
+               node->id, to_string(node->state), node->cpu_capacity(), node->memory_capacity(),
+               node->hosts);
+  return node->id;
+}
+
 int serve(options& o) {
   run_migrations(o.cfg);
   o.cfg.idempotency_secret = load_idempotency_secret(o.cfg.state_dir);
@@ -774,6 +807,7 @@ int serve(options& o) {
   gw.idle_timeout = o.cfg.guest_proxy_idle_timeout;
   controlplane::http::guest_gateway gateway(gw, db, *proxy_allow, stats);
   auto hv = make_hypervisor(o, &gateway);
+  o.cfg.node_id = join_node(o.cfg, db, *hv.driver, clock);
   const auto instance_id = new_uuid_v7(clock.now());
   controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
   controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock, instance_id);
@@ -864,11 +898,14 @@ int run(int argc, char** argv) {
       "reap", "One reaper pass (expired hosts, interrupted creates, orphans), then exit");
   add_config_options(*reap_cmd, o);
 
+  node_command node;
+  auto* node_cmd = add_node_command(app, node);
+
   // serve and reap bind the same variables. CLI11 reads the environment into every option of
   // a subcommand without a parse-complete callback, parsed or not — so the unparsed one wrote
   // the environment's value over a flag given to the parsed one. With a callback each
   // subcommand reads the environment only when it is the one parsed: flags win.
-  for (auto* sub : {serve_cmd, migrate_cmd, reap_cmd}) {
+  for (auto* sub : {serve_cmd, migrate_cmd, reap_cmd, node_cmd}) {
     sub->parse_complete_callback([] {});
   }
   try {
@@ -886,6 +923,15 @@ int run(int argc, char** argv) {
   o.cfg.log_json = o.log_format == "json";
   setup_logs(o);
   try {
+    if (node_cmd->parsed()) {
+      if (node.database_url.empty()) {
+        throw startup_error("DATABASE_URL is required");
+      }
+      o.cfg.database_url = node.database_url;
+      const system_clock clock;
+      controlplane::pg_store db(node.database_url, 1, std::chrono::seconds(5), db_limits(o.cfg));
+      return run_node_command(node, db, clock);
+    }
     if (migrate_cmd->parsed()) {
       if (o.cfg.database_url.empty()) {
         throw startup_error("DATABASE_URL is required");
