@@ -151,10 +151,8 @@ TEST(LibvirtDriverHungDaemon, CallsFailWithinTheConnectTimeoutAndDoNotQueueBehin
 
 /// A driver on libvirt's in-process test driver whose proxy links are `links`, checking and
 /// re-asserting every `interval`.
-std::unique_ptr<libvirt_driver> driver_on_test_libvirt(const fs::path& dir,
-                                                       std::shared_ptr<fake_proxy_links> links,
-                                                       std::chrono::milliseconds interval,
-                                                       base_images& images) {
+libvirt_config test_libvirt_config(const fs::path& dir, std::shared_ptr<fake_proxy_links> links,
+                                   std::chrono::milliseconds interval) {
   libvirt_config cfg;
   cfg.uri = "test:///default";
   cfg.accel = "tcg";
@@ -163,7 +161,15 @@ std::unique_ptr<libvirt_driver> driver_on_test_libvirt(const fs::path& dir,
   cfg.start_paused = false;
   cfg.links = std::move(links);
   cfg.firewall_interval = interval;
-  return std::make_unique<libvirt_driver>(cfg, images);
+  return cfg;
+}
+
+std::unique_ptr<libvirt_driver> driver_on_test_libvirt(const fs::path& dir,
+                                                       std::shared_ptr<fake_proxy_links> links,
+                                                       std::chrono::milliseconds interval,
+                                                       base_images& images) {
+  return std::make_unique<libvirt_driver>(test_libvirt_config(dir, std::move(links), interval),
+                                          images);
 }
 
 std::optional<check_result> find_check(const std::vector<check_result>& report,
@@ -209,15 +215,7 @@ TEST(LibvirtDriverSshPorts, DoctorFailsARangeOfEphemeralPortsWithAHintAndPassesO
   const fs::path dir = fs::temp_directory_path() / ("lb-ssh-ports-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   fixed_base_image images{"/nonexistent/base.qcow2"};
-  auto links = std::make_shared<fake_proxy_links>();
-  libvirt_config cfg;
-  cfg.uri = "test:///default";
-  cfg.accel = "tcg";
-  cfg.state_dir = dir;
-  cfg.isolate_host = false;
-  cfg.start_paused = false;
-  cfg.links = links;
-  cfg.firewall_interval = 1h;
+  auto cfg = test_libvirt_config(dir, std::make_shared<fake_proxy_links>(), 1h);
 
   cfg.ssh_port_min = first - 100;
   cfg.ssh_port_max = first - 91;
