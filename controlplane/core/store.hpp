@@ -71,7 +71,7 @@ struct node_record {
   int reserved_cpus = 0;
   std::int64_t reserved_memory_mib = 1024;
   double cpu_overcommit = 16;
-  double memory_overcommit = 1;
+  double memory_overcommit = 1.5;
   node_state state = node_state::active;
   timestamp created_at{};
   timestamp updated_at{};

@@ -13,7 +13,7 @@ CREATE TABLE nodes (
   reserved_cpus       integer NOT NULL DEFAULT 0 CHECK (reserved_cpus >= 0),
   reserved_memory_mib bigint NOT NULL DEFAULT 1024 CHECK (reserved_memory_mib >= 0),
   cpu_overcommit      double precision NOT NULL DEFAULT 16 CHECK (cpu_overcommit > 0),
-  memory_overcommit   double precision NOT NULL DEFAULT 1 CHECK (memory_overcommit > 0),
+  memory_overcommit   double precision NOT NULL DEFAULT 1.5 CHECK (memory_overcommit > 0),
   -- active: takes new hosts; cordoned and draining: takes none (draining: being emptied).
   state               text NOT NULL DEFAULT 'active'
                         CHECK (state IN ('active', 'cordoned', 'draining')),

@@ -73,7 +73,7 @@ TYPED_TEST(node_store_contract, RegisteringAgainRefreshesWhatTheNodeReportsAndKe
   EXPECT_EQ(first->reserved_memory_mib, 1024) << "the default reservation";
   EXPECT_EQ(first->cpu_overcommit, 16);
   EXPECT_EQ(first->cpu_capacity(), 32);
-  EXPECT_EQ(first->memory_capacity(), 24000 - 1024);
+  EXPECT_EQ(first->memory_capacity(), 36000 - 1024);
   node_settings s;
   s.cpu_overcommit = 4;
   ASSERT_TRUE(this->store_.configure_node("qemu:///system", s, t0));

@@ -387,6 +387,16 @@ e2e_service::e2e_service(std::vector<std::string> extra_args, const fs::path& st
   o.start_timeout = std::chrono::seconds(120);
   options_ = o;
   server_ = std::make_unique<test::litterboxd_process>(std::move(o));
+  // These suites run many guests at once on a small machine (twenty concurrent creates, a
+  // pool refilling beside them); TCG guests touch a fraction of their memory. Placement is
+  // not what they test: the node they registered gets room for all of them.
+  const auto sized =
+      run_process({LB_LITTERBOXD_PATH, "node", "set", libvirt_uri(), "--memory-overcommit", "8",
+                   "--cpu-overcommit", "64", "--database-url", db_->url()},
+                  {k_path}, 30s);
+  if (sized.exit_code != 0) {
+    throw std::runtime_error("cannot size the e2e node: " + sized.err);
+  }
   // A blocking create waits for a whole TCG boot, two of them at once on a busy machine.
   http_ =
       std::make_unique<test::http_client>("127.0.0.1", server_->port(), std::chrono::seconds(1200));

@@ -56,14 +56,14 @@ TEST_F(nodes, NodeLsShowsTheServersOwnNodeWithWhatItsHostsHold) {
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
   EXPECT_NE(ls.out.find(k_node), std::string::npos) << ls.out;
   EXPECT_NE(ls.out.find("active"), std::string::npos) << ls.out;
-  // 64 CPUs × 16, no CPU reserved; 262144 MiB less the default 1024 reserved.
+  // 64 CPUs × 16, no CPU reserved; 262144 MiB × 1.5 less the default 1024 reserved.
   EXPECT_NE(ls.out.find(" 2/1024 "), std::string::npos) << ls.out;
-  EXPECT_NE(ls.out.find(" 2048/261120 "), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find(" 2048/392192 "), std::string::npos) << ls.out;
   const auto check = doctor_check("node");
   ASSERT_FALSE(check.is_null());
   EXPECT_EQ(check.value("status", ""), "ok") << check.dump();
   EXPECT_EQ(check.value("detail", ""),
-            std::string(k_node) + " active: 1 hosts, 2/1024 vCPUs, 2048/261120 MiB");
+            std::string(k_node) + " active: 1 hosts, 2/1024 vCPUs, 2048/392192 MiB");
 }
 
 TEST_F(nodes, ACordonedNodeRefusesCreatesWith503AndKeepsNothingUntilUncordoned) {
@@ -87,8 +87,8 @@ TEST_F(nodes, ACordonedNodeRefusesCreatesWith503AndKeepsNothingUntilUncordoned) 
 
 TEST_F(nodes, CreatesBeyondTheNodesRoomAre503AndADeletedHostFreesItsShare) {
   // Leave 2048 MiB for guests.
-  const auto set =
-      node_cli({"set", k_node, "--reserved-memory-mib", std::to_string(262144 - 2048)});
+  const auto set = node_cli({"set", k_node, "--memory-overcommit", "1", "--reserved-memory-mib",
+                             std::to_string(262144 - 2048)});
   ASSERT_EQ(set.exit_code, 0) << set.err;
   const auto first = create_active(R"({"memory_mib": 1024})");
   ASSERT_FALSE(first.is_null());
