@@ -96,6 +96,10 @@ std::int64_t node_record::memory_capacity() const {
 }
 
 std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib) {
+  if (n.state != node_state::active) {
+    return make_error(errc::capacity, "node " + n.uri + " is " + std::string(to_string(n.state)) +
+                                          ": it takes no new hosts");
+  }
   const std::int64_t free_cpus = n.cpu_capacity() - n.used_cpus;
   const std::int64_t free_memory = n.memory_capacity() - n.used_memory_mib;
   if (cpus <= free_cpus && memory_mib <= free_memory) {

@@ -86,8 +86,8 @@ struct node_record {
 };
 
 /// Why node `n` (its used_* filled in) cannot take one more host of `cpus` and `memory_mib`
-/// (errc::capacity, saying what is free), or nullopt when it has room. The state is not
-/// looked at.
+/// (errc::capacity: it is cordoned or draining, or it says what is free), or nullopt when it
+/// takes the host.
 std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib);
 
 /// The operator's settings of a node (`litterboxd node set`); unset fields are kept.

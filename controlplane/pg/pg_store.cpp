@@ -126,12 +126,7 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "COALESCE($4::double precision, cpu_overcommit), memory_overcommit = "
        "COALESCE($5::double precision, memory_overcommit), updated_at = $6::timestamptz "
        "WHERE id::text = $1 OR uri = $1 RETURNING id::text"},
-      {"lock_node",
-       "SELECT uri, state, cpus, memory_mib, reserved_cpus, reserved_memory_mib, "
-       "cpu_overcommit, memory_overcommit FROM nodes WHERE id = $1::uuid FOR UPDATE"},
-      {"node_usage",
-       "SELECT COALESCE(sum(cpus), 0), COALESCE(sum(memory_mib), 0) FROM hosts WHERE "
-       "node_id = $1::uuid AND status <> 'error'"},
+      {"lock_node", "SELECT 1 FROM nodes WHERE id = $1::uuid FOR UPDATE"},
       {"expire_node_hosts",
        // The activation lease is dropped too: a bootstrapping host's activation would
        // otherwise stamp a new expires_at over this one.
@@ -764,26 +759,13 @@ std::optional<error> refused_by_node(pqxx::transaction_base& tx, const host_reco
     return std::nullopt;
   }
   const auto id = parse_uuid(*h.node_id);
-  const auto row = id ? tx.exec_prepared("lock_node", *id) : pqxx::result();
-  if (row.empty()) {
+  if (!id || tx.exec_prepared("lock_node", *id).empty()) {
     return make_error(errc::capacity, "no node " + *h.node_id);
   }
-  node_record n;
-  n.uri = row[0][0].as<std::string>();
-  n.cpus = row[0][2].as<int>();
-  n.memory_mib = row[0][3].as<std::int64_t>();
-  n.reserved_cpus = row[0][4].as<int>();
-  n.reserved_memory_mib = row[0][5].as<std::int64_t>();
-  n.cpu_overcommit = row[0][6].as<double>();
-  n.memory_overcommit = row[0][7].as<double>();
-  const auto state = row[0][1].as<std::string>();
-  if (state != to_string(node_state::active)) {
-    return make_error(errc::capacity, "node " + n.uri + " is " + state + ": it takes no new hosts");
-  }
-  const auto used = tx.exec_prepared1("node_usage", *id);
-  n.used_cpus = used[0].as<std::int64_t>();
-  n.used_memory_mib = used[1].as<std::int64_t>();
-  return node_refusal(n, h.host.cpus, h.host.memory_mib);
+  // Read after the lock, in a statement of its own: it sees every insert committed by the
+  // transactions that held the lock before this one.
+  return node_refusal(read_node(tx.exec_prepared1("get_node", *id)), h.host.cpus,
+                      h.host.memory_mib);
 }
 
 // The owner column of a row: NULL, or the owner's UUID; an owner that is no UUID is an error.

@@ -1048,10 +1048,6 @@ class memory_store final : public store, public proxy_store, public tenant_store
                                  [&](const node_record& n) { return n.id == *h.node_id; });
     if (it == nodes_.end())
       return make_error(errc::capacity, "no node " + *h.node_id);
-    if (it->state != node_state::active)
-      return make_error(errc::capacity, "node " + it->uri + " is " +
-                                            std::string(to_string(it->state)) +
-                                            ": it takes no new hosts");
     return node_refusal(with_usage(*it), h.host.cpus, h.host.memory_mib);
   }
 
