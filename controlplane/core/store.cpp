@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 
 namespace litterbox::controlplane {
 
@@ -110,6 +111,36 @@ std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib
                         std::to_string(memory_mib) + " MiB (" +
                         std::to_string(std::max<std::int64_t>(free_cpus, 0)) + " vCPUs and " +
                         std::to_string(std::max<std::int64_t>(free_memory, 0)) + " MiB free)");
+}
+
+result<node_record> choose_node(const std::vector<node_record>& candidates,
+                                const std::optional<std::string>& prefer, int cpus,
+                                int memory_mib) {
+  const node_record* best = nullptr;
+  std::string refusals;
+  for (const auto& n : candidates) {
+    if (auto no = node_refusal(n, cpus, memory_mib)) {
+      refusals += (refusals.empty() ? "" : "; ") + no->message;
+      continue;
+    }
+    if (prefer && n.id == *prefer) {
+      return n;
+    }
+    const auto room = [](const node_record& r) {
+      return std::make_tuple(r.memory_capacity() - r.used_memory_mib,
+                             r.cpu_capacity() - r.used_cpus);
+    };
+    if (best == nullptr || room(n) > room(*best) || (room(n) == room(*best) && n.id < best->id)) {
+      best = &n;
+    }
+  }
+  if (best != nullptr) {
+    return *best;
+  }
+  if (candidates.empty()) {
+    return make_error(errc::capacity, "no node takes hosts");
+  }
+  return make_error(errc::capacity, refusals);
 }
 
 std::optional<error> invalid_node_settings(const node_settings& s) {

@@ -47,6 +47,14 @@ struct host_record {
   /// node row in the same transaction, so that concurrent creates never overfill it. Unset:
   /// no placement (rows from before nodes, and tests of other things).
   std::optional<std::string> node_id;
+  /// Admission only, never stored: when node_id is unset, the nodes that may take the host
+  /// (those the creating process drives). insert_host then places it in its transaction, under
+  /// the locks of every candidate (taken in id order): on `prefer_node` when that one is a
+  /// candidate and takes it (the node holding its template), otherwise on the one with the
+  /// most free memory (choose_node). The row it returns has node_id set and ssh_host the
+  /// node's. errc::capacity, naming why each node refused, when none takes it.
+  std::vector<std::string> node_choices;
+  std::optional<std::string> prefer_node;
   /// Admission only, never stored: insert_host and claim_pool_member refuse the row with
   /// errc::quota ("quota exceeded: max_hosts=5") when `ns` would then hold more than this,
   /// counted under a lock on the namespace in the same transaction, so that concurrent
@@ -89,6 +97,13 @@ struct node_record {
 /// (errc::capacity: it is cordoned or draining, or it says what is free), or nullopt when it
 /// takes the host.
 std::optional<error> node_refusal(const node_record& n, int cpus, int memory_mib);
+
+/// The node of `candidates` (their used_* filled in) that takes one more host of `cpus` and
+/// `memory_mib`: `prefer` when it is among them and takes it, otherwise the one with the most
+/// free memory (then the most free vCPUs, then the lowest id), so that hosts spread by
+/// capacity. errc::capacity, with each node's refusal, when none takes it.
+result<node_record> choose_node(const std::vector<node_record>& candidates,
+                                const std::optional<std::string>& prefer, int cpus, int memory_mib);
 
 /// The operator's settings of a node (`litterboxd node set`); unset fields are kept.
 struct node_settings {
@@ -225,6 +240,9 @@ struct template_record {
   timestamp updated_at{};
   std::optional<timestamp> ready_at;
   timestamp last_used_at{};  ///< the last clone or pool refill from it
+  /// The node it is built and saved on: only hosts on that node are cloned from it. Unset
+  /// for rows from before nodes (the only node's).
+  std::optional<std::string> node_id;
 };
 
 /// What a warm-pool claim asks for: a ready member of this key, handed to the caller with
@@ -319,6 +337,11 @@ class store {
   /// validation (a negative reservation, an overcommit that is not positive), not_found.
   virtual result<node_record> configure_node(std::string_view node, const node_settings& s,
                                              timestamp now) = 0;
+
+  /// Deletes the node whose id or URI is `node`, and its template rows (their files are on
+  /// that node). Returns it as it was. Errors: not_found; host_state while any host row (pool
+  /// members and error rows included) is on it: drain it, and let the reaper finish, first.
+  virtual result<node_record> remove_node(std::string_view node) = 0;
 
   /// Makes every host on node `node_id` that is active or bootstrapping (pool members
   /// included) expire at `now`, so that the reaper tears each down once. Returns how many.

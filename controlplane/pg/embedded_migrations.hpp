@@ -12,6 +12,7 @@ extern const std::string_view migration_0004;
 extern const std::string_view migration_0005;
 extern const std::string_view migration_0006;
 extern const std::string_view migration_0007;
+extern const std::string_view migration_0008;
 }  // namespace litterbox::schema::embedded
 
 namespace litterbox::controlplane::pg {
@@ -33,6 +34,7 @@ inline constexpr std::array migrations{
     migration{5, "0005_http_proxies", &schema::embedded::migration_0005},
     migration{6, "0006_tenants", &schema::embedded::migration_0006},
     migration{7, "0007_nodes", &schema::embedded::migration_0007},
+    migration{8, "0008_node_templates", &schema::embedded::migration_0008},
 };
 
 }  // namespace litterbox::controlplane::pg

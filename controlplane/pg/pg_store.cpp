@@ -10,6 +10,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 #include <string_view>
@@ -56,7 +57,7 @@ constexpr const char* template_columns =
     "(extract(epoch from t.updated_at) * 1000000)::bigint, "
     "(extract(epoch from t.ready_at) * 1000000)::bigint, "
     "(extract(epoch from t.last_used_at) * 1000000)::bigint, "
-    "(SELECT s.port FROM ssh_ports s WHERE s.template_id = t.id)";
+    "(SELECT s.port FROM ssh_ports s WHERE s.template_id = t.id), t.node_id::text";
 
 // The pool key's columns of a host row ($1..$5: digest, cpus, memory_mib, disk_gb, user).
 constexpr const char* host_key_match =
@@ -113,6 +114,11 @@ std::vector<std::pair<std::string, std::string>> statements() {
        "cpus = EXCLUDED.cpus, memory_mib = EXCLUDED.memory_mib, updated_at = "
        "EXCLUDED.updated_at, last_seen_at = EXCLUDED.last_seen_at RETURNING n.id::text"},
       {"adopt_hosts", "UPDATE hosts SET node_id = $1::uuid WHERE node_id IS NULL"},
+      {"adopt_templates", "UPDATE templates SET node_id = $1::uuid WHERE node_id IS NULL"},
+      {"lock_node_by_name",
+       "SELECT id::text FROM nodes WHERE id::text = $1 OR uri = $1 FOR UPDATE"},
+      {"node_host_count", "SELECT count(*) FROM hosts WHERE node_id = $1::uuid"},
+      {"delete_node", "DELETE FROM nodes WHERE id = $1::uuid"},
       {"list_nodes", "SELECT " + std::string(node_columns) + ", " + node_usage_of_n +
                          " FROM nodes n ORDER BY n.created_at, n.id"},
       {"get_node", "SELECT " + std::string(node_columns) + ", " + node_usage_of_n +
@@ -230,8 +236,9 @@ std::vector<std::pair<std::string, std::string>> statements() {
       {"insert_template",
        "INSERT INTO templates (id, image_digest, cpus, memory_mib, disk_gb, ssh_username, image, "
        "status, owner_id, last_error, retry_after, created_at, updated_at, ready_at, "
-       "last_used_at) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, 'building', $8::uuid, '', NULL, "
-       "$9::timestamptz, $9::timestamptz, NULL, $9::timestamptz) ON CONFLICT (image_digest, "
+       "last_used_at, node_id) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, 'building', $8::uuid, "
+       "'', NULL, $9::timestamptz, $9::timestamptz, NULL, $9::timestamptz, $10::uuid) ON "
+       "CONFLICT (image_digest, "
        "cpus, memory_mib, (COALESCE(disk_gb, 0)), ssh_username) DO NOTHING RETURNING id::text"},
       {"lock_template_of_key", "SELECT t.id::text FROM templates t WHERE " +
                                    std::string(template_key_match) + " FOR UPDATE"},
@@ -239,7 +246,8 @@ std::vector<std::pair<std::string, std::string>> statements() {
       // is judged on the latest beat.
       {"take_over_template",
        "UPDATE templates t SET status = 'building', owner_id = $3::uuid, retry_after = NULL, "
-       "ready_at = NULL, updated_at = $1::timestamptz WHERE t.id = $2::uuid AND "
+       "ready_at = NULL, updated_at = $1::timestamptz, node_id = $4::uuid WHERE t.id = "
+       "$2::uuid AND "
        "((t.status = 'failed' AND t.retry_after <= $1::timestamptz) OR (t.status = 'building' "
        "AND NOT " +
            owner_alive_at_1 + ")) RETURNING t.id"},
@@ -467,6 +475,7 @@ template_record read_template(const pqxx::row& r) {
   t.ready_at = opt_ts(r[13]);
   t.last_used_at = from_us(r[14].as<std::int64_t>());
   t.ssh_port = opt<int>(r[15]).value_or(0);
+  t.node_id = opt<std::string>(r[16]);
   return t;
 }
 
@@ -768,6 +777,39 @@ std::optional<error> refused_by_node(pqxx::transaction_base& tx, const host_reco
                       h.host.memory_mib);
 }
 
+// Places `h` when it names no node of its own but node_choices: locks every candidate in id
+// order (so that two inserts never deadlock, and each sees what the other committed), then
+// lets choose_node pick; `h` gets the node's id and SSH address. The lock order stays
+// namespace, node(s), events.
+std::optional<error> place_on_node(pqxx::transaction_base& tx, host_record& h) {
+  if (h.node_id || h.node_choices.empty()) {
+    return refused_by_node(tx, h);
+  }
+  std::vector<std::string> ids;
+  for (const auto& c : h.node_choices) {
+    if (auto id = parse_uuid(c)) {
+      ids.push_back(std::move(*id));
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<node_record> candidates;
+  for (const auto& id : ids) {
+    if (!tx.exec_prepared("lock_node", id).empty()) {
+      candidates.push_back(read_node(tx.exec_prepared1("get_node", id)));
+    }
+  }
+  auto chosen = choose_node(candidates, h.prefer_node, h.host.cpus, h.host.memory_mib);
+  if (!chosen) {
+    return chosen.error();
+  }
+  h.node_id = chosen->id;
+  if (!chosen->ssh_host.empty()) {
+    h.host.ssh_host = chosen->ssh_host;
+  }
+  return std::nullopt;
+}
+
 // The owner column of a row: NULL, or the owner's UUID; an owner that is no UUID is an error.
 result<std::optional<std::string>> owner_column(const std::optional<std::string>& owner) {
   if (!owner) {
@@ -806,11 +848,12 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
           if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
             return *over;  // rolled back
           }
-          if (auto full = refused_by_node(tx, h)) {
+          host_record placed = h;
+          if (auto full = place_on_node(tx, placed)) {
             return *full;
           }
           insert_outcome out;
-          if (!insert_row(tx, *id, h, owner, ports, now, out)) {
+          if (!insert_row(tx, *id, placed, owner, ports, now, out)) {
             tx.abort();
             return no_port();
           }
@@ -829,11 +872,12 @@ result<insert_outcome> pg_store::insert_host(const host_record& h,
             if (auto over = over_quota(tx, h.ns, h.quota, h.host.cpus, h.host.memory_mib)) {
               return *over;  // rolled back, and the key with it
             }
-            if (auto full = refused_by_node(tx, h)) {
+            host_record placed = h;
+            if (auto full = place_on_node(tx, placed)) {
               return *full;
             }
             insert_outcome out;
-            if (!insert_row(tx, *id, h, owner, ports, now, out)) {
+            if (!insert_row(tx, *id, placed, owner, ports, now, out)) {
               tx.abort();  // the key goes with it: a retry is a fresh create
               return no_port();
             }
@@ -1057,6 +1101,7 @@ result<node_record> pg_store::register_node(const node_report& r, timestamp now)
                                           r.cpus, r.memory_mib, ts(now))[0]
                             .as<std::string>();
         tx.exec_prepared("adopt_hosts", id);
+        tx.exec_prepared("adopt_templates", id);
         auto n = read_node(tx.exec_prepared1("get_node", id));
         tx.commit();
         return n;
@@ -1106,6 +1151,30 @@ result<node_record> pg_store::configure_node(std::string_view node, const node_s
           return make_error(errc::not_found, "no node " + std::string(node));
         }
         auto n = read_node(tx.exec_prepared1("get_node", done[0][0].as<std::string>()));
+        tx.commit();
+        return n;
+      });
+}
+
+result<node_record> pg_store::remove_node(std::string_view node) {
+  return run<node_record>(
+      *pool_, "remove_node", [&](pqxx::connection& conn) -> result<node_record> {
+        pqxx::work tx(conn);
+        // The node's lock: no insert places a host on it while this decides.
+        const auto locked = tx.exec_prepared("lock_node_by_name", std::string(node));
+        if (locked.empty()) {
+          return make_error(errc::not_found, "no node " + std::string(node));
+        }
+        const auto id = locked[0][0].as<std::string>();
+        auto n = read_node(tx.exec_prepared1("get_node", id));
+        const auto rows = tx.exec_prepared1("node_host_count", id)[0].as<std::int64_t>();
+        if (rows > 0) {
+          return make_error(errc::host_state,
+                            "node " + n.uri + " still has " + std::to_string(rows) +
+                                " host row(s): drain it (litterboxd node drain --delete-hosts "
+                                "--wait) before removing it");
+        }
+        tx.exec_prepared("delete_node", id);
         tx.commit();
         return n;
       });
@@ -1373,9 +1442,9 @@ result<std::optional<template_record>> pg_store::claim_template_build(const temp
           // for the other insert and yields to it. A row that exists is locked before its
           // state is judged, so two takeovers never both win.
           pqxx::work tx(conn);
-          const auto inserted =
-              tx.exec_prepared("insert_template", *id, k.image_digest, k.cpus, k.memory_mib,
-                               k.disk_gb, k.ssh_username, want.image, *owner, ts(now));
+          const auto inserted = tx.exec_prepared("insert_template", *id, k.image_digest, k.cpus,
+                                                 k.memory_mib, k.disk_gb, k.ssh_username,
+                                                 want.image, *owner, ts(now), want.node_id);
           std::string row_id;
           if (!inserted.empty()) {
             row_id = inserted[0][0].as<std::string>();
@@ -1386,7 +1455,8 @@ result<std::optional<template_record>> pg_store::claim_template_build(const temp
               continue;  // removed between the two statements: try to insert again
             }
             row_id = locked[0][0].as<std::string>();
-            if (tx.exec_prepared("take_over_template", ts(now), row_id, *owner).empty()) {
+            if (tx.exec_prepared("take_over_template", ts(now), row_id, *owner, want.node_id)
+                    .empty()) {
               return std::optional<template_record>();  // someone else has it
             }
           }

@@ -52,6 +52,7 @@ class pg_store final : public store, public proxy_store, public tenant_store {
                                      timestamp now) override;
   result<node_record> configure_node(std::string_view node, const node_settings& s,
                                      timestamp now) override;
+  result<node_record> remove_node(std::string_view node) override;
   result<int> expire_node_hosts(std::string_view node_id, timestamp now) override;
   result<int> move_port(std::string_view host_id, int lo, int hi, const std::vector<int>& avoid,
                         timestamp now) override;

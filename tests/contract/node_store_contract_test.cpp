@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <latch>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +51,16 @@ class node_store_contract : public ::testing::Test {
     h.host.cpus = cpus;
     h.host.memory_mib = memory_mib;
     h.node_id = n.id;
+    return h;
+  }
+
+  /// A host that any of `nodes` may take (the store places it).
+  host_record anywhere(const std::vector<node_record>& nodes) {
+    auto h = on(nodes.front());
+    h.node_id.reset();
+    for (const auto& n : nodes) {
+      h.node_choices.push_back(n.id);
+    }
     return h;
   }
 
@@ -243,6 +254,144 @@ TYPED_TEST(node_store_contract, NodeSettingsAreValidated) {
   EXPECT_EQ(set->memory_capacity(), 1536);
   EXPECT_EQ(set->cpu_overcommit, 1) << "unset fields are kept";
   EXPECT_EQ(this->store_.configure_node("nope", fine, t0).error().code, errc::not_found);
+}
+
+// --- several nodes: placement among the ones the creating process drives ---
+
+TYPED_TEST(node_store_contract, AHostGoesToTheCandidateWithMostFreeMemoryAndTakesItsAddress) {
+  const auto small = this->node("fake:///small", 8, 2048);
+  const auto big = this->node("fake:///big", 8, 4096);
+  ASSERT_TRUE(this->store_.register_node({"fake:///big", "198.51.100.7", 8, 4096}, t0));
+  std::map<std::string, int> on;
+  // 4096 vs 2048 free: big, big (3072 vs 2048), big (2048 vs 2048 is a tie: the lower id),
+  // and so on; the nodes fill evenly by what is left, never beyond their room.
+  for (int i = 0; i < 12; ++i) {
+    const auto out =
+        this->store_.insert_host(this->anywhere({small, big}), std::nullopt, k_ports, t0);
+    ASSERT_TRUE(out) << i << ": " << out.error().message;
+    ASSERT_TRUE(out->existing.node_id);
+    ++on[*out->existing.node_id];
+    if (*out->existing.node_id == big.id) {
+      EXPECT_EQ(out->existing.host.ssh_host, "198.51.100.7") << "the node's own address";
+    } else {
+      EXPECT_EQ(out->existing.host.ssh_host, "192.0.2.1");
+    }
+    const auto read = this->store_.get_host(out->existing.host.id);
+    ASSERT_TRUE(read);
+    EXPECT_EQ(read->node_id, out->existing.node_id) << "stored as placed";
+  }
+  EXPECT_EQ(on[big.id], 8) << "4096 MiB of 512";
+  EXPECT_EQ(on[small.id], 4) << "2048 MiB of 512";
+  const auto full =
+      this->store_.insert_host(this->anywhere({small, big}), std::nullopt, k_ports, t0);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, errc::capacity);
+  EXPECT_NE(full.error().message.find("fake:///small"), std::string::npos)
+      << "each node's refusal: " << full.error().message;
+  EXPECT_NE(full.error().message.find("fake:///big"), std::string::npos);
+}
+
+TYPED_TEST(node_store_contract, ThePreferredNodeIsChosenWhileItHasRoomThenTheOthers) {
+  const auto a = this->node("fake:///a", 8, 1024);
+  const auto b = this->node("fake:///b", 8, 8192);
+  const auto preferring_a = [&] {
+    auto h = this->anywhere({a, b});
+    h.prefer_node = a.id;  // say, where the template is: less room, but chosen while it fits
+    return h;
+  };
+  for (int i = 0; i < 2; ++i) {
+    const auto out = this->store_.insert_host(preferring_a(), std::nullopt, k_ports, t0);
+    ASSERT_TRUE(out) << out.error().message;
+    EXPECT_EQ(out->existing.node_id, a.id);
+  }
+  const auto third = this->store_.insert_host(preferring_a(), std::nullopt, k_ports, t0);
+  ASSERT_TRUE(third) << third.error().message;
+  EXPECT_EQ(third->existing.node_id, b.id) << "the preferred node is full";
+}
+
+TYPED_TEST(node_store_contract, CordonedNodesAndNodesNotAmongTheCandidatesAreNeverChosen) {
+  const auto a = this->node("fake:///a", 8, 8192);
+  const auto b = this->node("fake:///b", 8, 8192);
+  const auto c = this->node("fake:///c", 64, 65536);  // roomiest, but not a candidate
+  ASSERT_TRUE(this->store_.set_node_state(a.id, node_state::cordoned, t0));
+  for (int i = 0; i < 4; ++i) {
+    const auto out = this->store_.insert_host(this->anywhere({a, b}), std::nullopt, k_ports, t0);
+    ASSERT_TRUE(out) << out.error().message;
+    EXPECT_EQ(out->existing.node_id, b.id);
+  }
+  ASSERT_TRUE(this->store_.set_node_state(b.id, node_state::draining, t0));
+  const auto none = this->store_.insert_host(this->anywhere({a, b}), std::nullopt, k_ports, t0);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, errc::capacity);
+  EXPECT_EQ(this->reread(c).hosts, 0);
+}
+
+TYPED_TEST(node_store_contract, SixteenConcurrentInsertsOverTwoNodesFillBothExactly) {
+  const auto a = this->node("fake:///a", 3, 3 * 512);
+  const auto b = this->node("fake:///b", 2, 2 * 512);
+  constexpr int k_threads = 16;
+  std::latch go(k_threads);
+  std::atomic<int> placed{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < k_threads; ++i) {
+    threads.emplace_back([&, h = this->anywhere({a, b})] {
+      go.arrive_and_wait();
+      const auto out = this->store_.insert_host(h, std::nullopt, k_ports, t0);
+      if (out) {
+        ++placed;
+      } else if (out.error().code == errc::capacity) {
+        ++refused;
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(placed.load(), 5);
+  EXPECT_EQ(refused.load(), 11);
+  EXPECT_EQ(this->reread(a).hosts, 3);
+  EXPECT_EQ(this->reread(b).hosts, 2);
+}
+
+TYPED_TEST(node_store_contract, ANodeIsRemovedOnlyWithoutHostRowsAndTakesItsTemplatesWithIt) {
+  const auto a = this->node("fake:///a", 8, 8192);
+  const auto b = this->node("fake:///b", 8, 8192);
+  template_key_row key;
+  key.image_digest = "sha256:" + std::string(64, 'a');
+  key.ssh_username = "dev";
+  template_record t;
+  t.id = new_uuid_v7(t0);
+  t.key = key;
+  t.image = "registry.test/debian:12";
+  t.owner_id = "0190c0de-0000-7000-8000-0000000000a1";
+  ASSERT_TRUE(this->store_.heartbeat(*t.owner_id, "builder", 1, 10s, t0));
+  t.created_at = t.updated_at = t.last_used_at = t0;
+  t.node_id = b.id;
+  const auto claimed = this->store_.claim_template_build(t, k_ports, t0);
+  ASSERT_TRUE(claimed && *claimed) << (claimed ? "taken" : claimed.error().message);
+  EXPECT_EQ((*claimed)->node_id, b.id) << "a template is saved on the node that built it";
+
+  const auto h = this->store_.insert_host(this->on(b), std::nullopt, k_ports, t0);
+  ASSERT_TRUE(h) << h.error().message;
+  const auto busy = this->store_.remove_node("fake:///b");
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, errc::host_state);
+  ASSERT_TRUE(this->store_.remove_host(h->existing.host.id));
+
+  const auto gone = this->store_.remove_node("fake:///b");
+  ASSERT_TRUE(gone) << gone.error().message;
+  EXPECT_EQ(gone->id, b.id);
+  const auto left = this->store_.list_nodes();
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->size(), 1U);
+  EXPECT_EQ(left->front().id, a.id);
+  const auto tpl = this->store_.find_template(key);
+  ASSERT_TRUE(tpl);
+  EXPECT_FALSE(*tpl) << "its template row went with it";
+  const auto again = this->store_.remove_node(b.id);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::not_found);
 }
 
 }  // namespace

@@ -60,13 +60,15 @@ class memory_store final : public store, public proxy_store, public tenant_store
       return make_error(errc::internal, "database error");  // the primary key refuses it
     if (auto over = over_quota(h.ns, h.quota, h.host.cpus, h.host.memory_mib))
       return *over;
-    if (auto full = refused_by_node(h))
+    auto row = h;
+    if (auto full = place_on_node(row))
       return *full;
     const auto port = free_port(ports.lo, ports.hi);
     if (!port)
       return make_error(errc::capacity, "no SSH port left");
-    auto row = h;
     row.host.id = *id;
+    row.node_choices.clear();
+    row.prefer_node.reset();
     if (key)
       keys_[key->ns + "\n" + key->key] = key_row{*key, *id};
     hosts_[*id] = row;
@@ -282,6 +284,10 @@ class memory_store final : public store, public proxy_store, public tenant_store
       if (!h.node_id)
         h.node_id = n->id;
     }
+    for (auto& [id, t] : templates_) {
+      if (!t.node_id)
+        t.node_id = n->id;
+    }
     return with_usage(*n);
   }
 
@@ -306,6 +312,31 @@ class memory_store final : public store, public proxy_store, public tenant_store
     n->state = state;
     n->updated_at = now;
     return with_usage(*n);
+  }
+
+  result<node_record> remove_node(std::string_view node) override {
+    const std::lock_guard lock(mutex_);
+    if (down)
+      return unavailable();
+    node_record* n = find_node(node);
+    if (n == nullptr)
+      return make_error(errc::not_found, "no node " + std::string(node));
+    const auto rows = std::count_if(hosts_.begin(), hosts_.end(),
+                                    [&](const auto& e) { return e.second.node_id == n->id; });
+    if (rows > 0)
+      return make_error(errc::host_state,
+                        "node " + n->uri + " still has " + std::to_string(rows) + " host row(s)");
+    auto gone = with_usage(*n);
+    for (auto it = templates_.begin(); it != templates_.end();) {
+      if (it->second.node_id == gone.id) {
+        ports_.erase(template_port_key(it->first));
+        it = templates_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    nodes_.erase(nodes_.begin() + (n - nodes_.data()));
+    return gone;
   }
 
   result<int> expire_node_hosts(std::string_view node_id, timestamp now) override {
@@ -559,6 +590,7 @@ class memory_store final : public store, public proxy_store, public tenant_store
     }
     row.status = template_status::building;
     row.owner_id = *owner;
+    row.node_id = want.node_id;
     row.retry_after.reset();
     row.updated_at = now;
     row.ssh_port = 0;
@@ -1049,6 +1081,24 @@ class memory_store final : public store, public proxy_store, public tenant_store
     if (it == nodes_.end())
       return make_error(errc::capacity, "no node " + *h.node_id);
     return node_refusal(with_usage(*it), h.host.cpus, h.host.memory_mib);
+  }
+
+  /// What pg_store's place_on_node does, under the store's one lock.
+  std::optional<error> place_on_node(host_record& h) const {
+    if (h.node_id || h.node_choices.empty())
+      return refused_by_node(h);
+    std::vector<node_record> candidates;
+    for (const auto& n : nodes_) {
+      if (std::find(h.node_choices.begin(), h.node_choices.end(), n.id) != h.node_choices.end())
+        candidates.push_back(with_usage(n));
+    }
+    auto chosen = choose_node(candidates, h.prefer_node, h.host.cpus, h.host.memory_mib);
+    if (!chosen)
+      return chosen.error();
+    h.node_id = chosen->id;
+    if (!chosen->ssh_host.empty())
+      h.host.ssh_host = chosen->ssh_host;
+    return std::nullopt;
   }
 
   node_record* find_node(std::string_view node) {
