@@ -40,6 +40,9 @@ struct vm_spec {
   std::string ready_token;                   ///< per-host secret for the readiness signal
   std::string ssh_host;                      ///< address the forward listens on
   int ssh_port = 0;                          ///< port the forward listens on
+  /// The node the host is placed on (nodes.id): a fleet_driver runs it there. Empty: the
+  /// driver's own node.
+  std::string node_id;
 };
 
 /// What a template serves: a clone of it can be the host of any vm_spec with this key.
@@ -156,6 +159,10 @@ class driver {
   /// The node this driver runs guests on, as it reports itself: its URI (what names it in
   /// the nodes table), its logical CPUs and its memory. Errors: unavailable.
   virtual result<node_info> node() = 0;
+
+  /// The ids of the nodes this driver runs guests on, when it drives several (fleet_driver);
+  /// empty for a driver of one node, whose id the control plane knows (config::node_id).
+  virtual std::vector<std::string> node_ids() const { return {}; }
 
   /// Bytes of root disk `image` needs, when known without the network (a reference pinned by
   /// digest whose base is cached), so that a smaller disk_gb is refused at admission; nullopt

@@ -4,6 +4,7 @@
 #include "hypervisor/driver.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
+#include "hypervisor/fleet_driver.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
 #include "hypervisor/libvirt/proxy_link.hpp"
 #include "hypervisor/ssh/keys.hpp"
@@ -71,6 +72,25 @@ struct fake_backend {
   /// Stops the VM behind the driver's back, as `virsh destroy` does.
   bool stop_behind_its_back(const vm_spec& spec) {
     return driver.kill_vm(spec.host_id, fake_driver::vm_fate::powered_off);
+  }
+};
+
+/// Two fake nodes behind a fleet_driver. The contract's specs name no node, so every create
+/// reaches the first; ids go to both nodes (no database says where they are), which the
+/// contract must not be able to tell from one driver.
+struct fleet_backend {
+  static constexpr const char* name = "fleet";
+  static constexpr const char* provider = "fake";
+  std::shared_ptr<fake_driver> first = std::make_shared<fake_driver>();
+  fleet_driver driver{"node-a", "fake:///a", first,
+                      [](std::string_view) -> result<std::optional<std::string>> {
+                        return std::optional<std::string>();
+                      }};
+  fleet_backend() { driver.add_node("node-b", "fake:///b", std::make_shared<fake_driver>()); }
+
+  void break_create(vm_spec& spec) { spec.image = "registry.test/fail-create:1"; }
+  bool stop_behind_its_back(const vm_spec& spec) {
+    return first->kill_vm(spec.host_id, fake_driver::vm_fate::powered_off);
   }
 };
 
@@ -184,7 +204,7 @@ struct backend_names {
   }
 };
 
-using backends = ::testing::Types<fake_backend, libvirt_backend>;
+using backends = ::testing::Types<fake_backend, fleet_backend, libvirt_backend>;
 TYPED_TEST_SUITE(driver_contract, backends, backend_names);
 
 bool is_sha256_digest(const std::string& d) {
@@ -401,7 +421,7 @@ TYPED_TEST(driver_contract, DoctorReturnsUniquelyNamedChecksWithDetails) {
   for (const auto& c : checks) {
     EXPECT_FALSE(c.name.empty());
     EXPECT_TRUE(std::all_of(c.name.begin(), c.name.end(), [](char ch) {
-      return (ch >= 'a' && ch <= 'z') || ch == '_';
+      return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
     })) << c.name;
     EXPECT_FALSE(c.detail.empty()) << c.name;
     EXPECT_GE(c.latency_ms, 0.0) << c.name;
