@@ -116,6 +116,35 @@ std::string public_key_of(const std::string& known_hosts) {
 
 }  // namespace
 
+void host_service::place_on_nodes(host_record& rec) {
+  auto nodes = driver_.node_ids();
+  if (nodes.size() <= 1) {
+    if (!cfg_.node_id.empty()) {
+      rec.node_id = cfg_.node_id;
+    }
+    return;
+  }
+  rec.node_choices = std::move(nodes);
+  if (templates_ == nullptr) {
+    return;
+  }
+  // The digest is resolved only once the create runs; a ready template made for the same
+  // reference and size is the best guess of where a clone can be had. Without it (or when
+  // that node is full) the host goes where there is most room, and boots.
+  auto all = db_.list_templates();
+  if (!all) {
+    return;
+  }
+  for (const auto& t : *all) {
+    if (t.status == template_status::ready && t.node_id && t.image == rec.host.image &&
+        t.key.cpus == rec.host.cpus && t.key.memory_mib == rec.host.memory_mib &&
+        t.key.disk_gb == rec.host.disk_gb && t.key.ssh_username == cfg_.ssh_username) {
+      rec.prefer_node = t.node_id;
+      return;
+    }
+  }
+}
+
 result<std::optional<insert_outcome>> host_service::claim_from_pool(
     const host_record& rec, const std::optional<idempotency_claim>& key) {
   if (!pool_ || !pool_->serves(rec.host.cpus, rec.host.memory_mib, rec.host.disk_gb)) {
@@ -175,6 +204,7 @@ result<create_result> finish_claim(const config& cfg, provisioner& provisioning,
   spec->ssh_username = row.host.ssh_username;
   spec->ssh_host = row.host.ssh_host;
   spec->ssh_port = row.host.ssh_port;
+  spec->node_id = row.node_id.value_or("");
   // The member's own host key, pinned when it was restored; only its public half is needed
   // (and kept) to prove the claim ready.
   spec->host_key.public_line = public_key_of(row.host.known_hosts);
@@ -316,9 +346,7 @@ result<create_result> host_service::create(const schema::create_host_request& re
 
   // The SSH port is leased in the insert's transaction: running out of ports is the caller's
   // 503 CAPACITY with nothing kept, and a row never exists without its port.
-  if (!cfg_.node_id.empty()) {
-    rec.node_id = cfg_.node_id;
-  }
+  place_on_nodes(rec);
   auto inserted = db_.insert_host(rec, claim, {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
   if (!inserted && inserted.error().code == errc::outcome_unknown) {
     // The commit may have landed: the row says. Found, it is ours to provision; not found,
@@ -355,6 +383,8 @@ result<create_result> host_service::create(const schema::create_host_request& re
   spec->host_key = std::move(*host_key);
   spec->probe_public_key = probe_key_.public_line;
   spec->ready_token = random_hex(16);
+  spec->node_id = inserted->existing.node_id.value_or("");
+  spec->ssh_host = inserted->existing.host.ssh_host;
 
   provision_job job;
   job.id = id;

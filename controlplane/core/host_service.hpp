@@ -155,6 +155,10 @@ class host_service {
   /// on with a new row.
   result<std::optional<insert_outcome>> claim_from_pool(
       const host_record& rec, const std::optional<idempotency_claim>& key);
+  /// Says where `rec` may go: config::node_id when the driver runs one node; otherwise every
+  /// node it drives, preferring the one that holds a ready template of the create's image and
+  /// size (the store's insert decides among them).
+  void place_on_nodes(host_record& rec);
 
   const config& cfg_;
   store& db_;

@@ -322,11 +322,12 @@ void provisioner::run(const provision_job& job) {
   std::optional<std::string> template_id;
   if (templates_ != nullptr) {
     const auto key = template_key_for(spec);
-    auto ready = templates_->ready(key);
+    // Only a template saved on the host's own node serves it.
+    auto ready = templates_->ready(key, spec.node_id);
     if (ready && *ready) {
       template_id = **ready;
     } else if (ready) {
-      templates_->want(key, spec.image);
+      templates_->want(key, spec.image, spec.node_id);
     }
   }
   if (member && !template_id) {
@@ -347,7 +348,9 @@ void provisioner::run(const provision_job& job) {
     fail(job, last_error_text(port.error()), a.vm_made);
     return;
   }
-  spec.ssh_host = cfg_.ssh_host;
+  if (spec.ssh_host.empty()) {
+    spec.ssh_host = cfg_.ssh_host;  // placement set the node's address, if it has its own
+  }
   spec.ssh_port = *port;
   a.vm_made = true;  // from here on a half-made VM may exist
 
@@ -373,7 +376,7 @@ void provisioner::run(const provision_job& job) {
       }
       template_id.reset();
       to_boot.path = create_path::boot;
-      templates_->want(template_key_for(spec), spec.image);
+      templates_->want(template_key_for(spec), spec.image, spec.node_id);
     }
     return driver_.create_vm(spec);
   };

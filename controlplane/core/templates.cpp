@@ -31,17 +31,19 @@ template_builder::~template_builder() {
   stop();
 }
 
-void template_builder::want(const template_key_row& key, const std::string& image) {
+void template_builder::want(const template_key_row& key, const std::string& image,
+                            const std::string& node_id) {
   {
     const std::lock_guard lock(mutex_);
-    if (stopping_ || !wanted_.emplace(key, image).second) {
+    if (stopping_ || !wanted_.emplace(key, wanted{image, node_id}).second) {
       return;
     }
   }
   cv_.notify_all();
 }
 
-result<std::optional<std::string>> template_builder::ready(const template_key_row& key) {
+result<std::optional<std::string>> template_builder::ready(const template_key_row& key,
+                                                           const std::string& node_id) {
   auto row = db_.find_template(key);
   if (!row) {
     return row.error();
@@ -49,13 +51,16 @@ result<std::optional<std::string>> template_builder::ready(const template_key_ro
   if (!*row || (*row)->status != template_status::ready) {
     return std::optional<std::string>();
   }
+  if (!node_id.empty() && (*row)->node_id && *(*row)->node_id != node_id) {
+    return std::optional<std::string>();  // saved on another node: no clone here
+  }
   return std::optional<std::string>((*row)->id);
 }
 
 int template_builder::build_pending() {
   int built = 0;
   for (;;) {
-    std::pair<template_key_row, std::string> next;
+    std::pair<template_key_row, wanted> next;
     {
       const std::lock_guard lock(mutex_);
       if (stopping_ || wanted_.empty()) {
@@ -71,7 +76,8 @@ int template_builder::build_pending() {
   }
 }
 
-bool template_builder::build(const template_key_row& key, const std::string& image) {
+bool template_builder::build(const template_key_row& key, const wanted& w) {
+  const std::string& image = w.image;
   if (auto r = instance_.ensure_registered(); !r) {
     spdlog::warn("template for {}: cannot register this instance: {}", key.image_digest,
                  log_escape(r.error().message));
@@ -87,6 +93,10 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
   want.created_at = now;
   want.updated_at = now;
   want.last_used_at = now;
+  const std::string& node = w.node_id.empty() ? cfg_.node_id : w.node_id;
+  if (!node.empty()) {
+    want.node_id = node;
+  }
   auto claimed = db_.claim_template_build(want, {cfg_.ssh_port_min, cfg_.ssh_port_max}, now);
   if (!claimed) {
     spdlog::warn("template for {}: cannot claim its build: {}", key.image_digest,
@@ -167,6 +177,7 @@ bool template_builder::build(const template_key_row& key, const std::string& ima
   spec.guest.ready_token = random_hex(16);
   spec.guest.ssh_host = cfg_.ssh_host;
   spec.guest.ssh_port = row.ssh_port;
+  spec.guest.node_id = row.node_id.value_or("");
 
   auto built = driver_.build_template(spec, deadline);
   const auto seconds =

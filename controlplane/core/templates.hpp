@@ -36,12 +36,15 @@ class template_builder {
   template_builder(const template_builder&) = delete;
   template_builder& operator=(const template_builder&) = delete;
 
-  /// Asks for the template of `key` (wanted by a create of `image`) unless one exists or is
-  /// being built. Returns at once; repeated wants of one key coalesce.
-  void want(const template_key_row& key, const std::string& image);
+  /// Asks for the template of `key` (wanted by a create of `image` on node `node_id`; empty:
+  /// config::node_id) unless one exists or is being built. It is built on that node. Returns
+  /// at once; repeated wants of one key coalesce.
+  void want(const template_key_row& key, const std::string& image, const std::string& node_id = {});
 
-  /// The id of the ready template of `key`, if there is one. Errors: unavailable.
-  result<std::optional<std::string>> ready(const template_key_row& key);
+  /// The id of the ready template of `key`, if there is one and it is on node `node_id`
+  /// (empty: any node; a template row from before nodes is on every). Errors: unavailable.
+  result<std::optional<std::string>> ready(const template_key_row& key,
+                                           const std::string& node_id = {});
 
   /// Builds every wanted template that is not being built elsewhere, on the calling thread,
   /// until none is wanted (for tests and `start()`'s thread). Returns how many were built.
@@ -60,7 +63,11 @@ class template_builder {
 
  private:
   /// One claimed build, start to finish. True when it ended ready.
-  bool build(const template_key_row& key, const std::string& image);
+  struct wanted {
+    std::string image;    ///< the reference of the first create that wanted it
+    std::string node_id;  ///< where that create was placed
+  };
+  bool build(const template_key_row& key, const wanted& w);
   void loop();
 
   const config& cfg_;
@@ -73,8 +80,8 @@ class template_builder {
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::map<template_key_row, std::string> wanted_;  ///< key -> image of the first create
-  std::optional<std::string> building_id_;          ///< the template this process builds now
+  std::map<template_key_row, wanted> wanted_;
+  std::optional<std::string> building_id_;  ///< the template this process builds now
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -188,7 +188,10 @@ int warm_pool::refill(std::size_t index) {
   rec.owner_id = instance_.id();
   rec.provision_deadline = now + cfg_.provision_timeout;
   rec.pooled = true;
-  if (!cfg_.node_id.empty()) {
+  // Members are clones: they go where their template is saved.
+  if (const auto& tpl_node = (*tpl)->node_id; tpl_node && !tpl_node->empty()) {
+    rec.node_id = *tpl_node;
+  } else if (!cfg_.node_id.empty()) {
     rec.node_id = cfg_.node_id;
   }
 
@@ -220,6 +223,7 @@ int warm_pool::refill(std::size_t index) {
   spec->host_key = std::move(*host_key);
   spec->probe_public_key = probe_public_key_;
   spec->ready_token = random_hex(16);
+  spec->node_id = rec.node_id.value_or("");
   provision_job job;
   job.kind = job_kind::pool_member;
   job.id = rec.host.id;

@@ -3,6 +3,7 @@
 #include "base/secret.hpp"
 #include "base/uuid.hpp"
 #include "controlplane/core/config.hpp"
+#include "controlplane/core/errc.hpp"
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/core/key_service.hpp"
 #include "controlplane/core/maintenance.hpp"
@@ -22,6 +23,7 @@
 #include "controlplane/pg/pg_store.hpp"
 #include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
+#include "hypervisor/fleet_driver.hpp"
 #include "hypervisor/image/image_store.hpp"
 #include "hypervisor/image/image_store_bases.hpp"
 #include "hypervisor/libvirt/libvirt_driver.hpp"
@@ -32,6 +34,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -39,7 +42,9 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -663,6 +668,10 @@ struct hypervisor_stack {
   std::unique_ptr<hypervisor::driver> driver;
 };
 
+hypervisor::fake_options fake_options_for(const options& o,
+                                          hypervisor::guest_listener_sink* guest_listeners,
+                                          const std::string& sub = {});
+
 /// `guest_listeners`: where the driver hands the guest proxy listeners (null: none).
 hypervisor_stack make_hypervisor(const options& o,
                                  hypervisor::guest_listener_sink* guest_listeners = nullptr) {
@@ -696,6 +705,15 @@ hypervisor_stack make_hypervisor(const options& o,
     stack.driver = std::make_unique<hypervisor::libvirt_driver>(std::move(lv), *stack.bases);
     return stack;
   }
+  stack.driver = std::make_unique<hypervisor::fake_driver>(fake_options_for(o, guest_listeners));
+  return stack;
+}
+
+/// Options of the fake hypervisor's node, from the flags; `sub` names a further node's own
+/// directory under the fake state directory (empty: the node serve runs on).
+hypervisor::fake_options fake_options_for(const options& o,
+                                          hypervisor::guest_listener_sink* guest_listeners,
+                                          const std::string& sub) {
   hypervisor::fake_options f;
   f.pull_delay = std::chrono::milliseconds(o.fake_pull_delay_ms);
   f.create_delay = std::chrono::milliseconds(o.fake_create_delay_ms);
@@ -710,6 +728,9 @@ hypervisor_stack make_hypervisor(const options& o,
   } else if (!o.cfg.state_dir.empty()) {
     f.state_dir = o.cfg.state_dir / "fake";
   }
+  if (f.state_dir && !sub.empty()) {
+    f.state_dir = *f.state_dir / "nodes" / sub;
+  }
   if (f.state_dir) {
     std::error_code ec;
     std::filesystem::create_directories(*f.state_dir, ec);
@@ -718,8 +739,28 @@ hypervisor_stack make_hypervisor(const options& o,
                           ec.message());
     }
   }
-  stack.driver = std::make_unique<hypervisor::fake_driver>(std::move(f));
-  return stack;
+  return f;
+}
+
+bool is_fake_uri(std::string_view uri) {
+  return uri.rfind("fake://", 0) == 0;
+}
+
+// What `node add` learns of a node. fake:// URIs are nodes of the fake hypervisor (for
+// placement tests and benchmarks), as roomy as serve's own fake node. A libvirt node other
+// than the machine serve runs on needs its disks, seeds and templates through libvirt's
+// storage API, which this version does not have yet.
+result<hypervisor::node_info> ask_node(std::string_view uri) {
+  if (is_fake_uri(uri)) {
+    auto info = hypervisor::fake_options{}.node;
+    info.uri = std::string(uri);
+    return info;
+  }
+  return make_error(controlplane::errc::validation,
+                    "cannot add " + std::string(uri) +
+                        ": this version drives only the libvirt of the machine litterboxd "
+                        "serves on (remote libvirt nodes are not supported yet) and fake:// "
+                        "nodes of the fake hypervisor");
 }
 
 void run_migrations(const config& c) {
@@ -760,8 +801,8 @@ controlplane::pg::session_limits db_limits(const controlplane::config& c) {
 // Registers the machine the driver runs guests on as a node and returns its id: every host
 // this process creates is placed on it. A node that cannot be asked now (libvirtd away)
 // keeps what it reported last time; one never seen before cannot be served without it.
-std::string join_node(const controlplane::config& cfg, controlplane::store& db,
-                      hypervisor::driver& driver, const clock& clk) {
+controlplane::node_record join_node(const controlplane::config& cfg, controlplane::store& db,
+                                    hypervisor::driver& driver, const clock& clk) {
   auto info = driver.node();
   if (!info) {
     auto known = db.list_nodes();
@@ -774,7 +815,7 @@ std::string join_node(const controlplane::config& cfg, controlplane::store& db,
             "node {}: cannot ask it for its size ({}); placing on what it reported "
             "last",
             n.uri, info.error().message);
-        return n.id;
+        return n;
       }
     }
     throw startup_error("cannot register the node: " + info.error().message);
@@ -786,7 +827,114 @@ std::string join_node(const controlplane::config& cfg, controlplane::store& db,
   spdlog::info("node {} ({}): {}, {} vCPUs and {} MiB for guests, {} hosts on it", node->uri,
                node->id, to_string(node->state), node->cpu_capacity(), node->memory_capacity(),
                node->hosts);
-  return node->id;
+  return *node;
+}
+
+// Where the database says a host or template is: its row's node.
+hypervisor::node_locator locate_in(controlplane::store& db) {
+  return [&db](std::string_view id) -> result<std::optional<std::string>> {
+    auto host = db.get_host(id);
+    if (host) {
+      return host->node_id;
+    }
+    if (host.error().code != controlplane::errc::not_found) {
+      return host.error();
+    }
+    auto templates = db.list_templates();
+    if (!templates) {
+      return templates.error();
+    }
+    for (const auto& t : *templates) {
+      if (t.id == id) {
+        return t.node_id;
+      }
+    }
+    return std::optional<std::string>();
+  };
+}
+
+// Keeps a fleet driving every node of the database this process can drive: checked at
+// start and every `interval`, so that a node `litterboxd node add` records is picked up by
+// every serving replica without a restart. A node it cannot drive is logged once and gets
+// no hosts from this process (placement only offers the nodes the fleet drives).
+class node_follower {
+ public:
+  using maker =
+      std::function<std::shared_ptr<hypervisor::driver>(const controlplane::node_record&)>;
+  node_follower(controlplane::store& db, hypervisor::fleet_driver& fleet, maker make,
+                std::chrono::milliseconds interval)
+      : db_(db), fleet_(fleet), make_(std::move(make)), interval_(interval) {}
+  ~node_follower() { stop(); }
+  node_follower(const node_follower&) = delete;
+  node_follower& operator=(const node_follower&) = delete;
+
+  void refresh() {
+    auto nodes = db_.list_nodes();
+    if (!nodes) {
+      spdlog::warn("cannot read the nodes: {}", nodes.error().message);
+      return;
+    }
+    for (const auto& n : *nodes) {
+      if (fleet_.drives(n.id) || skipped_.count(n.id) != 0) {
+        continue;
+      }
+      if (auto d = make_(n)) {
+        fleet_.add_node(n.id, n.uri, std::move(d));
+        spdlog::info("node {} ({}): driven from now on, {} vCPUs and {} MiB for guests", n.uri,
+                     n.id, n.cpu_capacity(), n.memory_capacity());
+      } else {
+        skipped_.insert(n.id);
+        spdlog::warn("node {} ({}): this litterboxd cannot drive it; it places no hosts there",
+                     n.uri, n.id);
+      }
+    }
+  }
+
+  void start() {
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mutex_);
+      while (!cv_.wait_for(lock, interval_, [this] { return stopping_; })) {
+        lock.unlock();
+        refresh();
+        lock.lock();
+      }
+    });
+  }
+
+  void stop() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+ private:
+  controlplane::store& db_;
+  hypervisor::fleet_driver& fleet_;
+  maker make_;
+  std::chrono::milliseconds interval_;
+  std::set<std::string> skipped_;  // touched by refresh only: one caller at a time
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// The drivers of further nodes: fake:// nodes when serving the fake hypervisor, each in a
+// directory of its own under the fake state directory (shared by replicas, as the first).
+node_follower::maker further_nodes(const options& o, hypervisor::guest_listener_sink* sink) {
+  return [&o, sink](const controlplane::node_record& n) -> std::shared_ptr<hypervisor::driver> {
+    if (o.cfg.hypervisor != "fake" || !is_fake_uri(n.uri)) {
+      return nullptr;
+    }
+    auto f = fake_options_for(o, sink, n.id);
+    f.node = {n.uri, n.cpus, n.memory_mib};
+    return std::make_shared<hypervisor::fake_driver>(std::move(f));
+  };
 }
 
 int serve(options& o) {
@@ -807,13 +955,19 @@ int serve(options& o) {
   gw.idle_timeout = o.cfg.guest_proxy_idle_timeout;
   controlplane::http::guest_gateway gateway(gw, db, *proxy_allow, stats);
   auto hv = make_hypervisor(o, &gateway);
-  o.cfg.node_id = join_node(o.cfg, db, *hv.driver, clock);
+  const auto home = join_node(o.cfg, db, *hv.driver, clock);
+  o.cfg.node_id = home.id;
+  const std::string provider(hv.driver->provider());
+  hypervisor::fleet_driver fleet(
+      home.id, home.uri, std::shared_ptr<hypervisor::driver>(std::move(hv.driver)), locate_in(db));
+  node_follower follower(db, fleet, further_nodes(o, &gateway), std::chrono::seconds(5));
+  follower.refresh();
   const auto instance_id = new_uuid_v7(clock.now());
-  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, instance_id, &stats);
-  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock, instance_id);
+  controlplane::host_service hosts(o.cfg, db, fleet, clock, instance_id, &stats);
+  controlplane::maintenance upkeep(o.cfg, db, fleet, clock, instance_id);
   controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, stats);
   controlplane::proxy_service proxies(db, clock, std::move(*proxy_allow));
-  controlplane::reconciler vms(o.cfg, db, *hv.driver, clock, [&hosts](const std::string& id) {
+  controlplane::reconciler vms(o.cfg, db, fleet, clock, [&hosts](const std::string& id) {
     return hosts.provisioning_here(id);
   });
   // Its own connection, with the same TCP bounds: a dead server is noticed and re-dialled.
@@ -841,17 +995,19 @@ int serve(options& o) {
     vms.stop();
     hosts.shutdown();
   });
+  follower.start();
   reaper.start_loop();
   hosts.start_background();
   vms.start_loop();
   event_wakes.start();
   key_wakes.start();
   spdlog::info("litterboxd {} serving on port {} (hypervisor {})", instance_id, server.port(),
-               hv.driver->provider());
+               provider);
   server.run();
   spdlog::info("stopping: finishing in-flight work");
   event_wakes.stop();
   key_wakes.stop();
+  follower.stop();
   reaper.stop();
   vms.stop();
   hosts.shutdown();
@@ -865,9 +1021,24 @@ int reap_once(options& o) {
   controlplane::null_observer observer;
   controlplane::pg_store db(o.cfg.database_url, 2, std::chrono::seconds(5), db_limits(o.cfg));
   auto hv = make_hypervisor(o);
-  controlplane::host_service hosts(o.cfg, db, *hv.driver, clock, new_uuid_v7(clock.now()),
-                                   &observer);
-  controlplane::maintenance upkeep(o.cfg, db, *hv.driver, clock);
+  // The nodes as serve drives them, so that a host on any of them is torn down where it is.
+  auto info = hv.driver->node();
+  std::string home_id;
+  if (auto nodes = db.list_nodes(); nodes && info) {
+    for (const auto& n : *nodes) {
+      if (n.uri == info->uri) {
+        home_id = n.id;
+      }
+    }
+  }
+  o.cfg.node_id = home_id;
+  hypervisor::fleet_driver fleet(home_id, info ? info->uri : o.cfg.libvirt_uri,
+                                 std::shared_ptr<hypervisor::driver>(std::move(hv.driver)),
+                                 locate_in(db));
+  node_follower follower(db, fleet, further_nodes(o, nullptr), std::chrono::seconds(5));
+  follower.refresh();
+  controlplane::host_service hosts(o.cfg, db, fleet, clock, new_uuid_v7(clock.now()), &observer);
+  controlplane::maintenance upkeep(o.cfg, db, fleet, clock);
   controlplane::reaper reaper(o.cfg, db, hosts, upkeep, clock, observer);
   const auto report = reaper.run_once();
   hosts.shutdown();
@@ -930,7 +1101,7 @@ int run(int argc, char** argv) {
       o.cfg.database_url = node.database_url;
       const system_clock clock;
       controlplane::pg_store db(node.database_url, 1, std::chrono::seconds(5), db_limits(o.cfg));
-      return run_node_command(node, db, clock);
+      return run_node_command(node, db, clock, ask_node);
     }
     if (migrate_cmd->parsed()) {
       if (o.cfg.database_url.empty()) {

@@ -83,6 +83,14 @@ CLI::App* add_node_command(CLI::App& app, node_command& cmd) {
   node->require_subcommand(1);
   node->add_option("--database-url", cmd.database_url, "PostgreSQL connection URL")
       ->envname("DATABASE_URL");
+  auto* add = node->add_subcommand(
+      "add", "Record the node at a libvirt URI; serving replicas place hosts on it from then on");
+  add->add_option("uri", cmd.node, "The node's libvirt URI")->required();
+  add->add_option("--ssh-host", cmd.ssh_host,
+                  "The address callers reach the node's SSH forwards at")
+      ->required();
+  auto* rm = node->add_subcommand("rm", "Forget a node that holds no hosts (drain it first)");
+  rm->add_option("node", cmd.node, "The node's id or libvirt URI")->required();
   auto* ls = node->add_subcommand("ls", "Every node: state, hosts, vCPUs and memory used/free");
   auto* cordon = node->add_subcommand("cordon", "Place no new hosts on the node");
   auto* uncordon = node->add_subcommand("uncordon", "Place new hosts on the node again");
@@ -103,14 +111,35 @@ CLI::App* add_node_command(CLI::App& app, node_command& cmd) {
   set->add_option("--cpu-overcommit", cmd.cpu_overcommit, "vCPUs per CPU the node reports");
   set->add_option("--memory-overcommit", cmd.memory_overcommit,
                   "Guest memory per MiB the node reports");
-  for (auto* sub : {ls, cordon, uncordon, drain, set}) {
+  for (auto* sub : {add, rm, ls, cordon, uncordon, drain, set}) {
     sub->fallthrough();  // --database-url may come after the action too
     sub->parse_complete_callback([&cmd, sub] { cmd.action = sub->get_name(); });
   }
   return node;
 }
 
-int run_node_command(const node_command& cmd, controlplane::store& db, const clock& clk) {
+int run_node_command(const node_command& cmd, controlplane::store& db, const clock& clk,
+                     const node_asker& ask) {
+  if (cmd.action == "add") {
+    auto info = ask(cmd.node);
+    if (!info) {
+      return fail(info.error());
+    }
+    auto n = db.register_node({cmd.node, cmd.ssh_host, info->cpus, info->memory_mib}, clk.now());
+    if (!n) {
+      return fail(n.error());
+    }
+    print_nodes({*n});
+    return 0;
+  }
+  if (cmd.action == "rm") {
+    auto n = db.remove_node(cmd.node);
+    if (!n) {
+      return fail(n.error());
+    }
+    std::printf("node %s (%s) removed\n", n->uri.c_str(), n->id.c_str());
+    return 0;
+  }
   if (cmd.action == "ls") {
     auto nodes = db.list_nodes();
     if (!nodes) {

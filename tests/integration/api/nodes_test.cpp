@@ -1,14 +1,19 @@
 // Nodes (issue 14) through a real litterboxd: the serving process registers the machine it
 // drives (the fake node here) and places every host on it in the insert's transaction;
-// `litterboxd node` lists nodes, cordons, uncordons, drains and sizes them, and creates get
-// 503 CAPACITY with nothing kept while the node takes no new host or has no room for it.
+// `litterboxd node` adds, lists, cordons, uncordons, drains, sizes and removes nodes; creates
+// get 503 CAPACITY with nothing kept while no node takes a new host or has room for it; a
+// node added while the server runs is driven without a restart and takes its share.
 #include "base/process.hpp"
 #include "tests/integration/api/api_fixture.hpp"
+#include "tests/support/litterboxd_process.hpp"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace litterbox::test::api {
@@ -47,6 +52,33 @@ class nodes : public api_test {
       }
     }
     return nullptr;
+  }
+
+  /// The id `node ls` shows for `uri` (the first column of its row).
+  static std::string node_id_of(const std::string& uri) {
+    const auto ls = node_cli({"ls"});
+    std::size_t at = ls.out.find(uri);
+    if (at == std::string::npos) {
+      return "";
+    }
+    const std::size_t line = ls.out.rfind('\n', at);
+    const std::size_t from = line == std::string::npos ? 0 : line + 1;
+    return ls.out.substr(from, ls.out.find(' ', from) - from);
+  }
+
+  /// Waits until the server drives `uri` (its /doctor shows that node's checks).
+  bool await_driven(const std::string& uri) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until) {
+      const auto report = body_json(get("/doctor"));
+      for (const auto& c : report["checks"]) {
+        if (c.value("detail", "").rfind(uri + ": ", 0) == 0) {
+          return true;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
   }
 };
 
@@ -124,6 +156,65 @@ TEST_F(nodes, DrainWithDeleteHostsHasTheReaperDeleteEveryHostAndWaitsUntilTheNod
     EXPECT_EQ(get("/hosts/" + id).status, 404) << id;
   }
   expect_error(create(), 503, "node fake:///node is draining: it takes no new hosts", "CAPACITY");
+}
+
+TEST_F(nodes, AnAddedNodeIsDrivenWithoutARestartAndCreatesSpreadOverBothByRoom) {
+  const auto add = node_cli({"add", "fake:///second", "--ssh-host", "198.51.100.9"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_NE(add.out.find("fake:///second"), std::string::npos) << add.out;
+  // Room for three 1-GiB hosts on each node.
+  for (const char* uri : {k_node, "fake:///second"}) {
+    ASSERT_EQ(node_cli({"set", uri, "--memory-overcommit", "1", "--reserved-memory-mib",
+                        std::to_string(262144 - 3072)})
+                  .exit_code,
+              0);
+  }
+  ASSERT_TRUE(await_driven("fake:///second")) << "the server picks the new node up by itself";
+  const auto second = node_id_of("fake:///second");
+  ASSERT_FALSE(second.empty());
+
+  std::map<std::string, std::vector<std::string>> by_address;
+  for (int i = 0; i < 6; ++i) {
+    const auto h = create_active(R"({"memory_mib": 1024})");
+    ASSERT_FALSE(h.is_null()) << i;
+    by_address[h.value("ssh_host", "")].push_back(h.value("id", ""));
+  }
+  ASSERT_EQ(by_address["198.51.100.9"].size(), 3U) << "the second node's own SSH address";
+  ASSERT_EQ(by_address.size(), 2U);
+  // The guests are where the rows say: on the second node's own fake hypervisor.
+  const auto second_dir = fake_node_dir(database_url()) / "nodes" / second;
+  for (const auto& id : by_address["198.51.100.9"]) {
+    EXPECT_TRUE(std::filesystem::exists(second_dir / (id + ".vm"))) << id;
+    EXPECT_FALSE(std::filesystem::exists(fake_node_dir(database_url()) / (id + ".vm"))) << id;
+  }
+  const auto full = create(R"({"memory_mib": 1024})");
+  EXPECT_EQ(full.status, 503) << full;
+  const auto why = body_json(full).value("detail", "");
+  EXPECT_NE(why.find("node fake:///node has no room"), std::string::npos) << why;
+  EXPECT_NE(why.find("node fake:///second has no room"), std::string::npos) << why;
+
+  // Removing a node that holds hosts is refused; once they are deleted (each where it runs)
+  // it goes, and creates only go to the first node.
+  const auto busy = node_cli({"rm", "fake:///second"});
+  EXPECT_EQ(busy.exit_code, 1);
+  EXPECT_NE(busy.err.find("still has 3 host row(s)"), std::string::npos) << busy.err;
+  for (const auto& id : by_address["198.51.100.9"]) {
+    ASSERT_EQ(call("DELETE", "/hosts/" + id).status, 204) << id;
+    EXPECT_FALSE(std::filesystem::exists(second_dir / (id + ".vm"))) << id;
+  }
+  const auto rm = node_cli({"rm", "fake:///second"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_EQ(node_cli({"ls"}).out.find("fake:///second"), std::string::npos);
+}
+
+TEST_F(nodes, AddingANodeThisVersionCannotDriveIsRefusedAndRecordsNothing) {
+  const auto add = node_cli({"add", "qemu+tcp://10.0.0.2/system", "--ssh-host", "10.0.0.2"});
+  EXPECT_EQ(add.exit_code, 1);
+  EXPECT_NE(add.err.find("remote libvirt nodes are not supported yet"), std::string::npos)
+      << add.err;
+  EXPECT_EQ(node_cli({"ls"}).out.find("10.0.0.2"), std::string::npos);
+  const auto no_address = node_cli({"add", "fake:///x"});
+  EXPECT_NE(no_address.exit_code, 0) << "--ssh-host is required";
 }
 
 }  // namespace
