@@ -28,16 +28,6 @@ fi
 bin="$(lb_build_dir)/bench/placement/placement_bench"
 [[ -x "$bin" ]] || lb_die "$bin not found; run scripts/build placement_bench"
 
-work="$(mktemp -d /tmp/litterbox-placement-bench.XXXXXX)"
-chmod 0755 "$work"
-export PG_DIR="$work/pg" PG_AUTH=trust
-source "$LB_ROOT/scripts/lib/pg.sh"
-cleanup() {
-  pg_stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-PG_PORT="$(lb_free_port)"
-pg_start >/dev/null
-pg_psql -c "CREATE DATABASE placement_bench" >/dev/null
-"$bin" "postgresql://postgres@127.0.0.1:$PG_PORT/placement_bench" "$hosts" "$threads" "$rounds"
+source "$LB_ROOT/bench/lib/pg.sh"
+bench_pg_database placement_bench
+"$bin" "$BENCH_PG_URL" "$hosts" "$threads" "$rounds"

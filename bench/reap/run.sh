@@ -23,16 +23,6 @@ fi
 bin="$(lb_build_dir)/bench/reap/reap_bench"
 [[ -x "$bin" ]] || lb_die "$bin not found; run scripts/build reap_bench"
 
-work="$(mktemp -d /tmp/litterbox-reap-bench.XXXXXX)"
-chmod 0755 "$work"
-export PG_DIR="$work/pg" PG_AUTH=trust
-source "$LB_ROOT/scripts/lib/pg.sh"
-cleanup() {
-  pg_stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-PG_PORT="$(lb_free_port)"
-pg_start >/dev/null
-pg_psql -c "CREATE DATABASE reap_bench" >/dev/null
-"$bin" "postgresql://postgres@127.0.0.1:$PG_PORT/reap_bench" "$hosts"
+source "$LB_ROOT/bench/lib/pg.sh"
+bench_pg_database reap_bench
+"$bin" "$BENCH_PG_URL" "$hosts"

@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace litterbox::controlplane {
@@ -62,6 +63,31 @@ class node_store_contract : public ::testing::Test {
       h.node_choices.push_back(n.id);
     }
     return h;
+  }
+
+  /// Inserts `count` hosts made by `make`, each from a thread of its own, all at once;
+  /// returns how many were placed and how many refused with capacity.
+  template <class Make>
+  std::pair<int, int> insert_at_once(int count, Make make) {
+    std::latch go(count);
+    std::atomic<int> placed{0};
+    std::atomic<int> refused{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < count; ++i) {
+      threads.emplace_back([&, h = make()] {
+        go.arrive_and_wait();
+        const auto out = store_.insert_host(h, std::nullopt, k_ports, t0);
+        if (out) {
+          ++placed;
+        } else if (out.error().code == errc::capacity) {
+          ++refused;
+        }
+      });
+    }
+    for (auto& t : threads) {
+      t.join();
+    }
+    return {placed.load(), refused.load()};
   }
 
   node_record reread(const node_record& n) {
@@ -184,27 +210,9 @@ TYPED_TEST(node_store_contract, PoolMembersHoldCapacityAndAreRefusedOnAFullNode)
 
 TYPED_TEST(node_store_contract, SixteenConcurrentInsertsNeverOverfillANode) {
   const auto n = this->node("qemu+tcp://10.0.0.2/system", 5, 5 * 512);
-  constexpr int k_threads = 16;
-  std::latch go(k_threads);
-  std::atomic<int> placed{0};
-  std::atomic<int> refused{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < k_threads; ++i) {
-    threads.emplace_back([&, h = this->on(n)] {
-      go.arrive_and_wait();
-      const auto out = this->store_.insert_host(h, std::nullopt, k_ports, t0);
-      if (out) {
-        ++placed;
-      } else if (out.error().code == errc::capacity) {
-        ++refused;
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(placed.load(), 5);
-  EXPECT_EQ(refused.load(), 11);
+  const auto [placed, refused] = this->insert_at_once(16, [&] { return this->on(n); });
+  EXPECT_EQ(placed, 5);
+  EXPECT_EQ(refused, 11);
   const auto after = this->reread(n);
   EXPECT_EQ(after.hosts, 5);
   EXPECT_EQ(after.used_cpus, 5);
@@ -329,27 +337,9 @@ TYPED_TEST(node_store_contract, CordonedNodesAndNodesNotAmongTheCandidatesAreNev
 TYPED_TEST(node_store_contract, SixteenConcurrentInsertsOverTwoNodesFillBothExactly) {
   const auto a = this->node("fake:///a", 3, 3 * 512);
   const auto b = this->node("fake:///b", 2, 2 * 512);
-  constexpr int k_threads = 16;
-  std::latch go(k_threads);
-  std::atomic<int> placed{0};
-  std::atomic<int> refused{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < k_threads; ++i) {
-    threads.emplace_back([&, h = this->anywhere({a, b})] {
-      go.arrive_and_wait();
-      const auto out = this->store_.insert_host(h, std::nullopt, k_ports, t0);
-      if (out) {
-        ++placed;
-      } else if (out.error().code == errc::capacity) {
-        ++refused;
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(placed.load(), 5);
-  EXPECT_EQ(refused.load(), 11);
+  const auto [placed, refused] = this->insert_at_once(16, [&] { return this->anywhere({a, b}); });
+  EXPECT_EQ(placed, 5);
+  EXPECT_EQ(refused, 11);
   EXPECT_EQ(this->reread(a).hosts, 3);
   EXPECT_EQ(this->reread(b).hosts, 2);
 }
