@@ -1,6 +1,9 @@
 #include "hypervisor/fleet_driver.hpp"
 
+#include "base/log.hpp"
 #include "hypervisor/errc.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <utility>
@@ -42,9 +45,30 @@ std::vector<fleet_driver::member> fleet_driver::members() const {
 std::vector<std::string> fleet_driver::node_ids() const {
   std::vector<std::string> out;
   for (const auto& m : members()) {
-    out.push_back(m.id);
+    if (m.answering) {
+      out.push_back(m.id);
+    }
   }
   return out;
+}
+
+void fleet_driver::check_nodes() {
+  for (const auto& m : members()) {
+    auto info = m.d->node();  // not under mutex_: a node may take its timeout to answer
+    const std::lock_guard lock(mutex_);
+    for (auto& each : members_) {
+      if (each.id != m.id || each.answering == static_cast<bool>(info)) {
+        continue;
+      }
+      each.answering = static_cast<bool>(info);
+      if (info) {
+        spdlog::info("node {} ({}) answers again: creates are placed on it", m.uri, m.id);
+      } else {
+        spdlog::warn("node {} ({}) does not answer ({}): no creates are placed on it", m.uri, m.id,
+                     log_escape(info.error().message));
+      }
+    }
+  }
 }
 
 result<std::shared_ptr<driver>> fleet_driver::on(std::string_view node_id) const {

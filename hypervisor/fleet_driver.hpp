@@ -37,6 +37,11 @@ class fleet_driver final : public driver {
   void add_node(std::string id, std::string uri, std::shared_ptr<driver> d);
   /// Whether node `id` is driven.
   bool drives(std::string_view id) const;
+  /// Asks every node what it is (driver::node(), which each driver time-boxes). A node that
+  /// does not answer is left out of node_ids() until it answers again, so that creates go
+  /// to the others; everything else still reaches it (its hosts are still its own).
+  /// Transitions are logged. Call it periodically (serve's node follower does, every 5 s).
+  void check_nodes();
 
   std::string_view provider() const override { return home_->provider(); }
   result<std::string> prepare_image(
@@ -56,6 +61,7 @@ class fleet_driver final : public driver {
   /// eight hex digits of the node's id, its detail preceded by the node's URI.
   std::vector<check_result> doctor() override;
   result<node_info> node() override { return home_->node(); }
+  /// The nodes that answered the last check_nodes() (all of them before the first).
   std::vector<std::string> node_ids() const override;
   std::optional<std::uint64_t> known_image_bytes(std::string_view image) override {
     return home_->known_image_bytes(image);
@@ -79,6 +85,7 @@ class fleet_driver final : public driver {
     std::string id;
     std::string uri;
     std::shared_ptr<driver> d;
+    bool answering = true;  ///< at the last check_nodes()
   };
   std::vector<member> members() const;
   /// The driver of node `node_id` (empty: home). Errors: unavailable (not driven here).

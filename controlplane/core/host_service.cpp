@@ -118,7 +118,12 @@ std::string public_key_of(const std::string& known_hosts) {
 
 void host_service::place_on_nodes(host_record& rec) {
   auto nodes = driver_.node_ids();
-  if (nodes.size() <= 1) {
+  if (nodes.size() == 1) {
+    rec.node_id = nodes.front();  // the only node that answers
+    return;
+  }
+  if (nodes.empty()) {
+    // One node, or none answering: the configured one, which says why it cannot.
     if (!cfg_.node_id.empty()) {
       rec.node_id = cfg_.node_id;
     }

@@ -156,8 +156,8 @@ class host_service {
   result<std::optional<insert_outcome>> claim_from_pool(
       const host_record& rec, const std::optional<idempotency_claim>& key);
   /// Says where `rec` may go: config::node_id when the driver runs one node; otherwise every
-  /// node it drives, preferring the one that holds a ready template of the create's image and
-  /// size (the store's insert decides among them).
+  /// node it drives that answers, preferring the one that holds a ready template of the create's
+  /// image and size (the store's insert decides among them).
   void place_on_nodes(host_record& rec);
 
   const config& cfg_;

@@ -856,7 +856,8 @@ hypervisor::node_locator locate_in(controlplane::store& db) {
 // Keeps a fleet driving every node of the database this process can drive: checked at
 // start and every `interval`, so that a node `litterboxd node add` records is picked up by
 // every serving replica without a restart. A node it cannot drive is logged once and gets
-// no hosts from this process (placement only offers the nodes the fleet drives).
+// no hosts from this process (placement only offers the nodes the fleet drives). Each pass
+// also asks every node whether it answers: creates go past one that does not.
 class node_follower {
  public:
   using maker =
@@ -896,6 +897,7 @@ class node_follower {
       while (!cv_.wait_for(lock, interval_, [this] { return stopping_; })) {
         lock.unlock();
         refresh();
+        fleet_.check_nodes();
         lock.lock();
       }
     });

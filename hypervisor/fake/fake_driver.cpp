@@ -536,6 +536,9 @@ void fake_driver::set_failure(fake_phase phase, std::optional<error> e) {
 }
 
 result<node_info> fake_driver::node() {
+  if (auto e = injected(fake_phase::node)) {
+    return *e;
+  }
   return options_.node;
 }
 

@@ -27,6 +27,7 @@ enum class fake_phase {
   apply_login,
   destroy_template,
   vm_states,
+  node,  ///< node(): a node that does not answer
 };
 
 struct fake_options {

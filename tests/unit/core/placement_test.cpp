@@ -4,6 +4,7 @@
 #include "base/time.hpp"
 #include "controlplane/core/host_service.hpp"
 #include "controlplane/core/templates.hpp"
+#include "hypervisor/errc.hpp"
 #include "hypervisor/fake/fake_driver.hpp"
 #include "hypervisor/fleet_driver.hpp"
 #include "tests/support/memory_store.hpp"
@@ -127,6 +128,21 @@ TEST_F(PlacementTest, ACloneComesOnlyFromATemplateOnTheHostsOwnNodeAndPlacementP
   EXPECT_FALSE(node_b_->live_vms().count(elsewhere.host.id));
   EXPECT_EQ(node_a_->calls(hypervisor::fake_phase::destroy), destroys_on_a);
   EXPECT_TRUE(node_a_->live_vms().count(clone.host.id));
+}
+
+TEST_F(PlacementTest, CreatesGoPastANodeThatDoesNotAnswer) {
+  // Node b has more room, but it stopped answering at the last check.
+  ASSERT_TRUE(store_.configure_node(a_.id, {0, 1024, 16, 0.01}, k_start));
+  node_b_->set_failure(hypervisor::fake_phase::node,
+                       make_error(hypervisor::errc::unavailable, "libvirtd away"));
+  fleet_->check_nodes();
+  const auto placed = created();
+  EXPECT_EQ(placed.node_id, a_.id);
+  EXPECT_TRUE(node_a_->live_vms().count(placed.host.id));
+
+  node_b_->set_failure(hypervisor::fake_phase::node, std::nullopt);
+  fleet_->check_nodes();
+  EXPECT_EQ(created().node_id, b_.id) << "it answers again, with the most room";
 }
 
 }  // namespace

@@ -132,6 +132,19 @@ TEST_F(fleet_driver_test, ANodeAddedLaterIsWatchedLikeTheFirst) {
   EXPECT_EQ(fleet.node_ids().size(), 3U) << "a node already driven keeps its driver";
 }
 
+TEST_F(fleet_driver_test, ANodeThatDoesNotAnswerIsLeftOutOfPlacementUntilItAnswersAgain) {
+  EXPECT_EQ(fleet.node_ids(), (std::vector<std::string>{"node-a", "node-b"}));
+  node_b->set_failure(fake_phase::node, make_error(errc::unavailable, "libvirtd away"));
+  fleet.check_nodes();
+  EXPECT_EQ(fleet.node_ids(), std::vector<std::string>{"node-a"});
+  // Its hosts are still its own: a spec for it still goes there.
+  EXPECT_TRUE(fleet.create_vm(spec(k_id1, "node-b")));
+  EXPECT_EQ(node_b->live_vms(), std::set<std::string>{k_id1});
+  node_b->set_failure(fake_phase::node, std::nullopt);
+  fleet.check_nodes();
+  EXPECT_EQ(fleet.node_ids(), (std::vector<std::string>{"node-a", "node-b"}));
+}
+
 TEST_F(fleet_driver_test, DoctorNamesTheChecksOfFurtherNodesByTheirUri) {
   const auto checks = fleet.doctor();
   const auto home = node_a->doctor().size();
